@@ -1,0 +1,54 @@
+# The README's two commands: `make local` (set up and serve) and `make test` (set up and test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+
+export CDK_HOME := $(CURDIR)/.cdk-home
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup local test lint format bench synth deploy validators clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+local: setup
+	$(PY) -m local_endpoint.server --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy lambdas local_endpoint cdk_app app.py tools
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup
+	$(PY) benchmarks/router_overhead.py
+	$(PY) benchmarks/cold_start.py
+
+validators: setup
+	$(PY) tools/generate_validators.py
+
+synth: setup
+	npx cdk synth --no-notices -q
+
+deploy: setup
+	npx cdk deploy --no-notices
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .cdk-home .pytest_cache .mypy_cache .ruff_cache build dist

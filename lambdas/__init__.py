@@ -1,0 +1,1 @@
+"""Runtime side: code that runs in AWS Lambda. Never imports aws_cdk."""

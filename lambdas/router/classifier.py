@@ -1,0 +1,81 @@
+"""Prompt complexity from cheap heuristics: size, keyword signals and structure. No model call.
+
+A score in [0, 1] is the sum of a length component and weighted signals (code, math, multi-step,
+analysis), each of whose strength is 0.5 per keyword hit (saturating at 1) or 1 when its structural
+marker is present (a code block, an equation, a numbered list). Thresholds in the policy turn the score
+into a class: simple, moderate or complex.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .policy import SIGNAL_SCAN_CHARS, ComplexityRules
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_IMAGE = 1600  # Bedrock bills roughly (width*height)/750 tokens; ~1.2 MP images are the common case
+
+_STRUCTURE: dict[str, re.Pattern[str]] = {
+    "code": re.compile(
+        r"```|^\s*(?:def |class |function |import |from \S+ import |#include|public |const |let |SELECT |CREATE TABLE)"
+        r"|[;{}]\s*$",
+        re.MULTILINE,
+    ),
+    "math": re.compile(r"\d\s*[-+*/^=<>]\s*\(?\d|\\frac|\\sum|\\int|\$[^$\n]+\$"),
+    "multi_step": re.compile(r"(?:^\s*(?:\d+[.)]|[-*•])\s+.+\n){2,}^\s*(?:\d+[.)]|[-*•])\s+", re.MULTILINE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Complexity:
+    score: float
+    klass: str
+    estimated_tokens: int
+    signals: dict[str, float]
+
+    def as_reason(self) -> dict[str, object]:
+        return {
+            "score": round(self.score, 3),
+            "class": self.klass,
+            "estimated_input_tokens": self.estimated_tokens,
+            "signals": {name: round(value, 2) for name, value in self.signals.items() if value},
+        }
+
+
+def estimate_tokens(chars: int, images: int = 0) -> int:
+    """Rough input token count: about four characters a token, plus a flat cost per image."""
+    return -(-chars // CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE
+
+
+def classify(text: str, rules: ComplexityRules, *, total_chars: int | None = None, images: int = 0) -> Complexity:
+    """Score a prompt's complexity.
+
+    Args:
+        text: the text to read signals from (the conversation's user and system text).
+        rules: the policy's complexity rules.
+        total_chars: the full input size when ``text`` is only part of it; defaults to ``len(text)``.
+        images: number of attached images (they count towards size, not towards signals).
+    """
+    chars = len(text) if total_chars is None else total_chars
+    tokens = estimate_tokens(chars, images)
+    sample = text[:SIGNAL_SCAN_CHARS]
+    length_strength = min(1.0, tokens / rules.saturation_tokens)
+    score = rules.length_weight * length_strength
+    strengths: dict[str, float] = {"length": round(length_strength, 3)}
+    for signal in rules.signals:
+        hits = len(signal.keywords.findall(sample)) if signal.keywords is not None else 0
+        strength = min(1.0, 0.5 * hits)
+        structure = _STRUCTURE.get(signal.name)
+        if strength < 1.0 and structure is not None and structure.search(sample):
+            strength = 1.0
+        strengths[signal.name] = strength
+        score += signal.weight * strength
+    score = min(1.0, score)
+    if score >= rules.complex_at:
+        klass = "complex"
+    elif score >= rules.moderate_at:
+        klass = "moderate"
+    else:
+        klass = "simple"
+    return Complexity(score=score, klass=klass, estimated_tokens=tokens, signals=strengths)

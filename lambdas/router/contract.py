@@ -1,0 +1,172 @@
+"""The ``POST /generate`` contract: parse and check the body, shape the Converse call, build the answer.
+
+Body shape (JSON schema: schemas/generate_request.schema.json, shared with API Gateway's validator)::
+
+    {"prompt": "...", "use_case": "general", "messages": [{"role": "user", "content": "..."}],
+     "system": "...", "max_tokens": 512, "temperature": 0.2, "model": "claude-haiku-4-5",
+     "images": [{"format": "png", "data": "<base64>"}]}
+
+Either ``prompt`` or ``messages`` is required; with both, ``prompt`` is the newest user turn.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .policy import RequestLimits
+
+
+class BadRequest(ValueError):
+    """The caller sent something the router cannot accept (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    format: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerateInput:
+    messages: tuple[tuple[str, str], ...]  # (role, text), alternating, ending with a user turn
+    system: str | None
+    images: tuple[Image, ...]
+    use_case: str | None
+    model: str | None
+    max_tokens: int | None
+    temperature: float | None
+
+    @property
+    def text(self) -> str:
+        """User and system text, for the complexity classifier."""
+        user_turns = [content for role, content in self.messages if role == "user"]
+        return "\n".join(([self.system] if self.system else []) + user_turns)
+
+
+def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any]:
+    """Decode a JSON object body.
+
+    Raises:
+        BadRequest: empty, too large, not JSON, or not an object.
+    """
+    if raw is None or raw == "" or raw == b"":
+        raise BadRequest("request body is empty: send a JSON object with a 'prompt'")
+    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    if size > max_body_bytes:
+        raise BadRequest(f"request body is {size} bytes, over the limit of {max_body_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput:
+    """Validate a ``/generate`` body against the schema and the policy's limits.
+
+    Raises:
+        BadRequest: naming the field and the problem.
+    """
+    from fastjsonschema import JsonSchemaValueException
+
+    from ._request_validator import validate
+
+    try:
+        validate(body)
+    except JsonSchemaValueException as exc:
+        field = exc.name.removeprefix("data").lstrip(".")
+        if exc.rule == "additionalProperties":
+            unknown = sorted(set(exc.value) - _known_fields(field)) if isinstance(exc.value, dict) else []
+            where = f" in {field}" if field else ""
+            raise BadRequest(f"unknown field(s){where}: {', '.join(unknown)}") from None
+        rule = exc.message.removeprefix(exc.name).strip()
+        shown = json.dumps(exc.value, default=str)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        if exc.rule == "pattern" and field == "prompt":
+            rule = "must not be blank"
+        raise BadRequest(f"{field or 'body'} {rule} (got {shown})") from None
+
+    prompt: str | None = body.get("prompt")
+    history = body.get("messages") or []
+    if prompt is None and not history:
+        raise BadRequest("'prompt' is required (a non-empty string), or 'messages'")
+    turns = [(m["role"], m["content"]) for m in history]
+    if prompt is not None:
+        turns.append(("user", prompt))
+    messages = _merge_turns(turns)
+    if messages[-1][0] != "user":
+        raise BadRequest("the last message must come from the user")
+    if len(messages) > limits.max_messages:
+        raise BadRequest(f"messages has {len(messages)} turns, over the limit of {limits.max_messages}")
+
+    system = body.get("system") or None
+    chars = sum(len(content) for _, content in messages) + len(system or "")
+    if chars > limits.max_prompt_chars:
+        raise BadRequest(f"input is {chars} characters, over the limit of {limits.max_prompt_chars}")
+
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and max_tokens > limits.max_output_tokens:
+        raise BadRequest(f"max_tokens {max_tokens} is over the limit of {limits.max_output_tokens}")
+
+    raw_images = body.get("images") or []
+    if len(raw_images) > limits.max_images:
+        raise BadRequest(f"images has {len(raw_images)} items, over the limit of {limits.max_images}")
+    images = tuple(_decode_image(index, item) for index, item in enumerate(raw_images))
+
+    return GenerateInput(
+        messages=tuple(messages),
+        system=system,
+        images=images,
+        use_case=body.get("use_case"),
+        model=body.get("model"),
+        max_tokens=max_tokens,
+        temperature=body.get("temperature"),
+    )
+
+
+def _known_fields(field: str) -> set[str]:
+    if field.startswith("messages"):
+        return {"role", "content"}
+    if field.startswith("images"):
+        return {"format", "data"}
+    return {"prompt", "use_case", "model", "system", "messages", "max_tokens", "temperature", "images"}
+
+
+def _merge_turns(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Bedrock wants alternating roles starting with the user; join consecutive turns of one role."""
+    merged: list[tuple[str, str]] = []
+    for role, content in turns:
+        if merged and merged[-1][0] == role:
+            merged[-1] = (role, merged[-1][1] + "\n\n" + content)
+        else:
+            merged.append((role, content))
+    if merged and merged[0][0] != "user":
+        raise BadRequest("the first message must come from the user")
+    return merged
+
+
+def _decode_image(index: int, item: dict[str, str]) -> Image:
+    try:
+        data = base64.b64decode(item["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"images[{index}].data is not valid base64") from None
+    return Image(format=item["format"], data=data)
+
+
+def converse_messages(request: GenerateInput) -> list[dict[str, Any]]:
+    """The Converse API ``messages``; images ride on the newest user turn."""
+    messages: list[dict[str, Any]] = [{"role": role, "content": [{"text": text}]} for role, text in request.messages]
+    if request.images:
+        blocks = [{"image": {"format": image.format, "source": {"bytes": image.data}}} for image in request.images]
+        messages[-1]["content"] = blocks + messages[-1]["content"]
+    return messages
+
+
+def converse_system(request: GenerateInput) -> list[dict[str, str]]:
+    return [{"text": request.system}] if request.system else []

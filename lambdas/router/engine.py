@@ -1,0 +1,224 @@
+"""The pure routing engine: policy + request + live-state snapshot -> decision.
+
+No I/O, no clock, no randomness it was not handed: the same inputs always give the same decision.
+
+Precedence, first match wins for choosing the route:
+
+1. ``model`` named by the caller (if the policy allows overrides): that model goes first, the route
+   chosen by the rules below supplies the fallbacks.
+2. ``use_case`` mapped to a route in ``rules.use_cases`` (a static route).
+3. ``use_case`` mapped to ``"auto"``: the tier table ``rules.tiers.levels[tier][complexity class]``.
+
+Then candidates are filtered, in order, by modality (images need an ``image`` model) and context size
+(estimated input + max output tokens must fit the window). If nothing is left the engine switches to
+``rules.image_route`` or ``rules.long_context_route``; if still nothing fits, the request is the
+caller's problem (``RoutingError``, HTTP 400). Weighted candidates split callers into sticky buckets
+(hash of route and caller key): the picked one goes first and the others follow as fallbacks.
+Each model expands into one planned call per region, home region first; a (model, region) whose
+circuit is open in the live state is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .classifier import Complexity, classify
+from .policy import AUTO_ROUTE, ModelSpec, Policy, Route
+
+
+class RoutingError(ValueError):
+    """The request cannot be routed because of what the caller sent (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingRequest:
+    """What the engine needs to know about a request.
+
+    Attributes:
+        text: user and system text, for the complexity signals.
+        input_chars: total characters of input text.
+        images: number of image blocks.
+        use_case: task label, or None for the policy's default.
+        tier: user tier, or None for the policy's default.
+        model: a model the caller asks for (catalog key or model id), or None.
+        max_tokens: the caller's output limit, or None for the route's.
+        sticky_key: caller identity that keeps one caller on one canary variant.
+    """
+
+    text: str
+    input_chars: int
+    images: int = 0
+    use_case: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    sticky_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """A snapshot of what the router knows about the world right now.
+
+    Attributes:
+        open_circuits: (model key, region) pairs that must not be called.
+    """
+
+    open_circuits: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    model: ModelSpec
+    region: str
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    route: str
+    primary_model: str
+    plan: tuple[PlannedCall, ...]
+    max_tokens: int
+    temperature: float | None
+    reasons: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+def canary_bucket(route: str, sticky_key: str) -> float:
+    """A stable bucket in [0, 100) for a caller on a route."""
+    digest = hashlib.blake2b(f"{route}\x00{sticky_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10_000 / 100.0
+
+
+def _order_candidates(route: Route, sticky_key: str, reasons: dict[str, Any]) -> list[str]:
+    models = [c.model for c in route.candidates]
+    if route.weighted and len(models) > 1:
+        total = sum(c.weight or 0.0 for c in route.candidates)
+        bucket = canary_bucket(route.name, sticky_key)
+        point = bucket / 100.0 * total
+        cumulative = 0.0
+        picked = models[-1]
+        for candidate in route.candidates:
+            cumulative += candidate.weight or 0.0
+            if point < cumulative:
+                picked = candidate.model
+                break
+        reasons["canary"] = {"bucket": bucket, "variant": picked}
+        models.remove(picked)
+        models.insert(0, picked)
+    for fallback in route.fallbacks:
+        if fallback not in models:
+            models.append(fallback)
+    return models
+
+
+def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexity, reasons: dict[str, Any]) -> Route:
+    use_case = request.use_case if request.use_case is not None else policy.default_use_case
+    target = policy.use_cases.get(use_case)
+    if target is None:
+        known = ", ".join(sorted(policy.use_cases))
+        raise RoutingError(f"unknown use_case '{use_case}' (expected one of: {known})")
+    reasons["use_case"] = use_case
+    tier = request.tier.lower() if request.tier else policy.default_tier
+    if tier not in policy.tiers:
+        known = ", ".join(sorted(policy.tiers))
+        raise RoutingError(f"unknown user tier '{request.tier}' in {policy.tier_header} (expected one of: {known})")
+    reasons["tier"] = tier
+    if target != AUTO_ROUTE:
+        reasons["rule"] = "use_case"
+        return policy.routes[target]
+    reasons["rule"] = "tier_complexity"
+    return policy.routes[policy.tiers[tier][complexity.klass]]
+
+
+def _fits(spec: ModelSpec, request: RoutingRequest, needed_tokens: int) -> str | None:
+    """None when the model can take the request, else why not."""
+    if request.images and "image" not in spec.modalities:
+        return "does not accept images"
+    if needed_tokens > spec.context_window_tokens:
+        return f"context window {spec.context_window_tokens} tokens < ~{needed_tokens} needed"
+    return None
+
+
+def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = None) -> Decision:
+    """Choose the route and the ordered execution plan for one request.
+
+    Raises:
+        RoutingError: the request names an unknown use case, tier or model, or no model in the policy
+            can take it (too long for every context window, images with no vision model).
+    """
+    state = state or LiveState()
+    reasons: dict[str, Any] = {}
+    complexity = classify(request.text, policy.complexity, total_chars=request.input_chars, images=request.images)
+    reasons["complexity"] = complexity.as_reason()
+    route = _select_route(policy, request, complexity, reasons)
+
+    pinned: ModelSpec | None = None
+    if request.model is not None:
+        if not policy.allow_model_override:
+            raise RoutingError("the policy does not allow callers to choose a model ('model' must be omitted)")
+        pinned = policy.model_by_id_or_key(request.model)
+        if pinned is None:
+            raise RoutingError(f"model '{request.model}' is not in the policy's catalog")
+        reasons["rule"] = "explicit_model"
+
+    max_tokens = request.max_tokens or route.max_tokens or DEFAULT_MAX_TOKENS
+    needed = complexity.estimated_tokens + max_tokens
+    skipped: list[dict[str, str]] = []
+
+    def viable_chain(candidate_route: Route) -> list[ModelSpec]:
+        names = _order_candidates(candidate_route, request.sticky_key, reasons)
+        if pinned is not None:
+            names = [pinned.key] + [n for n in names if n != pinned.key]
+        chain = []
+        for name in names:
+            spec = policy.models[name]
+            why = _fits(spec, request, needed)
+            if why is None:
+                chain.append(spec)
+            else:
+                skipped.append({"model": name, "reason": why})
+        return chain
+
+    chain = viable_chain(route)
+    if not chain:
+        alternative = policy.image_route if request.images else policy.long_context_route
+        if alternative is not None and alternative != route.name:
+            reasons["switched_route"] = {"from": route.name, "to": alternative}
+            route = policy.routes[alternative]
+            chain = viable_chain(route)
+    reasons["route"] = route.name
+    if skipped:
+        reasons["skipped"] = skipped
+    if not chain:
+        if request.images:
+            raise RoutingError("no model in the policy accepts this request's images and size")
+        raise RoutingError(
+            f"input too long: about {complexity.estimated_tokens} input tokens plus max_tokens {max_tokens} "
+            "exceed the context window of every candidate model"
+        )
+
+    primary = chain[0]
+    plan: list[PlannedCall] = []
+    circuit_skips: list[dict[str, str]] = []
+    for spec in chain:
+        for region in spec.regions:
+            if (spec.key, region) in state.open_circuits:
+                circuit_skips.append({"model": spec.key, "region": region, "reason": "circuit open"})
+                continue
+            plan.append(PlannedCall(model=spec, region=region, fallback=spec is not primary))
+    if circuit_skips:
+        reasons.setdefault("skipped", []).extend(circuit_skips)
+    reasons["plan"] = [f"{call.model.key}@{call.region}" for call in plan]
+    return Decision(
+        route=route.name,
+        primary_model=primary.key,
+        plan=tuple(plan),
+        max_tokens=max_tokens,
+        temperature=route.temperature,
+        reasons=reasons,
+    )

@@ -1,0 +1,180 @@
+"""Lambda entry point: Powertools glue around ``RouterService``.
+
+Configuration (environment variables, set by the construct or by local mode):
+
+- ``ROUTER_POLICY_FILE``: read the policy from this file (local mode); otherwise AppConfig:
+  ``APPCONFIG_APPLICATION``, ``APPCONFIG_ENVIRONMENT``, ``APPCONFIG_PROFILE``.
+- ``ROUTER_POLICY_MAX_AGE_SECONDS``: how long a fetched policy is trusted (default 45).
+- ``BEDROCK_ENDPOINT_URL``: call this Bedrock Runtime endpoint instead of AWS (the local simulator).
+- ``ROUTER_MAX_BODY_BYTES``: larger request bodies get HTTP 400 (default 6,000,000: Lambda's payload limit).
+- Powertools: ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_LOG_LEVEL``.
+
+Tracer is left out on purpose: it costs about 0.45 s of cold start (X-Ray SDK import and patching).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import metric_names as m
+from .policy_store import PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
+from .service import CallerContext, Outcome, RouterService
+
+# /health publishes no metric on purpose; Powertools would warn about it on every call.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+logger = Logger()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", m.NAMESPACE))
+app = APIGatewayRestResolver()
+
+_service: RouterService | None = None
+
+
+def configure(service: RouterService | None) -> None:
+    """Use this service (tests, local mode); None rebuilds it from the environment on next use."""
+    global _service
+    _service = service
+
+
+def _build_service() -> RouterService:
+    from .bedrock import BedrockGateway
+
+    max_age = float(os.environ.get("ROUTER_POLICY_MAX_AGE_SECONDS", "45"))
+    policy_file = os.environ.get("ROUTER_POLICY_FILE")
+    if policy_file:
+        fetch = file_fetcher(policy_file)
+    else:
+        fetch = appconfig_fetcher(
+            application=os.environ["APPCONFIG_APPLICATION"],
+            environment=os.environ["APPCONFIG_ENVIRONMENT"],
+            profile=os.environ["APPCONFIG_PROFILE"],
+            max_age_s=int(max_age),
+        )
+    return RouterService(
+        policies=PolicyStore(fetch, max_age_s=max_age, logger=logger),
+        gateway=BedrockGateway(endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL") or None),
+        max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
+    )
+
+
+def service() -> RouterService:
+    global _service
+    if _service is None:
+        _service = _build_service()
+    return _service
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(status_code=status, content_type="application/json", body=body, headers=headers or {})
+
+
+@app.get("/health")
+def health() -> Response[Any]:
+    policy = service().policies.current()
+    body: dict[str, Any] = {"status": "ok", "policy_version": policy.version, "models": len(policy.models)}
+    if service().policies.last_error:
+        body["policy_warning"] = "the newest policy version was rejected; the last good one is in force"
+    return _json_response(200, body)
+
+
+@app.post("/generate")
+def generate() -> Response[Any]:
+    event = app.current_event
+    policy = service().policies.current()
+    context: LambdaContext | None = app.lambda_context
+    outcome = service().generate(
+        event.body,
+        CallerContext(
+            tier=event.get_header_value(policy.tier_header, case_sensitive=False),
+            sticky_key=_sticky_key(event),
+            remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
+        ),
+    )
+    _record(outcome)
+    return _json_response(outcome.status, outcome.body, outcome.headers)
+
+
+def _sticky_key(event: Any) -> str:
+    """Who is calling, so one caller stays on one canary variant."""
+    explicit = event.get_header_value("X-Caller-Id", case_sensitive=False)
+    if explicit:
+        return f"caller:{explicit}"
+    identity = event.request_context.identity
+    authorizer = event.request_context.authorizer
+    principal = (authorizer.claims or {}).get("sub") if authorizer and authorizer.claims else None
+    for kind, value in (("user", principal), ("key", identity.api_key_id), ("ip", identity.source_ip)):
+        if value:
+            return f"{kind}:{value}"
+    return f"request:{event.request_context.request_id}"
+
+
+def _record(outcome: Outcome) -> None:
+    if outcome.status == 400:
+        metrics.add_metric(name=m.BAD_REQUESTS, unit=MetricUnit.Count, value=1)
+        logger.info("bad request", extra={"status": 400, "reason": outcome.body.get("message")})
+    else:
+        metrics.add_metric(name=m.REQUESTS, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=m.LATENCY_MS, unit=MetricUnit.Milliseconds, value=outcome.latency_ms)
+        metrics.add_metric(name=m.FALLBACKS, unit=MetricUnit.Count, value=int(outcome.outcome == m.OUTCOME_FALLBACK))
+        metrics.add_metric(name=m.DEGRADED, unit=MetricUnit.Count, value=int(outcome.outcome == m.OUTCOME_DEGRADED))
+        metrics.add_metric(name=m.FAILED_ATTEMPTS, unit=MetricUnit.Count, value=len(outcome.failed_attempts))
+        if outcome.model is not None:
+            metrics.add_metric(name=m.INPUT_TOKENS, unit=MetricUnit.Count, value=outcome.input_tokens)
+            metrics.add_metric(name=m.OUTPUT_TOKENS, unit=MetricUnit.Count, value=outcome.output_tokens)
+            metrics.add_metric(name=m.COST_USD, unit=MetricUnit.NoUnit, value=outcome.cost_usd)
+        model = outcome.model or outcome.body.get("model_used", "none")
+        service_name = {m.SERVICE_DIMENSION: metrics.service or "router"}
+        metrics.add_dimensions(**service_name, **{m.ROUTE_DIMENSION: outcome.route or "none"})
+        metrics.add_dimensions(**service_name, **{m.MODEL_DIMENSION: model})
+        metrics.add_dimensions(**service_name, **{m.OUTCOME_DIMENSION: outcome.outcome})
+        if outcome.region is not None:
+            metrics.add_dimensions(**service_name, **{m.MODEL_DIMENSION: model, m.REGION_DIMENSION: outcome.region})
+        logger.info(
+            "routed",
+            extra={
+                "route": outcome.route,
+                "model": model,
+                "region": outcome.region,
+                "outcome": outcome.outcome,
+                "latency_ms": round(outcome.latency_ms, 1),
+                "failed_attempts": len(outcome.failed_attempts),
+            },
+        )
+    for attempt in outcome.failed_attempts:
+        with single_metric(
+            name=m.MODEL_CALL_FAILURES,
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
+        ) as failure:
+            failure.add_dimension(name=m.MODEL_DIMENSION, value=attempt.model_id)
+            failure.add_dimension(name=m.REGION_DIMENSION, value=attempt.region)
+            failure.add_dimension(name=m.FAILURE_CLASS_DIMENSION, value=attempt.outcome)
+
+
+@app.exception_handler(PolicyUnavailable)
+def policy_unavailable(exc: PolicyUnavailable) -> Response[Any]:
+    logger.error("no routing policy available", extra={"error": str(exc)})
+    return _json_response(503, {"error": "PolicyUnavailable", "message": "the routing policy is not available yet"})
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error")
+    request_id = app.current_event.request_context.request_id
+    return _json_response(500, {"error": "InternalError", "message": "internal error", "request_id": request_id})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

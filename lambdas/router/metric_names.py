@@ -1,0 +1,43 @@
+"""The observability contract shared by the router (EMF) and the construct (alarms, dashboard).
+
+Dependency-free on purpose: the CDK side imports it at synth time, the runtime imports it on the
+request path, and both must agree on every name below.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+NAMESPACE: Final = "RoutedBedrock"
+"""Default CloudWatch namespace (the construct sets ``POWERTOOLS_METRICS_NAMESPACE`` to it)."""
+
+SERVICE_DIMENSION: Final = "service"
+ROUTE_DIMENSION: Final = "Route"
+MODEL_DIMENSION: Final = "Model"
+REGION_DIMENSION: Final = "Region"
+OUTCOME_DIMENSION: Final = "Outcome"
+FAILURE_CLASS_DIMENSION: Final = "FailureClass"
+
+# One value per request under OUTCOME_DIMENSION.
+OUTCOME_OK: Final = "ok"
+OUTCOME_FALLBACK: Final = "fallback"
+OUTCOME_DEGRADED: Final = "degraded"
+OUTCOME_ERROR: Final = "error"
+OUTCOMES: Final = (OUTCOME_OK, OUTCOME_FALLBACK, OUTCOME_DEGRADED, OUTCOME_ERROR)
+
+# Request-level metrics; emitted with the dimension sets
+# [service], [service, Route], [service, Model], [service, Outcome] and [service, Model, Region].
+REQUESTS: Final = "Requests"
+LATENCY_MS: Final = "LatencyMs"
+INPUT_TOKENS: Final = "InputTokens"
+OUTPUT_TOKENS: Final = "OutputTokens"
+COST_USD: Final = "CostUsd"
+FALLBACKS: Final = "Fallbacks"
+DEGRADED: Final = "DegradedAnswers"
+FAILED_ATTEMPTS: Final = "FailedAttempts"
+
+# Per failed model call, dimensioned [service, Model, Region, FailureClass].
+MODEL_CALL_FAILURES: Final = "ModelCallFailures"
+
+# Caller errors (HTTP 4xx answered by the router), dimensioned [service].
+BAD_REQUESTS: Final = "BadRequests"

@@ -1,0 +1,383 @@
+"""The routing policy: load, validate (schema then cross-references) and compile into frozen objects.
+
+The same schema file is used by the router, the CDK construct at synth time, AppConfig's validator and
+the ``python -m lambdas.router.policy check FILE`` command. Every rejection is a ``PolicyError`` (a
+``ValueError``) whose message names the field and the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+SCHEMA_PATH = _HERE / "schemas" / "policy.schema.json"
+DEFAULT_POLICY_PATH = _HERE / "policies" / "default.json"
+
+AUTO_ROUTE = "auto"
+COMPLEXITY_CLASSES = ("simple", "moderate", "complex")
+# First segment of a cross-region inference profile id (us.anthropic..., global.amazon...).
+INFERENCE_PROFILE_PREFIXES = frozenset({"us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"})
+# Classifier signals scan at most this much of the prompt: it keeps a decision well under a millisecond
+# for huge inputs, whose size alone already saturates the length signal.
+SIGNAL_SCAN_CHARS = 20_000
+
+
+class PolicyError(ValueError):
+    """The policy document is invalid; the message names the field and the value."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    key: str
+    model_id: str
+    regions: tuple[str, ...]
+    profile_destinations: tuple[str, ...]
+    price_per_1k_input_usd: float
+    price_per_1k_output_usd: float
+    context_window_tokens: int
+    max_output_tokens: int | None
+    modalities: frozenset[str]
+    tier: str
+
+    @property
+    def is_inference_profile(self) -> bool:
+        return self.model_id.split(".", 1)[0] in INFERENCE_PROFILE_PREFIXES
+
+    @property
+    def foundation_model_id(self) -> str:
+        """The underlying foundation model id (the profile prefix stripped)."""
+        return self.model_id.split(".", 1)[1] if self.is_inference_profile else self.model_id
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.price_per_1k_input_usd + output_tokens * self.price_per_1k_output_usd
+        ) / 1000.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    model: str
+    weight: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    name: str
+    candidates: tuple[Candidate, ...]
+    fallbacks: tuple[str, ...]
+    max_tokens: int | None
+    temperature: float | None
+
+    @property
+    def weighted(self) -> bool:
+        return any(c.weight is not None for c in self.candidates)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    name: str
+    weight: float
+    keywords: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComplexityRules:
+    moderate_at: float
+    complex_at: float
+    length_weight: float
+    saturation_tokens: int
+    signals: tuple[Signal, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resilience:
+    throttle_retries: int
+    backoff_base_ms: int
+    backoff_cap_ms: int
+    connect_timeout_ms: int
+    attempt_timeout_ms: int
+    total_deadline_ms: int
+    max_attempts: int
+    degraded_message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestLimits:
+    max_prompt_chars: int
+    max_messages: int
+    max_images: int
+    max_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """A validated, compiled routing policy. Immutable: one request sees one policy."""
+
+    version: str
+    models: Mapping[str, ModelSpec]
+    routes: Mapping[str, Route]
+    use_cases: Mapping[str, str]
+    default_use_case: str
+    tier_header: str
+    default_tier: str
+    tiers: Mapping[str, Mapping[str, str]]
+    complexity: ComplexityRules
+    image_route: str | None
+    long_context_route: str | None
+    allow_model_override: bool
+    resilience: Resilience
+    limits: RequestLimits
+    document: Mapping[str, Any]
+
+    def model_by_id_or_key(self, name: str) -> ModelSpec | None:
+        """Find a catalog model by its policy key or its Bedrock model id."""
+        spec = self.models.get(name)
+        if spec is not None:
+            return spec
+        for spec in self.models.values():
+            if spec.model_id == name:
+                return spec
+        return None
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The policy JSON schema (draft-04) as a dict."""
+    with SCHEMA_PATH.open(encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    return schema
+
+
+def validate_document(document: Any) -> None:
+    """Validate a policy document against the schema and its cross-references.
+
+    Raises:
+        PolicyError: naming the field and the offending value.
+    """
+    # Generated from SCHEMA_PATH by tools/generate_validators.py; imported lazily: only loads need it.
+    from fastjsonschema import JsonSchemaValueException
+
+    from ._policy_validator import validate
+
+    try:
+        validate(document)
+    except JsonSchemaValueException as exc:
+        field = exc.name.removeprefix("data").lstrip(".") or "(document)"
+        rule = exc.message.removeprefix(exc.name).strip()
+        raise PolicyError(f"invalid policy: {field} {rule} (got {_show(exc.value)})") from None
+    _check_references(document)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _check_references(doc: Mapping[str, Any]) -> None:
+    models: Mapping[str, Any] = doc["models"]
+    routes: Mapping[str, Any] = doc["routes"]
+    rules: Mapping[str, Any] = doc["rules"]
+
+    for key, model in models.items():
+        prefix = model["model_id"].split(".", 1)[0]
+        if prefix in INFERENCE_PROFILE_PREFIXES and "inference_profile_destinations" not in model:
+            raise PolicyError(
+                f"invalid policy: models.{key}.inference_profile_destinations is required for inference "
+                f"profile '{model['model_id']}'"
+            )
+    if AUTO_ROUTE in routes:
+        raise PolicyError(f"invalid policy: routes.{AUTO_ROUTE} is reserved (it means 'route by tier and complexity')")
+    for name, route in routes.items():
+        weights = [c.get("weight") for c in route["candidates"]]
+        if any(w is not None for w in weights):
+            if any(w is None for w in weights):
+                raise PolicyError(f"invalid policy: routes.{name}.candidates must all have a weight or none (got {weights})")
+            if sum(weights) <= 0:
+                raise PolicyError(f"invalid policy: routes.{name}.candidates weights must add up to more than 0")
+        for index, candidate in enumerate(route["candidates"]):
+            if candidate["model"] not in models:
+                raise PolicyError(
+                    f"invalid policy: model '{candidate['model']}' in route '{name}' "
+                    f"(routes.{name}.candidates[{index}].model) is not in the catalog"
+                )
+        for index, fallback in enumerate(route.get("fallbacks", [])):
+            if fallback not in models:
+                raise PolicyError(
+                    f"invalid policy: fallback model '{fallback}' in route '{name}' "
+                    f"(routes.{name}.fallbacks[{index}]) is not in the catalog"
+                )
+
+    for use_case, target in rules["use_cases"].items():
+        if target != AUTO_ROUTE and target not in routes:
+            raise PolicyError(f"invalid policy: rules.use_cases.{use_case} names unknown route '{target}'")
+    default_use_case = rules.get("default_use_case")
+    if default_use_case is not None and default_use_case not in rules["use_cases"]:
+        raise PolicyError(f"invalid policy: rules.default_use_case '{default_use_case}' is not in rules.use_cases")
+
+    tiers = rules["tiers"]
+    if tiers["default"] not in tiers["levels"]:
+        raise PolicyError(f"invalid policy: rules.tiers.default '{tiers['default']}' is not in rules.tiers.levels")
+    for tier, table in tiers["levels"].items():
+        for klass, target in table.items():
+            if target not in routes:
+                raise PolicyError(f"invalid policy: rules.tiers.levels.{tier}.{klass} names unknown route '{target}'")
+
+    for field in ("image_route", "long_context_route"):
+        target = rules.get(field)
+        if target is not None and target not in routes:
+            raise PolicyError(f"invalid policy: rules.{field} names unknown route '{target}'")
+
+    complexity = rules["complexity"]
+    if complexity["moderate_at"] > complexity["complex_at"]:
+        raise PolicyError(
+            "invalid policy: rules.complexity.moderate_at must not exceed complex_at "
+            f"(got {complexity['moderate_at']} > {complexity['complex_at']})"
+        )
+
+    resilience = doc["resilience"]
+    base, cap = resilience.get("backoff_base_ms", 100), resilience.get("backoff_cap_ms", 2000)
+    if base > cap:
+        raise PolicyError(f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})")
+
+
+def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
+    if not keywords:
+        return None
+    # Longest first so "step by step" wins over "step"; word boundaries so "class" misses "classic".
+    alternatives = "|".join(re.escape(k.lower()) for k in sorted(keywords, key=len, reverse=True))
+    return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
+
+
+def compile_policy(document: Mapping[str, Any]) -> Policy:
+    """Validate and compile a policy document.
+
+    Raises:
+        PolicyError: the document is invalid.
+    """
+    validate_document(document)
+    rules = document["rules"]
+    complexity = rules["complexity"]
+    resilience = document["resilience"]
+    limits = document.get("request_limits", {})
+    models = {
+        key: ModelSpec(
+            key=key,
+            model_id=m["model_id"],
+            regions=tuple(m["regions"]),
+            profile_destinations=tuple(m.get("inference_profile_destinations", ())),
+            price_per_1k_input_usd=float(m["price_per_1k_input_usd"]),
+            price_per_1k_output_usd=float(m["price_per_1k_output_usd"]),
+            context_window_tokens=m["context_window_tokens"],
+            max_output_tokens=m.get("max_output_tokens"),
+            modalities=frozenset(m["modalities"]),
+            tier=m["tier"],
+        )
+        for key, m in document["models"].items()
+    }
+    routes = {
+        name: Route(
+            name=name,
+            candidates=tuple(Candidate(model=c["model"], weight=c.get("weight")) for c in r["candidates"]),
+            fallbacks=tuple(r.get("fallbacks", ())),
+            max_tokens=r.get("max_tokens"),
+            temperature=r.get("temperature"),
+        )
+        for name, r in document["routes"].items()
+    }
+    signals = tuple(
+        Signal(name=name, weight=float(s["weight"]), keywords=_keyword_pattern(s["keywords"]))
+        for name, s in complexity["signals"].items()
+    )
+    return Policy(
+        version=document.get("policy_version", "unversioned"),
+        models=models,
+        routes=routes,
+        use_cases=dict(rules["use_cases"]),
+        default_use_case=rules.get("default_use_case", next(iter(rules["use_cases"]))),
+        tier_header=rules["tiers"].get("header", "X-User-Tier"),
+        default_tier=rules["tiers"]["default"],
+        tiers={tier: dict(table) for tier, table in rules["tiers"]["levels"].items()},
+        complexity=ComplexityRules(
+            moderate_at=float(complexity["moderate_at"]),
+            complex_at=float(complexity["complex_at"]),
+            length_weight=float(complexity["length"]["weight"]),
+            saturation_tokens=complexity["length"]["saturation_tokens"],
+            signals=signals,
+        ),
+        image_route=rules.get("image_route"),
+        long_context_route=rules.get("long_context_route"),
+        allow_model_override=rules.get("allow_model_override", False),
+        resilience=Resilience(
+            throttle_retries=resilience.get("throttle_retries", 2),
+            backoff_base_ms=resilience.get("backoff_base_ms", 100),
+            backoff_cap_ms=resilience.get("backoff_cap_ms", 2000),
+            connect_timeout_ms=resilience.get("connect_timeout_ms", 2000),
+            attempt_timeout_ms=resilience.get("attempt_timeout_ms", 20000),
+            total_deadline_ms=resilience.get("total_deadline_ms", 25000),
+            max_attempts=resilience.get("max_attempts", 8),
+            degraded_message=resilience["degraded_message"],
+        ),
+        limits=RequestLimits(
+            max_prompt_chars=limits.get("max_prompt_chars", 400_000),
+            max_messages=limits.get("max_messages", 100),
+            max_images=limits.get("max_images", 5),
+            max_output_tokens=limits.get("max_output_tokens", 8192),
+        ),
+        document=document,
+    )
+
+
+def parse_policy(raw: bytes | str) -> Policy:
+    """Parse JSON text and compile it.
+
+    Raises:
+        PolicyError: the text is not JSON or the document is invalid.
+    """
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"invalid policy: not valid JSON ({exc})") from None
+    return compile_policy(document)
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """Read and compile a policy file.
+
+    Raises:
+        PolicyError: the file is missing, not JSON or invalid; the message names the file.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file '{path}': {exc.strerror}") from None
+    try:
+        return parse_policy(raw)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lambdas.router.policy check FILE...``: validate policy files; exit 1 on the first bad one."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "check":
+        print("usage: python -m lambdas.router.policy check FILE [FILE...]", file=sys.stderr)
+        return 2
+    for path in args[1:]:
+        try:
+            policy = load_policy_file(path)
+        except PolicyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"ok: {path} (policy_version {policy.version}, {len(policy.models)} models, {len(policy.routes)} routes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

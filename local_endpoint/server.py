@@ -1,0 +1,246 @@
+"""Local mode: the real router handler on 127.0.0.1 behind a thin HTTP -> API Gateway proxy event adapter.
+
+By default the same port also serves the Bedrock simulator (``/model/{id}/converse``, what the router's
+botocore client calls) and its admin API (``/_sim/faults``), so no AWS account is needed. With
+``--bedrock aws`` the router calls real Bedrock with your own credentials instead.
+
+    python -m local_endpoint.server --port 8080 [--policy FILE] [--faults FILE] [--bedrock sim|aws]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY = ROOT / "lambdas" / "router" / "policies" / "default.json"
+# API Gateway REST: 10 MB payload limit, 29 s default integration timeout.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+INTEGRATION_TIMEOUT_MS = 29_000
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class LocalLambdaContext:
+    """The parts of the Lambda context object the router and Powertools read."""
+
+    def __init__(self, request_id: str, timeout_ms: int = INTEGRATION_TIMEOUT_MS) -> None:
+        self.function_name = "routed-bedrock-router-local"
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 1024
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.aws_request_id = request_id
+        self.log_group_name = "/aws/lambda/local"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_ms / 1000.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def proxy_event(
+    method: str, raw_path: str, headers: Mapping[str, str], body: bytes, source_ip: str, request_id: str
+) -> dict[str, Any]:
+    """An API Gateway REST proxy integration event for one HTTP request."""
+    parts = urlsplit(raw_path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        text_body: str | None = body.decode("utf-8") if body else None
+        is_base64 = False
+    except UnicodeDecodeError:
+        text_body, is_base64 = base64.b64encode(body).decode("ascii"), True
+    return {
+        "resource": parts.path,
+        "path": parts.path,
+        "httpMethod": method,
+        "headers": dict(headers),
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "stage": "local",
+            "requestId": request_id,
+            "httpMethod": method,
+            "path": f"/local{parts.path}",
+            "resourcePath": parts.path,
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"sourceIp": source_ip, "apiKeyId": None, "userAgent": headers.get("User-Agent")},
+        },
+        "body": text_body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def http_response(result: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Turn a Lambda proxy result into status, headers and body bytes."""
+    headers: list[tuple[str, str]] = []
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((name, str(value)) for value in values)
+    for name, value in (result.get("headers") or {}).items():
+        headers.append((name, str(value)))
+    raw = result.get("body") or ""
+    body = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode("utf-8")
+    return int(result.get("statusCode", 502)), headers, body
+
+
+class LocalEndpoint:
+    """Dispatches one HTTP request to the simulator or to the router handler."""
+
+    def __init__(self, handler: LambdaHandler, simulator: Any | None = None) -> None:
+        self.handler = handler
+        self.simulator = simulator
+
+    def dispatch(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        if self.simulator is not None and self.simulator.handles(method, urlsplit(path).path):
+            status, sim_headers, sim_body = self.simulator.handle(method, urlsplit(path).path, headers, body)
+            return status, list(sim_headers.items()), sim_body
+        request_id = str(uuid.uuid4())
+        event = proxy_event(method, path, headers, body, source_ip, request_id)
+        try:
+            result = self.handler(event, LocalLambdaContext(request_id))
+        except Exception as exc:  # what API Gateway answers when the function itself fails
+            print(f"router failed: {exc!r}", file=sys.stderr)
+            return _json(502, {"message": "Internal server error"})
+        return http_response(result)
+
+
+def _json(status: int, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, [("Content-Type", "application/json")], json.dumps(body).encode()
+
+
+def make_server(endpoint: LocalEndpoint, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_REQUEST_BYTES:
+                self._send(*_json(413, {"message": "Request Too Long"}), close=True)
+                return
+            body = self.rfile.read(length) if length else b""
+            headers = {name: value for name, value in self.headers.items()}
+            self._send(*endpoint.dispatch(self.command, self.path, headers, body, self.client_address[0]))
+
+        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in ("content-length", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def configure_environment(*, port: int, policy: Path, bedrock: str, log_level: str, show_metrics: bool) -> None:
+    """Environment the router reads at import time; must run before the handler is imported."""
+    os.environ["ROUTER_POLICY_FILE"] = str(policy)
+    os.environ.setdefault("ROUTER_POLICY_MAX_AGE_SECONDS", "5")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "router-local")
+    os.environ["POWERTOOLS_LOG_LEVEL"] = log_level
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "false" if show_metrics else "true"
+    if bedrock == "sim":
+        os.environ["BEDROCK_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        # The simulator reads only the region from the SigV4 signature; these never leave the machine.
+        os.environ["AWS_ACCESS_KEY_ID"] = "local-simulator"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "local-simulator"
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+    else:
+        os.environ.pop("BEDROCK_ENDPOINT_URL", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the routed Bedrock endpoint locally.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--policy", type=Path, default=Path(os.environ.get("POLICY_FILE", DEFAULT_POLICY)))
+    parser.add_argument("--faults", type=Path, default=None, help="simulator faults JSON file")
+    parser.add_argument("--seed", type=int, default=0, help="simulator random seed (throttle sampling)")
+    parser.add_argument(
+        "--bedrock",
+        choices=("sim", "aws"),
+        default=os.environ.get("BEDROCK", "sim"),
+        help="sim: the built-in Bedrock simulator (default); aws: real Bedrock with your credentials",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"))
+    parser.add_argument("--show-metrics", action="store_true", help="print the EMF metrics lines")
+    args = parser.parse_args(argv)
+
+    from lambdas.router.policy import PolicyError, load_policy_file
+
+    try:
+        policy = load_policy_file(args.policy)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    configure_environment(
+        port=args.port, policy=args.policy, bedrock=args.bedrock, log_level=args.log_level, show_metrics=args.show_metrics
+    )
+    from lambdas.router.handler import lambda_handler
+
+    simulator = None
+    if args.bedrock == "sim":
+        from local_endpoint.bedrock_sim import BedrockSimulator, FaultStore
+
+        try:
+            faults = FaultStore.from_file(args.faults, seed=args.seed) if args.faults else FaultStore(seed=args.seed)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        simulator = BedrockSimulator(faults)
+
+    try:
+        server = make_server(LocalEndpoint(lambda_handler, simulator), args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    base = f"http://{args.host}:{args.port}"
+    print(f"Routed Bedrock endpoint (local) with policy {args.policy} (version {policy.version})")
+    print(f"  POST {base}/generate")
+    print(f"  GET  {base}/health")
+    if simulator is not None:
+        print(f"  Bedrock simulator: {base}/model/{{modelId}}/converse")
+        print(f"  Fault injection:   PUT/GET/DELETE {base}/_sim/faults")
+    else:
+        print("  Bedrock: real AWS, with your default credentials")
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
