@@ -93,7 +93,7 @@ def generate() -> Response[Any]:
     outcome = service().generate(
         event.body,
         CallerContext(
-            tier=event.get_header_value(policy.tier_header, case_sensitive=False),
+            tier=event.headers.get(policy.tier_header),
             sticky_key=_sticky_key(event),
             remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
         ),
@@ -104,7 +104,7 @@ def generate() -> Response[Any]:
 
 def _sticky_key(event: Any) -> str:
     """Who is calling, so one caller stays on one canary variant."""
-    explicit = event.get_header_value("X-Caller-Id", case_sensitive=False)
+    explicit = event.headers.get("X-Caller-Id")  # Powertools headers are case-insensitive
     if explicit:
         return f"caller:{explicit}"
     identity = event.request_context.identity
@@ -159,6 +159,12 @@ def _record(outcome: Outcome) -> None:
             failure.add_dimension(name=m.MODEL_DIMENSION, value=attempt.model_id)
             failure.add_dimension(name=m.REGION_DIMENSION, value=attempt.region)
             failure.add_dimension(name=m.FAILURE_CLASS_DIMENSION, value=attempt.outcome)
+
+
+@app.not_found
+def not_found(exc: Exception) -> Response[Any]:
+    event = app.current_event
+    return _json_response(404, {"error": "NotFound", "message": f"no route for {event.http_method} {event.path}"})
 
 
 @app.exception_handler(PolicyUnavailable)

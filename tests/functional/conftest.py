@@ -1,0 +1,121 @@
+"""Drive the real Lambda handler with API Gateway REST proxy events and an in-memory Bedrock."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "router-test")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "RoutedBedrockTest")
+
+from lambdas.router import handler  # noqa: E402  (Powertools reads the environment at import)
+from lambdas.router.engine import PlannedCall  # noqa: E402
+from lambdas.router.executor import ModelCallError, ModelReply  # noqa: E402
+from lambdas.router.policy import DEFAULT_POLICY_PATH  # noqa: E402
+from lambdas.router.policy_store import PolicyStore, file_fetcher  # noqa: E402
+from lambdas.router.service import RouterService  # noqa: E402
+
+
+class FakeBedrock:
+    """Answers every call unless a (model key, region) is told to fail; records what it was sent."""
+
+    def __init__(self) -> None:
+        self.failures: dict[tuple[str, str], str] = {}
+        self.calls: list[dict[str, Any]] = []
+
+    def fail(self, model: str, region: str = "*", code: str = "ServiceUnavailableException") -> None:
+        self.failures[(model, region)] = code
+
+    def converse(self, call: PlannedCall, timeout_s: float, *, messages, system, inference_config) -> ModelReply:
+        self.calls.append(
+            {
+                "model": call.model.key,
+                "region": call.region,
+                "messages": messages,
+                "system": system,
+                "inference_config": inference_config,
+                "timeout_s": timeout_s,
+            }
+        )
+        code = self.failures.get((call.model.key, call.region)) or self.failures.get((call.model.key, "*"))
+        if code is None and ("*", "*") in self.failures:
+            code = self.failures[("*", "*")]
+        if code:
+            raise ModelCallError(
+                code, "Input is too long for requested model." if code == "ValidationException" else code
+            )
+        return ModelReply(
+            text=f"answer from {call.model.model_id}", input_tokens=100, output_tokens=50, stop_reason="end_turn"
+        )
+
+
+class Context:
+    function_name = "router"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:router"
+    aws_request_id = "11111111-2222-3333-4444-555555555555"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def api_event(
+    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: str | None = None
+) -> dict[str, Any]:
+    text = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "stage": "prod",
+            "requestId": "req-123",
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "resourcePath": path,
+            "identity": {"sourceIp": "203.0.113.9", "apiKeyId": "key-abc"},
+        },
+        "body": text,
+        "isBase64Encoded": False,
+    }
+
+
+Invoke = Callable[..., tuple[int, dict[str, str], dict[str, Any]]]
+
+
+@pytest.fixture
+def bedrock() -> FakeBedrock:
+    return FakeBedrock()
+
+
+@pytest.fixture
+def invoke(bedrock: FakeBedrock) -> Iterator[Invoke]:
+    """Call the handler; returns (status, headers, json body)."""
+    service = RouterService(
+        policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
+        gateway=bedrock,
+        sleep=lambda _s: None,
+    )
+    handler.configure(service)
+
+    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: str | None = None):
+        result = handler.lambda_handler(api_event(method, path, body, headers, raw), Context())
+        flat = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
+        flat.update(result.get("headers") or {})
+        return result["statusCode"], flat, json.loads(result["body"])
+
+    yield call
+    handler.configure(None)
