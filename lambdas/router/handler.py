@@ -98,7 +98,7 @@ def generate() -> Response[Any]:
             remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
         ),
     )
-    _record(outcome)
+    _record(outcome, event.request_context.request_id)
     return _json_response(outcome.status, outcome.body, outcome.headers)
 
 
@@ -116,10 +116,16 @@ def _sticky_key(event: Any) -> str:
     return f"request:{event.request_context.request_id}"
 
 
-def _record(outcome: Outcome) -> None:
+def _record(outcome: Outcome, request_id: str) -> None:
+    """One EMF line per request: the metrics, plus the decision as metadata (searchable in Logs Insights).
+
+    The EMF line doubles as the access log, so no separate log line is written on the happy path: a
+    Powertools log line costs about a third of the router's per-request time.
+    """
+    metrics.add_metadata(key="request_id", value=request_id)
     if outcome.status == 400:
         metrics.add_metric(name=m.BAD_REQUESTS, unit=MetricUnit.Count, value=1)
-        logger.info("bad request", extra={"status": 400, "reason": outcome.body.get("message")})
+        metrics.add_metadata(key="reason", value=outcome.body.get("message"))
     else:
         metrics.add_metric(name=m.REQUESTS, unit=MetricUnit.Count, value=1)
         metrics.add_metric(name=m.LATENCY_MS, unit=MetricUnit.Milliseconds, value=outcome.latency_ms)
@@ -137,17 +143,14 @@ def _record(outcome: Outcome) -> None:
         metrics.add_dimensions(**service_name, **{m.OUTCOME_DIMENSION: outcome.outcome})
         if outcome.region is not None:
             metrics.add_dimensions(**service_name, **{m.MODEL_DIMENSION: model, m.REGION_DIMENSION: outcome.region})
-        logger.info(
-            "routed",
-            extra={
-                "route": outcome.route,
-                "model": model,
-                "region": outcome.region,
-                "outcome": outcome.outcome,
-                "latency_ms": round(outcome.latency_ms, 1),
-                "failed_attempts": len(outcome.failed_attempts),
-            },
-        )
+        decision = outcome.body.get("decision", {})
+        metrics.add_metadata(key="policy_version", value=decision.get("policy_version"))
+        metrics.add_metadata(key="complexity", value=decision.get("complexity", {}).get("class"))
+        metrics.add_metadata(key="rule", value=decision.get("rule"))
+        if outcome.failed_attempts:
+            metrics.add_metadata(key="attempts", value=decision.get("attempts"))
+        if outcome.outcome == m.OUTCOME_DEGRADED:
+            logger.warning("answered with the degraded message", extra={"attempts": decision.get("attempts")})
     for attempt in outcome.failed_attempts:
         with single_metric(
             name=m.MODEL_CALL_FAILURES,

@@ -1,0 +1,152 @@
+"""What the router adds to a request: the handler against a zero-latency fake Bedrock vs calling the fake directly.
+
+Both loops run in one process on the same fake. The handler path is everything a deployed request pays
+in the function: API Gateway event parsing (Powertools resolver), body validation, the routing decision,
+plan execution, the response, the structured log line and the EMF metrics (written to /dev/null here).
+
+    python benchmarks/router_overhead.py [--requests 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "router-bench")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+
+from lambdas.router import handler  # noqa: E402
+from lambdas.router.engine import PlannedCall  # noqa: E402
+from lambdas.router.executor import ModelReply  # noqa: E402
+from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file  # noqa: E402
+from lambdas.router.policy_store import PolicyStore, file_fetcher  # noqa: E402
+from lambdas.router.service import RouterService  # noqa: E402
+
+PROMPTS = [
+    {"prompt": "Hello!"},
+    {"prompt": "What is the capital of Australia?", "use_case": "faq"},
+    {
+        "prompt": "Analyze the trade-offs of event sourcing for a billing system. First list the risks, then "
+        "compare the costs, and finally recommend a strategy."
+    },
+    {"prompt": "Summarize this memo in three bullet points: the launch moves to May.", "use_case": "summarization"},
+    {"prompt": "def add(a, b):\n    return a - b\nWhy does this fail its unit test?", "use_case": "code"},
+]
+REPLY = ModelReply(text="ok", input_tokens=42, output_tokens=17, stop_reason="end_turn")
+
+
+class ZeroLatencyBedrock:
+    def converse(self, call: PlannedCall, timeout_s: float, **_: Any) -> ModelReply:
+        return REPLY
+
+
+class Context:
+    function_name = "router"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:router"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def event(body: dict[str, Any], caller: int) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json", "X-Caller-Id": f"caller-{caller}"}
+    return {
+        "resource": "/generate",
+        "path": "/generate",
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "requestId": f"r{caller}",
+            "stage": "prod",
+            "httpMethod": "POST",
+            "path": "/prod/generate",
+            "resourcePath": "/generate",
+            "identity": {"sourceIp": "203.0.113.1"},
+        },
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+@contextlib.contextmanager
+def silenced_stdout() -> Any:
+    """Send the log lines and EMF blobs to /dev/null at the file-descriptor level (Powertools' logger
+    holds its own reference to the stream), so the figures do not include a terminal's speed."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(devnull)
+        os.close(saved)
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    args = parser.parse_args()
+
+    fake = ZeroLatencyBedrock()
+    handler.configure(
+        RouterService(policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=3600), gateway=fake)
+    )
+    policy = load_policy_file(DEFAULT_POLICY_PATH)
+    call = PlannedCall(model=policy.models["nova-micro"], region="us-east-1", fallback=False)
+    events = [event(PROMPTS[i % len(PROMPTS)], i) for i in range(args.requests)]
+    context = Context()
+
+    direct: list[float] = []
+    routed: list[float] = []
+    with silenced_stdout():
+        for warm in events[:200]:  # warm caches, the policy and imports on the request path
+            handler.lambda_handler(warm, context)
+        for item in events:
+            started = time.perf_counter_ns()
+            fake.converse(call, 20.0, messages=[], system=[], inference_config={})
+            direct.append((time.perf_counter_ns() - started) / 1000)
+            started = time.perf_counter_ns()
+            result = handler.lambda_handler(item, context)
+            routed.append((time.perf_counter_ns() - started) / 1000)
+            if result["statusCode"] != 200:
+                raise SystemExit(f"unexpected status {result['statusCode']}: {result['body']}")
+
+    direct.sort()
+    routed.sort()
+    d50, d99 = percentile(direct, 50), percentile(direct, 99)
+    r50, r99 = percentile(routed, 50), percentile(routed, 99)
+    print(f"router_overhead: {args.requests} requests, {len(PROMPTS)} prompt shapes, zero-latency fake Bedrock")
+    print(f"  direct fake call   p50 {d50:9.1f} us   p99 {d99:9.1f} us")
+    print(f"  through handler    p50 {r50:9.1f} us   p99 {r99:9.1f} us   mean {statistics.fmean(routed):9.1f} us")
+    print(f"  router added       p50 {r50 - d50:9.1f} us   p99 {r99 - d99:9.1f} us   (target: p99 < 1000 us)")
+    print(f"  ratio handler/direct p50 {r50 / d50:,.0f}x (the fake itself costs ~{d50:.1f} us)")
+    print(f"  target met: {'yes' if r99 - d99 < 1000 else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
