@@ -49,7 +49,7 @@ class LocalLambdaContext:
 
 
 def proxy_event(
-    method: str, raw_path: str, headers: Mapping[str, str], body: bytes, source_ip: str, request_id: str
+    method: str, raw_path: str, headers: Mapping[str, str], body: bytes, *, source_ip: str, request_id: str
 ) -> dict[str, Any]:
     """An API Gateway REST proxy integration event for one HTTP request."""
     parts = urlsplit(raw_path)
@@ -111,7 +111,7 @@ class LocalEndpoint:
             status, sim_headers, sim_body = self.simulator.handle(method, urlsplit(path).path, headers, body)
             return status, list(sim_headers.items()), sim_body
         request_id = str(uuid.uuid4())
-        event = proxy_event(method, path, headers, body, source_ip, request_id)
+        event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)
         try:
             result = self.handler(event, LocalLambdaContext(request_id))
         except Exception as exc:  # what API Gateway answers when the function itself fails
@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     configure_environment(
-        port=args.port, policy=args.policy, bedrock=args.bedrock, log_level=args.log_level, show_metrics=args.show_metrics
+        port=args.port,
+        policy=args.policy,
+        bedrock=args.bedrock,
+        log_level=args.log_level,
+        show_metrics=args.show_metrics,
     )
     from lambdas.router.handler import lambda_handler
 

@@ -53,7 +53,7 @@ def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any
     Raises:
         BadRequest: empty, too large, not JSON, or not an object.
     """
-    if raw is None or raw == "" or raw == b"":
+    if not raw:
         raise BadRequest("request body is empty: send a JSON object with a 'prompt'")
     size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
     if size > max_body_bytes:
@@ -78,7 +78,7 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     from ._request_validator import validate
 
     try:
-        validate(body)
+        validate(body)  # type: ignore[no-untyped-call]  # generated code
     except JsonSchemaValueException as exc:
         field = exc.name.removeprefix("data").lstrip(".")
         if exc.rule == "additionalProperties":

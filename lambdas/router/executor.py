@@ -183,8 +183,13 @@ def execute_plan(
                 elapsed_ms = (clock() - started) * 1000.0
                 result.attempts.append(
                     AttemptRecord(
-                        call.model.key, call.model.model_id, call.region, error.failure_class.value, error.code,
-                        elapsed_ms, retry,
+                        call.model.key,
+                        call.model.model_id,
+                        call.region,
+                        error.failure_class.value,
+                        error.code,
+                        elapsed_ms,
+                        retry,
                     )
                 )
                 if error.failure_class is FailureClass.THROTTLED and retry < resilience.throttle_retries:

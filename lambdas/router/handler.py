@@ -170,13 +170,13 @@ def not_found(exc: Exception) -> Response[Any]:
     return _json_response(404, {"error": "NotFound", "message": f"no route for {event.http_method} {event.path}"})
 
 
-@app.exception_handler(PolicyUnavailable)
+@app.exception_handler(PolicyUnavailable)  # type: ignore[untyped-decorator]
 def policy_unavailable(exc: PolicyUnavailable) -> Response[Any]:
     logger.error("no routing policy available", extra={"error": str(exc)})
     return _json_response(503, {"error": "PolicyUnavailable", "message": "the routing policy is not available yet"})
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def unexpected(exc: Exception) -> Response[Any]:
     logger.exception("unhandled error")
     request_id = app.current_event.request_context.request_id

@@ -56,9 +56,7 @@ class ModelSpec:
         return self.model_id.split(".", 1)[1] if self.is_inference_profile else self.model_id
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        return (
-            input_tokens * self.price_per_1k_input_usd + output_tokens * self.price_per_1k_output_usd
-        ) / 1000.0
+        return (input_tokens * self.price_per_1k_input_usd + output_tokens * self.price_per_1k_output_usd) / 1000.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +165,7 @@ def validate_document(document: Any) -> None:
     from ._policy_validator import validate
 
     try:
-        validate(document)
+        validate(document)  # type: ignore[no-untyped-call]  # generated code
     except JsonSchemaValueException as exc:
         field = exc.name.removeprefix("data").lstrip(".") or "(document)"
         rule = exc.message.removeprefix(exc.name).strip()
@@ -198,7 +196,9 @@ def _check_references(doc: Mapping[str, Any]) -> None:
         weights = [c.get("weight") for c in route["candidates"]]
         if any(w is not None for w in weights):
             if any(w is None for w in weights):
-                raise PolicyError(f"invalid policy: routes.{name}.candidates must all have a weight or none (got {weights})")
+                raise PolicyError(
+                    f"invalid policy: routes.{name}.candidates must all have a weight or none (got {weights})"
+                )
             if sum(weights) <= 0:
                 raise PolicyError(f"invalid policy: routes.{name}.candidates weights must add up to more than 0")
         for index, candidate in enumerate(route["candidates"]):
@@ -244,7 +244,9 @@ def _check_references(doc: Mapping[str, Any]) -> None:
     resilience = doc["resilience"]
     base, cap = resilience.get("backoff_base_ms", 100), resilience.get("backoff_cap_ms", 2000)
     if base > cap:
-        raise PolicyError(f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})")
+        raise PolicyError(
+            f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})"
+        )
 
 
 def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:

@@ -120,7 +120,9 @@ def appconfig_fetcher(
     provider = AppConfigProvider(environment=environment, application=application, boto3_client=boto3_client)
 
     def fetch() -> bytes | str:
-        value: bytes | str = provider.get(profile, max_age=max_age_s, transform=None)
+        value = provider.get(profile, max_age=max_age_s, transform=None)
+        if not isinstance(value, bytes | str):
+            raise TypeError(f"AppConfig returned {type(value).__name__}, expected the raw document")
         return value
 
     return fetch

@@ -12,12 +12,12 @@ import pytest
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "router-test")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "RoutedBedrockTest")
 
-from lambdas.router import handler  # noqa: E402  (Powertools reads the environment at import)
-from lambdas.router.engine import PlannedCall  # noqa: E402
-from lambdas.router.executor import ModelCallError, ModelReply  # noqa: E402
-from lambdas.router.policy import DEFAULT_POLICY_PATH  # noqa: E402
-from lambdas.router.policy_store import PolicyStore, file_fetcher  # noqa: E402
-from lambdas.router.service import RouterService  # noqa: E402
+from lambdas.router import handler
+from lambdas.router.engine import PlannedCall
+from lambdas.router.executor import ModelCallError, ModelReply
+from lambdas.router.policy import DEFAULT_POLICY_PATH
+from lambdas.router.policy_store import PolicyStore, file_fetcher
+from lambdas.router.service import RouterService
 
 
 class FakeBedrock:

@@ -24,7 +24,7 @@ CONTRACT_FIELDS = {
 def test_simple_prompt_is_answered_by_the_cheap_model(invoke):
     status, headers, body = invoke("POST", "/generate", {"prompt": "Hello!", "use_case": "general"})
     assert status == 200
-    assert CONTRACT_FIELDS <= set(body)
+    assert set(body) >= CONTRACT_FIELDS
     assert body["model_used"] == "amazon.nova-micro-v1:0"
     assert headers["X-Selected-Model"] == "amazon.nova-micro-v1:0"
     assert body["route"] == "fast"
@@ -41,7 +41,7 @@ def test_complex_prompt_is_answered_by_a_strong_model(invoke):
         "Analyze the trade-offs of moving our batch ETL to streaming. First list the risks, then compare "
         "the costs, and finally recommend a strategy with its implications."
     )
-    status, headers, body = invoke("POST", "/generate", {"prompt": prompt})
+    status, _, body = invoke("POST", "/generate", {"prompt": prompt})
     assert status == 200
     assert body["model_used"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
     assert body["decision"]["complexity"]["class"] == "complex"
@@ -115,7 +115,7 @@ def test_total_outage_degrades_gracefully(invoke, bedrock):
     bedrock.fail("*")
     status, headers, body = invoke("POST", "/generate", {"prompt": "Hello!"})
     assert status == 200
-    assert CONTRACT_FIELDS <= set(body)
+    assert set(body) >= CONTRACT_FIELDS
     assert body["model_used"] == "DEGRADED_SERVICE"
     assert body["degraded"] is True
     assert headers["X-Degraded"] == "true"
