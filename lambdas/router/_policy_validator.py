@@ -4,7 +4,18 @@
 VERSION = '2.21.2'
 from decimal import Decimal
 import re
-from fastjsonschema import JsonSchemaValueException
+
+
+class JsonSchemaValueException(ValueError):
+    """A value does not match the schema (fields as in fastjsonschema's exception of the same name)."""
+
+    def __init__(self, message, value=None, name=None, definition=None, rule=None):
+        super().__init__(message)
+        self.message = message
+        self.value = value
+        self.name = name
+        self.definition = definition
+        self.rule = rule
 REGEX_PATTERNS = {'^[0-9]{4}-[0-9]{2}-[0-9]{2}$': re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}\\Z'), '^[a-z0-9][a-z0-9._-]{0,63}$': re.compile('^[a-z0-9][a-z0-9._-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z'), '^[A-Za-z0-9-]{1,64}$': re.compile('^[A-Za-z0-9-]{1,64}\\Z'), '^[a-z0-9][a-z0-9_-]{0,31}$': re.compile('^[a-z0-9][a-z0-9_-]{0,31}$'), '^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+$': re.compile('^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+\\Z'), '^[a-z]{2}(-gov)?-[a-z]+-[0-9]$': re.compile('^[a-z]{2}(-gov)?-[a-z]+-[0-9]\\Z')}
 NoneType = type(None)
 

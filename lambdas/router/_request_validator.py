@@ -4,7 +4,18 @@
 VERSION = '2.21.2'
 from decimal import Decimal
 import re
-from fastjsonschema import JsonSchemaValueException
+
+
+class JsonSchemaValueException(ValueError):
+    """A value does not match the schema (fields as in fastjsonschema's exception of the same name)."""
+
+    def __init__(self, message, value=None, name=None, definition=None, rule=None):
+        super().__init__(message)
+        self.message = message
+        self.value = value
+        self.name = name
+        self.definition = definition
+        self.rule = rule
 REGEX_PATTERNS = {'\\S': re.compile('\\S'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z')}
 NoneType = type(None)
 

@@ -9,7 +9,7 @@ into a class: simple, moderate or complex.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .policy import SIGNAL_SCAN_CHARS, ComplexityRules
 
@@ -27,8 +27,7 @@ _STRUCTURE: dict[str, re.Pattern[str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Complexity:
+class Complexity(NamedTuple):
     score: float
     klass: str
     estimated_tokens: int

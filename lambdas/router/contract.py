@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .policy import RequestLimits
 
@@ -24,14 +23,12 @@ class BadRequest(ValueError):
     """The caller sent something the router cannot accept (HTTP 400)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Image:
+class Image(NamedTuple):
     format: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GenerateInput:
+class GenerateInput(NamedTuple):
     messages: tuple[tuple[str, str], ...]  # (role, text), alternating, ending with a user turn
     system: str | None
     images: tuple[Image, ...]
@@ -73,9 +70,7 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     Raises:
         BadRequest: naming the field and the problem.
     """
-    from fastjsonschema import JsonSchemaValueException
-
-    from ._request_validator import validate
+    from ._request_validator import JsonSchemaValueException, validate
 
     try:
         validate(body)  # type: ignore[no-untyped-call]  # generated code

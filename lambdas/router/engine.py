@@ -21,8 +21,7 @@ circuit is open in the live state is skipped.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .classifier import Complexity, classify
 from .policy import AUTO_ROUTE, ModelSpec, Policy, Route
@@ -32,8 +31,7 @@ class RoutingError(ValueError):
     """The request cannot be routed because of what the caller sent (HTTP 400)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RoutingRequest:
+class RoutingRequest(NamedTuple):
     """What the engine needs to know about a request.
 
     Attributes:
@@ -57,8 +55,7 @@ class RoutingRequest:
     sticky_key: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class LiveState:
+class LiveState(NamedTuple):
     """A snapshot of what the router knows about the world right now.
 
     Attributes:
@@ -68,21 +65,19 @@ class LiveState:
     open_circuits: frozenset[tuple[str, str]] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedCall:
+class PlannedCall(NamedTuple):
     model: ModelSpec
     region: str
     fallback: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     route: str
     primary_model: str
     plan: tuple[PlannedCall, ...]
     max_tokens: int
     temperature: float | None
-    reasons: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, Any]
 
 
 DEFAULT_MAX_TOKENS = 1024

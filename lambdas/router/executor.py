@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from .engine import PlannedCall
 from .policy import Resilience
@@ -83,16 +83,14 @@ class ModelCallError(Exception):
         self.failure_class = failure_class or classify_failure(code, message)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelReply:
+class ModelReply(NamedTuple):
     text: str
     input_tokens: int
     output_tokens: int
     stop_reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
     model: str  # the policy's catalog key
     model_id: str
     region: str
@@ -115,13 +113,17 @@ class AttemptRecord:
         return record
 
 
-@dataclass(slots=True)
 class ExecutionResult:
-    answered_by: PlannedCall | None = None
-    reply: ModelReply | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    caller_error: str | None = None
-    stop_reason: str | None = None  # why execution gave up, when nothing answered
+    """What running a plan produced; filled in as execution goes."""
+
+    __slots__ = ("answered_by", "attempts", "caller_error", "reply", "stop_reason")
+
+    def __init__(self) -> None:
+        self.answered_by: PlannedCall | None = None
+        self.reply: ModelReply | None = None
+        self.attempts: list[AttemptRecord] = []
+        self.caller_error: str | None = None
+        self.stop_reason: str | None = None  # why execution gave up, when nothing answered
 
     @property
     def failed_attempts(self) -> int:

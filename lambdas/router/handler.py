@@ -99,7 +99,7 @@ def generate() -> Response[Any]:
         ),
     )
     _record(outcome, event.request_context.request_id)
-    return _json_response(outcome.status, outcome.body, outcome.headers)
+    return _json_response(outcome.status, outcome.body, outcome.headers or {})
 
 
 def _sticky_key(event: Any) -> str:

@@ -11,10 +11,9 @@ import json
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 _HERE = Path(__file__).resolve().parent
 SCHEMA_PATH = _HERE / "schemas" / "policy.schema.json"
@@ -33,8 +32,7 @@ class PolicyError(ValueError):
     """The policy document is invalid; the message names the field and the value."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelSpec:
+class ModelSpec(NamedTuple):
     key: str
     model_id: str
     regions: tuple[str, ...]
@@ -59,14 +57,12 @@ class ModelSpec:
         return (input_tokens * self.price_per_1k_input_usd + output_tokens * self.price_per_1k_output_usd) / 1000.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Candidate:
+class Candidate(NamedTuple):
     model: str
     weight: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
+class Route(NamedTuple):
     name: str
     candidates: tuple[Candidate, ...]
     fallbacks: tuple[str, ...]
@@ -78,15 +74,13 @@ class Route:
         return any(c.weight is not None for c in self.candidates)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Signal:
+class Signal(NamedTuple):
     name: str
     weight: float
     keywords: re.Pattern[str] | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ComplexityRules:
+class ComplexityRules(NamedTuple):
     moderate_at: float
     complex_at: float
     length_weight: float
@@ -94,8 +88,7 @@ class ComplexityRules:
     signals: tuple[Signal, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resilience:
+class Resilience(NamedTuple):
     throttle_retries: int
     backoff_base_ms: int
     backoff_cap_ms: int
@@ -106,16 +99,14 @@ class Resilience:
     degraded_message: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestLimits:
+class RequestLimits(NamedTuple):
     max_prompt_chars: int
     max_messages: int
     max_images: int
     max_output_tokens: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
+class Policy(NamedTuple):
     """A validated, compiled routing policy. Immutable: one request sees one policy."""
 
     version: str
@@ -160,9 +151,7 @@ def validate_document(document: Any) -> None:
         PolicyError: naming the field and the offending value.
     """
     # Generated from SCHEMA_PATH by tools/generate_validators.py; imported lazily: only loads need it.
-    from fastjsonschema import JsonSchemaValueException
-
-    from ._policy_validator import validate
+    from ._policy_validator import JsonSchemaValueException, validate
 
     try:
         validate(document)  # type: ignore[no-untyped-call]  # generated code

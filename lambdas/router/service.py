@@ -8,8 +8,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
@@ -36,13 +35,12 @@ class ModelGateway(Protocol):
     ) -> ModelReply: ...
 
 
-@dataclass(slots=True, kw_only=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened, for the response and for metrics."""
 
     status: int
     body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] | None = None
     outcome: str = m.OUTCOME_OK
     route: str | None = None
     model: str | None = None
@@ -54,8 +52,7 @@ class Outcome:
     failed_attempts: tuple[AttemptRecord, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallerContext:
+class CallerContext(NamedTuple):
     tier: str | None
     sticky_key: str
     remaining_ms: int | None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
 
@@ -200,7 +199,7 @@ def test_stops_at_the_deadline(plan, default_policy):
 
 def test_backoff_that_would_overrun_the_deadline_is_skipped(plan, default_policy):
     clock = FakeClock()
-    resilience = replace(default_policy.resilience, backoff_base_ms=10_000, backoff_cap_ms=10_000)
+    resilience = default_policy.resilience._replace(backoff_base_ms=10_000, backoff_cap_ms=10_000)
     models = ScriptedModels(clock, {("nova-micro", "us-east-1"): ["ThrottlingException"]})
     result = execute_plan(
         plan, models, resilience, deadline=clock() + 1.0, clock=clock, sleep=clock.sleep, rng=random.Random(3)
@@ -211,7 +210,7 @@ def test_backoff_that_would_overrun_the_deadline_is_skipped(plan, default_policy
 
 def test_stops_at_max_attempts(plan, default_policy):
     clock = FakeClock()
-    resilience = replace(default_policy.resilience, max_attempts=2)
+    resilience = default_policy.resilience._replace(max_attempts=2)
     models = ScriptedModels(
         clock, {(k, "*"): ["ServiceUnavailableException"] for k in ("nova-micro", "claude-3-haiku", "nova-lite")}
     )

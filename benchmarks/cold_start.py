@@ -1,0 +1,130 @@
+"""Cold start: a fresh interpreter importing the router and serving its first request, against the floor.
+
+The floor is the least any Python function calling Bedrock pays: a fresh interpreter that imports boto3
+and creates a ``bedrock-runtime`` client. The router run imports the handler (Powertools Logger, Metrics,
+REST resolver), loads and validates the policy, creates its client and serves one ``POST /generate``
+through the Bedrock simulator over loopback (so it also pays a real HTTP round trip the floor does not).
+
+Both are timed from process start to exit, alternating, and the medians compared. Library bytecode is
+cached as it is in Lambda's runtime and the Powertools layer; the router's own modules are compiled from
+source on every run, as they are in a Lambda asset shipped without ``.pyc`` files.
+
+    python benchmarks/cold_start.py [--runs 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from local_endpoint.bedrock_sim import BedrockSimulator, serve  # noqa: E402
+
+FLOOR = """
+import boto3
+boto3.client("bedrock-runtime", region_name="us-east-1")
+"""
+
+ROUTER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from lambdas.router.handler import lambda_handler
+
+class Context:
+    function_name = "router"; memory_limit_in_mb = 1024; aws_request_id = "cold"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:router"
+    def get_remaining_time_in_millis(self): return 29000
+
+event = {{"resource": "/generate", "path": "/generate", "httpMethod": "POST",
+         "headers": {{"Content-Type": "application/json"}}, "multiValueHeaders": {{}},
+         "queryStringParameters": None, "multiValueQueryStringParameters": None, "pathParameters": None,
+         "stageVariables": None, "isBase64Encoded": False,
+         "requestContext": {{"requestId": "cold-1", "stage": "prod", "httpMethod": "POST", "path": "/prod/generate",
+                            "resourcePath": "/generate", "identity": {{"sourceIp": "203.0.113.1"}}}},
+         "body": json.dumps({{"prompt": "Hello!"}})}}
+result = lambda_handler(event, Context())
+assert result["statusCode"] == 200, result
+assert "nova-micro" in json.loads(result["body"])["model_used"], result["body"]
+"""
+
+
+def timed_run(code: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+
+    server, _ = serve(BedrockSimulator())
+    port = server.server_address[1]
+    cache = Path(tempfile.mkdtemp(prefix="coldstart-pyc-"))
+    own_code_caches = [cache / str(ROOT / package).lstrip("/") for package in ("lambdas", "local_endpoint")]
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "ROUTER_", "BEDROCK_"))}
+    base_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    base_env.update(
+        PYTHONPYCACHEPREFIX=str(cache),
+        AWS_ACCESS_KEY_ID="cold-start",
+        AWS_SECRET_ACCESS_KEY="cold-start",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    router_env = dict(
+        base_env,
+        ROUTER_POLICY_FILE=str(ROOT / "lambdas" / "router" / "policies" / "default.json"),
+        BEDROCK_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        POWERTOOLS_SERVICE_NAME="router",
+        POWERTOOLS_METRICS_NAMESPACE="RoutedBedrock",
+    )
+    router_code = ROUTER.format(root=str(ROOT))
+    try:
+        timed_run(FLOOR, base_env)  # warm the library bytecode cache once, untimed
+        timed_run(router_code, router_env)
+        floor: list[float] = []
+        router: list[float] = []
+        for _ in range(args.runs):
+            floor.append(timed_run(FLOOR, base_env))
+            for own_code_cache in own_code_caches:  # the router's own code: no .pyc, as in a Lambda asset
+                shutil.rmtree(own_code_cache, ignore_errors=True)
+            router.append(timed_run(router_code, router_env))
+    finally:
+        server.shutdown()
+        shutil.rmtree(cache, ignore_errors=True)
+
+    floor_median, router_median = statistics.median(floor), statistics.median(router)
+    ratio = router_median / floor_median
+    print(f"cold_start: {args.runs} runs each, wall time of a fresh interpreter, medians")
+    print(
+        f"  floor  (import boto3 + bedrock-runtime client)             {floor_median * 1000:7.0f} ms"
+        f"  (min {min(floor) * 1000:.0f}, max {max(floor) * 1000:.0f})"
+    )
+    print(
+        f"  router (import handler + policy + first /generate via sim) {router_median * 1000:7.0f} ms"
+        f"  (min {min(router) * 1000:.0f}, max {max(router) * 1000:.0f})"
+    )
+    print(f"  ratio router/floor {ratio:.2f}x (target: <= 1.30x) -> {'met' if ratio <= 1.3 else 'NOT met'}")
+    print(
+        json.dumps(
+            {"floor_ms": round(floor_median * 1000), "router_ms": round(router_median * 1000), "ratio": round(ratio, 3)}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
