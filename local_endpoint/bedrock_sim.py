@@ -1,0 +1,476 @@
+"""A Bedrock Runtime simulator speaking the Converse wire protocol (REST-JSON) on loopback.
+
+The real botocore/boto3 ``bedrock-runtime`` client works against it unchanged (``endpoint_url=...``):
+requests are ``POST /model/{modelId}/converse`` with the model id percent-encoded, the region is read from
+the SigV4 ``Authorization`` header's credential scope, and errors carry ``x-amzn-ErrorType`` and a JSON
+``message`` so botocore raises ``ThrottlingException``, ``ServiceUnavailableException``, ... as from AWS.
+
+Answers are deterministic and start with ``[sim <modelId> @ <region>]`` so routing is visible. Token
+counts are plausible: input = ceil(characters / 4) over system and message text plus 1,600 per image;
+output = 20..400 from a hash of the prompt, never above ``maxTokens``.
+
+Faults are injected per (model, region), with ``*`` wildcards, from a JSON file or at run time through the
+admin API: ``PUT /_sim/faults`` (one fault), ``GET /_sim/faults``, ``DELETE /_sim/faults``, and
+``GET``/``DELETE /_sim/calls`` for the record of calls. Local mode only.
+
+    python -m local_endpoint.bedrock_sim --port 8081 [--faults faults.json] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+# HTTP status per error code, as in botocore's bedrock-runtime service model.
+ERROR_STATUS: dict[str, int] = {
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ThrottlingException": 429,
+    "ModelNotReadyException": 429,
+    "ServiceUnavailableException": 503,
+    "InternalServerException": 500,
+    "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+    "ValidationException": 400,
+    "ServiceQuotaExceededException": 400,
+}
+TOKENS_PER_IMAGE = 1600
+DEFAULT_REGION = "us-east-1"
+_CONVERSE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/converse$")
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/bedrock/aws4_request")
+_REGION = re.compile(r"^(\*|[a-z]{2}(-gov)?-[a-z]+-\d)$")
+_MAX_CALL_RECORDS = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """What goes wrong for calls to a model in a region (``*`` matches any)."""
+
+    model: str = "*"
+    region: str = "*"
+    outage: bool = False
+    throttle_rate: float = 0.0
+    latency_ms: int = 0
+    error: str | None = None
+    max_input_tokens: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.region)
+
+    @classmethod
+    def from_json(cls, data: object) -> Fault:
+        """Build a fault from parsed JSON.
+
+        Raises:
+            ValueError: naming the unknown field or the bad value.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a fault must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        model, region = data.get("model", "*"), data.get("region", "*")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"fault model must be a model id or '*', got {model!r}")
+        if not isinstance(region, str) or not _REGION.match(region):
+            raise ValueError(f"fault region must be a region name or '*', got {region!r}")
+        outage = data.get("outage", False)
+        if not isinstance(outage, bool):
+            raise ValueError(f"fault outage must be true or false, got {outage!r}")
+        rate = data.get("throttle_rate", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault throttle_rate must be a number from 0 to 1, got {rate!r}")
+        latency = data.get("latency_ms", 0)
+        if isinstance(latency, bool) or not isinstance(latency, int) or not 0 <= latency <= 600_000:
+            raise ValueError(f"fault latency_ms must be an integer from 0 to 600000, got {latency!r}")
+        error = data.get("error")
+        if error is not None and error not in ERROR_STATUS:
+            raise ValueError(f"fault error must be one of {', '.join(sorted(ERROR_STATUS))}, got {error!r}")
+        limit = data.get("max_input_tokens")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"fault max_input_tokens must be a positive integer, got {limit!r}")
+        return cls(
+            model=model,
+            region=region,
+            outage=outage,
+            throttle_rate=float(rate),
+            latency_ms=latency,
+            error=error,
+            max_input_tokens=limit,
+        )
+
+
+class FaultStore:
+    """Thread-safe set of faults, one per (model, region), with a seeded random source for throttling."""
+
+    def __init__(self, faults: Iterable[Fault] = (), *, seed: int = 0) -> None:
+        self._faults: dict[tuple[str, str], Fault] = {}
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+        for fault in faults:
+            self.put(fault)
+
+    def put(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults[fault.key] = fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults.values())
+
+    def matching(self, model: str, region: str) -> list[Fault]:
+        with self._lock:
+            return [f for f in self._faults.values() if f.model in ("*", model) and f.region in ("*", region)]
+
+    def sample(self) -> float:
+        """A number in [0, 1) from the store's seeded sequence."""
+        with self._lock:
+            return self._random.random()
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, seed: int = 0) -> FaultStore:
+        """Load ``{"faults": [...]}`` from a JSON file.
+
+        Raises:
+            ValueError: naming the file and what is wrong with it.
+        """
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read faults file '{path}': {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"faults file '{path}' is not valid JSON: {exc.msg}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("faults"), list):
+            raise ValueError(f"faults file '{path}' must hold an object with a 'faults' list")
+        try:
+            return cls((Fault.from_json(item) for item in document["faults"]), seed=seed)
+        except ValueError as exc:
+            raise ValueError(f"faults file '{path}': {exc}") from None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    model: str
+    region: str
+    outcome: str  # "ok" or the error code
+
+
+class CallLog:
+    """The most recent calls the simulator answered, with counts per outcome."""
+
+    def __init__(self) -> None:
+        self._records: deque[CallRecord] = deque(maxlen=_MAX_CALL_RECORDS)
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, record: CallRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            self._counts[record.outcome] += 1
+
+    def count(self, *, model: str | None = None, region: str | None = None, outcome: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self._records
+                if (model is None or r.model == model)
+                and (region is None or r.region == region)
+                and (outcome is None or r.outcome == outcome)
+            )
+
+    def reset(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._counts.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"counts": dict(self._counts), "recent": [asdict(r) for r in list(self._records)[-100:]]}
+
+
+class SimulatedError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+class BedrockSimulator:
+    """Answers Converse calls and the ``/_sim/`` admin API.
+
+    Args:
+        faults: the faults to apply; an empty store by default.
+        sleep: how injected latency waits (tests pass a fake).
+    """
+
+    def __init__(self, faults: FaultStore | None = None, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.faults = faults if faults is not None else FaultStore()
+        self.calls = CallLog()
+        self._sleep = sleep
+
+    def handles(self, method: str, path: str) -> bool:
+        return path.startswith("/_sim/") or (method == "POST" and _CONVERSE_PATH.match(path) is not None)
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        try:
+            if path.startswith("/_sim/"):
+                return self._admin(method, path, body)
+            match = _CONVERSE_PATH.match(path)
+            if method == "POST" and match:
+                return self._converse(unquote(match.group("model")), _region(headers), body)
+            return _json(404, {"message": f"no such operation: {method} {path}"})
+        except Exception as exc:  # never a stack trace on the wire
+            return _error("InternalServerException", f"simulator error: {type(exc).__name__}")
+
+    # --- Converse -------------------------------------------------------------------------------
+
+    def _converse(self, model: str, region: str, body: bytes) -> Response:
+        started = time.perf_counter()
+        try:
+            request = _parse_converse(body)
+            input_tokens = _input_tokens(request)
+            self._apply_faults(model, region, input_tokens)
+        except SimulatedError as exc:
+            self.calls.add(CallRecord(model, region, exc.code))
+            return _error(exc.code, exc.message)
+        text, output_tokens, stop = _answer(model, region, request)
+        self.calls.add(CallRecord(model, region, "ok"))
+        payload = {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": stop,
+            "usage": {
+                "inputTokens": input_tokens,
+                "outputTokens": output_tokens,
+                "totalTokens": input_tokens + output_tokens,
+            },
+            "metrics": {"latencyMs": max(1, round((time.perf_counter() - started) * 1000))},
+        }
+        return _json(200, payload)
+
+    def _apply_faults(self, model: str, region: str, input_tokens: int) -> None:
+        matching = self.faults.matching(model, region)
+        for fault in matching:
+            if fault.error:
+                raise SimulatedError(fault.error, _ERROR_MESSAGES.get(fault.error, f"simulated {fault.error}"))
+        for fault in matching:
+            if fault.outage:
+                raise SimulatedError(
+                    "ServiceUnavailableException", "Bedrock is unavailable in this region (simulated)."
+                )
+        for fault in matching:
+            if fault.throttle_rate and self.faults.sample() < fault.throttle_rate:
+                raise SimulatedError("ThrottlingException", "Too many requests, please wait before trying again.")
+        for fault in matching:
+            if fault.max_input_tokens is not None and input_tokens > fault.max_input_tokens:
+                raise SimulatedError("ValidationException", "Input is too long for requested model.")
+        delay_ms = max((fault.latency_ms for fault in matching), default=0)
+        if delay_ms:
+            self._sleep(delay_ms / 1000.0)
+
+    # --- admin API --------------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, body: bytes) -> Response:
+        if path == "/_sim/faults":
+            if method == "GET":
+                return _json(200, self._faults_body())
+            if method == "DELETE":
+                self.faults.clear()
+                return _json(200, self._faults_body())
+            if method == "PUT":
+                try:
+                    self.faults.put(Fault.from_json(json.loads(body or b"null")))
+                except json.JSONDecodeError as exc:
+                    return _json(400, {"message": f"fault body is not valid JSON: {exc.msg}"})
+                except ValueError as exc:
+                    return _json(400, {"message": str(exc)})
+                return _json(200, self._faults_body())
+        if path == "/_sim/calls":
+            if method == "GET":
+                return _json(200, self.calls.snapshot())
+            if method == "DELETE":
+                self.calls.reset()
+                return _json(200, self.calls.snapshot())
+        return _json(404, {"message": f"no such admin operation: {method} {path}"})
+
+    def _faults_body(self) -> dict[str, Any]:
+        return {"faults": [asdict(fault) for fault in self.faults.list()]}
+
+
+_ERROR_MESSAGES = {
+    "AccessDeniedException": "You don't have access to the model with the specified model ID.",
+    "ResourceNotFoundException": "The requested resource could not be found.",
+    "ValidationException": "The provided model identifier is invalid.",
+    "ModelNotReadyException": "The model is not ready to serve inference requests.",
+    "InternalServerException": "An internal server error occurred.",
+    "ModelTimeoutException": "The model took too long to respond.",
+    "ServiceUnavailableException": "Bedrock is unavailable in this region (simulated).",
+    "ThrottlingException": "Too many requests, please wait before trying again.",
+}
+
+
+def _region(headers: Mapping[str, str]) -> str:
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    match = _CREDENTIAL_SCOPE.search(authorization)
+    return match.group("region") if match else DEFAULT_REGION
+
+
+def _parse_converse(body: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        raise SimulatedError("ValidationException", "Malformed input request, please reformat your input.") from None
+    if not isinstance(request, dict):
+        raise SimulatedError("ValidationException", "Malformed input request, please reformat your input.")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise SimulatedError("ValidationException", "messages: at least one message is required.")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise SimulatedError("ValidationException", f"messages.{index}.role must be user or assistant.")
+        content = message.get("content")
+        if not isinstance(content, list) or not content:
+            raise SimulatedError("ValidationException", f"messages.{index}.content must be a non-empty list.")
+        for block in content:
+            if not isinstance(block, dict) or not ({"text", "image"} & set(block)):
+                raise SimulatedError("ValidationException", f"messages.{index}.content holds an unsupported block.")
+    if messages[0].get("role") != "user":
+        raise SimulatedError("ValidationException", "A conversation must start with a user message.")
+    config = request.get("inferenceConfig") or {}
+    max_tokens = config.get("maxTokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise SimulatedError("ValidationException", "inferenceConfig.maxTokens must be a positive integer.")
+    temperature = config.get("temperature")
+    if temperature is not None and not (isinstance(temperature, int | float) and 0 <= temperature <= 1):
+        raise SimulatedError("ValidationException", "inferenceConfig.temperature must be between 0 and 1.")
+    return request
+
+
+def _texts(request: Mapping[str, Any]) -> list[str]:
+    texts = [block.get("text", "") for block in request.get("system") or [] if isinstance(block, dict)]
+    for message in request["messages"]:
+        texts.extend(block["text"] for block in message["content"] if "text" in block)
+    return texts
+
+
+def _input_tokens(request: Mapping[str, Any]) -> int:
+    chars = sum(len(text) for text in _texts(request))
+    images = sum(1 for message in request["messages"] for block in message["content"] if "image" in block)
+    return max(1, math.ceil(chars / 4)) + images * TOKENS_PER_IMAGE
+
+
+_OPENINGS = (
+    "Here is a concise answer.",
+    "Short version first, then the details.",
+    "Good question; the key points are below.",
+    "In brief:",
+    "Let me walk through it.",
+)
+
+
+def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, int, str]:
+    last_user = next(
+        (
+            block["text"]
+            for message in reversed(request["messages"])
+            if message["role"] == "user"
+            for block in message["content"]
+            if "text" in block
+        ),
+        "",
+    )
+    digest = hashlib.sha256(f"{model}\x00{last_user}".encode()).digest()
+    wanted = 20 + int.from_bytes(digest[:4], "big") % 381
+    max_tokens = (request.get("inferenceConfig") or {}).get("maxTokens") or 4096
+    output_tokens = min(wanted, max_tokens)
+    stop = "max_tokens" if wanted > max_tokens else "end_turn"
+    echo = " ".join(last_user.split())[:60]
+    text = f'[sim {model} @ {region}] {_OPENINGS[digest[4] % len(_OPENINGS)]} You asked: "{echo}"'
+    return text, output_tokens, stop
+
+
+def _json(status: int, payload: Mapping[str, Any]) -> Response:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+def _error(code: str, message: str) -> Response:
+    status, headers, body = _json(ERROR_STATUS.get(code, 500), {"message": message})
+    headers["x-amzn-ErrorType"] = f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    return status, headers, body
+
+
+def serve(
+    simulator: BedrockSimulator, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve the simulator on a daemon thread; port 0 picks a free port (see ``server.server_address``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, headers, payload = simulator.handle(self.command, self.path, dict(self.headers.items()), body)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="bedrock-sim", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the Bedrock Converse simulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--faults", type=Path, default=None, help='JSON file: {"faults": [...]}')
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        faults = FaultStore.from_file(args.faults, seed=args.seed) if args.faults else FaultStore(seed=args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    server, thread = serve(BedrockSimulator(faults), args.host, args.port)
+    print(f"Bedrock simulator on http://{args.host}:{server.server_address[1]} (admin: /_sim/faults)", flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Integration fixtures: the real local endpoint (`python -m local_endpoint.server`) over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class LocalEndpoint:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+    ) -> HttpResponse:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, resp_headers, payload = resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            status, resp_headers, payload = err.code, dict(err.headers), err.read()
+        return HttpResponse(status, resp_headers, json.loads(payload) if payload else None)
+
+    def generate(self, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
+        return self.request("POST", "/generate", body, headers)
+
+    def fault(self, **fault: Any) -> None:
+        response = self.request("PUT", "/_sim/faults", fault)
+        assert response.status == 200, response.body
+
+    def clear_faults(self) -> None:
+        assert self.request("DELETE", "/_sim/faults").status == 200
+
+
+@pytest.fixture(scope="session")
+def local_endpoint() -> Iterator[LocalEndpoint]:
+    """`make local`'s server, started as a subprocess on a free port, with the shipped policy."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "ROUTER_", "BEDROCK_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_endpoint.server", "--port", str(port), "--seed", "7"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    endpoint = LocalEndpoint(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if endpoint.request("GET", "/health").status == 200:
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stdout.read() if process.stdout else ""
+            process.kill()
+            raise RuntimeError(f"local endpoint did not start:\n{output}")
+        time.sleep(0.1)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def endpoint(local_endpoint: LocalEndpoint) -> Iterator[LocalEndpoint]:
+    """The local endpoint with no faults before and after the test."""
+    local_endpoint.clear_faults()
+    yield local_endpoint
+    local_endpoint.clear_faults()

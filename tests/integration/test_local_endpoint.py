@@ -1,0 +1,157 @@
+"""End to end over real HTTP: client -> local endpoint -> router handler -> botocore -> Bedrock simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group("local_endpoint")
+
+CONTRACT = {
+    "output",
+    "model_used",
+    "route",
+    "region",
+    "fallback_used",
+    "degraded",
+    "usage",
+    "cost_usd",
+    "latency_ms",
+    "decision",
+}
+HARD = (
+    "Analyze the trade-offs of migrating our monolith to microservices. First list the risks step by step, "
+    "then compare the operating costs over three years, and finally recommend a strategy with its implications."
+)
+
+
+def test_health_reports_the_policy(endpoint):
+    response = endpoint.request("GET", "/health")
+    assert response.status == 200
+    assert response.body["policy_version"] == "2026-11-22.1"
+
+
+def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(endpoint):
+    response = endpoint.generate({"prompt": "Hello!", "use_case": "general"})
+    assert response.status == 200
+    assert set(response.body) >= CONTRACT
+    assert response.body["model_used"] == "amazon.nova-micro-v1:0"
+    assert response.headers["X-Selected-Model"] == "amazon.nova-micro-v1:0"
+    # the simulator's text names who answered, proving the call crossed the wire
+    assert response.body["output"].startswith("[sim amazon.nova-micro-v1:0 @ us-east-1]")
+    assert response.body["usage"]["input_tokens"] > 0 and response.body["usage"]["output_tokens"] > 0
+    assert response.body["cost_usd"] > 0
+
+
+def test_long_analytical_prompt_is_answered_by_a_stronger_model(endpoint):
+    response = endpoint.generate({"prompt": HARD})
+    assert response.status == 200
+    assert response.body["model_used"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert response.body["decision"]["complexity"]["class"] == "complex"
+
+
+def test_premium_tier_gets_the_premium_route(endpoint):
+    response = endpoint.generate({"prompt": HARD}, headers={"X-User-Tier": "premium"})
+    assert response.body["model_used"] == "us.anthropic.claude-opus-4-5-20251101-v1:0"
+
+
+def test_canary_split_is_sticky_per_caller(endpoint):
+    variants = {}
+    for caller in range(40):
+        body = endpoint.generate(
+            {"prompt": "Summarize: launch moved to May.", "use_case": "summarization"},
+            headers={"X-Caller-Id": f"user-{caller}"},
+        ).body
+        variants[caller] = body["model_used"]
+        again = endpoint.generate(
+            {"prompt": "Another memo.", "use_case": "summarization"}, headers={"X-Caller-Id": f"user-{caller}"}
+        ).body
+        assert again["model_used"] == variants[caller]
+    assert set(variants.values()) == {"us.anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-pro-v1:0"}
+
+
+def test_throttling_is_retried_with_backoff_and_then_succeeds(endpoint):
+    # Given the primary model throttles half of its calls in its home region
+    endpoint.fault(model="amazon.nova-micro-v1:0", region="us-east-1", throttle_rate=0.5)
+    responses = [endpoint.generate({"prompt": f"Hello {i}!"}) for i in range(20)]
+    # Then every request is answered by a model, and some needed a retry on the same model and region
+    assert all(r.status == 200 and not r.body["degraded"] for r in responses)
+    retried = [r for r in responses if any(a.get("retry") for a in r.body["decision"]["attempts"])]
+    assert retried, "expected at least one request to be retried after a throttle"
+    first = retried[0].body["decision"]["attempts"]
+    assert first[0]["outcome"] == "throttled" and first[0]["code"] == "ThrottlingException"
+
+
+def test_regional_outage_is_served_from_the_next_region(endpoint):
+    endpoint.fault(model="amazon.nova-micro-v1:0", region="us-east-1", outage=True)
+    response = endpoint.generate({"prompt": "Hello!"})
+    assert response.status == 200
+    assert response.body["model_used"] == "amazon.nova-micro-v1:0"
+    assert response.body["region"] == "us-west-2"
+    assert response.body["output"].startswith("[sim amazon.nova-micro-v1:0 @ us-west-2]")
+    assert response.body["decision"]["attempts"][0]["code"] == "ServiceUnavailableException"
+
+
+def test_model_outage_answers_with_a_fallback_model(endpoint):
+    endpoint.fault(model="amazon.nova-micro-v1:0", region="*", outage=True)
+    response = endpoint.generate({"prompt": "Hello!"})
+    assert response.status == 200
+    assert response.body["model_used"] == "FALLBACK:anthropic.claude-3-haiku-20240307-v1:0"
+    assert response.body["fallback_used"] is True
+
+
+def test_access_denied_model_is_skipped_without_blaming_the_caller(endpoint):
+    endpoint.fault(model="amazon.nova-micro-v1:0", region="*", error="AccessDeniedException")
+    response = endpoint.generate({"prompt": "Hello!"})
+    assert response.status == 200
+    assert response.body["model_used"].startswith("FALLBACK:")
+    attempts = response.body["decision"]["attempts"]
+    assert attempts[0]["outcome"] == "configuration"
+    assert len([a for a in attempts if a["model"] == "nova-micro"]) == 1  # its other region is not tried
+
+
+def test_total_outage_degrades_gracefully(endpoint):
+    endpoint.fault(model="*", region="*", outage=True)
+    response = endpoint.generate({"prompt": "Hello!"})
+    assert response.status == 200
+    assert set(response.body) >= CONTRACT
+    assert response.body["model_used"] == "DEGRADED_SERVICE"
+    assert response.body["degraded"] is True
+    assert response.headers["X-Degraded"] == "true"
+
+
+def test_input_too_long_for_every_model_is_the_callers_400(endpoint):
+    endpoint.fault(model="*", region="*", max_input_tokens=5)
+    response = endpoint.generate({"prompt": "This prompt is longer than five tokens for sure."})
+    assert response.status == 400
+    assert "Input is too long" in response.body["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"{oops", "not valid JSON"),
+        (b"", "request body is empty"),
+        (b'{"prompt": ""}', "prompt must be longer than or equal to 1"),
+        (b'{"use_case": "general"}', "'prompt' is required"),
+        (b'{"prompt": ["a"]}', "prompt must be string"),
+        (b'{"prompt": "hi", "use_case": "poetry"}', "unknown use_case 'poetry'"),
+        (b'{"prompt": "hi", "model": "gpt-4o"}', "model 'gpt-4o' is not in the policy's catalog"),
+        (b'{"prompt": "hi", "max_tokens": -5}', "max_tokens must be bigger than or equal to 1"),
+    ],
+)
+def test_bad_input_is_a_json_400(endpoint, raw, expected):
+    response = endpoint.request("POST", "/generate", raw=raw)
+    assert response.status == 400
+    assert expected in response.body["message"]
+
+
+def test_oversized_body_is_a_json_400(endpoint):
+    response = endpoint.request("POST", "/generate", raw=b'{"prompt": "' + b"x" * 6_100_000 + b'"}')
+    assert response.status == 400
+    assert "over the limit" in response.body["message"]
+
+
+def test_unknown_tier_is_a_json_400(endpoint):
+    response = endpoint.generate({"prompt": "hi"}, headers={"X-User-Tier": "gold"})
+    assert response.status == 400
+    assert "unknown user tier 'gold'" in response.body["message"]
