@@ -133,7 +133,7 @@ class FaultStore:
         with self._lock:
             self._faults.clear()
 
-    def list(self) -> list[Fault]:
+    def all(self) -> list[Fault]:
         with self._lock:
             return list(self._faults.values())
 
@@ -315,7 +315,7 @@ class BedrockSimulator:
         return _json(404, {"message": f"no such admin operation: {method} {path}"})
 
     def _faults_body(self) -> dict[str, Any]:
-        return {"faults": [asdict(fault) for fault in self.faults.list()]}
+        return {"faults": [asdict(fault) for fault in self.faults.all()]}
 
 
 _ERROR_MESSAGES = {

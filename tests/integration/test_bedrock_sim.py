@@ -79,12 +79,6 @@ def test_output_tokens_never_exceed_max_tokens_and_are_deterministic(sim, simula
     first = converse(bedrock, max_tokens=5)
     assert first["usage"]["outputTokens"] <= 5
     assert first["stopReason"] == "max_tokens"
-    assert (
-        converse(bedrock, max_tokens=5)
-        == first
-        | {"ResponseMetadata": converse(bedrock, max_tokens=5)["ResponseMetadata"], "metrics": first["metrics"]}
-        or True
-    )
     a = converse(bedrock, text="same prompt")["output"]
     b = converse(bedrock, text="same prompt")["output"]
     assert a == b

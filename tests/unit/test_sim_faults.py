@@ -48,7 +48,7 @@ def test_put_replaces_the_fault_for_the_same_model_and_region():
     store = FaultStore()
     store.put(Fault(model="m", region="us-east-1", outage=True))
     store.put(Fault(model="m", region="us-east-1", latency_ms=5))
-    assert store.list() == [Fault(model="m", region="us-east-1", latency_ms=5)]
+    assert store.all() == [Fault(model="m", region="us-east-1", latency_ms=5)]
 
 
 def test_matching_honours_wildcards():
@@ -73,7 +73,7 @@ def test_throttle_sampling_is_seeded_and_near_its_rate():
 def test_loads_faults_from_a_file(tmp_path):
     path = tmp_path / "faults.json"
     path.write_text(json.dumps({"faults": [{"model": "*", "region": "us-east-1", "outage": True}]}))
-    assert FaultStore.from_file(path).list() == [Fault(model="*", region="us-east-1", outage=True)]
+    assert FaultStore.from_file(path).all() == [Fault(model="*", region="us-east-1", outage=True)]
 
 
 @pytest.mark.parametrize(
