@@ -2,7 +2,8 @@
 
 The floor is the least any Python function calling Bedrock pays: a fresh interpreter that imports boto3
 and creates a ``bedrock-runtime`` client. The router run imports the handler (Powertools Logger, Metrics,
-REST resolver), loads and validates the policy, creates its client and serves one ``POST /generate``
+REST resolver), loads the policy (with the synth-time digest the construct sets, so the schema pass is
+skipped for that exact document), creates its client and serves one ``POST /generate``
 through the Bedrock simulator over loopback (so it also pays a real HTTP round trip the floor does not).
 
 Both are timed from process start to exit, alternating, and the medians compared. Library bytecode is
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lambdas.router.policy import document_digest  # noqa: E402
 from local_endpoint.bedrock_sim import BedrockSimulator, serve  # noqa: E402
 
 FLOOR = """
@@ -84,9 +86,12 @@ def main() -> int:
         AWS_SECRET_ACCESS_KEY="cold-start",
         AWS_DEFAULT_REGION="us-east-1",
     )
+    policy_file = ROOT / "lambdas" / "router" / "policies" / "default.json"
     router_env = dict(
         base_env,
-        ROUTER_POLICY_FILE=str(ROOT / "lambdas" / "router" / "policies" / "default.json"),
+        ROUTER_POLICY_FILE=str(policy_file),
+        # As the construct deploys it: the digest of the policy it validated at synth.
+        ROUTER_POLICY_SHA256=document_digest(policy_file.read_bytes()),
         BEDROCK_ENDPOINT_URL=f"http://127.0.0.1:{port}",
         POWERTOOLS_SERVICE_NAME="router",
         POWERTOOLS_METRICS_NAMESPACE="RoutedBedrock",

@@ -5,6 +5,8 @@ Configuration (environment variables, set by the construct or by local mode):
 - ``ROUTER_POLICY_FILE``: read the policy from this file (local mode); otherwise AppConfig:
   ``APPCONFIG_APPLICATION``, ``APPCONFIG_ENVIRONMENT``, ``APPCONFIG_PROFILE``.
 - ``ROUTER_POLICY_MAX_AGE_SECONDS``: how long a fetched policy is trusted (default 45).
+- ``ROUTER_POLICY_SHA256``: digest of the policy the construct validated at synth; that exact document
+  skips the schema pass on load (a cold-start saving), any other is fully validated.
 - ``BEDROCK_ENDPOINT_URL``: call this Bedrock Runtime endpoint instead of AWS (the local simulator).
 - ``ROUTER_MAX_BODY_BYTES``: larger request bodies get HTTP 400 (default 6,000,000: Lambda's payload limit).
 - Powertools: ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_LOG_LEVEL``.
@@ -59,7 +61,9 @@ def _build_service() -> RouterService:
             max_age_s=int(max_age),
         )
     return RouterService(
-        policies=PolicyStore(fetch, max_age_s=max_age, logger=logger),
+        policies=PolicyStore(
+            fetch, max_age_s=max_age, logger=logger, trusted_digest=os.environ.get("ROUTER_POLICY_SHA256") or None
+        ),
         gateway=BedrockGateway(endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL") or None),
         max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
     )

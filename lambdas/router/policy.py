@@ -7,6 +7,7 @@ the ``python -m lambdas.router.policy check FILE`` command. Every rejection is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -144,12 +145,20 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-def validate_document(document: Any) -> None:
+def validate_document(document: Any, *, schema_checked: bool = False) -> None:
     """Validate a policy document against the schema and its cross-references.
+
+    Args:
+        document: the parsed policy.
+        schema_checked: the exact document already passed this schema elsewhere (see ``document_digest``);
+            only the cross-references are checked.
 
     Raises:
         PolicyError: naming the field and the offending value.
     """
+    if schema_checked:
+        _check_references(document)
+        return
     # Generated from SCHEMA_PATH by tools/generate_validators.py; imported lazily: only loads need it.
     from ._policy_validator import JsonSchemaValueException, validate
 
@@ -246,13 +255,13 @@ def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
     return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
 
 
-def compile_policy(document: Mapping[str, Any]) -> Policy:
+def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False) -> Policy:
     """Validate and compile a policy document.
 
     Raises:
         PolicyError: the document is invalid.
     """
-    validate_document(document)
+    validate_document(document, schema_checked=schema_checked)
     rules = document["rules"]
     complexity = rules["complexity"]
     resilience = document["resilience"]
@@ -325,8 +334,20 @@ def compile_policy(document: Mapping[str, Any]) -> Policy:
     )
 
 
-def parse_policy(raw: bytes | str) -> Policy:
+def document_digest(raw: bytes | str) -> str:
+    """SHA-256 of the policy document's bytes, as the construct computes it for the document it validated."""
+    return hashlib.sha256(raw.encode("utf-8") if isinstance(raw, str) else raw).hexdigest()
+
+
+def parse_policy(raw: bytes | str, *, trusted_digest: str | None = None) -> Policy:
     """Parse JSON text and compile it.
+
+    Args:
+        raw: the document.
+        trusted_digest: ``document_digest`` of a document already validated against this schema (the
+            construct validates the policy at synth and passes its digest to the function). When ``raw``
+            has that digest the schema pass is skipped: it is the slowest part of a cold start (the
+            generated validator is compiled from source in Lambda). Any other document is fully validated.
 
     Raises:
         PolicyError: the text is not JSON or the document is invalid.
@@ -335,7 +356,8 @@ def parse_policy(raw: bytes | str) -> Policy:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"invalid policy: not valid JSON ({exc})") from None
-    return compile_policy(document)
+    schema_checked = trusted_digest is not None and document_digest(raw) == trusted_digest
+    return compile_policy(document, schema_checked=schema_checked)
 
 
 def load_policy_file(path: str | Path) -> Policy:

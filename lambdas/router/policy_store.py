@@ -31,6 +31,7 @@ class PolicyStore:
         max_age_s: how long a fetched document is trusted before fetching again.
         clock: monotonic seconds.
         logger: where rejected versions and fetch failures are reported.
+        trusted_digest: SHA-256 of the document validated at synth (see ``policy.parse_policy``).
     """
 
     def __init__(
@@ -40,8 +41,10 @@ class PolicyStore:
         max_age_s: float,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | Any | None = None,
+        trusted_digest: str | None = None,
     ) -> None:
         self._fetch = fetch
+        self._trusted_digest = trusted_digest
         self._max_age_s = max_age_s
         self._clock = clock
         self._logger = logger or logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class PolicyStore:
         if self._policy is not None and raw == self._raw:
             return
         try:
-            policy = parse_policy(raw)
+            policy = parse_policy(raw, trusted_digest=self._trusted_digest)
         except PolicyError as exc:
             self._last_error = str(exc)
             self._logger.error(

@@ -139,3 +139,31 @@ def test_appconfig_fetcher_reads_through_powertools_with_a_stubbed_client(policy
         # Then it is the AppConfig document, compiled
         assert policy.version == "2026-11-22.1"
         stub.assert_no_pending_responses()
+
+
+def test_trusted_digest_skips_only_the_schema_pass(policy_document, monkeypatch):
+    # Given a document whose digest the construct computed at synth
+    from lambdas.router import _policy_validator
+    from lambdas.router.policy import document_digest
+
+    raw = json.dumps(policy_document).encode()
+    calls = []
+    real = _policy_validator.validate
+    monkeypatch.setattr(_policy_validator, "validate", lambda doc: calls.append(doc) or real(doc))
+    # When that exact document loads, Then the schema validator is not run
+    PolicyStore(lambda: raw, max_age_s=10, clock=Clock(), trusted_digest=document_digest(raw)).current()
+    assert calls == []
+    # And any other document is fully validated, even with the digest configured
+    other = json.dumps({**policy_document, "policy_version": "v9"}).encode()
+    PolicyStore(lambda: other, max_age_s=10, clock=Clock(), trusted_digest=document_digest(raw)).current()
+    assert len(calls) == 1
+
+
+def test_trusted_digest_still_checks_cross_references(policy_document):
+    from lambdas.router.policy import document_digest
+
+    policy_document["routes"]["fast"]["fallbacks"] = ["ghost"]
+    raw = json.dumps(policy_document).encode()
+    store = PolicyStore(lambda: raw, max_age_s=10, clock=Clock(), trusted_digest=document_digest(raw))
+    with pytest.raises(PolicyUnavailable, match="ghost"):
+        store.current()
