@@ -1,6 +1,6 @@
 """The CDK side: ``RoutedBedrockEndpoint`` and its reference stack.
 
-    from cdk_app import RoutedBedrockEndpoint, EndpointAuthorization
+from cdk_app import RoutedBedrockEndpoint, EndpointAuthorization
 """
 
 from lambdas.router.policy import DEFAULT_POLICY_PATH

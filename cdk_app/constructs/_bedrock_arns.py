@@ -24,7 +24,9 @@ def model_invoke_arns(policy: Policy) -> list[str]:
     arns: list[str] = []
     for spec in policy.models.values():
         if not spec.is_inference_profile:
-            arns.extend(f"arn:{partition}:bedrock:{region}::foundation-model/{spec.model_id}" for region in spec.regions)
+            arns.extend(
+                f"arn:{partition}:bedrock:{region}::foundation-model/{spec.model_id}" for region in spec.regions
+            )
             continue
         arns.extend(
             f"arn:{partition}:bedrock:{region}:{account}:inference-profile/{spec.model_id}" for region in spec.regions

@@ -28,16 +28,21 @@ def _snake(key: str) -> str:
 def to_json_schema(document: dict[str, Any]) -> apigw.JsonSchema:
     """Map a draft-04 schema document onto ``apigw.JsonSchema`` (recursively)."""
     kwargs: dict[str, Any] = {}
-    for key, value in document.items():
+    for key, raw in document.items():
         if key in _IGNORED:
             continue
         name = "ref" if key == "$ref" else _snake(key)
+        value: Any = raw
         if name == "type":
-            value = [apigw.JsonSchemaType[v.upper()] for v in value] if isinstance(value, list) else apigw.JsonSchemaType[value.upper()]
+            value = (
+                [apigw.JsonSchemaType[v.upper()] for v in raw]
+                if isinstance(raw, list)
+                else apigw.JsonSchemaType[raw.upper()]
+            )
         elif name in _NESTED:
-            value = {k: to_json_schema(v) for k, v in value.items()}
-        elif name in _SINGLE and isinstance(value, dict):
-            value = to_json_schema(value)
+            value = {k: to_json_schema(v) for k, v in raw.items()}
+        elif name in _SINGLE and isinstance(raw, dict):
+            value = to_json_schema(raw)
         kwargs[name] = value
     if "$schema" in document:
         kwargs["schema"] = apigw.JsonSchemaVersion.DRAFT4

@@ -35,6 +35,7 @@ ROUTER_HANDLER = "router.handler.lambda_handler"
 POWERTOOLS_VERSION = "3.37.0"  # keep equal to aws-lambda-powertools in requirements.txt
 ROUTER_RUNTIME = lambda_.Runtime.PYTHON_3_13
 _PERIOD = Duration.minutes(5)
+_DEFAULT_P99_LATENCY_ALARM = Duration.seconds(20)
 
 
 class AuthMode(Enum):
@@ -77,7 +78,8 @@ class EndpointAuthorization:
 
 def _load_policy_document(policy: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(policy, Mapping):
-        return json.loads(json.dumps(policy))  # a plain, JSON-clean copy
+        copied: dict[str, Any] = json.loads(json.dumps(policy))  # a plain, JSON-clean copy
+        return copied
     path = Path(policy)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -175,7 +177,7 @@ class RoutedBedrockEndpoint(Construct):
         policy_deployment_strategy: appconfig.IDeploymentStrategy | None = None,
         alarm_topic: sns.ITopic | None = None,
         alarm_api_5xx_rate_percent: float | None = 1.0,
-        alarm_api_p99_latency: Duration | None = Duration.seconds(20),
+        alarm_api_p99_latency: Duration | None = _DEFAULT_P99_LATENCY_ALARM,
         alarm_lambda_errors: int | None = 1,
         alarm_lambda_throttles: int | None = 1,
         alarm_fallback_rate_percent: float | None = 10.0,
@@ -213,7 +215,9 @@ class RoutedBedrockEndpoint(Construct):
         # --- alarms on the router's own metrics: they also guard policy rollouts ------------------------
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self._alarm_topic = alarm_topic
-        self._add_policy_alarms(fallback_rate_percent=alarm_fallback_rate_percent, degraded_answers=alarm_degraded_answers)
+        self._add_policy_alarms(
+            fallback_rate_percent=alarm_fallback_rate_percent, degraded_answers=alarm_degraded_answers
+        )
 
         # --- the routing policy in AppConfig ------------------------------------------------------------
         self.application = appconfig.Application(self, "PolicyApplication", description="Routed Bedrock policy")
@@ -226,8 +230,11 @@ class RoutedBedrockEndpoint(Construct):
             application=self.application,
             monitors=[appconfig.Monitor.from_cloud_watch_alarm(alarm) for alarm in self.alarms.values()],
         )
-        self.deployment_strategy = policy_deployment_strategy or appconfig.DeploymentStrategy.from_deployment_strategy_id(
-            self, "PolicyDeploymentStrategy", appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES
+        self.deployment_strategy = (
+            policy_deployment_strategy
+            or appconfig.DeploymentStrategy.from_deployment_strategy_id(
+                self, "PolicyDeploymentStrategy", appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES
+            )
         )
         self.configuration = appconfig.HostedConfiguration(
             self,
@@ -242,7 +249,7 @@ class RoutedBedrockEndpoint(Construct):
 
         # --- the router function -------------------------------------------------------------------------
         self.router_log_group = logs.LogGroup(self, "RouterLogs", retention=router_log_retention)
-        arch = "arm64" if router_architecture == lambda_.Architecture.ARM_64 else "x86_64"
+        arch = router_architecture.name  # "arm64" or "x86_64", as in the parameter path
         powertools_arn = ssm.StringParameter.value_for_string_parameter(
             self, f"/aws/service/powertools/python/{arch}/{ROUTER_RUNTIME.name}/{POWERTOOLS_VERSION}"
         )
@@ -309,8 +316,15 @@ class RoutedBedrockEndpoint(Construct):
                 stage_name=api_stage_name,
                 access_log_destination=apigw.LogGroupLogDestination(self.api_access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=True,
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
                 ),
                 logging_level=apigw.MethodLoggingLevel.INFO if api_execution_logging else apigw.MethodLoggingLevel.OFF,
                 metrics_enabled=True,
@@ -336,11 +350,15 @@ class RoutedBedrockEndpoint(Construct):
             request_validator=body_validator,
             **method_auth,
         )
-        self.api.root.add_resource("health").add_method("GET", integration, authorization_type=apigw.AuthorizationType.NONE)
+        self.api.root.add_resource("health").add_method(
+            "GET", integration, authorization_type=apigw.AuthorizationType.NONE
+        )
         if self.auth.mode is AuthMode.API_KEY:
             plan = self.api.add_usage_plan(
                 "UsagePlan",
-                throttle=apigw.ThrottleSettings(rate_limit=api_throttle_rate_limit, burst_limit=api_throttle_burst_limit),
+                throttle=apigw.ThrottleSettings(
+                    rate_limit=api_throttle_rate_limit, burst_limit=api_throttle_burst_limit
+                ),
             )
             plan.add_api_stage(stage=self.api.deployment_stage)
             self.api_key: apigw.IApiKey | None = self.api.add_api_key("ApiKey")
@@ -373,8 +391,14 @@ class RoutedBedrockEndpoint(Construct):
             resource_arns=[self.api.arn_for_execute_api()],
         )
 
-    def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration = _PERIOD,
-               dimensions: Mapping[str, str] | None = None) -> cloudwatch.Metric:
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        statistic: str = "Sum",
+        period: Duration = _PERIOD,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> cloudwatch.Metric:
         """One of the router's metrics (names in ``lambdas/router/metric_names.py``), for this service."""
         return cloudwatch.Metric(
             namespace=self.metrics_namespace,
@@ -452,14 +476,25 @@ class RoutedBedrockEndpoint(Construct):
                 period=_PERIOD,
                 label="fallback rate (%)",
             )
-            self._add_alarm("FallbackRate", rate, fallback_rate_percent,
-                            f"fallback answers >= {fallback_rate_percent}% of requests")
+            self._add_alarm(
+                "FallbackRate", rate, fallback_rate_percent, f"fallback answers >= {fallback_rate_percent}% of requests"
+            )
         if degraded_answers is not None:
-            self._add_alarm("DegradedAnswers", self.metric_degraded_answers(), degraded_answers,
-                            f"degraded answers >= {degraded_answers} in 5 minutes")
+            self._add_alarm(
+                "DegradedAnswers",
+                self.metric_degraded_answers(),
+                degraded_answers,
+                f"degraded answers >= {degraded_answers} in 5 minutes",
+            )
 
-    def _add_infrastructure_alarms(self, *, api_5xx_rate_percent: float | None, api_p99_latency: Duration | None,
-                                   lambda_errors: int | None, lambda_throttles: int | None) -> None:
+    def _add_infrastructure_alarms(
+        self,
+        *,
+        api_5xx_rate_percent: float | None,
+        api_p99_latency: Duration | None,
+        lambda_errors: int | None,
+        lambda_throttles: int | None,
+    ) -> None:
         if api_5xx_rate_percent is not None:
             rate = cloudwatch.MathExpression(
                 expression="IF(requests > 0, 100 * errors / requests, 0)",
@@ -470,7 +505,9 @@ class RoutedBedrockEndpoint(Construct):
                 period=_PERIOD,
                 label="API 5XX rate (%)",
             )
-            self._add_alarm("Api5xxRate", rate, api_5xx_rate_percent, f"API 5XX answers >= {api_5xx_rate_percent}% of requests")
+            self._add_alarm(
+                "Api5xxRate", rate, api_5xx_rate_percent, f"API 5XX answers >= {api_5xx_rate_percent}% of requests"
+            )
         if api_p99_latency is not None:
             self._add_alarm(
                 "ApiLatencyP99",
@@ -479,16 +516,24 @@ class RoutedBedrockEndpoint(Construct):
                 f"API p99 latency >= {api_p99_latency.to_milliseconds()} ms",
             )
         if lambda_errors is not None:
-            self._add_alarm("LambdaErrors", self.router_function.metric_errors(period=_PERIOD), lambda_errors,
-                            f"router function errors >= {lambda_errors} in 5 minutes")
+            self._add_alarm(
+                "LambdaErrors",
+                self.router_function.metric_errors(period=_PERIOD),
+                lambda_errors,
+                f"router function errors >= {lambda_errors} in 5 minutes",
+            )
         if lambda_throttles is not None:
-            self._add_alarm("LambdaThrottles", self.router_function.metric_throttles(period=_PERIOD), lambda_throttles,
-                            f"router function throttles >= {lambda_throttles} in 5 minutes")
+            self._add_alarm(
+                "LambdaThrottles",
+                self.router_function.metric_throttles(period=_PERIOD),
+                lambda_throttles,
+                f"router function throttles >= {lambda_throttles} in 5 minutes",
+            )
 
     def _search(self, metric_name: str, dimension: str, statistic: str, label: str) -> cloudwatch.MathExpression:
         query = (
             f"SEARCH('{{{self.metrics_namespace},{m.SERVICE_DIMENSION},{dimension}}} "
-            f"MetricName=\"{metric_name}\" {m.SERVICE_DIMENSION}=\"{self.service_name}\"', '{statistic}', 300)"
+            f'MetricName="{metric_name}" {m.SERVICE_DIMENSION}="{self.service_name}"\', \'{statistic}\', 300)'
         )
         return cloudwatch.MathExpression(expression=query, using_metrics={}, label=label, period=_PERIOD)
 
@@ -496,36 +541,61 @@ class RoutedBedrockEndpoint(Construct):
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
         wide, half = 24, 12
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Requests by route", width=half,
-                                   left=[self._search(m.REQUESTS, m.ROUTE_DIMENSION, "Sum", "")]),
-            cloudwatch.GraphWidget(title="Requests by model", width=half,
-                                   left=[self._search(m.REQUESTS, m.MODEL_DIMENSION, "Sum", "")]),
+            cloudwatch.GraphWidget(
+                title="Requests by route", width=half, left=[self._search(m.REQUESTS, m.ROUTE_DIMENSION, "Sum", "")]
+            ),
+            cloudwatch.GraphWidget(
+                title="Requests by model", width=half, left=[self._search(m.REQUESTS, m.MODEL_DIMENSION, "Sum", "")]
+            ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Latency p50 by model (ms)", width=half,
-                                   left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p50", "")]),
-            cloudwatch.GraphWidget(title="Latency p99 by model (ms)", width=half,
-                                   left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p99", "")]),
+            cloudwatch.GraphWidget(
+                title="Latency p50 by model (ms)",
+                width=half,
+                left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p50", "")],
+            ),
+            cloudwatch.GraphWidget(
+                title="Latency p99 by model (ms)",
+                width=half,
+                left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p99", "")],
+            ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Tokens by model", width=half,
-                                   left=[self._search(m.INPUT_TOKENS, m.MODEL_DIMENSION, "Sum", ""),
-                                         self._search(m.OUTPUT_TOKENS, m.MODEL_DIMENSION, "Sum", "")]),
-            cloudwatch.GraphWidget(title="Cost by model (USD)", width=half,
-                                   left=[self._search(m.COST_USD, m.MODEL_DIMENSION, "Sum", "")]),
+            cloudwatch.GraphWidget(
+                title="Tokens by model",
+                width=half,
+                left=[
+                    self._search(m.INPUT_TOKENS, m.MODEL_DIMENSION, "Sum", ""),
+                    self._search(m.OUTPUT_TOKENS, m.MODEL_DIMENSION, "Sum", ""),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Cost by model (USD)", width=half, left=[self._search(m.COST_USD, m.MODEL_DIMENSION, "Sum", "")]
+            ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Fallbacks, degraded answers and bad requests", width=wide,
-                                   left=[self.metric_fallbacks(), self.metric_degraded_answers(),
-                                         self.metric_bad_requests()]),
+            cloudwatch.GraphWidget(
+                title="Fallbacks, degraded answers and bad requests",
+                width=wide,
+                left=[self.metric_fallbacks(), self.metric_degraded_answers(), self.metric_bad_requests()],
+            ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Outcomes", width=half,
-                                   left=[self._search(m.REQUESTS, m.OUTCOME_DIMENSION, "Sum", "")]),
-            cloudwatch.GraphWidget(title="Failed model calls by model, region and class", width=half,
-                                   left=[self._search(m.MODEL_CALL_FAILURES,
-                                                      f"{m.MODEL_DIMENSION},{m.REGION_DIMENSION},{m.FAILURE_CLASS_DIMENSION}",
-                                                      "Sum", "")]),
+            cloudwatch.GraphWidget(
+                title="Outcomes", width=half, left=[self._search(m.REQUESTS, m.OUTCOME_DIMENSION, "Sum", "")]
+            ),
+            cloudwatch.GraphWidget(
+                title="Failed model calls by model, region and class",
+                width=half,
+                left=[
+                    self._search(
+                        m.MODEL_CALL_FAILURES,
+                        f"{m.MODEL_DIMENSION},{m.REGION_DIMENSION},{m.FAILURE_CLASS_DIMENSION}",
+                        "Sum",
+                        "",
+                    )
+                ],
+            ),
         )
         dashboard.add_widgets(
             cloudwatch.AlarmStatusWidget(title="Alarms", width=wide, alarms=list(self.alarms.values())),
@@ -575,8 +645,7 @@ class RoutedBedrockEndpoint(Construct):
             ),
             cdk.Acknowledgment(
                 id="AwsSolutions-L1",
-                reason="Python 3.13 is pinned to match the Powertools layer published for it; upgrade both "
-                "together.",
+                reason="Python 3.13 is pinned to match the Powertools layer published for it; upgrade both together.",
             ),
         )
 
@@ -603,7 +672,9 @@ def _validate_props(
     alarm_degraded_answers: int | None,
 ) -> None:
     if not isinstance(auth, EndpointAuthorization):
-        raise ValueError(f"auth must be an EndpointAuthorization (api_key(), iam(), cognito(pool), none()), got {auth!r}")
+        raise ValueError(
+            f"auth must be an EndpointAuthorization (api_key(), iam(), cognito(pool), none()), got {auth!r}"
+        )
     if auth.mode is AuthMode.COGNITO and auth.user_pool is None:
         raise ValueError("auth 'cognito' needs a user pool: EndpointAuthorization.cognito(user_pool)")
     if not service_name or len(service_name) > 64 or not service_name.replace("-", "").replace("_", "").isalnum():
@@ -618,11 +689,16 @@ def _validate_props(
         raise ValueError(f"router_timeout must be 3 s to 15 min, got {router_timeout.to_seconds()} s")
     if router_reserved_concurrency is not None and router_reserved_concurrency < 1:
         raise ValueError(f"router_reserved_concurrency must be at least 1, got {router_reserved_concurrency}")
-    for name, value in (("alarm_api_5xx_rate_percent", alarm_api_5xx_rate_percent),
-                        ("alarm_fallback_rate_percent", alarm_fallback_rate_percent)):
+    for name, value in (
+        ("alarm_api_5xx_rate_percent", alarm_api_5xx_rate_percent),
+        ("alarm_fallback_rate_percent", alarm_fallback_rate_percent),
+    ):
         if value is not None and not 0 < value <= 100:
             raise ValueError(f"{name} must be in (0, 100], got {value}")
-    for name, count in (("alarm_lambda_errors", alarm_lambda_errors), ("alarm_lambda_throttles", alarm_lambda_throttles),
-                        ("alarm_degraded_answers", alarm_degraded_answers)):
+    for name, count in (
+        ("alarm_lambda_errors", alarm_lambda_errors),
+        ("alarm_lambda_throttles", alarm_lambda_throttles),
+        ("alarm_degraded_answers", alarm_degraded_answers),
+    ):
         if count is not None and count < 1:
             raise ValueError(f"{name} must be at least 1, got {count}")
