@@ -30,6 +30,7 @@ from lambdas.router.executor import ModelReply  # noqa: E402
 from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file  # noqa: E402
 from lambdas.router.policy_store import PolicyStore, file_fetcher  # noqa: E402
 from lambdas.router.service import RouterService  # noqa: E402
+from local_endpoint.server import LocalLambdaContext, proxy_event  # noqa: E402
 
 PROMPTS = [
     {"prompt": "Hello!"},
@@ -49,39 +50,11 @@ class ZeroLatencyBedrock:
         return REPLY
 
 
-class Context:
-    function_name = "router"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:router"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 def event(body: dict[str, Any], caller: int) -> dict[str, Any]:
     headers = {"Content-Type": "application/json", "X-Caller-Id": f"caller-{caller}"}
-    return {
-        "resource": "/generate",
-        "path": "/generate",
-        "httpMethod": "POST",
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "requestId": f"r{caller}",
-            "stage": "prod",
-            "httpMethod": "POST",
-            "path": "/prod/generate",
-            "resourcePath": "/generate",
-            "identity": {"sourceIp": "203.0.113.1"},
-        },
-        "body": json.dumps(body),
-        "isBase64Encoded": False,
-    }
+    return proxy_event(
+        "POST", "/generate", headers, json.dumps(body).encode(), source_ip="203.0.113.1", request_id=f"r{caller}"
+    )
 
 
 @contextlib.contextmanager
@@ -118,10 +91,11 @@ def main() -> int:
     policy = load_policy_file(DEFAULT_POLICY_PATH)
     call = PlannedCall(model=policy.models["nova-micro"], region="us-east-1", fallback=False)
     events = [event(PROMPTS[i % len(PROMPTS)], i) for i in range(args.requests)]
-    context = Context()
+    context = LocalLambdaContext("bench")
 
     direct: list[float] = []
     routed: list[float] = []
+    routed_cpu: list[float] = []  # this thread's CPU time: what the router costs, whatever else the machine runs
     with silenced_stdout():
         for warm in events[:200]:  # warm caches, the policy and imports on the request path
             handler.lambda_handler(warm, context)
@@ -129,20 +103,24 @@ def main() -> int:
             started = time.perf_counter_ns()
             fake.converse(call, 20.0, messages=[], system=[], inference_config={})
             direct.append((time.perf_counter_ns() - started) / 1000)
-            started = time.perf_counter_ns()
+            started, started_cpu = time.perf_counter_ns(), time.thread_time_ns()
             result = handler.lambda_handler(item, context)
             routed.append((time.perf_counter_ns() - started) / 1000)
+            routed_cpu.append((time.thread_time_ns() - started_cpu) / 1000)
             if result["statusCode"] != 200:
                 raise SystemExit(f"unexpected status {result['statusCode']}: {result['body']}")
 
     direct.sort()
     routed.sort()
+    routed_cpu.sort()
     d50, d99 = percentile(direct, 50), percentile(direct, 99)
     r50, r99 = percentile(routed, 50), percentile(routed, 99)
     print(f"router_overhead: {args.requests} requests, {len(PROMPTS)} prompt shapes, zero-latency fake Bedrock")
     print(f"  direct fake call   p50 {d50:9.1f} us   p99 {d99:9.1f} us")
     print(f"  through handler    p50 {r50:9.1f} us   p99 {r99:9.1f} us   mean {statistics.fmean(routed):9.1f} us")
     print(f"  router added       p50 {r50 - d50:9.1f} us   p99 {r99 - d99:9.1f} us   (target: p99 < 1000 us)")
+    c50, c99 = percentile(routed_cpu, 50), percentile(routed_cpu, 99)
+    print(f"  handler CPU time   p50 {c50:9.1f} us   p99 {c99:9.1f} us   (thread CPU clock: immune to other load)")
     print(f"  ratio handler/direct p50 {r50 / d50:,.0f}x (the fake itself costs ~{d50:.1f} us)")
     print(f"  target met: {'yes' if r99 - d99 < 1000 else 'NO'}")
     return 0

@@ -18,6 +18,7 @@ from lambdas.router.executor import ModelCallError, ModelReply
 from lambdas.router.policy import DEFAULT_POLICY_PATH
 from lambdas.router.policy_store import PolicyStore, file_fetcher
 from lambdas.router.service import RouterService
+from local_endpoint.server import LocalLambdaContext, proxy_event
 
 
 class FakeBedrock:
@@ -53,44 +54,12 @@ class FakeBedrock:
         )
 
 
-class Context:
-    function_name = "router"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:router"
-    aws_request_id = "11111111-2222-3333-4444-555555555555"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 def api_event(
     method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: str | None = None
 ) -> dict[str, Any]:
-    text = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    text = raw if raw is not None else (json.dumps(body) if body is not None else "")
     headers = {"Content-Type": "application/json", **(headers or {})}
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "stage": "prod",
-            "requestId": "req-123",
-            "httpMethod": method,
-            "path": f"/prod{path}",
-            "resourcePath": path,
-            "identity": {"sourceIp": "203.0.113.9", "apiKeyId": "key-abc"},
-        },
-        "body": text,
-        "isBase64Encoded": False,
-    }
+    return proxy_event(method, path, headers, text.encode(), source_ip="203.0.113.9", request_id="req-123")
 
 
 Invoke = Callable[..., tuple[int, dict[str, str], dict[str, Any]]]
@@ -112,7 +81,7 @@ def invoke(bedrock: FakeBedrock) -> Iterator[Invoke]:
     handler.configure(service)
 
     def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: str | None = None):
-        result = handler.lambda_handler(api_event(method, path, body, headers, raw), Context())
+        result = handler.lambda_handler(api_event(method, path, body, headers, raw), LocalLambdaContext("req-123"))
         flat = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
         flat.update(result.get("headers") or {})
         return result["statusCode"], flat, json.loads(result["body"])
