@@ -62,20 +62,12 @@ def test_a_crashing_handler_answers_502_json_not_a_stack_trace():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    # every variable configure_environment writes is registered here, so the test restores it afterwards
-    for name in (
-        "BEDROCK_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "ROUTER_POLICY_FILE",
-        "ROUTER_POLICY_MAX_AGE_SECONDS",
-        "POWERTOOLS_SERVICE_NAME",
-        "POWERTOOLS_LOG_LEVEL",
-        "POWERTOOLS_METRICS_DISABLED",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_PROFILE", "someone")
+    """A private copy of the environment: configure_environment's writes vanish with the test."""
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BEDROCK_", "ROUTER_", "POWERTOOLS_"))
+    }
+    environment["AWS_PROFILE"] = "someone"
+    monkeypatch.setattr(os, "environ", environment)
     return monkeypatch
 
 
