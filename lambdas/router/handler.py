@@ -92,12 +92,11 @@ def health() -> Response[Any]:
 @app.post("/generate")
 def generate() -> Response[Any]:
     event = app.current_event
-    policy = service().policies.current()
     context: LambdaContext | None = app.lambda_context
     outcome = service().generate(
         event.body,
         CallerContext(
-            tier=event.headers.get(policy.tier_header),
+            headers=event.headers,  # Powertools' headers mapping is case-insensitive
             sticky_key=_sticky_key(event),
             remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
         ),

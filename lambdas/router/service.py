@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from . import metric_names as m
@@ -53,7 +53,15 @@ class Outcome(NamedTuple):
 
 
 class CallerContext(NamedTuple):
-    tier: str | None
+    """Who is calling and how much time is left.
+
+    Attributes:
+        headers: request headers, looked up case-insensitively (the policy names the tier header).
+        sticky_key: caller identity that keeps one caller on one canary variant.
+        remaining_ms: the Lambda's remaining time, or None outside Lambda.
+    """
+
+    headers: Mapping[str, str]
     sticky_key: str
     remaining_ms: int | None
 
@@ -100,7 +108,7 @@ class RouterService:
                     input_chars=len(request.text),
                     images=len(request.images),
                     use_case=request.use_case,
-                    tier=caller.tier,
+                    tier=caller.headers.get(policy.tier_header),
                     model=request.model,
                     max_tokens=request.max_tokens,
                     sticky_key=caller.sticky_key,
