@@ -1,37 +1,41 @@
 #!/usr/bin/env python3
-"""The reference CDK app. Context (cdk.json or -c): account, region, routed-bedrock:policy-file,
-routed-bedrock:auth (api-key | iam | none), routed-bedrock:stack-name. Without account and region the
-stack is environment-agnostic, so it synthesizes offline with no credentials."""
+"""The reference CDK app: one ``RoutedBedrockStack``, checked by cdk-nag's AwsSolutions pack.
+
+Context (cdk.json, or ``-c key=value``):
+    account, region: the target environment; without both the stack is environment-agnostic, so it
+        synthesizes offline with no credentials (it never looks anything up).
+    routed-bedrock:policy-file: the routing policy. Default: - the shipped default policy.
+    routed-bedrock:auth: ``api-key`` (default), ``iam``, ``cognito`` (creates a user pool) or ``none``.
+    routed-bedrock:stack-name: the stack name. Default: - ``RoutedBedrock``.
+"""
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_app import EndpointAuthorization
+from cdk_app import DEFAULT_POLICY_PATH, AuthMode
 from cdk_app.stacks import RoutedBedrockStack
 
-AUTH_MODES = {
-    "api-key": EndpointAuthorization.api_key,
-    "iam": EndpointAuthorization.iam,
-    "none": EndpointAuthorization.none,
-}
+AUTH_MODES = {mode.value: mode for mode in AuthMode}
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
+    """Add the reference stack and the AwsSolutions checks to ``app`` (a new ``cdk.App`` by default)."""
     app = app or cdk.App()
     context = app.node.try_get_context
-    auth_name = context("routed-bedrock:auth") or "api-key"
+    auth_name = context("routed-bedrock:auth") or AuthMode.API_KEY.value
     if auth_name not in AUTH_MODES:
         raise ValueError(f"context routed-bedrock:auth '{auth_name}' must be one of {', '.join(AUTH_MODES)}")
     account, region = context("account"), context("region")
-    env = cdk.Environment(account=account, region=region) if account or region else None
+    if bool(account) != bool(region):
+        raise ValueError(f"context account '{account}' and region '{region}' must be given together, or neither")
     RoutedBedrockStack(
         app,
         context("routed-bedrock:stack-name") or "RoutedBedrock",
-        policy=context("routed-bedrock:policy-file") or "lambdas/router/policies/default.json",
-        auth=AUTH_MODES[auth_name](),
-        env=env,
+        policy=context("routed-bedrock:policy-file") or DEFAULT_POLICY_PATH,
+        auth_mode=AUTH_MODES[auth_name],
+        env=cdk.Environment(account=account, region=region) if account else None,
         description="Routed Amazon Bedrock endpoint (reference deployment)",
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

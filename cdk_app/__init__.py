@@ -1,6 +1,10 @@
-"""The CDK side: ``RoutedBedrockEndpoint`` and its reference stack.
+"""The CDK side: the ``RoutedBedrockEndpoint`` construct (and, in ``cdk_app.stacks``, its reference stack).
 
-from cdk_app import RoutedBedrockEndpoint, EndpointAuthorization
+Example::
+
+    from cdk_app import DEFAULT_POLICY_PATH, EndpointAuthorization, RoutedBedrockEndpoint
+
+    RoutedBedrockEndpoint(stack, "Llm", policy=DEFAULT_POLICY_PATH, auth=EndpointAuthorization.iam())
 """
 
 from lambdas.router.policy import DEFAULT_POLICY_PATH

@@ -4,37 +4,44 @@ from __future__ import annotations
 
 from aws_cdk import Aws
 
-from lambdas.router.policy import Policy
+from lambdas.router.policy import ModelSpec, Policy
 
-# A global cross-region inference profile may route anywhere; its foundation model is authorised by a
-# region-less ARN (arn:aws:bedrock:::foundation-model/...), as Bedrock documents for global profiles.
+# A global cross-region inference profile may route to any commercial region: Bedrock authorises its
+# foundation model through a region-less ARN (arn:aws:bedrock:::foundation-model/...), besides the profile
+# and the model in the source region.
 GLOBAL_PROFILE_PREFIX = "global"
 
 
-def model_invoke_arns(policy: Policy) -> list[str]:
-    """Every ARN the router may invoke, deduplicated and in a stable order.
+def _foundation_model(region: str, model_id: str) -> str:
+    return f"arn:{Aws.PARTITION}:bedrock:{region}::foundation-model/{model_id}"
 
-    - a foundation model: ``arn:{partition}:bedrock:{region}::foundation-model/{id}`` in each region the
-      router calls it from;
-    - an inference profile: the profile ARN in each region the router calls it from, and the underlying
-      foundation model ARN in every destination region the profile may send the request to (Bedrock
-      checks both).
+
+def _model_arns(spec: ModelSpec) -> list[str]:
+    if not spec.is_inference_profile:
+        return [_foundation_model(region, spec.model_id) for region in spec.regions]
+    arns = [
+        f"arn:{Aws.PARTITION}:bedrock:{region}:{Aws.ACCOUNT_ID}:inference-profile/{spec.model_id}"
+        for region in spec.regions
+    ]
+    if spec.model_id.split(".", 1)[0] == GLOBAL_PROFILE_PREFIX:
+        source_and_destinations = dict.fromkeys((*spec.regions, *spec.profile_destinations))
+        arns.extend(_foundation_model(region, spec.foundation_model_id) for region in source_and_destinations)
+        arns.append(_foundation_model("", spec.foundation_model_id))
+    else:
+        arns.extend(_foundation_model(region, spec.foundation_model_id) for region in spec.profile_destinations)
+    return arns
+
+
+def model_invoke_arns(policy: Policy) -> list[str]:
+    """Every ARN the router may invoke, deduplicated, in the policy's order; no wildcard.
+
+    - a foundation model: ``arn:{partition}:bedrock:{region}::foundation-model/{id}`` in each region the router
+      calls it from;
+    - a geographic inference profile (``us.``, ``eu.``, ...): the profile ARN in each region the router calls it
+      from, and the underlying foundation model in every destination region the profile may send the request
+      to (Bedrock checks both);
+    - a global inference profile: the profile ARN in each calling region, the foundation model in the calling
+      and listed destination regions, and the region-less foundation model ARN.
     """
-    partition, account = Aws.PARTITION, Aws.ACCOUNT_ID
-    arns: list[str] = []
-    for spec in policy.models.values():
-        if not spec.is_inference_profile:
-            arns.extend(
-                f"arn:{partition}:bedrock:{region}::foundation-model/{spec.model_id}" for region in spec.regions
-            )
-            continue
-        arns.extend(
-            f"arn:{partition}:bedrock:{region}:{account}:inference-profile/{spec.model_id}" for region in spec.regions
-        )
-        arns.extend(
-            f"arn:{partition}:bedrock:{region}::foundation-model/{spec.foundation_model_id}"
-            for region in spec.profile_destinations
-        )
-        if spec.model_id.split(".", 1)[0] == GLOBAL_PROFILE_PREFIX:
-            arns.append(f"arn:{partition}:bedrock:::foundation-model/{spec.foundation_model_id}")
+    arns = [arn for spec in policy.models.values() for arn in _model_arns(spec)]
     return list(dict.fromkeys(arns))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import Duration
+from aws_cdk import Duration, Size
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_appconfig as appconfig
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -25,20 +27,35 @@ from constructs import Construct
 
 import lambdas
 from lambdas.router import metric_names as m
-from lambdas.router.policy import Policy, PolicyError, compile_policy, document_digest
+from lambdas.router.policy import Policy, PolicyError, compile_policy, document_digest, load_schema
 
 from ._bedrock_arns import model_invoke_arns
 from ._request_model import generate_request_schema
 
 LAMBDAS_DIR = Path(lambdas.__file__).resolve().parent
+"""The Lambda asset root: the installed ``lambdas`` package (the handler uses relative imports inside it)."""
 ROUTER_HANDLER = "router.handler.lambda_handler"
-POWERTOOLS_VERSION = "3.37.0"  # keep equal to aws-lambda-powertools in requirements.txt
 ROUTER_RUNTIME = lambda_.Runtime.PYTHON_3_13
+POWERTOOLS_VERSION = "3.37.0"
+"""Keep equal to ``aws-lambda-powertools`` in requirements.txt: the layer and local runs use the same release."""
+POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/{architecture}/{runtime}/{version}"
+"""AWS publishes each Powertools release's layer ARN as this public SSM parameter in every commercial region."""
+POLICY_PROFILE_NAME = "routing-policy"
+
+_ASSET_EXCLUDE = ["__pycache__", "*.pyc", "*.pyo"]
 _PERIOD = Duration.minutes(5)
 _DEFAULT_P99_LATENCY_ALARM = Duration.seconds(20)
+_LAMBDA_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+_NAME_MAX_LENGTH = 64
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A bad policy version shows up in these alarms: any of them rolls the AppConfig deployment back.
+_ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "Api5xxRate")
 
 
 class AuthMode(Enum):
+    """The authorization of ``POST /generate``; see ``EndpointAuthorization``."""
+
     API_KEY = "api-key"
     IAM = "iam"
     COGNITO = "cognito"
@@ -62,34 +79,18 @@ class EndpointAuthorization:
 
     @classmethod
     def iam(cls) -> EndpointAuthorization:
-        """SigV4-signed requests; grant callers with ``RoutedBedrockEndpoint.grant_invoke``."""
+        """SigV4-signed requests; allow callers with ``RoutedBedrockEndpoint.grant_invoke``."""
         return cls(mode=AuthMode.IAM)
 
     @classmethod
     def cognito(cls, user_pool: cognito.IUserPool) -> EndpointAuthorization:
-        """A Cognito user-pool authorizer (ID token in ``Authorization``)."""
+        """A Cognito user-pool authorizer (an ID token in ``Authorization``)."""
         return cls(mode=AuthMode.COGNITO, user_pool=user_pool)
 
     @classmethod
     def none(cls) -> EndpointAuthorization:
         """No authentication: anyone who can reach the URL can spend your Bedrock budget. Explicit opt-in."""
         return cls(mode=AuthMode.NONE)
-
-
-def _load_policy_document(policy: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    if isinstance(policy, Mapping):
-        copied: dict[str, Any] = json.loads(json.dumps(policy))  # a plain, JSON-clean copy
-        return copied
-    path = Path(policy)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read policy file '{path}': {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"policy file '{path}' is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"policy file '{path}' must hold a JSON object")
-    return document
 
 
 class RoutedBedrockEndpoint(Construct):
@@ -100,6 +101,9 @@ class RoutedBedrockEndpoint(Construct):
     (validated by the policy JSON schema, rolled out gradually and rolled back by alarms), IAM scoped to
     the policy's models and regions, CloudWatch alarms and a dashboard of routing decisions.
 
+    ``POST /generate`` is never open by default: it needs an API key (and its usage plan) unless ``auth``
+    says otherwise; ``EndpointAuthorization.none()`` is the only way to open it.
+
     Example::
 
         from cdk_app import EndpointAuthorization, RoutedBedrockEndpoint
@@ -107,9 +111,10 @@ class RoutedBedrockEndpoint(Construct):
         llm = RoutedBedrockEndpoint(
             self, "Llm",
             policy="policies/routing.json",          # or a dict
-            auth=EndpointAuthorization.api_key(),    # the default
+            auth=EndpointAuthorization.iam(),        # default: an API key and a usage plan
             alarm_topic=ops_topic,
         )
+        llm.grant_invoke(caller_role)
         CfnOutput(self, "LlmUrl", value=llm.url)
 
     Args:
@@ -118,41 +123,67 @@ class RoutedBedrockEndpoint(Construct):
         policy: the routing policy, a dict or the path of a JSON file. Validated at synth with the schema
             the router and AppConfig use; a bad policy raises ``ValueError`` naming the field and value.
         auth: how callers authenticate to ``POST /generate``. Default: - an API key and a usage plan
-            (``api_key``); ``/health`` stays open. Use ``EndpointAuthorization.none()`` to opt out explicitly.
-        service_name: Powertools service name, the ``service`` dimension of every metric.
-            Default: - ``routed-bedrock``.
+            (``EndpointAuthorization.api_key()``); ``/health`` stays open. ``EndpointAuthorization.none()``
+            opens the endpoint, as an explicit opt-in.
+        service_name: Powertools service name, the ``service`` dimension of every router metric (1-64 letters,
+            digits, ``-``, ``_``). Default: - this construct's path with ``-`` separators (e.g.
+            ``MyStack-Llm``): stable across deployments and distinct per endpoint.
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
-        api_stage_name: the API stage. Default: - ``prod``.
-        api_throttle_rate_limit: steady-state requests per second for the stage (and usage plan).
-            Default: - 50.
-        api_throttle_burst_limit: burst requests for the stage (and usage plan). Default: - 100.
-        api_execution_logging: API Gateway execution logs (INFO) besides access logs; needs the account's
-            API Gateway CloudWatch role, which this construct creates. Default: - true.
-        router_architecture: the function's CPU architecture. Default: - ``Architecture.ARM_64``.
-        router_memory_size_mib: function memory. Default: - 1024 MiB.
-        router_timeout: function timeout; the router keeps 0.5 s of it to answer. Default: - 29 seconds
-            (API Gateway's default integration timeout).
-        router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
-        router_log_retention: retention of the function's and the API's log groups.
+        log_retention: retention of the function's log group and the API's access log group.
             Default: - ``RetentionDays.ONE_MONTH``.
-        policy_max_age: how long the router trusts a fetched policy before polling AppConfig again.
-            Default: - 45 seconds.
+        api_stage_name: the API stage; the AppConfig environment has the same name. Default: - ``prod``.
+        api_throttle_rate_limit: steady-state requests per second for the stage (and the usage plan).
+            Default: - 50.
+        api_throttle_burst_limit: burst requests for the stage (and the usage plan). Default: - 100.
+        api_execution_logging: API Gateway execution logs (INFO) besides the access logs; creates the
+            account's API Gateway CloudWatch role. Default: - true.
+        router_architecture: the function's CPU architecture; the Powertools layer follows it.
+            Default: - ``Architecture.ARM_64``.
+        router_memory_size_mib: function memory in MiB (128-10240). Default: - 1024.
+        router_timeout: function timeout (3 s to 15 min); API Gateway ends a request after 29 s unless the
+            account's integration timeout quota is raised. Default: - 29 seconds.
+        router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
+        router_max_body_size: larger request bodies get HTTP 400 from the router (at most 6 MiB, Lambda's
+            payload limit). Default: - 6,000,000 bytes (the router's own default).
+        policy_max_age: how long the router trusts a fetched policy before polling AppConfig again
+            (15 s to 24 h). Default: - 45 seconds.
         policy_deployment_strategy: how a new policy version rolls out. Default: - AppConfig's predefined
-            ``Canary10Percent20Minutes``; ``DeploymentStrategyId.ALL_AT_ONCE`` suits development stacks.
-        alarm_topic: SNS topic for every alarm's alarm and OK actions. Default: - alarms without actions.
-        alarm_api_5xx_rate_percent: alarm when 5XX answers exceed this share of API requests over 5 minutes;
+            ``Canary10Percent20Minutes`` (with a 10-minute bake); a strategy for
+            ``DeploymentStrategyId.ALL_AT_ONCE`` suits development stacks.
+        alarm_topic: SNS topic for every alarm's ALARM and OK actions. Default: - alarms without actions.
+        alarm_api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes;
             None disables it. Default: - 1 (%).
-        alarm_api_p99_latency: alarm when the API's p99 latency exceeds this over 5 minutes; None disables.
+        alarm_api_p99_latency: alarm when the API's p99 latency over 5 minutes reaches this; None disables it.
             Default: - 20 seconds.
-        alarm_lambda_errors: alarm when the function's errors over 5 minutes reach this; None disables.
+        alarm_lambda_errors: alarm when the function's errors in 5 minutes reach this; None disables it.
             Default: - 1.
-        alarm_lambda_throttles: alarm when the function's throttles over 5 minutes reach this; None
-            disables. Default: - 1.
-        alarm_fallback_rate_percent: alarm when fallback answers exceed this share of requests over
-            5 minutes; None disables. Default: - 10 (%).
-        alarm_degraded_answers: alarm when degraded answers over 5 minutes reach this; None disables.
+        alarm_lambda_throttles: alarm when the function's throttles in 5 minutes reach this; None disables it.
+            Default: - 1.
+        alarm_fallback_rate_percent: alarm when fallback answers reach this share of requests in 5 minutes;
+            None disables it. Default: - 10 (%).
+        alarm_degraded_answers: alarm when degraded answers in 5 minutes reach this; None disables it.
             Default: - 1.
         dashboard_name: name of the CloudWatch dashboard. Default: - generated by CloudFormation.
+
+    The degraded-answers, fallback-rate, Lambda-errors and API 5XX alarms (those enabled) are the AppConfig
+    environment's monitors: any of them in ALARM during a policy rollout (or its bake time) rolls it back.
+
+    Attributes:
+        api: the REST API (``api.deployment_stage`` is the stage).
+        api_key: the API key in ``api_key`` mode, else None.
+        router_function: the router Lambda function.
+        router_log_group: the function's log group.
+        api_access_logs: the stage's access log group.
+        application: the AppConfig application.
+        environment: the AppConfig environment, with the rollback monitors.
+        configuration: the hosted configuration (profile with the JSON schema validator, version, deployment).
+        deployment_strategy: the AppConfig deployment strategy in use.
+        policy: the compiled routing policy.
+        alarms: the alarms by name (``Api5xxRate``, ``ApiLatencyP99``, ``LambdaErrors``, ``LambdaThrottles``,
+            ``FallbackRate``, ``DegradedAnswers``), without the disabled ones.
+        dashboard: the CloudWatch dashboard of routing patterns.
+        service_name: the ``service`` dimension of the router's metrics.
+        metrics_namespace: the namespace of the router's metrics.
     """
 
     def __init__(
@@ -162,8 +193,9 @@ class RoutedBedrockEndpoint(Construct):
         *,
         policy: Mapping[str, Any] | str | Path,
         auth: EndpointAuthorization | None = None,
-        service_name: str = "routed-bedrock",
+        service_name: str | None = None,
         metrics_namespace: str = m.NAMESPACE,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         api_stage_name: str = "prod",
         api_throttle_rate_limit: float = 50,
         api_throttle_burst_limit: int = 100,
@@ -172,7 +204,7 @@ class RoutedBedrockEndpoint(Construct):
         router_memory_size_mib: int = 1024,
         router_timeout: Duration | None = None,
         router_reserved_concurrency: int | None = None,
-        router_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        router_max_body_size: Size | None = None,
         policy_max_age: Duration | None = None,
         policy_deployment_strategy: appconfig.IDeploymentStrategy | None = None,
         alarm_topic: sns.ITopic | None = None,
@@ -185,19 +217,26 @@ class RoutedBedrockEndpoint(Construct):
         dashboard_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
-        self.auth = auth or EndpointAuthorization.api_key()
-        router_architecture = router_architecture or lambda_.Architecture.ARM_64
-        router_timeout = router_timeout or Duration.seconds(29)
-        policy_max_age = policy_max_age or Duration.seconds(45)
+        self.auth = auth if auth is not None else EndpointAuthorization.api_key()
+        architecture = router_architecture or lambda_.Architecture.ARM_64
+        timeout = router_timeout or Duration.seconds(29)
+        max_age = policy_max_age or Duration.seconds(45)
+        self.service_name = service_name if service_name is not None else _default_service_name(self)
+        self.metrics_namespace = metrics_namespace
         _validate_props(
             auth=self.auth,
-            service_name=service_name,
+            service_name=self.service_name,
+            metrics_namespace=metrics_namespace,
+            api_stage_name=api_stage_name,
             api_throttle_rate_limit=api_throttle_rate_limit,
             api_throttle_burst_limit=api_throttle_burst_limit,
             router_memory_size_mib=router_memory_size_mib,
-            router_timeout=router_timeout,
+            router_timeout=timeout,
             router_reserved_concurrency=router_reserved_concurrency,
+            router_max_body_size=router_max_body_size,
+            policy_max_age=max_age,
             alarm_api_5xx_rate_percent=alarm_api_5xx_rate_percent,
+            alarm_api_p99_latency=alarm_api_p99_latency,
             alarm_fallback_rate_percent=alarm_fallback_rate_percent,
             alarm_lambda_errors=alarm_lambda_errors,
             alarm_lambda_throttles=alarm_lambda_throttles,
@@ -208,75 +247,64 @@ class RoutedBedrockEndpoint(Construct):
             self.policy: Policy = compile_policy(document)
         except PolicyError as exc:
             raise ValueError(str(exc)) from None
-        self.service_name = service_name
-        self.metrics_namespace = metrics_namespace
-        policy_text = json.dumps(document, indent=2, sort_keys=False)
-
-        # --- alarms on the router's own metrics: they also guard policy rollouts ------------------------
+        # The exact bytes AppConfig will serve; the router skips the schema pass for them (ROUTER_POLICY_SHA256).
+        policy_text = json.dumps(document, indent=2)
+        physical_name = cdk.Names.unique_resource_name(self, separator="-", max_length=_NAME_MAX_LENGTH)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self._alarm_topic = alarm_topic
-        self._add_policy_alarms(
-            fallback_rate_percent=alarm_fallback_rate_percent, degraded_answers=alarm_degraded_answers
-        )
 
-        # --- the routing policy in AppConfig ------------------------------------------------------------
-        self.application = appconfig.Application(self, "PolicyApplication", description="Routed Bedrock policy")
-        # A bad policy version shows up as degraded answers or fallbacks: either alarm rolls the AppConfig
-        # deployment back. (Alarms on the function or the API cannot be monitors: the function reads this
-        # environment, so CloudFormation would see a dependency cycle.)
-        self.environment = appconfig.Environment(
-            self,
-            "PolicyEnvironment",
-            application=self.application,
-            monitors=[appconfig.Monitor.from_cloud_watch_alarm(alarm) for alarm in self.alarms.values()],
+        # --- the routing policy's AppConfig application ---------------------------------------------------
+        # The function finds its policy by names, not IDs: a reference from the function to the environment
+        # would close a cycle (environment -> rollback monitor -> Lambda errors alarm -> function).
+        self.application = appconfig.Application(
+            self, "PolicyApplication", application_name=physical_name, description="Routed Bedrock routing policy"
         )
-        self.deployment_strategy = (
-            policy_deployment_strategy
-            or appconfig.DeploymentStrategy.from_deployment_strategy_id(
-                self, "PolicyDeploymentStrategy", appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES
-            )
-        )
-        self.configuration = appconfig.HostedConfiguration(
-            self,
-            "Policy",
-            application=self.application,
-            content=appconfig.ConfigurationContent.from_inline_json(policy_text),
-            validators=[appconfig.JsonSchemaValidator.from_inline(_policy_schema_text())],
-            deployment_strategy=self.deployment_strategy,
-            deploy_to=[self.environment],
-            description=f"routing policy {self.policy.version}",
-        )
+        environment_name = api_stage_name
 
         # --- the router function -------------------------------------------------------------------------
-        self.router_log_group = logs.LogGroup(self, "RouterLogs", retention=router_log_retention)
-        arch = router_architecture.name  # "arm64" or "x86_64", as in the parameter path
-        powertools_arn = ssm.StringParameter.value_for_string_parameter(
-            self, f"/aws/service/powertools/python/{arch}/{ROUTER_RUNTIME.name}/{POWERTOOLS_VERSION}"
+        self.router_log_group = logs.LogGroup(self, "RouterLogs", retention=log_retention)
+        # An own role instead of AWSLambdaBasicExecutionRole: it writes to this log group only.
+        router_role = iam.Role(
+            self,
+            "RouterRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Routed Bedrock router: its log group, its policy's models, its AppConfig profile",
         )
+        self.router_log_group.grant_write(router_role)
+        powertools_layer_arn = ssm.StringParameter.value_for_string_parameter(
+            self,
+            POWERTOOLS_LAYER_PARAMETER.format(
+                architecture=architecture.name, runtime=ROUTER_RUNTIME.name, version=POWERTOOLS_VERSION
+            ),
+        )
+        environment_variables = {
+            "APPCONFIG_APPLICATION": physical_name,
+            "APPCONFIG_ENVIRONMENT": environment_name,
+            "APPCONFIG_PROFILE": POLICY_PROFILE_NAME,
+            "ROUTER_POLICY_MAX_AGE_SECONDS": str(int(max_age.to_seconds())),
+            "ROUTER_POLICY_SHA256": document_digest(policy_text),
+            "POWERTOOLS_SERVICE_NAME": self.service_name,
+            "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace,
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+        if router_max_body_size is not None:
+            environment_variables["ROUTER_MAX_BODY_BYTES"] = str(int(router_max_body_size.to_bytes()))
         self.router_function = lambda_.Function(
             self,
             "Router",
             description="Routes each request to a Bedrock model per the routing policy",
             runtime=ROUTER_RUNTIME,
-            architecture=router_architecture,
+            architecture=architecture,
             handler=ROUTER_HANDLER,
-            code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=["__pycache__", "*.pyc", "*.pyo"]),
-            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", powertools_arn)],
+            code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=_ASSET_EXCLUDE),
+            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", powertools_layer_arn)],
+            role=router_role,
             memory_size=router_memory_size_mib,
-            timeout=router_timeout,
+            timeout=timeout,
             reserved_concurrent_executions=router_reserved_concurrency,
             log_group=self.router_log_group,
             logging_format=lambda_.LoggingFormat.JSON,
-            environment={
-                "APPCONFIG_APPLICATION": self.application.application_id,
-                "APPCONFIG_ENVIRONMENT": self.environment.environment_id,
-                "APPCONFIG_PROFILE": self.configuration.configuration_profile_id,
-                "ROUTER_POLICY_MAX_AGE_SECONDS": str(int(policy_max_age.to_seconds())),
-                "ROUTER_POLICY_SHA256": document_digest(policy_text),
-                "POWERTOOLS_SERVICE_NAME": service_name,
-                "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace,
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
+            environment=environment_variables,
         )
         self.router_function.add_to_role_policy(
             iam.PolicyStatement(
@@ -285,32 +313,16 @@ class RoutedBedrockEndpoint(Construct):
                 resources=model_invoke_arns(self.policy),
             )
         )
-        # Read only its own profile (Environment.grant_read_config would allow every profile: configuration/*).
-        self.router_function.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="ReadRoutingPolicy",
-                actions=["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"],
-                resources=[
-                    cdk.Stack.of(self).format_arn(
-                        service="appconfig",
-                        resource="application",
-                        resource_name=(
-                            f"{self.application.application_id}/environment/{self.environment.environment_id}"
-                            f"/configuration/{self.configuration.configuration_profile_id}"
-                        ),
-                    )
-                ],
-            )
-        )
 
         # --- the API --------------------------------------------------------------------------------------
-        self.api_access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=router_log_retention)
+        self.api_access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=log_retention)
         self.api = apigw.RestApi(
             self,
             "Api",
-            description="Routed Bedrock endpoint",
+            rest_api_name=physical_name,  # the ApiName dimension of the API's metrics: distinct per endpoint
+            description="Routed Amazon Bedrock endpoint",
             cloud_watch_role=api_execution_logging,
-            cloud_watch_role_removal_policy=cdk.RemovalPolicy.DESTROY,
+            cloud_watch_role_removal_policy=cdk.RemovalPolicy.DESTROY if api_execution_logging else None,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=apigw.StageOptions(
                 stage_name=api_stage_name,
@@ -333,7 +345,6 @@ class RoutedBedrockEndpoint(Construct):
             ),
         )
         integration = apigw.LambdaIntegration(self.router_function)
-        method_auth = self._method_authorization()
         body_model = self.api.add_model(
             "GenerateRequest",
             content_type="application/json",
@@ -343,36 +354,95 @@ class RoutedBedrockEndpoint(Construct):
         body_validator = self.api.add_request_validator(
             "RequestValidator", validate_request_body=True, validate_request_parameters=True
         )
-        self.api.root.add_resource("generate").add_method(
+        self._generate_method = self.api.root.add_resource("generate").add_method(
             "POST",
             integration,
             request_models={"application/json": body_model},
             request_validator=body_validator,
-            **method_auth,
+            **self._method_authorization(),
         )
-        self.api.root.add_resource("health").add_method(
+        self._health_method = self.api.root.add_resource("health").add_method(
             "GET", integration, authorization_type=apigw.AuthorizationType.NONE
         )
+        self.api_key: apigw.IApiKey | None = None
         if self.auth.mode is AuthMode.API_KEY:
             plan = self.api.add_usage_plan(
                 "UsagePlan",
+                description="Throttling for POST /generate callers",
                 throttle=apigw.ThrottleSettings(
                     rate_limit=api_throttle_rate_limit, burst_limit=api_throttle_burst_limit
                 ),
             )
             plan.add_api_stage(stage=self.api.deployment_stage)
-            self.api_key: apigw.IApiKey | None = self.api.add_api_key("ApiKey")
+            self.api_key = self.api.add_api_key("ApiKey")
             plan.add_api_key(self.api_key)
-        else:
-            self.api_key = None
 
-        # --- alarms on the API and the function, and the dashboard ---------------------------------------
-        self._add_infrastructure_alarms(
+        # --- alarms ---------------------------------------------------------------------------------------
+        self._add_alarms(
             api_5xx_rate_percent=alarm_api_5xx_rate_percent,
             api_p99_latency=alarm_api_p99_latency,
             lambda_errors=alarm_lambda_errors,
             lambda_throttles=alarm_lambda_throttles,
+            fallback_rate_percent=alarm_fallback_rate_percent,
+            degraded_answers=alarm_degraded_answers,
         )
+
+        # --- the policy in AppConfig: validated, rolled out gradually, rolled back by alarms --------------
+        self.environment = appconfig.Environment(
+            self,
+            "PolicyEnvironment",
+            application=self.application,
+            environment_name=environment_name,
+            description="Where the router reads its routing policy",
+            monitors=[
+                appconfig.Monitor.from_cloud_watch_alarm(self.alarms[name])
+                for name in _ROLLBACK_ALARMS
+                if name in self.alarms
+            ],
+        )
+        self.deployment_strategy = (
+            policy_deployment_strategy
+            or appconfig.DeploymentStrategy.from_deployment_strategy_id(
+                self, "PolicyDeploymentStrategy", appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES
+            )
+        )
+        self.configuration = appconfig.HostedConfiguration(
+            self,
+            "Policy",
+            application=self.application,
+            name=POLICY_PROFILE_NAME,
+            content=appconfig.ConfigurationContent.from_inline_json(policy_text),
+            validators=[appconfig.JsonSchemaValidator.from_inline(json.dumps(load_schema()))],
+            deployment_strategy=self.deployment_strategy,
+            deploy_to=[self.environment],
+            description=f"routing policy {self.policy.version}",
+        )
+        # Read this profile only (Environment.grant_read_config would allow every profile: configuration/*).
+        # A policy of its own, not the role's default policy: the function must not depend on the environment.
+        read_policy = iam.Policy(
+            self,
+            "ReadRoutingPolicy",
+            roles=[router_role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadRoutingPolicy",
+                    actions=["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"],
+                    resources=[
+                        cdk.Stack.of(self).format_arn(
+                            service="appconfig",
+                            resource="application",
+                            resource_name=(
+                                f"{self.application.application_id}/environment/{self.environment.environment_id}"
+                                f"/configuration/{self.configuration.configuration_profile_id}"
+                            ),
+                        )
+                    ],
+                )
+            ],
+        )
+        # No traffic before the function can read its policy.
+        self.api.deployment_stage.node.add_dependency(read_policy)
+
         self.dashboard = self._add_dashboard(dashboard_name)
         self._acknowledge_nag_findings()
 
@@ -384,12 +454,8 @@ class RoutedBedrockEndpoint(Construct):
         return self.api.url
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``grantee`` to call the API's methods (``execute-api:Invoke``); what IAM auth checks."""
-        return iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["execute-api:Invoke"],
-            resource_arns=[self.api.arn_for_execute_api()],
-        )
+        """Allow ``grantee`` to call ``POST /generate`` on this stage (``execute-api:Invoke``), what IAM auth checks."""
+        return self._generate_method.grant_execute(grantee)
 
     def metric(
         self,
@@ -398,45 +464,62 @@ class RoutedBedrockEndpoint(Construct):
         statistic: str = "Sum",
         period: Duration = _PERIOD,
         dimensions: Mapping[str, str] | None = None,
+        label: str | None = None,
     ) -> cloudwatch.Metric:
-        """One of the router's metrics (names in ``lambdas/router/metric_names.py``), for this service."""
+        """One of the router's metrics (names in ``lambdas/router/metric_names.py``) for this endpoint's service.
+
+        Args:
+            metric_name: the metric, e.g. ``metric_names.REQUESTS``.
+            statistic: CloudWatch statistic. Default: - ``Sum``.
+            period: aggregation period. Default: - 5 minutes.
+            dimensions: dimensions besides ``service`` (``Route``, ``Model``, ``Region``, ``Outcome``), in a
+                dimension set the router emits. Default: - ``service`` only.
+            label: graph label. Default: - the metric name.
+        """
         return cloudwatch.Metric(
             namespace=self.metrics_namespace,
             metric_name=metric_name,
             dimensions_map={m.SERVICE_DIMENSION: self.service_name, **(dimensions or {})},
             statistic=statistic,
             period=period,
+            label=label,
         )
 
-    def metric_requests(self, **kwargs: Any) -> cloudwatch.Metric:
-        """Requests answered (200), all routes and models."""
-        return self.metric(m.REQUESTS, **kwargs)
+    def metric_requests(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Requests the router handled, every route and model."""
+        return self.metric(m.REQUESTS, statistic=statistic, period=period)
 
-    def metric_latency(self, *, statistic: str = "p99", **kwargs: Any) -> cloudwatch.Metric:
+    def metric_latency(self, *, statistic: str = "p99", period: Duration = _PERIOD) -> cloudwatch.Metric:
         """Router latency in milliseconds (p99 by default)."""
-        return self.metric(m.LATENCY_MS, statistic=statistic, **kwargs)
+        return self.metric(m.LATENCY_MS, statistic=statistic, period=period)
 
-    def metric_fallbacks(self, **kwargs: Any) -> cloudwatch.Metric:
+    def metric_fallbacks(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
         """Requests answered by a fallback model."""
-        return self.metric(m.FALLBACKS, **kwargs)
+        return self.metric(m.FALLBACKS, statistic=statistic, period=period)
 
-    def metric_degraded_answers(self, **kwargs: Any) -> cloudwatch.Metric:
+    def metric_degraded_answers(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
         """Requests answered with the policy's degraded message."""
-        return self.metric(m.DEGRADED, **kwargs)
+        return self.metric(m.DEGRADED, statistic=statistic, period=period)
 
-    def metric_cost(self, **kwargs: Any) -> cloudwatch.Metric:
-        """Model cost in USD (usage x the policy's prices)."""
-        return self.metric(m.COST_USD, **kwargs)
+    def metric_cost(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Model cost in USD (token usage times the policy's prices)."""
+        return self.metric(m.COST_USD, statistic=statistic, period=period)
 
-    def metric_input_tokens(self, **kwargs: Any) -> cloudwatch.Metric:
-        return self.metric(m.INPUT_TOKENS, **kwargs)
+    def metric_input_tokens(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Input tokens sent to models."""
+        return self.metric(m.INPUT_TOKENS, statistic=statistic, period=period)
 
-    def metric_output_tokens(self, **kwargs: Any) -> cloudwatch.Metric:
-        return self.metric(m.OUTPUT_TOKENS, **kwargs)
+    def metric_output_tokens(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Output tokens received from models."""
+        return self.metric(m.OUTPUT_TOKENS, statistic=statistic, period=period)
 
-    def metric_bad_requests(self, **kwargs: Any) -> cloudwatch.Metric:
-        """Requests the router rejected with HTTP 400."""
-        return self.metric(m.BAD_REQUESTS, **kwargs)
+    def metric_failed_attempts(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Model calls that failed before a request was answered (retries and fallbacks)."""
+        return self.metric(m.FAILED_ATTEMPTS, statistic=statistic, period=period)
+
+    def metric_bad_requests(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Requests the router rejected with HTTP 4xx."""
+        return self.metric(m.BAD_REQUESTS, statistic=statistic, period=period)
 
     # --- internals ------------------------------------------------------------------------------------
 
@@ -452,10 +535,10 @@ class RoutedBedrockEndpoint(Construct):
             return {"authorization_type": apigw.AuthorizationType.COGNITO, "authorizer": authorizer}
         return {"authorization_type": apigw.AuthorizationType.NONE}
 
-    def _add_alarm(self, name: str, metric: cloudwatch.IMetric, threshold: float, description: str) -> None:
+    def _alarm(self, alarm_id: str, name: str, metric: cloudwatch.IMetric, threshold: float, description: str) -> None:
         alarm = cloudwatch.Alarm(
             self,
-            f"{name}Alarm",
+            alarm_id,
             metric=metric,
             threshold=threshold,
             evaluation_periods=1,
@@ -468,32 +551,15 @@ class RoutedBedrockEndpoint(Construct):
             alarm.add_ok_action(cw_actions.SnsAction(self._alarm_topic))
         self.alarms[name] = alarm
 
-    def _add_policy_alarms(self, *, fallback_rate_percent: float | None, degraded_answers: int | None) -> None:
-        if fallback_rate_percent is not None:
-            rate = cloudwatch.MathExpression(
-                expression="IF(requests > 0, 100 * fallbacks / requests, 0)",
-                using_metrics={"fallbacks": self.metric_fallbacks(), "requests": self.metric_requests()},
-                period=_PERIOD,
-                label="fallback rate (%)",
-            )
-            self._add_alarm(
-                "FallbackRate", rate, fallback_rate_percent, f"fallback answers >= {fallback_rate_percent}% of requests"
-            )
-        if degraded_answers is not None:
-            self._add_alarm(
-                "DegradedAnswers",
-                self.metric_degraded_answers(),
-                degraded_answers,
-                f"degraded answers >= {degraded_answers} in 5 minutes",
-            )
-
-    def _add_infrastructure_alarms(
+    def _add_alarms(
         self,
         *,
         api_5xx_rate_percent: float | None,
         api_p99_latency: Duration | None,
         lambda_errors: int | None,
         lambda_throttles: int | None,
+        fallback_rate_percent: float | None,
+        degraded_answers: int | None,
     ) -> None:
         if api_5xx_rate_percent is not None:
             rate = cloudwatch.MathExpression(
@@ -505,196 +571,304 @@ class RoutedBedrockEndpoint(Construct):
                 period=_PERIOD,
                 label="API 5XX rate (%)",
             )
-            self._add_alarm(
-                "Api5xxRate", rate, api_5xx_rate_percent, f"API 5XX answers >= {api_5xx_rate_percent}% of requests"
+            self._alarm(
+                "Api5xxRateAlarm",
+                "Api5xxRate",
+                rate,
+                api_5xx_rate_percent,
+                f"API 5XX answers >= {api_5xx_rate_percent}% of requests in 5 minutes",
             )
         if api_p99_latency is not None:
-            self._add_alarm(
+            threshold_ms = api_p99_latency.to_milliseconds()
+            self._alarm(
+                "ApiLatencyP99Alarm",
                 "ApiLatencyP99",
                 self.api.metric_latency(period=_PERIOD, statistic="p99"),
-                api_p99_latency.to_milliseconds(),
-                f"API p99 latency >= {api_p99_latency.to_milliseconds()} ms",
+                threshold_ms,
+                f"API p99 latency >= {threshold_ms} ms over 5 minutes",
             )
         if lambda_errors is not None:
-            self._add_alarm(
+            self._alarm(
+                "LambdaErrorsAlarm",
                 "LambdaErrors",
-                self.router_function.metric_errors(period=_PERIOD),
+                self.router_function.metric_errors(period=_PERIOD, statistic="Sum"),
                 lambda_errors,
                 f"router function errors >= {lambda_errors} in 5 minutes",
             )
         if lambda_throttles is not None:
-            self._add_alarm(
+            self._alarm(
+                "LambdaThrottlesAlarm",
                 "LambdaThrottles",
-                self.router_function.metric_throttles(period=_PERIOD),
+                self.router_function.metric_throttles(period=_PERIOD, statistic="Sum"),
                 lambda_throttles,
                 f"router function throttles >= {lambda_throttles} in 5 minutes",
             )
+        if fallback_rate_percent is not None:
+            rate = cloudwatch.MathExpression(
+                expression="IF(requests > 0, 100 * fallbacks / requests, 0)",
+                using_metrics={"fallbacks": self.metric_fallbacks(), "requests": self.metric_requests()},
+                period=_PERIOD,
+                label="fallback rate (%)",
+            )
+            self._alarm(
+                "FallbackRateAlarm",
+                "FallbackRate",
+                rate,
+                fallback_rate_percent,
+                f"fallback answers >= {fallback_rate_percent}% of requests in 5 minutes",
+            )
+        if degraded_answers is not None:
+            self._alarm(
+                "DegradedAnswersAlarm",
+                "DegradedAnswers",
+                self.metric_degraded_answers(),
+                degraded_answers,
+                f"degraded answers >= {degraded_answers} in 5 minutes",
+            )
 
-    def _search(self, metric_name: str, dimension: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+    def _search(self, metric_name: str, dimensions: tuple[str, ...], statistic: str) -> cloudwatch.MathExpression:
+        """One line per value of ``dimensions`` (e.g. per model), from the dimension set the router emits."""
+        schema = ",".join((self.metrics_namespace, m.SERVICE_DIMENSION, *dimensions))
         query = (
-            f"SEARCH('{{{self.metrics_namespace},{m.SERVICE_DIMENSION},{dimension}}} "
-            f'MetricName="{metric_name}" {m.SERVICE_DIMENSION}="{self.service_name}"\', \'{statistic}\', 300)'
+            f'SEARCH(\'{{{schema}}} MetricName="{metric_name}" {m.SERVICE_DIMENSION}="{self.service_name}"\', '
+            f"'{statistic}', {int(_PERIOD.to_seconds())})"
         )
-        return cloudwatch.MathExpression(expression=query, using_metrics={}, label=label, period=_PERIOD)
+        return cloudwatch.MathExpression(expression=query, using_metrics={}, label="", period=_PERIOD)
 
     def _add_dashboard(self, dashboard_name: str | None) -> cloudwatch.Dashboard:
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
         wide, half = 24, 12
+        by_route, by_model, by_outcome = (m.ROUTE_DIMENSION,), (m.MODEL_DIMENSION,), (m.OUTCOME_DIMENSION,)
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Requests by route", width=half, left=[self._search(m.REQUESTS, m.ROUTE_DIMENSION, "Sum", "")]
+                title="Requests by route", width=half, left=[self._search(m.REQUESTS, by_route, "Sum")]
             ),
             cloudwatch.GraphWidget(
-                title="Requests by model", width=half, left=[self._search(m.REQUESTS, m.MODEL_DIMENSION, "Sum", "")]
+                title="Requests by model", width=half, left=[self._search(m.REQUESTS, by_model, "Sum")]
             ),
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="Latency p50 by model (ms)",
-                width=half,
-                left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p50", "")],
+                title="Latency p50 by model (ms)", width=half, left=[self._search(m.LATENCY_MS, by_model, "p50")]
             ),
             cloudwatch.GraphWidget(
-                title="Latency p99 by model (ms)",
-                width=half,
-                left=[self._search(m.LATENCY_MS, m.MODEL_DIMENSION, "p99", "")],
+                title="Latency p99 by model (ms)", width=half, left=[self._search(m.LATENCY_MS, by_model, "p99")]
             ),
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Tokens by model",
                 width=half,
+                left=[self._search(m.INPUT_TOKENS, by_model, "Sum"), self._search(m.OUTPUT_TOKENS, by_model, "Sum")],
+            ),
+            cloudwatch.GraphWidget(
+                title="Cost by model (USD)", width=half, left=[self._search(m.COST_USD, by_model, "Sum")]
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Fallbacks and degraded answers over time",
+                width=half,
                 left=[
-                    self._search(m.INPUT_TOKENS, m.MODEL_DIMENSION, "Sum", ""),
-                    self._search(m.OUTPUT_TOKENS, m.MODEL_DIMENSION, "Sum", ""),
+                    self.metric(m.FALLBACKS, label="fallbacks"),
+                    self.metric(m.DEGRADED, label="degraded answers"),
+                    self.metric(m.FAILED_ATTEMPTS, label="failed model calls"),
+                    self.metric(m.BAD_REQUESTS, label="bad requests"),
                 ],
             ),
-            cloudwatch.GraphWidget(
-                title="Cost by model (USD)", width=half, left=[self._search(m.COST_USD, m.MODEL_DIMENSION, "Sum", "")]
-            ),
+            cloudwatch.GraphWidget(title="Outcomes", width=half, left=[self._search(m.REQUESTS, by_outcome, "Sum")]),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
-                title="Fallbacks, degraded answers and bad requests",
-                width=wide,
-                left=[self.metric_fallbacks(), self.metric_degraded_answers(), self.metric_bad_requests()],
-            ),
-        )
-        dashboard.add_widgets(
-            cloudwatch.GraphWidget(
-                title="Outcomes", width=half, left=[self._search(m.REQUESTS, m.OUTCOME_DIMENSION, "Sum", "")]
-            ),
             cloudwatch.GraphWidget(
                 title="Failed model calls by model, region and class",
                 width=half,
                 left=[
                     self._search(
                         m.MODEL_CALL_FAILURES,
-                        f"{m.MODEL_DIMENSION},{m.REGION_DIMENSION},{m.FAILURE_CLASS_DIMENSION}",
+                        (m.MODEL_DIMENSION, m.REGION_DIMENSION, m.FAILURE_CLASS_DIMENSION),
                         "Sum",
-                        "",
                     )
                 ],
             ),
+            cloudwatch.GraphWidget(
+                title="API requests, 5XX and p99 latency",
+                width=half,
+                left=[self.api.metric_count(period=_PERIOD), self.api.metric_server_error(period=_PERIOD)],
+                right=[self.api.metric_latency(period=_PERIOD, statistic="p99")],
+            ),
         )
-        dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(title="Alarms", width=wide, alarms=list(self.alarms.values())),
-        )
+        if self.alarms:
+            dashboard.add_widgets(
+                cloudwatch.AlarmStatusWidget(title="Alarms", width=wide, alarms=list(self.alarms.values()))
+            )
         return dashboard
 
     def _acknowledge_nag_findings(self) -> None:
-        acknowledge = cdk.Validations.of
-        if self.alarms:
-            acknowledge(self.environment).acknowledge(
+        """cdk-nag AwsSolutions findings that are decisions, each on the narrowest construct, with the reason."""
+        validations = cdk.Validations.of
+        if self.environment.monitors:
+            validations(self.environment).acknowledge(
                 cdk.Acknowledgment(
                     id="AwsSolutions-IAM5[Resource::*]",
                     reason="The role AppConfig assumes to watch the rollback alarms needs cloudwatch:DescribeAlarms, "
-                    "which supports no resource-level permissions.",
+                    "an action that supports no resource-level permissions.",
                 )
             )
-        acknowledge(self.api).acknowledge(
+        validations(self.api).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-APIG3",
-                reason="WAF is an account-level choice (a shared web ACL, its cost and rules); attach one with "
-                "wafv2.CfnWebACLAssociation on api.deployment_stage. The stage throttles and, by default, "
-                "requires an API key.",
-            ),
-            cdk.Acknowledgment(
-                id="AwsSolutions-APIG4",
-                reason="GET /health is open on purpose (load balancer and Route 53 health checks carry no "
-                "credentials); POST /generate uses the authorization chosen in the auth prop.",
-            ),
-            cdk.Acknowledgment(
-                id="AwsSolutions-COG4",
-                reason="Cognito is one of the auth options; the default authorizes POST /generate with an API "
-                "key and usage plan, IAM is the other option, and /health is intentionally open.",
-            ),
-            cdk.Acknowledgment(
-                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                "AmazonAPIGatewayPushToCloudWatchLogs]",
-                reason="The API Gateway account CloudWatch role uses the AWS-managed "
-                "AmazonAPIGatewayPushToCloudWatchLogs policy, which is the documented way to enable "
-                "execution logging.",
-            ),
+                reason="WAF is an account-level choice (a shared web ACL, its rules and cost): associate one with "
+                "the stage (wafv2.CfnWebACLAssociation on api.deployment_stage.stage_arn). The stage throttles "
+                "and POST /generate requires authorization unless auth=none is chosen explicitly.",
+            )
         )
-        acknowledge(self.router_function).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                "AWSLambdaBasicExecutionRole]",
-                reason="AWSLambdaBasicExecutionRole only allows creating and writing CloudWatch log streams.",
-            ),
+        if self.api.node.try_find_child("CloudWatchRole") is not None:
+            validations(self.api).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AmazonAPIGatewayPushToCloudWatchLogs]",
+                    reason="The account-wide API Gateway CloudWatch role uses the AWS-managed "
+                    "AmazonAPIGatewayPushToCloudWatchLogs policy, the documented way to enable execution logging.",
+                )
+            )
+        open_for_health_checks = (
+            "GET /health is open on purpose: load balancer and Route 53 health checks carry no credentials, "
+            "and it returns no model output."
+        )
+        validations(self._health_method).acknowledge(
+            cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=open_for_health_checks),
+            cdk.Acknowledgment(id="AwsSolutions-COG4", reason=open_for_health_checks),
+        )
+        mode = self.auth.mode
+        if mode is AuthMode.API_KEY:
+            reason = (
+                "POST /generate requires an API key (x-api-key) bound to a usage plan with throttling: the "
+                "construct's default authorization, chosen in the auth prop."
+            )
+            validations(self._generate_method).acknowledge(
+                cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
+                cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
+            )
+        elif mode is AuthMode.IAM:
+            validations(self._generate_method).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-COG4",
+                    reason="POST /generate is authorized by IAM (SigV4) as chosen in the auth prop; callers are "
+                    "allowed with grant_invoke.",
+                )
+            )
+        elif mode is AuthMode.NONE:
+            reason = (
+                "POST /generate is open because the app chose EndpointAuthorization.none() explicitly (for "
+                "example behind a private network or a gateway that authenticates); never the default."
+            )
+            validations(self._generate_method).acknowledge(
+                cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
+                cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
+            )
+        validations(self.router_function).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions-L1",
-                reason="Python 3.13 is pinned to match the Powertools layer published for it; upgrade both together.",
-            ),
+                reason="Python 3.13 is pinned to match the Powertools layer release the function uses "
+                f"({POWERTOOLS_VERSION}); the runtime and the layer are upgraded together.",
+            )
         )
 
 
-def _policy_schema_text() -> str:
-    from lambdas.router.policy import load_schema
+def _load_policy_document(policy: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(policy, Mapping):
+        copied: dict[str, Any] = json.loads(json.dumps(policy))  # a plain, JSON-clean copy
+        return copied
+    path = Path(policy)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read policy file '{path}': {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"policy file '{path}' is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"policy file '{path}' must hold a JSON object")
+    return document
 
-    return json.dumps(load_schema())
+
+def _default_service_name(construct: Construct) -> str:
+    """The construct's path as a metric dimension value: ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 chars)."""
+    path = "-".join(scope.node.id for scope in construct.node.scopes if scope.node.id)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", path).strip("-") or "routed-bedrock"
+    if len(name) <= _NAME_MAX_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: _NAME_MAX_LENGTH - 9]}-{digest}"
 
 
 def _validate_props(
     *,
     auth: EndpointAuthorization,
     service_name: str,
+    metrics_namespace: str,
+    api_stage_name: str,
     api_throttle_rate_limit: float,
     api_throttle_burst_limit: int,
     router_memory_size_mib: int,
     router_timeout: Duration,
     router_reserved_concurrency: int | None,
+    router_max_body_size: Size | None,
+    policy_max_age: Duration,
     alarm_api_5xx_rate_percent: float | None,
+    alarm_api_p99_latency: Duration | None,
     alarm_fallback_rate_percent: float | None,
     alarm_lambda_errors: int | None,
     alarm_lambda_throttles: int | None,
     alarm_degraded_answers: int | None,
 ) -> None:
+    """Raise ``ValueError`` naming the first bad prop and its value; unresolved tokens are left to deploy time."""
+
+    def resolved(value: object) -> bool:
+        return not cdk.Token.is_unresolved(value)
+
     if not isinstance(auth, EndpointAuthorization):
         raise ValueError(
-            f"auth must be an EndpointAuthorization (api_key(), iam(), cognito(pool), none()), got {auth!r}"
+            f"auth must be an EndpointAuthorization (api_key(), iam(), cognito(user_pool), none()), got {auth!r}"
         )
     if auth.mode is AuthMode.COGNITO and auth.user_pool is None:
         raise ValueError("auth 'cognito' needs a user pool: EndpointAuthorization.cognito(user_pool)")
-    if not service_name or len(service_name) > 64 or not service_name.replace("-", "").replace("_", "").isalnum():
+    if resolved(service_name) and not _SERVICE_NAME.match(service_name):
         raise ValueError(f"service_name '{service_name}' must be 1-64 letters, digits, '-' or '_'")
-    if not cdk.Token.is_unresolved(api_throttle_rate_limit) and api_throttle_rate_limit <= 0:
+    if resolved(metrics_namespace) and not 1 <= len(metrics_namespace) <= 255:
+        raise ValueError(f"metrics_namespace '{metrics_namespace}' must be 1-255 characters")
+    if resolved(api_stage_name) and not _STAGE_NAME.match(api_stage_name):
+        raise ValueError(f"api_stage_name '{api_stage_name}' must be 1-128 letters, digits or '_'")
+    if resolved(api_throttle_rate_limit) and api_throttle_rate_limit <= 0:
         raise ValueError(f"api_throttle_rate_limit must be positive, got {api_throttle_rate_limit}")
-    if not cdk.Token.is_unresolved(api_throttle_burst_limit) and api_throttle_burst_limit < 1:
+    if resolved(api_throttle_burst_limit) and api_throttle_burst_limit < 1:
         raise ValueError(f"api_throttle_burst_limit must be at least 1, got {api_throttle_burst_limit}")
-    if not cdk.Token.is_unresolved(router_memory_size_mib) and not 128 <= router_memory_size_mib <= 10240:
+    if resolved(router_memory_size_mib) and not 128 <= router_memory_size_mib <= 10240:
         raise ValueError(f"router_memory_size_mib must be 128-10240, got {router_memory_size_mib}")
     if not router_timeout.is_unresolved() and not 3 <= router_timeout.to_seconds() <= 900:
         raise ValueError(f"router_timeout must be 3 s to 15 min, got {router_timeout.to_seconds()} s")
-    if router_reserved_concurrency is not None and router_reserved_concurrency < 1:
+    if (
+        router_reserved_concurrency is not None
+        and resolved(router_reserved_concurrency)
+        and router_reserved_concurrency < 1
+    ):
         raise ValueError(f"router_reserved_concurrency must be at least 1, got {router_reserved_concurrency}")
-    for name, value in (
+    if router_max_body_size is not None and not router_max_body_size.is_unresolved():
+        size_bytes = router_max_body_size.to_bytes()
+        if not 1 <= size_bytes <= _LAMBDA_MAX_PAYLOAD_BYTES:
+            raise ValueError(f"router_max_body_size must be 1 byte to 6 MiB (Lambda's limit), got {size_bytes} bytes")
+    if not policy_max_age.is_unresolved() and not 15 <= policy_max_age.to_seconds() <= 86400:
+        raise ValueError(
+            f"policy_max_age must be 15 s to 24 h (AppConfig's polling), got {policy_max_age.to_seconds()} s"
+        )
+    for name, percent in (
         ("alarm_api_5xx_rate_percent", alarm_api_5xx_rate_percent),
         ("alarm_fallback_rate_percent", alarm_fallback_rate_percent),
     ):
-        if value is not None and not 0 < value <= 100:
-            raise ValueError(f"{name} must be in (0, 100], got {value}")
+        if percent is not None and not 0 < percent <= 100:
+            raise ValueError(f"{name} must be in (0, 100], got {percent}")
+    latency = alarm_api_p99_latency
+    if latency is not None and not latency.is_unresolved() and latency.to_milliseconds() <= 0:
+        raise ValueError(f"alarm_api_p99_latency must be positive, got {latency.to_milliseconds()} ms")
     for name, count in (
         ("alarm_lambda_errors", alarm_lambda_errors),
         ("alarm_lambda_throttles", alarm_lambda_throttles),

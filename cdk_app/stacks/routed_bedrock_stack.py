@@ -6,23 +6,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from ..constructs import EndpointAuthorization, RoutedBedrockEndpoint
+from ..constructs import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 
 
 class RoutedBedrockStack(Stack):
-    """A ``RoutedBedrockEndpoint`` with an alarm topic and the URL as an output.
+    """A ``RoutedBedrockEndpoint`` with an encrypted alarm topic, and its URL and handles as outputs.
 
     Args:
         scope: the app.
         id: stack id.
-        policy: the routing policy (dict or file path).
-        auth: how callers authenticate. Default: - API key and usage plan.
+        policy: the routing policy (a dict or a file path).
+        auth_mode: how callers authenticate to ``POST /generate``; ``AuthMode.COGNITO`` creates a user pool
+            (MFA required, no self sign-up). Default: - ``AuthMode.API_KEY`` (an API key and a usage plan).
         **kwargs: ``Stack`` props (``env``, ``description``, ...).
     """
 
@@ -32,14 +34,20 @@ class RoutedBedrockStack(Stack):
         id: str,
         *,
         policy: Mapping[str, Any] | str | Path,
-        auth: EndpointAuthorization | None = None,
+        auth_mode: AuthMode = AuthMode.API_KEY,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
-        # CloudWatch can only publish to an encrypted topic whose key lets it: a customer-managed key.
+        # CloudWatch publishes to an encrypted topic only with a customer-managed key that lets it.
         alarm_key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Routed Bedrock alarm topic")
         alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.alarm_topic = sns.Topic(self, "AlarmTopic", master_key=alarm_key, enforce_ssl=True)
+        self.user_pool: cognito.UserPool | None = None
+        if auth_mode is AuthMode.COGNITO:
+            self.user_pool = self._user_pool()
+            auth = EndpointAuthorization.cognito(self.user_pool)
+        else:
+            auth = EndpointAuthorization(mode=auth_mode)
         self.endpoint = RoutedBedrockEndpoint(self, "Endpoint", policy=policy, auth=auth, alarm_topic=self.alarm_topic)
         CfnOutput(self, "Url", value=self.endpoint.url, description="Base URL: POST {Url}generate, GET {Url}health")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
@@ -51,3 +59,28 @@ class RoutedBedrockStack(Stack):
                 value=self.endpoint.api_key.key_id,
                 description="aws apigateway get-api-key --include-value --api-key <id> gives the x-api-key value",
             )
+        if self.user_pool is not None:
+            CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
+
+    def _user_pool(self) -> cognito.UserPool:
+        """Administrator-created users only, strong passwords, TOTP MFA and full threat protection."""
+        return cognito.UserPool(
+            self,
+            "Users",
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+            ),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            removal_policy=RemovalPolicy.RETAIN,
+        )

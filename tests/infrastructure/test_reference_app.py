@@ -1,47 +1,85 @@
-"""The reference app: synthesizes offline, passes cdk-nag AwsSolutions and cfn-lint."""
+"""The reference app (app.py): synthesizes offline in every auth mode, passes cdk-nag AwsSolutions and cfn-lint."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from app import build_app  # noqa: E402
+pytestmark = pytest.mark.xdist_group("reference-app")
 
-pytestmark = pytest.mark.xdist_group("cdk")
+STACK = "RoutedBedrock"
+# Reviewed acknowledgements: adding one means adding it here on purpose, with its reason in the construct.
+REVIEWED_ACKNOWLEDGEMENTS = {
+    "AwsSolutions-APIG3",
+    "AwsSolutions-APIG4",
+    "AwsSolutions-COG4",
+    "AwsSolutions-IAM4",
+    "AwsSolutions-IAM5",
+    "AwsSolutions-L1",
+}
 
 
-def synth_reference(outdir: Path, **context: str) -> Path:
-    app = cdk.App(
-        outdir=str(outdir),
-        context={"routed-bedrock:policy-file": str(ROOT / "lambdas/router/policies/default.json"), **context},
-    )
-    build_app(app)
+@pytest.fixture(scope="module")
+def app_module(repo_root) -> ModuleType:
+    """app.py, loaded by path (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("reference_app", repo_root / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synth_reference(app_module: ModuleType, outdir: Path, **context: str) -> Path:
+    app = cdk.App(outdir=str(outdir), context=context)
+    app_module.build_app(app)
     app.synth()
     return outdir
 
 
-@pytest.fixture(scope="module", params=["api-key", "iam", "none"])
-def assembly(request, tmp_path_factory) -> Path:
-    return synth_reference(tmp_path_factory.mktemp(f"cdk-{request.param}"), **{"routed-bedrock:auth": request.param})
+# One assembly per auth mode; the IAM one also pins an account and region through context.
+MODES: dict[str, dict[str, str]] = {
+    "api-key": {},
+    "iam": {"account": "123456789012", "region": "eu-west-1"},
+    "cognito": {},
+    "none": {},
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def assembly(request, app_module, tmp_path_factory) -> Path:
+    context = {"routed-bedrock:auth": request.param, **MODES[request.param]}
+    return synth_reference(app_module, tmp_path_factory.mktemp(f"reference-{request.param}"), **context)
+
+
+def acknowledgements(assembly: Path) -> dict[str, str]:
+    metadata: dict[str, list[dict[str, Any]]] = json.loads((assembly / f"{STACK}.metadata.json").read_text())
+    return {
+        f"{path} {rule}": reason
+        for path, entries in metadata.items()
+        for entry in entries
+        if entry.get("type") == "aws:cdk:acknowledged-rules"
+        for rule, reason in entry["data"].items()
+    }
 
 
 def test_cdk_nag_reports_no_unacknowledged_finding(assembly):
     report = json.loads((assembly / "validation-report.json").read_text())
-    failures = [violation for plugin in report.get("pluginReports", []) for violation in plugin.get("violations", [])]
-    assert failures == []
+    violations = [violation for plugin in report["pluginReports"] for violation in plugin.get("violations", [])]
+    assert violations == []
 
 
 def test_cfn_lint_is_clean(assembly):
     templates = sorted(assembly.glob("*.template.json"))
-    assert templates
+    assert [t.name for t in templates] == [f"{STACK}.template.json"]
     done = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), "--ignore-checks", "W3005", "--", *map(str, templates)],
         capture_output=True,
@@ -51,49 +89,86 @@ def test_cfn_lint_is_clean(assembly):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_acknowledgement_carries_a_reason(assembly):
-    metadata = json.loads((assembly / "RoutedBedrock.metadata.json").read_text())
-    acknowledged = {
-        rule: reason
-        for entries in metadata.values()
-        for entry in entries
-        if entry.get("type") == "aws:cdk:acknowledged-rules"
-        for rule, reason in entry["data"].items()
-    }
-    # The set is reviewed: a new acknowledgement must be added here on purpose, with its reason.
-    assert {rule.split("::", 1)[1].split("[")[0] for rule in acknowledged} <= {
-        "AwsSolutions-APIG3",
-        "AwsSolutions-APIG4",
-        "AwsSolutions-COG4",
-        "AwsSolutions-IAM4",
-        "AwsSolutions-IAM5",
-        "AwsSolutions-L1",
-    }
+def test_every_acknowledgement_is_reviewed_and_carries_a_reason(assembly):
+    acknowledged = acknowledgements(assembly)
     assert acknowledged
-    for rule, reason in acknowledged.items():
-        assert len(reason) > 50, f"{rule} needs a written reason"
+    for key, reason in acknowledged.items():
+        rule = key.split("::", 1)[1].split("[")[0]
+        assert rule in REVIEWED_ACKNOWLEDGEMENTS, key
+        assert len(reason) > 60, f"{key} needs a written reason"
 
 
-def test_nag_blocks_synthesis_on_an_unacknowledged_finding(tmp_path):
-    # Given the reference app plus a bucket that breaks AwsSolutions rules (no SSL enforcement, no logs)
-    app = cdk.App(
-        outdir=str(tmp_path), context={"routed-bedrock:policy-file": str(ROOT / "lambdas/router/policies/default.json")}
+def test_generate_is_acknowledged_as_unauthorized_only_when_it_is(assembly):
+    # APIG4 (no authorizer) on POST /generate: the API key mode and the explicit opt-out only.
+    acknowledged = acknowledgements(assembly)
+    generate_apig4 = [key for key in acknowledged if "/generate/POST " in key and key.endswith("AwsSolutions-APIG4")]
+    template = json.loads((assembly / f"{STACK}.template.json").read_text())
+    post = next(
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"]["HttpMethod"] == "POST"
     )
-    build_app(app)
-    stack = next(c for c in app.node.children if isinstance(c, cdk.Stack))
+    assert bool(generate_apig4) == (post["AuthorizationType"] == "NONE")
+
+
+def test_environment_comes_from_context_or_is_agnostic(assembly):
+    manifest = json.loads((assembly / "manifest.json").read_text())
+    environment = manifest["artifacts"][STACK]["environment"]
+    assert environment in ("aws://unknown-account/unknown-region", "aws://123456789012/eu-west-1")
+    template = json.loads((assembly / f"{STACK}.template.json").read_text())
+    is_iam = any(
+        r["Type"] == "AWS::ApiGateway::Method" and r["Properties"].get("AuthorizationType") == "AWS_IAM"
+        for r in template["Resources"].values()
+    )
+    assert (environment == "aws://123456789012/eu-west-1") == is_iam
+
+
+def test_outputs_give_the_url_and_the_way_in(assembly):
+    outputs = json.loads((assembly / f"{STACK}.template.json").read_text())["Outputs"]
+    assert {"Url", "AlarmTopicArn", "DashboardName"} <= set(outputs)
+    assert len({"ApiKeyId", "UserPoolId"} & set(outputs)) <= 1
+
+
+def test_alarm_topic_is_encrypted_and_wired(assembly):
+    template = json.loads((assembly / f"{STACK}.template.json").read_text())
+    resources = template["Resources"]
+    [topic_id] = [key for key, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
+    assert "KmsMasterKeyId" in resources[topic_id]["Properties"]
+    alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == 6
+    assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
+
+
+def test_nag_blocks_synthesis_on_an_unacknowledged_finding(app_module, tmp_path):
+    # Given the reference app plus a bucket that breaks AwsSolutions rules (no SSL enforcement, no access logs)
+    app = cdk.App(outdir=str(tmp_path))
+    app_module.build_app(app)
+    stack = next(child for child in app.node.children if isinstance(child, cdk.Stack))
     s3.Bucket(stack, "Leaky")
     # When synthesized, Then cdk-nag reports it and synthesis fails
     with pytest.raises(Exception, match=r"(?i)validation"):
         app.synth()
 
 
-def test_env_agnostic_without_account_and_region(assembly):
-    manifest = json.loads((assembly / "manifest.json").read_text())
-    stack = manifest["artifacts"]["RoutedBedrock"]
-    assert stack["environment"] == "aws://unknown-account/unknown-region"
-
-
-def test_rejects_an_unknown_auth_mode(tmp_path):
+def test_rejects_an_unknown_auth_mode(app_module, tmp_path):
     app = cdk.App(outdir=str(tmp_path), context={"routed-bedrock:auth": "open-sesame"})
-    with pytest.raises(ValueError, match="routed-bedrock:auth 'open-sesame'"):
-        build_app(app)
+    with pytest.raises(
+        ValueError, match="routed-bedrock:auth 'open-sesame' must be one of api-key, iam, cognito, none"
+    ):
+        app_module.build_app(app)
+
+
+def test_rejects_an_account_without_a_region(app_module, tmp_path):
+    app = cdk.App(outdir=str(tmp_path), context={"account": "123456789012"})
+    with pytest.raises(ValueError, match="context account '123456789012' and region 'None' must be given together"):
+        app_module.build_app(app)
+
+
+def test_cdk_json_runs_the_app_with_the_shipped_policy_and_the_safe_default(repo_root):
+    cdk_json = json.loads((repo_root / "cdk.json").read_text())
+    assert cdk_json["app"] == ".venv/bin/python app.py"  # the venv `make setup` creates
+    context = cdk_json["context"]
+    assert (repo_root / context["routed-bedrock:policy-file"]).is_file()
+    assert context["routed-bedrock:auth"] == "api-key"
+    assert context["@aws-cdk/aws-lambda:recognizeLayerVersion"] is True  # the recommended feature flags are set
+    assert sum(key.startswith("@aws-cdk") for key in context) > 50

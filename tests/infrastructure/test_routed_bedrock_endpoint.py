@@ -1,69 +1,169 @@
-"""Template assertions for RoutedBedrockEndpoint: function, IAM, AppConfig, API, alarms, dashboard."""
+"""Template assertions for RoutedBedrockEndpoint: function, IAM, AppConfig, API, alarms, dashboard, validation."""
 
 from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk import assertions
+from aws_cdk import aws_appconfig as appconfig
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 
-from cdk_app import EndpointAuthorization, RoutedBedrockEndpoint
+from cdk_app import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 from lambdas.router import metric_names as m
 from lambdas.router.policy import DEFAULT_POLICY_PATH, document_digest
 
-pytestmark = pytest.mark.xdist_group("cdk")
+pytestmark = pytest.mark.xdist_group("construct")
 
-DEFAULT_DOCUMENT: dict[str, Any] = json.loads(DEFAULT_POLICY_PATH.read_text())
+PARTITION = "{AWS::Partition}"
+ACCOUNT = "{AWS::AccountId}"
+US_PROFILES = (
+    "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic.claude-opus-4-5-20251101-v1:0",
+)
+FOUNDATION_MODELS = (
+    "amazon.nova-micro-v1:0",
+    "amazon.nova-lite-v1:0",
+    "amazon.nova-pro-v1:0",
+    "anthropic.claude-3-haiku-20240307-v1:0",
+)
 
 
-def synth(**props: Any) -> tuple[Template, RoutedBedrockEndpoint]:
-    app = cdk.App()
-    stack = cdk.Stack(app, "Test", env=cdk.Environment(account="123456789012", region="us-east-1"))
-    props.setdefault("policy", DEFAULT_DOCUMENT)
-    endpoint = RoutedBedrockEndpoint(stack, "Llm", **props)
-    return Template.from_stack(stack), endpoint
+class Synthesized(NamedTuple):
+    template: Template
+    endpoint: RoutedBedrockEndpoint
+    outdir: Path
+    stack_name: str
+
+
+def synthesize(outdir: Path, stack_name: str, build: Any, env: cdk.Environment | None = None) -> Synthesized:
+    """Synthesize once and read the template from the cloud assembly (no second synthesis)."""
+    app = cdk.App(outdir=str(outdir))
+    stack = cdk.Stack(app, stack_name, env=env)
+    endpoint = build(stack)
+    assembly = app.synth()
+    template = Template.from_json(assembly.get_stack_by_name(stack_name).template)
+    return Synthesized(template, endpoint, outdir, stack_name)
+
+
+def resolve_arn(value: Any) -> str:
+    """Render an ``Fn::Join`` of literal parts and refs as a readable ARN: ``arn:{AWS::Partition}:...``."""
+    if isinstance(value, str):
+        return value
+    parts = value["Fn::Join"][1]
+    return "".join(part if isinstance(part, str) else "{" + part["Ref"] + "}" for part in parts)
+
+
+def statements(template: Template, sid: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement.get("Sid") == sid
+    ]
+
+
+def logical_id(template: Template, resource_type: str, path_fragment: str = "") -> str:
+    matches = [key for key in template.find_resources(resource_type) if path_fragment in key]
+    assert len(matches) == 1, f"{resource_type} {path_fragment}: {matches}"
+    return matches[0]
+
+
+def alarms_by_description(template: Template) -> dict[str, dict[str, Any]]:
+    return {
+        alarm["Properties"]["AlarmDescription"].split(" >= ")[0]: alarm
+        for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
+    }
+
+
+def global_haiku_policy(document: dict[str, Any]) -> dict[str, Any]:
+    changed = copy.deepcopy(document)
+    changed["models"]["claude-haiku-4-5"]["model_id"] = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+    return changed
 
 
 @pytest.fixture(scope="module")
-def default() -> tuple[Template, RoutedBedrockEndpoint]:
-    topic_app = synth(alarm_topic=None)
-    return topic_app
+def default(tmp_path_factory, shipped_policy) -> Synthesized:
+    """Every prop at its default, in a stack with an explicit account and region."""
+    return synthesize(
+        tmp_path_factory.mktemp("default"),
+        "Test",
+        lambda stack: RoutedBedrockEndpoint(stack, "Llm", policy=shipped_policy),
+        env=cdk.Environment(account="123456789012", region="us-east-1"),
+    )
 
 
 @pytest.fixture(scope="module")
 def template(default) -> Template:
-    return default[0]
+    return default.template
 
 
-def bedrock_statement(template: Template) -> dict[str, Any]:
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            if statement.get("Sid") == "InvokePolicyModels":
-                return statement
-    raise AssertionError("no InvokePolicyModels statement")
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory, shipped_policy) -> Synthesized:
+    """Most props away from their defaults, in an environment-agnostic stack, with a role granted invoke."""
+
+    def build(stack: cdk.Stack) -> RoutedBedrockEndpoint:
+        endpoint = RoutedBedrockEndpoint(
+            stack,
+            "Llm",
+            policy=global_haiku_policy(shipped_policy),
+            auth=EndpointAuthorization.iam(),
+            service_name="faq-bot",
+            metrics_namespace="Acme/Llm",
+            log_retention=logs.RetentionDays.ONE_WEEK,
+            api_stage_name="v1",
+            api_throttle_rate_limit=5,
+            api_throttle_burst_limit=10,
+            api_execution_logging=False,
+            router_architecture=lambda_.Architecture.X86_64,
+            router_memory_size_mib=512,
+            router_timeout=cdk.Duration.seconds(20),
+            router_reserved_concurrency=5,
+            router_max_body_size=cdk.Size.kibibytes(512),
+            policy_max_age=cdk.Duration.minutes(1),
+            policy_deployment_strategy=appconfig.DeploymentStrategy.from_deployment_strategy_id(
+                stack, "Fast", appconfig.DeploymentStrategyId.ALL_AT_ONCE
+            ),
+            alarm_topic=sns.Topic(stack, "Ops"),
+            alarm_api_p99_latency=None,
+            alarm_lambda_errors=None,
+            alarm_lambda_throttles=None,
+            alarm_fallback_rate_percent=25,
+            dashboard_name="faq-bot-routing",
+        )
+        endpoint.grant_invoke(iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com")))
+        return endpoint
+
+    return synthesize(tmp_path_factory.mktemp("variant"), "Variant", build)
 
 
-def resolve_arn(value: Any) -> str:
-    """Render an Fn::Join of partition/account refs as a readable ARN."""
-    if isinstance(value, str):
-        return value
-    parts = value["Fn::Join"][1]
-    return "".join(p if isinstance(p, str) else "{" + p["Ref"] + "}" for p in parts)
+@pytest.fixture(scope="module")
+def other_auth(tmp_path_factory, shipped_policy) -> Synthesized:
+    """A Cognito-authorized endpoint and an explicitly open one, side by side."""
+
+    def build(stack: cdk.Stack) -> RoutedBedrockEndpoint:
+        pool = cognito.UserPool(stack, "Users")
+        RoutedBedrockEndpoint(stack, "Open", policy=shipped_policy, auth=EndpointAuthorization.none())
+        return RoutedBedrockEndpoint(stack, "Cog", policy=shipped_policy, auth=EndpointAuthorization.cognito(pool))
+
+    return synthesize(tmp_path_factory.mktemp("other-auth"), "OtherAuth", build)
 
 
 # --- the router function -------------------------------------------------------------------------------
 
 
-def test_router_function_runs_python_3_13_on_arm64_with_powertools_settings(template, default):
-    _, _endpoint = default
+def test_router_function_runs_python_3_13_on_arm64_with_powertools_and_appconfig_settings(template):
+    # Given the default props, Then the function runs the router with its configuration in the environment
     template.has_resource_properties(
         "AWS::Lambda::Function",
         {
@@ -73,22 +173,34 @@ def test_router_function_runs_python_3_13_on_arm64_with_powertools_settings(temp
             "MemorySize": 1024,
             "Timeout": 29,
             "ReservedConcurrentExecutions": Match.absent(),
-            "LoggingConfig": {"LogFormat": "JSON", "LogGroup": Match.any_value()},
+            "LoggingConfig": {"LogFormat": "JSON", "LogGroup": {"Ref": Match.string_like_regexp("^LlmRouterLogs")}},
             "Environment": {
                 "Variables": {
-                    "APPCONFIG_APPLICATION": {"Ref": Match.string_like_regexp("LlmPolicyApplication")},
-                    "APPCONFIG_ENVIRONMENT": {"Ref": Match.string_like_regexp("LlmPolicyEnvironment")},
-                    "APPCONFIG_PROFILE": {"Ref": Match.string_like_regexp("LlmPolicyConfigurationProfile")},
+                    "APPCONFIG_APPLICATION": Match.string_like_regexp("^Test-Llm-[0-9A-F]{8}$"),
+                    "APPCONFIG_ENVIRONMENT": "prod",
+                    "APPCONFIG_PROFILE": "routing-policy",
                     "ROUTER_POLICY_MAX_AGE_SECONDS": "45",
                     "ROUTER_POLICY_SHA256": Match.string_like_regexp("^[0-9a-f]{64}$"),
-                    "POWERTOOLS_SERVICE_NAME": "routed-bedrock",
-                    "POWERTOOLS_METRICS_NAMESPACE": "RoutedBedrock",
+                    "POWERTOOLS_SERVICE_NAME": "Test-Llm",
+                    "POWERTOOLS_METRICS_NAMESPACE": m.NAMESPACE,
+                    "POWERTOOLS_LOG_LEVEL": "INFO",
+                    "ROUTER_MAX_BODY_BYTES": Match.absent(),
                     "ROUTER_POLICY_FILE": Match.absent(),
                     "BEDROCK_ENDPOINT_URL": Match.absent(),
                 }
             },
         },
     )
+
+
+def test_function_finds_its_policy_by_the_names_the_appconfig_resources_carry(template):
+    # The names (not IDs) keep the function free of references to the environment that watches its alarms.
+    variables = next(iter(template.find_resources("AWS::Lambda::Function").values()))["Properties"]["Environment"][
+        "Variables"
+    ]
+    template.has_resource_properties("AWS::AppConfig::Application", {"Name": variables["APPCONFIG_APPLICATION"]})
+    template.has_resource_properties("AWS::AppConfig::Environment", {"Name": variables["APPCONFIG_ENVIRONMENT"]})
+    template.has_resource_properties("AWS::AppConfig::ConfigurationProfile", {"Name": variables["APPCONFIG_PROFILE"]})
 
 
 def test_policy_digest_matches_the_hosted_configuration_content(template):
@@ -99,187 +211,255 @@ def test_policy_digest_matches_the_hosted_configuration_content(template):
     assert document_digest(hosted["Properties"]["Content"]) == digest
 
 
-def test_powertools_layer_comes_from_the_public_ssm_parameter_pinned_to_requirements(template):
+def test_powertools_layer_comes_from_the_public_ssm_parameter_pinned_to_requirements(template, repo_root):
+    # Given the Powertools version pinned in requirements.txt
+    pinned = re.search(r"^aws-lambda-powertools==(\S+)$", (repo_root / "requirements.txt").read_text(), re.MULTILINE)
+    assert pinned is not None
+    # Then the layer ARN is the public SSM parameter of that release for python3.13 on arm64
     parameters = template.to_json()["Parameters"]
-    powertools = [p for p in parameters.values() if "powertools" in str(p.get("Default", ""))]
-    assert powertools == [
-        {
-            "Type": "AWS::SSM::Parameter::Value<String>",
-            "Default": "/aws/service/powertools/python/arm64/python3.13/3.37.0",
-        }
-    ]
-    requirements = (DEFAULT_POLICY_PATH.parents[3] / "requirements.txt").read_text()
-    assert "aws-lambda-powertools==3.37.0" in requirements
+    layer_parameter = next(key for key, p in parameters.items() if "powertools" in str(p.get("Default", "")))
+    assert parameters[layer_parameter] == {
+        "Type": "AWS::SSM::Parameter::Value<String>",
+        "Default": f"/aws/service/powertools/python/arm64/python3.13/{pinned.group(1)}",
+    }
+    template.has_resource_properties("AWS::Lambda::Function", {"Layers": [{"Ref": layer_parameter}]})
 
 
-def test_x86_architecture_uses_the_x86_layer():
-    template, _ = synth(router_architecture=lambda_.Architecture.X86_64, router_reserved_concurrency=5)
-    defaults = [p.get("Default", "") for p in template.to_json()["Parameters"].values()]
-    assert "/aws/service/powertools/python/x86_64/python3.13/3.37.0" in defaults
+def test_function_code_is_the_lambdas_package_without_bytecode(default):
+    # Given the synthesized assembly, When reading the function's asset
+    function = next(iter(default.template.find_resources("AWS::Lambda::Function").values()))
+    asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+    manifest = json.loads((default.outdir / f"{default.stack_name}.assets.json").read_text())
+    asset = default.outdir / manifest["files"][asset_hash]["source"]["path"]
+    # Then it holds the router package with its schemas and policy, and no bytecode
+    for relative in ("router/handler.py", "router/schemas/policy.schema.json", "router/policies/default.json"):
+        assert (asset / relative).is_file(), relative
+    assert not list(asset.rglob("__pycache__"))
+    assert not list(asset.rglob("*.pyc"))
+
+
+def test_log_groups_have_retention(template, variant):
+    assert {g["Properties"]["RetentionInDays"] for g in template.find_resources("AWS::Logs::LogGroup").values()} == {30}
+    groups = variant.template.find_resources("AWS::Logs::LogGroup")
+    assert len(groups) == 2  # the function's and the API's access logs
+    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {7}
+
+
+def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(template):
+    router_role = logical_id(template, "AWS::IAM::Role", "LlmRouterRole")
+    assert "ManagedPolicyArns" not in template.find_resources("AWS::IAM::Role")[router_role]["Properties"]
     template.has_resource_properties(
-        "AWS::Lambda::Function", {"Architectures": ["x86_64"], "ReservedConcurrentExecutions": 5}
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": router_role}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            "Effect": "Allow",
+                            "Resource": {
+                                "Fn::GetAtt": [logical_id(template, "AWS::Logs::LogGroup", "RouterLogs"), "Arn"]
+                            },
+                        }
+                    ]
+                )
+            },
+        },
     )
 
 
-def test_log_groups_have_retention(template):
-    groups = template.find_resources("AWS::Logs::LogGroup")
-    assert len(groups) == 2  # the function's and the API's access logs
-    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
+# --- IAM for Bedrock and AppConfig ---------------------------------------------------------------------
 
 
-# --- IAM -----------------------------------------------------------------------------------------------
-
-
-def test_bedrock_invoke_is_scoped_to_the_policys_models_and_regions(template):
-    statement = bedrock_statement(template)
+def test_bedrock_invoke_is_scoped_to_the_policys_models_profiles_and_regions(template):
+    # Given the shipped policy: four foundation models and three US inference profiles, called from two regions
+    [statement] = statements(template, "InvokePolicyModels")
+    # Then the statement allows invocation only, on exactly these ARNs
     assert statement["Action"] == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
-    arns = {resolve_arn(r) for r in statement["Resource"]}
-    p = "arn:{AWS::Partition}:bedrock"
+    arns = [resolve_arn(resource) for resource in statement["Resource"]]
     expected = set()
     for region in ("us-east-1", "us-west-2"):
-        for model in (
-            "amazon.nova-micro-v1:0",
-            "amazon.nova-lite-v1:0",
-            "amazon.nova-pro-v1:0",
-            "anthropic.claude-3-haiku-20240307-v1:0",
-        ):
-            expected.add(f"{p}:{region}::foundation-model/{model}")
-        for profile in (
-            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
-            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
-            "us.anthropic.claude-opus-4-5-20251101-v1:0",
-        ):
-            expected.add(f"{p}:{region}:{{AWS::AccountId}}:inference-profile/{profile}")
+        expected.update(f"arn:{PARTITION}:bedrock:{region}::foundation-model/{model}" for model in FOUNDATION_MODELS)
+        expected.update(
+            f"arn:{PARTITION}:bedrock:{region}:{ACCOUNT}:inference-profile/us.{model}" for model in US_PROFILES
+        )
     for region in ("us-east-1", "us-east-2", "us-west-2"):  # every destination of the US profiles
-        for model in (
-            "anthropic.claude-haiku-4-5-20251001-v1:0",
-            "anthropic.claude-sonnet-4-5-20250929-v1:0",
-            "anthropic.claude-opus-4-5-20251101-v1:0",
-        ):
-            expected.add(f"{p}:{region}::foundation-model/{model}")
-    assert arns == expected
+        expected.update(f"arn:{PARTITION}:bedrock:{region}::foundation-model/{model}" for model in US_PROFILES)
+    assert set(arns) == expected
+    assert len(arns) == len(expected)  # no duplicates
     assert not any("*" in arn for arn in arns)
 
 
-def test_global_profile_also_needs_the_region_less_model_arn():
-    document = copy.deepcopy(DEFAULT_DOCUMENT)
-    document["models"]["claude-haiku-4-5"]["model_id"] = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
-    template, _ = synth(policy=document)
-    arns = {resolve_arn(r) for r in bedrock_statement(template)["Resource"]}
-    assert "arn:{AWS::Partition}:bedrock:::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0" in arns
-    assert (
-        "arn:{AWS::Partition}:bedrock:us-west-2:{AWS::AccountId}:inference-profile/global.anthropic.claude-haiku-4-5-20251001-v1:0"
-        in arns
+def test_global_profile_also_gets_its_model_in_the_calling_regions_and_the_region_less_arn(variant):
+    [statement] = statements(variant.template, "InvokePolicyModels")
+    arns = {resolve_arn(resource) for resource in statement["Resource"]}
+    haiku = "anthropic.claude-haiku-4-5-20251001-v1:0"
+    global_arns = {arn for arn in arns if haiku in arn}
+    assert global_arns == {
+        f"arn:{PARTITION}:bedrock:us-east-1:{ACCOUNT}:inference-profile/global.{haiku}",
+        f"arn:{PARTITION}:bedrock:us-west-2:{ACCOUNT}:inference-profile/global.{haiku}",
+        f"arn:{PARTITION}:bedrock:us-east-1::foundation-model/{haiku}",
+        f"arn:{PARTITION}:bedrock:us-east-2::foundation-model/{haiku}",
+        f"arn:{PARTITION}:bedrock:us-west-2::foundation-model/{haiku}",
+        f"arn:{PARTITION}:bedrock:::foundation-model/{haiku}",
+    }
+    assert not any("*" in arn for arn in arns)
+
+
+def test_appconfig_read_is_scoped_to_its_own_profile_in_a_policy_the_function_does_not_wait_for(template):
+    # Given the read statement
+    [statement] = statements(template, "ReadRoutingPolicy")
+    assert sorted(statement["Action"]) == ["appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession"]
+    application = logical_id(template, "AWS::AppConfig::Application")
+    environment = logical_id(template, "AWS::AppConfig::Environment")
+    profile = logical_id(template, "AWS::AppConfig::ConfigurationProfile")
+    # Then it names this application, environment and profile, with no wildcard
+    assert resolve_arn(statement["Resource"]) == (
+        f"arn:{PARTITION}:appconfig:us-east-1:123456789012:application/{{{application}}}"
+        f"/environment/{{{environment}}}/configuration/{{{profile}}}"
     )
+    # And it lives in its own policy, which the stage (the only way in) depends on and the function does not
+    read_policy = logical_id(template, "AWS::IAM::Policy", "ReadRoutingPolicy")
+    function = next(iter(template.find_resources("AWS::Lambda::Function").values()))
+    assert read_policy not in function.get("DependsOn", [])
+    stage = next(iter(template.find_resources("AWS::ApiGateway::Stage").values()))
+    assert read_policy in stage["DependsOn"]
 
 
-def test_appconfig_read_is_scoped_to_its_own_profile(template):
-    statements = [
-        s
-        for p in template.find_resources("AWS::IAM::Policy").values()
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
-        if s.get("Sid") == "ReadRoutingPolicy"
+def test_grant_invoke_allows_execute_api_on_post_generate_of_this_stage_only(variant):
+    caller = logical_id(variant.template, "AWS::IAM::Role", "Caller")
+    [policy] = [
+        p
+        for p in variant.template.find_resources("AWS::IAM::Policy").values()
+        if p["Properties"]["Roles"] == [{"Ref": caller}]
     ]
-    assert len(statements) == 1
-    assert sorted(statements[0]["Action"]) == [
-        "appconfig:GetLatestConfiguration",
-        "appconfig:StartConfigurationSession",
-    ]
-    arn = resolve_arn(statements[0]["Resource"])
-    assert arn.endswith(
-        "/configuration/{" + next(iter(template.find_resources("AWS::AppConfig::ConfigurationProfile"))) + "}"
-    )
-    assert "*" not in arn
-
-
-def test_grant_invoke_allows_execute_api_on_this_api_only():
-    app = cdk.App()
-    stack = cdk.Stack(app, "Grant")
-    endpoint = RoutedBedrockEndpoint(stack, "Llm", policy=DEFAULT_DOCUMENT, auth=EndpointAuthorization.iam())
-    role = iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-    endpoint.grant_invoke(role)
-    Template.from_stack(stack).has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "PolicyDocument": {"Statement": [Match.object_like({"Action": "execute-api:Invoke", "Effect": "Allow"})]},
-            "Roles": [{"Ref": Match.string_like_regexp("Caller")}],
-        },
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "execute-api:Invoke"
+    stage = logical_id(variant.template, "AWS::ApiGateway::Stage")
+    api = logical_id(variant.template, "AWS::ApiGateway::RestApi")
+    assert resolve_arn(statement["Resource"]) == (
+        f"arn:{PARTITION}:execute-api:{{AWS::Region}}:{ACCOUNT}:{{{api}}}/{{{stage}}}/POST/generate"
     )
 
 
 # --- AppConfig -----------------------------------------------------------------------------------------
 
 
-def test_policy_is_hosted_in_appconfig_with_the_json_schema_validator(template):
+def test_policy_is_hosted_in_appconfig_with_the_draft_04_json_schema_validator(template, shipped_policy):
     profile = next(iter(template.find_resources("AWS::AppConfig::ConfigurationProfile").values()))["Properties"]
-    validator = profile["Validators"][0]
+    assert profile["LocationUri"] == "hosted"
+    [validator] = profile["Validators"]
     assert validator["Type"] == "JSON_SCHEMA"
     schema = json.loads(validator["Content"])
+    assert schema == json.loads((DEFAULT_POLICY_PATH.parents[1] / "schemas" / "policy.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
-    assert schema["required"] == ["schema_version", "models", "routes", "rules", "resilience"]
     hosted = next(iter(template.find_resources("AWS::AppConfig::HostedConfigurationVersion").values()))["Properties"]
-    assert json.loads(hosted["Content"]) == DEFAULT_DOCUMENT
+    assert json.loads(hosted["Content"]) == shipped_policy
     assert hosted["ContentType"] == "application/json"
 
 
 def test_default_rollout_is_a_gradual_canary(template):
     template.has_resource_properties(
-        "AWS::AppConfig::Deployment", {"DeploymentStrategyId": "AppConfig.Canary10Percent20Minutes"}
+        "AWS::AppConfig::Deployment",
+        {
+            "DeploymentStrategyId": "AppConfig.Canary10Percent20Minutes",
+            "EnvironmentId": {"Ref": logical_id(template, "AWS::AppConfig::Environment")},
+            "ConfigurationProfileId": {"Ref": logical_id(template, "AWS::AppConfig::ConfigurationProfile")},
+        },
     )
+    template.resource_count_is("AWS::AppConfig::DeploymentStrategy", 0)  # AppConfig's predefined one
 
 
-def test_all_at_once_strategy_is_available_for_dev():
-    from aws_cdk import aws_appconfig as appconfig
-
-    app = cdk.App()
-    stack = cdk.Stack(app, "Dev")
-    strategy = appconfig.DeploymentStrategy.from_deployment_strategy_id(
-        stack, "Fast", appconfig.DeploymentStrategyId.ALL_AT_ONCE
-    )
-    RoutedBedrockEndpoint(stack, "Llm", policy=DEFAULT_DOCUMENT, policy_deployment_strategy=strategy)
-    Template.from_stack(stack).has_resource_properties(
+def test_all_at_once_strategy_is_available_for_dev(variant):
+    variant.template.has_resource_properties(
         "AWS::AppConfig::Deployment", {"DeploymentStrategyId": "AppConfig.AllAtOnce"}
     )
 
 
-def test_rollback_monitors_watch_the_degraded_and_fallback_alarms(template):
+def test_rollback_monitors_watch_the_degraded_fallback_lambda_errors_and_5xx_alarms(template):
+    # Given the environment's monitors
     environment = next(iter(template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
-    monitored = {json.dumps(mon["AlarmArn"]) for mon in environment["Monitors"]}
+    monitored = {monitor["AlarmArn"]["Fn::GetAtt"][0] for monitor in environment["Monitors"]}
     alarms = template.find_resources("AWS::CloudWatch::Alarm")
-    degraded = next(k for k, v in alarms.items() if "degraded answers" in v["Properties"]["AlarmDescription"])
-    fallback = next(k for k, v in alarms.items() if "fallback answers" in v["Properties"]["AlarmDescription"])
-    assert monitored == {json.dumps({"Fn::GetAtt": [degraded, "Arn"]}), json.dumps({"Fn::GetAtt": [fallback, "Arn"]})}
-    assert all("AlarmRoleArn" in mon for mon in environment["Monitors"])
+    by_description = {alarm["Properties"]["AlarmDescription"].split(" >= ")[0]: key for key, alarm in alarms.items()}
+    # Then a bad policy's symptoms roll it back; latency and throttles do not
+    assert monitored == {
+        by_description["degraded answers"],
+        by_description["fallback answers"],
+        by_description["router function errors"],
+        by_description["API 5XX answers"],
+    }
+    # And AppConfig reads the alarms through a role that only describes alarms
+    role = logical_id(template, "AWS::IAM::Role", "PolicyEnvironmentRole")
+    assert all(monitor["AlarmRoleArn"] == {"Fn::GetAtt": [role, "Arn"]} for monitor in environment["Monitors"])
+    template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [Match.object_like({"Principal": {"Service": "appconfig.amazonaws.com"}})]
+            },
+            "Policies": [
+                {
+                    "PolicyDocument": {
+                        "Statement": [Match.object_like({"Action": "cloudwatch:DescribeAlarms"})],
+                        "Version": Match.any_value(),
+                    },
+                    "PolicyName": Match.any_value(),
+                }
+            ],
+        },
+    )
+
+
+def test_disabled_alarms_are_not_monitors(variant):
+    environment = next(iter(variant.template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
+    assert environment["Name"] == "v1"
+    assert len(environment["Monitors"]) == 3  # degraded, fallback rate, API 5XX: the Lambda errors alarm is off
 
 
 # --- API -----------------------------------------------------------------------------------------------
 
 
-def test_generate_requires_an_api_key_by_default_and_validates_the_body(template):
+def test_generate_requires_an_api_key_by_default_and_validates_the_body(template, default):
     template.has_resource_properties(
         "AWS::ApiGateway::Method",
         {
             "HttpMethod": "POST",
             "ApiKeyRequired": True,
             "AuthorizationType": "NONE",
-            "RequestValidatorId": Match.any_value(),
-            "RequestModels": {"application/json": Match.any_value()},
+            "RequestValidatorId": {"Ref": logical_id(template, "AWS::ApiGateway::RequestValidator")},
+            "RequestModels": {"application/json": {"Ref": logical_id(template, "AWS::ApiGateway::Model")}},
         },
     )
     template.has_resource_properties("AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True})
-    model = next(iter(template.find_resources("AWS::ApiGateway::Model").values()))["Properties"]
-    assert model["Schema"]["properties"]["prompt"] == {"type": "string", "minLength": 1, "pattern": "\\S"}
-    assert model["Schema"]["additionalProperties"] is False
     template.has_resource_properties(
-        "AWS::ApiGateway::UsagePlan", {"Throttle": {"RateLimit": 50, "BurstLimit": 100}, "ApiStages": Match.any_value()}
+        "AWS::ApiGateway::UsagePlan",
+        {
+            "Throttle": {"RateLimit": 50, "BurstLimit": 100},
+            "ApiStages": [Match.object_like({"Stage": {"Ref": logical_id(template, "AWS::ApiGateway::Stage")}})],
+        },
     )
     template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
+    template.resource_count_is("AWS::ApiGateway::UsagePlanKey", 1)
+    assert default.endpoint.api_key is not None
+
+
+def test_body_model_is_the_routers_request_schema(template, repo_root):
+    shipped = json.loads((repo_root / "lambdas/router/schemas/generate_request.schema.json").read_text())
+    model = next(iter(template.find_resources("AWS::ApiGateway::Model").values()))["Properties"]
+    assert model["ContentType"] == "application/json"
+    assert model["Schema"]["$schema"] == "http://json-schema.org/draft-04/schema#"
+    assert model["Schema"]["properties"] == shipped["properties"]
+    assert model["Schema"]["additionalProperties"] is False
 
 
 def test_health_stays_open_for_health_checks(template):
     template.has_resource_properties(
         "AWS::ApiGateway::Method", {"HttpMethod": "GET", "AuthorizationType": "NONE", "ApiKeyRequired": Match.absent()}
     )
+    template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "health"})
+    template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "generate"})
 
 
 def test_stage_has_access_logs_execution_logs_and_throttling(template):
@@ -287,7 +467,10 @@ def test_stage_has_access_logs_execution_logs_and_throttling(template):
         "AWS::ApiGateway::Stage",
         {
             "StageName": "prod",
-            "AccessLogSetting": {"DestinationArn": Match.any_value(), "Format": Match.string_like_regexp("requestId")},
+            "AccessLogSetting": {
+                "DestinationArn": {"Fn::GetAtt": [logical_id(template, "AWS::Logs::LogGroup", "ApiAccessLogs"), "Arn"]},
+                "Format": Match.string_like_regexp("requestId"),
+            },
             "MethodSettings": [
                 Match.object_like(
                     {
@@ -300,44 +483,101 @@ def test_stage_has_access_logs_execution_logs_and_throttling(template):
             ],
         },
     )
+    template.resource_count_is("AWS::ApiGateway::Account", 1)  # execution logs need the account's CloudWatch role
 
 
-def test_iam_auth_signs_generate_and_drops_the_api_key():
-    template, endpoint = synth(auth=EndpointAuthorization.iam(), api_throttle_rate_limit=5, api_throttle_burst_limit=10)
-    template.has_resource_properties("AWS::ApiGateway::Method", {"HttpMethod": "POST", "AuthorizationType": "AWS_IAM"})
+def test_rest_api_name_is_distinct_per_endpoint(template):
+    # ApiName is the dimension of the API's metrics: two endpoints must not share it.
+    template.has_resource_properties(
+        "AWS::ApiGateway::RestApi",
+        {"Name": Match.string_like_regexp("^Test-Llm-[0-9A-F]{8}$"), "EndpointConfiguration": {"Types": ["REGIONAL"]}},
+    )
+
+
+def test_iam_auth_signs_generate_and_drops_the_api_key(variant):
+    variant.template.has_resource_properties(
+        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "AuthorizationType": "AWS_IAM"}
+    )
+    variant.template.resource_count_is("AWS::ApiGateway::UsagePlan", 0)
+    variant.template.resource_count_is("AWS::ApiGateway::ApiKey", 0)
+    assert variant.endpoint.api_key is None
+    assert variant.endpoint.auth.mode is AuthMode.IAM
+
+
+def test_stage_options_follow_the_props(variant):
+    variant.template.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "StageName": "v1",
+            "MethodSettings": [
+                Match.object_like({"LoggingLevel": "OFF", "ThrottlingRateLimit": 5, "ThrottlingBurstLimit": 10})
+            ],
+        },
+    )
+    variant.template.resource_count_is("AWS::ApiGateway::Account", 0)
+
+
+def test_cognito_auth_uses_a_user_pool_authorizer(other_auth):
+    template = other_auth.template
+    pool = logical_id(template, "AWS::Cognito::UserPool")
+    template.has_resource_properties(
+        "AWS::ApiGateway::Authorizer",
+        {"Type": "COGNITO_USER_POOLS", "ProviderARNs": [{"Fn::GetAtt": [pool, "Arn"]}]},
+    )
+    template.has_resource_properties(
+        "AWS::ApiGateway::Method",
+        {"HttpMethod": "POST", "AuthorizationType": "COGNITO_USER_POOLS", "AuthorizerId": Match.any_value()},
+    )
+
+
+def test_no_auth_is_an_explicit_opt_in(other_auth):
+    template = other_auth.template
+    open_api = logical_id(template, "AWS::ApiGateway::RestApi", "Open")
+    template.has_resource_properties(
+        "AWS::ApiGateway::Method",
+        {
+            "RestApiId": {"Ref": open_api},
+            "HttpMethod": "POST",
+            "AuthorizationType": "NONE",
+            "ApiKeyRequired": Match.absent(),
+        },
+    )
     template.resource_count_is("AWS::ApiGateway::UsagePlan", 0)
-    template.resource_count_is("AWS::ApiGateway::ApiKey", 0)
-    assert endpoint.api_key is None
 
 
-def test_cognito_auth_uses_a_user_pool_authorizer():
-    app = cdk.App()
-    stack = cdk.Stack(app, "Cog")
-    pool = cognito.UserPool(stack, "Users")
-    RoutedBedrockEndpoint(stack, "Llm", policy=DEFAULT_DOCUMENT, auth=EndpointAuthorization.cognito(pool))
-    template = Template.from_stack(stack)
-    template.has_resource_properties("AWS::ApiGateway::Authorizer", {"Type": "COGNITO_USER_POOLS"})
-    template.has_resource_properties(
-        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "AuthorizationType": "COGNITO_USER_POOLS"}
+# --- function props ------------------------------------------------------------------------------------
+
+
+def test_function_props_and_the_x86_layer(variant):
+    variant.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Architectures": ["x86_64"],
+            "MemorySize": 512,
+            "Timeout": 20,
+            "ReservedConcurrentExecutions": 5,
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "ROUTER_MAX_BODY_BYTES": "524288",
+                        "ROUTER_POLICY_MAX_AGE_SECONDS": "60",
+                        "POWERTOOLS_SERVICE_NAME": "faq-bot",
+                        "POWERTOOLS_METRICS_NAMESPACE": "Acme/Llm",
+                    }
+                )
+            },
+        },
     )
-
-
-def test_no_auth_is_an_explicit_opt_in():
-    template, _ = synth(auth=EndpointAuthorization.none())
-    template.has_resource_properties(
-        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "AuthorizationType": "NONE", "ApiKeyRequired": Match.absent()}
-    )
+    defaults = [p.get("Default", "") for p in variant.template.to_json()["Parameters"].values()]
+    assert any(re.fullmatch(r"/aws/service/powertools/python/x86_64/python3\.13/[\d.]+", d) for d in defaults)
 
 
 # --- alarms and dashboard ------------------------------------------------------------------------------
 
 
-def test_all_alarms_exist_with_their_default_thresholds(template):
-    alarms = {
-        v["Properties"]["AlarmDescription"]: v["Properties"]
-        for v in template.find_resources("AWS::CloudWatch::Alarm").values()
-    }
-    assert {d.split(" >= ")[0]: a["Threshold"] for d, a in alarms.items()} == {
+def test_all_alarms_exist_with_their_default_thresholds_and_no_actions(template):
+    alarms = alarms_by_description(template)
+    assert {name: alarm["Properties"]["Threshold"] for name, alarm in alarms.items()} == {
         "API 5XX answers": 1,
         "API p99 latency": 20000,
         "router function errors": 1,
@@ -345,45 +585,66 @@ def test_all_alarms_exist_with_their_default_thresholds(template):
         "fallback answers": 10,
         "degraded answers": 1,
     }
-    assert all(a["TreatMissingData"] == "notBreaching" for a in alarms.values())
+    for alarm in alarms.values():
+        properties = alarm["Properties"]
+        assert properties["TreatMissingData"] == "notBreaching"
+        assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert "AlarmActions" not in properties
 
 
-def test_degraded_alarm_watches_the_shared_metric_name(template):
+def test_degraded_alarm_watches_the_shared_metric_name_for_this_service(template):
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
             "MetricName": m.DEGRADED,
             "Namespace": m.NAMESPACE,
-            "Dimensions": [{"Name": "service", "Value": "routed-bedrock"}],
+            "Dimensions": [{"Name": m.SERVICE_DIMENSION, "Value": "Test-Llm"}],
             "Statistic": "Sum",
+            "Period": 300,
         },
     )
 
 
-def test_alarm_actions_go_to_the_topic_and_disabled_alarms_are_absent():
-    app = cdk.App()
-    stack = cdk.Stack(app, "Alarms")
-    topic = sns.Topic(stack, "Ops")
-    RoutedBedrockEndpoint(
-        stack,
-        "Llm",
-        policy=DEFAULT_DOCUMENT,
-        alarm_topic=topic,
-        alarm_api_p99_latency=None,
-        alarm_lambda_throttles=None,
-        alarm_fallback_rate_percent=25,
-    )
-    template = Template.from_stack(stack)
-    alarms = template.find_resources("AWS::CloudWatch::Alarm")
-    assert len(alarms) == 4
-    topic_id = next(iter(template.find_resources("AWS::SNS::Topic")))
+def test_fallback_rate_alarm_divides_fallbacks_by_requests_for_this_service(template):
+    alarm = alarms_by_description(template)["fallback answers"]["Properties"]
+    metrics = {query["Id"]: query for query in alarm["Metrics"]}
+    assert "100 * fallbacks / requests" in next(q["Expression"] for q in metrics.values() if "Expression" in q)
+    for query_id, name in (("fallbacks", m.FALLBACKS), ("requests", m.REQUESTS)):
+        metric = metrics[query_id]["MetricStat"]["Metric"]
+        assert metric == {
+            "MetricName": name,
+            "Namespace": m.NAMESPACE,
+            "Dimensions": [{"Name": m.SERVICE_DIMENSION, "Value": "Test-Llm"}],
+        }
+
+
+def test_api_and_lambda_alarms_watch_this_api_and_function(template):
+    alarms = alarms_by_description(template)
+    api_name = next(iter(template.find_resources("AWS::ApiGateway::RestApi").values()))["Properties"]["Name"]
+    latency = alarms["API p99 latency"]["Properties"]
+    assert latency["MetricName"] == "Latency"
+    assert latency["ExtendedStatistic"] == "p99"
+    assert {"Name": "ApiName", "Value": api_name} in latency["Dimensions"]
+    errors = alarms["router function errors"]["Properties"]
+    assert errors["MetricName"] == "Errors"
+    assert errors["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": logical_id(template, "AWS::Lambda::Function")}}
+    ]
+
+
+def test_alarm_actions_go_to_the_topic_and_disabled_alarms_are_absent(variant):
+    template = variant.template
+    alarms = alarms_by_description(template)
+    assert set(alarms) == {"API 5XX answers", "fallback answers", "degraded answers"}
+    assert alarms["fallback answers"]["Properties"]["Threshold"] == 25
+    topic = logical_id(template, "AWS::SNS::Topic")
     for alarm in alarms.values():
-        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
-        assert alarm["Properties"]["OKActions"] == [{"Ref": topic_id}]
-    assert any(a["Properties"]["Threshold"] == 25 for a in alarms.values())
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+        assert alarm["Properties"]["OKActions"] == [{"Ref": topic}]
+    assert set(variant.endpoint.alarms) == {"Api5xxRate", "FallbackRate", "DegradedAnswers"}
 
 
-def test_dashboard_shows_routing_patterns(template):
+def test_dashboard_shows_routing_patterns_from_the_shared_metric_names(template):
     dashboard = next(iter(template.find_resources("AWS::CloudWatch::Dashboard").values()))
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for title in (
@@ -393,92 +654,173 @@ def test_dashboard_shows_routing_patterns(template):
         "Latency p99 by model",
         "Tokens by model",
         "Cost by model",
-        "Fallbacks, degraded answers",
+        "Fallbacks and degraded answers over time",
     ):
         assert title in body
+    for name in (m.REQUESTS, m.LATENCY_MS, m.INPUT_TOKENS, m.OUTPUT_TOKENS, m.COST_USD, m.FALLBACKS, m.DEGRADED):
+        assert name in body
     assert "SEARCH(" in body
+    assert "Test-Llm" in body
 
 
-def test_metric_methods_use_the_shared_names_and_service_dimension(default):
-    _, endpoint = default
-    metric = endpoint.metric_degraded_answers()
-    assert metric.namespace == m.NAMESPACE
-    assert metric.metric_name == m.DEGRADED
-    assert metric.dimensions == {"service": "routed-bedrock"}
+def test_dashboard_name_prop(variant):
+    variant.template.has_resource_properties("AWS::CloudWatch::Dashboard", {"DashboardName": "faq-bot-routing"})
+
+
+def test_metric_methods_use_the_shared_names_and_the_service_dimension(default, variant):
+    endpoint = default.endpoint
+    for method, name in (
+        (endpoint.metric_requests, m.REQUESTS),
+        (endpoint.metric_fallbacks, m.FALLBACKS),
+        (endpoint.metric_degraded_answers, m.DEGRADED),
+        (endpoint.metric_cost, m.COST_USD),
+        (endpoint.metric_input_tokens, m.INPUT_TOKENS),
+        (endpoint.metric_output_tokens, m.OUTPUT_TOKENS),
+        (endpoint.metric_failed_attempts, m.FAILED_ATTEMPTS),
+        (endpoint.metric_bad_requests, m.BAD_REQUESTS),
+    ):
+        metric = method()
+        assert (metric.namespace, metric.metric_name, metric.statistic) == (m.NAMESPACE, name, "Sum")
+        assert metric.dimensions == {m.SERVICE_DIMENSION: "Test-Llm"}
     assert endpoint.metric_latency().statistic == "p99"
-    assert endpoint.url  # a token for the stage URL
+    assert endpoint.metric(m.REQUESTS, dimensions={m.MODEL_DIMENSION: "nova-micro"}).dimensions == {
+        m.SERVICE_DIMENSION: "Test-Llm",
+        m.MODEL_DIMENSION: "nova-micro",
+    }
+    assert variant.endpoint.metric_requests().namespace == "Acme/Llm"
+    assert variant.endpoint.metric_requests().dimensions == {m.SERVICE_DIMENSION: "faq-bot"}
 
 
-# --- validation ----------------------------------------------------------------------------------------
+def test_public_surface_exposes_the_underlying_constructs(default):
+    endpoint = default.endpoint
+    assert endpoint.router_function.node.id == "Router"
+    assert endpoint.api.node.id == "Api"
+    assert endpoint.application.node.id == "PolicyApplication"
+    assert endpoint.environment.node.id == "PolicyEnvironment"
+    assert endpoint.configuration.node.id == "Policy"
+    assert endpoint.dashboard.node.id == "Dashboard"
+    assert cdk.Token.is_unresolved(endpoint.url)
+    assert endpoint.policy.version == json.loads(DEFAULT_POLICY_PATH.read_text())["policy_version"]
+
+
+def test_construct_ids_are_stable_public_contract(default):
+    ids = [child.node.id for child in default.endpoint.node.children]
+    assert ids == [
+        "PolicyApplication",
+        "RouterLogs",
+        "RouterRole",
+        "PowertoolsLayer",
+        "Router",
+        "ApiAccessLogs",
+        "Api",
+        "Api5xxRateAlarm",
+        "ApiLatencyP99Alarm",
+        "LambdaErrorsAlarm",
+        "LambdaThrottlesAlarm",
+        "FallbackRateAlarm",
+        "DegradedAnswersAlarm",
+        "PolicyEnvironment",
+        "PolicyDeploymentStrategy",
+        "Policy",
+        "ReadRoutingPolicy",
+        "Dashboard",
+    ]
+
+
+# --- validation (no synthesis: the construct raises in __init__) ----------------------------------------
+
+
+def construct(policy: Any, **props: Any) -> RoutedBedrockEndpoint:
+    return RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Check"), "Llm", policy=policy, **props)
 
 
 def test_accepts_a_policy_file_path():
-    _template, endpoint = synth(policy=str(DEFAULT_POLICY_PATH))
-    assert endpoint.policy.version == DEFAULT_DOCUMENT["policy_version"]
+    endpoint = construct(str(DEFAULT_POLICY_PATH))
+    assert endpoint.policy.version == json.loads(DEFAULT_POLICY_PATH.read_text())["policy_version"]
 
 
-def test_fails_on_an_invalid_policy_naming_the_field():
-    document = copy.deepcopy(DEFAULT_DOCUMENT)
+def test_default_service_name_stays_within_64_characters_and_is_stable():
+    long_id = "A" * 80
+    first = RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Stack"), long_id, policy=DEFAULT_POLICY_PATH).service_name
+    again = RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Stack"), long_id, policy=DEFAULT_POLICY_PATH).service_name
+    assert first == again
+    assert len(first) <= 64
+    assert re.fullmatch(r"Stack-A+-[0-9a-f]{8}", first)
+
+
+def test_fails_on_an_invalid_policy_naming_the_field(shipped_policy):
+    document = copy.deepcopy(shipped_policy)
     document["models"]["nova-micro"]["price_per_1k_output_usd"] = "cheap"
     with pytest.raises(ValueError, match=r"models\.nova-micro\.price_per_1k_output_usd must be number"):
-        synth(policy=document)
+        construct(document)
 
 
-def test_fails_on_a_route_naming_a_model_outside_the_catalog():
-    document = copy.deepcopy(DEFAULT_DOCUMENT)
+def test_fails_on_a_route_naming_a_model_outside_the_catalog(shipped_policy):
+    document = copy.deepcopy(shipped_policy)
     document["routes"]["fast"]["candidates"] = [{"model": "gpt-x"}]
     with pytest.raises(ValueError, match="model 'gpt-x' in route 'fast'"):
-        synth(policy=document)
+        construct(document)
+
+
+def test_fails_on_an_inference_profile_without_destinations(shipped_policy):
+    document = copy.deepcopy(shipped_policy)
+    del document["models"]["claude-haiku-4-5"]["inference_profile_destinations"]
+    with pytest.raises(ValueError, match=r"models\.claude-haiku-4-5\.inference_profile_destinations is required"):
+        construct(document)
 
 
 def test_fails_on_a_missing_policy_file(tmp_path):
     with pytest.raises(ValueError, match="cannot read policy file"):
-        synth(policy=str(tmp_path / "absent.json"))
+        construct(str(tmp_path / "absent.json"))
 
 
 def test_fails_on_a_policy_file_that_is_not_json(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text("{oops")
-    with pytest.raises(ValueError, match="is not valid JSON"):
-        synth(policy=str(path))
+    with pytest.raises(ValueError, match=r"policy file '.*policy\.json' is not valid JSON"):
+        construct(path)
+
+
+def test_fails_on_a_policy_file_that_is_not_an_object(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        construct(path)
 
 
 @pytest.mark.parametrize(
     ("props", "message"),
     [
         ({"router_memory_size_mib": 64}, "router_memory_size_mib must be 128-10240, got 64"),
-        ({"router_timeout": cdk.Duration.seconds(1)}, "router_timeout must be 3 s to 15 min"),
-        ({"router_reserved_concurrency": 0}, "router_reserved_concurrency must be at least 1"),
-        ({"api_throttle_rate_limit": 0}, "api_throttle_rate_limit must be positive"),
-        ({"api_throttle_burst_limit": 0}, "api_throttle_burst_limit must be at least 1"),
-        ({"alarm_api_5xx_rate_percent": 0}, "alarm_api_5xx_rate_percent must be in (0, 100]"),
-        ({"alarm_fallback_rate_percent": 150}, "alarm_fallback_rate_percent must be in (0, 100]"),
-        ({"alarm_degraded_answers": 0}, "alarm_degraded_answers must be at least 1"),
+        ({"router_timeout": cdk.Duration.seconds(1)}, "router_timeout must be 3 s to 15 min, got 1 s"),
+        ({"router_reserved_concurrency": 0}, "router_reserved_concurrency must be at least 1, got 0"),
+        ({"router_max_body_size": cdk.Size.mebibytes(7)}, "router_max_body_size must be 1 byte to 6 MiB"),
+        ({"policy_max_age": cdk.Duration.seconds(5)}, "policy_max_age must be 15 s to 24 h"),
+        ({"api_throttle_rate_limit": 0}, "api_throttle_rate_limit must be positive, got 0"),
+        ({"api_throttle_burst_limit": 0}, "api_throttle_burst_limit must be at least 1, got 0"),
+        ({"api_stage_name": "prod-1"}, "api_stage_name 'prod-1'"),
+        ({"alarm_api_5xx_rate_percent": 0}, "alarm_api_5xx_rate_percent must be in (0, 100], got 0"),
+        ({"alarm_fallback_rate_percent": 150}, "alarm_fallback_rate_percent must be in (0, 100], got 150"),
+        ({"alarm_api_p99_latency": cdk.Duration.millis(0)}, "alarm_api_p99_latency must be positive"),
+        ({"alarm_lambda_errors": 0}, "alarm_lambda_errors must be at least 1, got 0"),
+        ({"alarm_degraded_answers": 0}, "alarm_degraded_answers must be at least 1, got 0"),
         ({"service_name": "bad name!"}, "service_name 'bad name!'"),
+        ({"metrics_namespace": ""}, "metrics_namespace ''"),
         ({"auth": "api-key"}, "auth must be an EndpointAuthorization"),
-        (
-            {"auth": EndpointAuthorization(mode=EndpointAuthorization.api_key().mode.__class__.COGNITO)},
-            "needs a user pool",
-        ),
+        ({"auth": EndpointAuthorization(mode=AuthMode.COGNITO)}, "needs a user pool"),
     ],
 )
 def test_fails_on_invalid_props(props, message):
     with pytest.raises(ValueError) as error:
-        synth(**props)
+        construct(DEFAULT_POLICY_PATH, **props)
     assert message in str(error.value)
 
 
-def test_construct_ids_are_stable_public_contract(default):
-    _, endpoint = default
-    assert [c.node.id for c in endpoint.node.children][:3] == [
-        "FallbackRateAlarm",
-        "DegradedAnswersAlarm",
-        "PolicyApplication",
-    ]
+def test_skips_validation_of_unresolved_tokens():
+    # A token (e.g. a CfnParameter) is checked at deploy time, not at synth.
+    stack = cdk.Stack(cdk.App(), "Tokens")
+    memory = cdk.CfnParameter(stack, "Memory", type="Number", default=1024)
+    endpoint = RoutedBedrockEndpoint(
+        stack, "Llm", policy=DEFAULT_POLICY_PATH, router_memory_size_mib=memory.value_as_number
+    )
     assert endpoint.router_function.node.id == "Router"
-    assert endpoint.api.node.id == "Api"
-
-
-def test_assertions_library_is_the_one_in_use():
-    # Guard: Template/Match come from aws_cdk.assertions (fine-grained, no snapshot of logical IDs)
-    assert assertions.Match is Match

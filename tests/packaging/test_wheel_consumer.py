@@ -67,7 +67,18 @@ def test_consumer_app_synthesizes_from_the_wheel(tmp_path):
     # Given a wheel built from the repository's sources
     sources = copy_sources(tmp_path / "src")
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist), str(sources), cwd=tmp_path)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--quiet",
+        "--wheel-dir",
+        str(dist),
+        str(sources),
+        cwd=tmp_path,
+    )
     wheel = next(dist.glob("routed_bedrock_endpoint-*.whl"))
     # And a fresh virtual environment outside the repository holding the wheel and the pinned CDK libraries
     env_dir = tmp_path / "venv"
