@@ -82,6 +82,12 @@ class PolicyStore:
             self._last_error = f"cannot fetch policy: {exc}"
             self._logger.error("policy fetch failed; keeping the last good policy", extra={"error": str(exc)})
             return
+        if not raw or not raw.strip():
+            # AppConfig answers with no content until a deployment reaches this client (the first gradual
+            # rollout of a new stack); keep what we have rather than calling it an invalid policy.
+            self._last_error = "no policy deployed to this AppConfig environment yet (empty configuration)"
+            self._logger.warning("policy source returned an empty document; keeping the last good policy")
+            return
         if self._policy is not None and raw == self._raw:
             return
         try:

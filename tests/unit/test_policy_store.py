@@ -167,3 +167,22 @@ def test_trusted_digest_still_checks_cross_references(policy_document):
     store = PolicyStore(lambda: raw, max_age_s=10, clock=Clock(), trusted_digest=document_digest(raw))
     with pytest.raises(PolicyUnavailable, match="ghost"):
         store.current()
+
+
+def test_empty_configuration_is_not_deployed_yet_rather_than_invalid(policy_document):
+    # Given AppConfig has not yet delivered a version to this client (first gradual rollout)
+    clock = Clock()
+    source = Source(policy_document)
+    source.raw = b""
+    store = PolicyStore(source, max_age_s=10, clock=clock)
+    # Then there is no policy yet, and the error says why
+    with pytest.raises(PolicyUnavailable, match="no policy deployed"):
+        store.current()
+    # And once the rollout reaches the client, the policy loads
+    source.raw = json.dumps(policy_document).encode()
+    clock.now = 11
+    assert store.current().version == "2026-11-22.1"
+    # And a later empty answer keeps the good policy
+    source.raw = b""
+    clock.now = 22
+    assert store.current().version == "2026-11-22.1"
