@@ -16,6 +16,7 @@ Tracer is left out on purpose: it costs about 0.45 s of cold start (X-Ray SDK im
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from typing import Any
@@ -189,4 +190,19 @@ def unexpected(exc: Exception) -> Response[Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    response = app.resolve(event, context)
+    _freeze_warm_state()
+    return response
+
+
+_warm_state_frozen = False
+
+
+def _freeze_warm_state() -> None:
+    """After the first request, move what it built (modules, clients, the compiled policy) out of the
+    garbage collector's sight: later collections only scan per-request objects, which takes the GC pauses
+    out of the tail latency."""
+    global _warm_state_frozen
+    if not _warm_state_frozen:
+        _warm_state_frozen = True
+        gc.freeze()
