@@ -22,3 +22,22 @@ def policy_document() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def default_policy() -> Policy:
     return compile_policy(copy.deepcopy(_DEFAULT_DOCUMENT))
+
+
+@pytest.fixture(scope="session")
+def contract_fields() -> frozenset[str]:
+    """The fields every /generate answer carries (the seed's contract plus usage, cost and the decision)."""
+    return frozenset(
+        {
+            "output",
+            "model_used",
+            "route",
+            "region",
+            "fallback_used",
+            "degraded",
+            "usage",
+            "cost_usd",
+            "latency_ms",
+            "decision",
+        }
+    )

@@ -6,18 +6,6 @@ import pytest
 
 pytestmark = pytest.mark.xdist_group("local_endpoint")
 
-CONTRACT = {
-    "output",
-    "model_used",
-    "route",
-    "region",
-    "fallback_used",
-    "degraded",
-    "usage",
-    "cost_usd",
-    "latency_ms",
-    "decision",
-}
 HARD = (
     "Analyze the trade-offs of migrating our monolith to microservices. First list the risks step by step, "
     "then compare the operating costs over three years, and finally recommend a strategy with its implications."
@@ -30,10 +18,10 @@ def test_health_reports_the_policy(endpoint):
     assert response.body["policy_version"] == "2026-11-22.1"
 
 
-def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(endpoint):
+def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(contract_fields, endpoint):
     response = endpoint.generate({"prompt": "Hello!", "use_case": "general"})
     assert response.status == 200
-    assert set(response.body) >= CONTRACT
+    assert set(response.body) >= contract_fields
     assert response.body["model_used"] == "amazon.nova-micro-v1:0"
     assert response.headers["X-Selected-Model"] == "amazon.nova-micro-v1:0"
     # the simulator's text names who answered, proving the call crossed the wire
@@ -109,11 +97,11 @@ def test_access_denied_model_is_skipped_without_blaming_the_caller(endpoint):
     assert len([a for a in attempts if a["model"] == "nova-micro"]) == 1  # its other region is not tried
 
 
-def test_total_outage_degrades_gracefully(endpoint):
+def test_total_outage_degrades_gracefully(contract_fields, endpoint):
     endpoint.fault(model="*", region="*", outage=True)
     response = endpoint.generate({"prompt": "Hello!"})
     assert response.status == 200
-    assert set(response.body) >= CONTRACT
+    assert set(response.body) >= contract_fields
     assert response.body["model_used"] == "DEGRADED_SERVICE"
     assert response.body["degraded"] is True
     assert response.headers["X-Degraded"] == "true"
