@@ -16,7 +16,7 @@ class JsonSchemaValueException(ValueError):
         self.name = name
         self.definition = definition
         self.rule = rule
-REGEX_PATTERNS = {'^[0-9]{4}-[0-9]{2}-[0-9]{2}$': re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}\\Z'), '^[a-z0-9][a-z0-9._-]{0,63}$': re.compile('^[a-z0-9][a-z0-9._-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z'), '^[A-Za-z0-9-]{1,64}$': re.compile('^[A-Za-z0-9-]{1,64}\\Z'), '^[a-z0-9][a-z0-9_-]{0,31}$': re.compile('^[a-z0-9][a-z0-9_-]{0,31}$'), '^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+$': re.compile('^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+\\Z'), '^[a-z]{2}(-gov)?-[a-z]+-[0-9]$': re.compile('^[a-z]{2}(-gov)?-[a-z]+-[0-9]\\Z')}
+REGEX_PATTERNS = {'^[0-9]{4}-[0-9]{2}-[0-9]{2}$': re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}\\Z'), '^[a-z0-9][a-z0-9._-]{0,63}$': re.compile('^[a-z0-9][a-z0-9._-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,31}$': re.compile('^[a-z0-9][a-z0-9_-]{0,31}$'), '^[A-Za-z0-9-]{1,64}$': re.compile('^[A-Za-z0-9-]{1,64}\\Z'), '^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+$': re.compile('^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+\\Z'), '^[a-z]{2}(-gov)?-[a-z]+-[0-9]$': re.compile('^[a-z]{2}(-gov)?-[a-z]+-[0-9]\\Z')}
 NoneType = type(None)
 
 def validate(data, custom_formats={}, name_prefix=None):
@@ -111,6 +111,258 @@ def validate(data, custom_formats={}, name_prefix=None):
             data_keys.remove('request_limits')
             data__requestlimits = data['request_limits']
             validate___definitions_request_limits(data__requestlimits, custom_formats, (name_prefix or 'data') + '.request_limits')
+        if 'circuit_breaker' in data_keys:
+            data_keys.remove('circuit_breaker')
+            data__circuitbreaker = data['circuit_breaker']
+            validate___definitions_circuit_breaker(data__circuitbreaker, custom_formats, (name_prefix or 'data') + '.circuit_breaker')
+        if 'latency' in data_keys:
+            data_keys.remove('latency')
+            data__latency = data['latency']
+            validate___definitions_latency(data__latency, custom_formats, (name_prefix or 'data') + '.latency')
+        if 'budget' in data_keys:
+            data_keys.remove('budget')
+            data__budget = data['budget']
+            validate___definitions_budget(data__budget, custom_formats, (name_prefix or 'data') + '.budget')
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_budget(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data__missing_keys = set(['modes']) - data.keys()
+        if data__missing_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must contain ' + (str(sorted(data__missing_keys)) + ' properties'), value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='required')
+        data_keys = set(data.keys())
+        if 'daily_usd' in data_keys:
+            data_keys.remove('daily_usd')
+            data__dailyusd = data['daily_usd']
+            if not isinstance(data__dailyusd, (int, float, Decimal)) or isinstance(data__dailyusd, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.daily_usd must be number', value=data__dailyusd, name='' + (name_prefix or 'data') + '.daily_usd', definition=None, rule='type')
+            if isinstance(data__dailyusd, (int, float, Decimal)):
+                if data__dailyusd <= 0:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.daily_usd must be bigger than 0', value=data__dailyusd, name='' + (name_prefix or 'data') + '.daily_usd', definition=None, rule='minimum')
+        if 'monthly_usd' in data_keys:
+            data_keys.remove('monthly_usd')
+            data__monthlyusd = data['monthly_usd']
+            if not isinstance(data__monthlyusd, (int, float, Decimal)) or isinstance(data__monthlyusd, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.monthly_usd must be number', value=data__monthlyusd, name='' + (name_prefix or 'data') + '.monthly_usd', definition=None, rule='type')
+            if isinstance(data__monthlyusd, (int, float, Decimal)):
+                if data__monthlyusd <= 0:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.monthly_usd must be bigger than 0', value=data__monthlyusd, name='' + (name_prefix or 'data') + '.monthly_usd', definition=None, rule='minimum')
+        if 'per_tier' in data_keys:
+            data_keys.remove('per_tier')
+            data__pertier = data['per_tier']
+            if not isinstance(data__pertier, dict):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.per_tier must be object', value=data__pertier, name='' + (name_prefix or 'data') + '.per_tier', definition=None, rule='type')
+            data__pertier_is_dict = isinstance(data__pertier, dict)
+            if data__pertier_is_dict:
+                data__pertier_keys = set(data__pertier.keys())
+                for data__pertier_key, data__pertier_val in data__pertier.items():
+                    if REGEX_PATTERNS['^[a-z0-9][a-z0-9_-]{0,31}$'].search(data__pertier_key):
+                        if data__pertier_key in data__pertier_keys:
+                            data__pertier_keys.remove(data__pertier_key)
+                        validate___definitions_budget_limits(data__pertier_val, custom_formats, (name_prefix or 'data') + '.per_tier.{data__pertier_key}'.format(**locals()))
+                if data__pertier_keys:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.per_tier must not contain ' + str(data__pertier_keys) + ' properties', value=data__pertier, name='' + (name_prefix or 'data') + '.per_tier', definition=None, rule='additionalProperties')
+        if 'per_api_key' in data_keys:
+            data_keys.remove('per_api_key')
+            data__perapikey = data['per_api_key']
+            validate___definitions_budget_limits(data__perapikey, custom_formats, (name_prefix or 'data') + '.per_api_key')
+        if 'modes' in data_keys:
+            data_keys.remove('modes')
+            data__modes = data['modes']
+            if not isinstance(data__modes, (list, tuple)):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.modes must be array', value=data__modes, name='' + (name_prefix or 'data') + '.modes', definition=None, rule='type')
+            data__modes_is_list = isinstance(data__modes, (list, tuple))
+            if data__modes_is_list:
+                data__modes_len = len(data__modes)
+                if data__modes_len < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.modes must contain at least 1 items', value=data__modes, name='' + (name_prefix or 'data') + '.modes', definition=None, rule='minItems')
+                if data__modes_len > 10:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.modes must contain less than or equal to 10 items', value=data__modes, name='' + (name_prefix or 'data') + '.modes', definition=None, rule='maxItems')
+                for data__modes_x, data__modes_item in enumerate(data__modes):
+                    validate___definitions_budget_mode(data__modes_item, custom_formats, (name_prefix or 'data') + '.modes[{data__modes_x}]'.format(**locals()))
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_budget_mode(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data__missing_keys = set(['at_percent']) - data.keys()
+        if data__missing_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must contain ' + (str(sorted(data__missing_keys)) + ' properties'), value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='required')
+        data_keys = set(data.keys())
+        if 'at_percent' in data_keys:
+            data_keys.remove('at_percent')
+            data__atpercent = data['at_percent']
+            if not isinstance(data__atpercent, (int, float, Decimal)) or isinstance(data__atpercent, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.at_percent must be number', value=data__atpercent, name='' + (name_prefix or 'data') + '.at_percent', definition=None, rule='type')
+            if isinstance(data__atpercent, (int, float, Decimal)):
+                if data__atpercent < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.at_percent must be bigger than or equal to 1', value=data__atpercent, name='' + (name_prefix or 'data') + '.at_percent', definition=None, rule='minimum')
+                if data__atpercent > 1000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.at_percent must be smaller than or equal to 1000', value=data__atpercent, name='' + (name_prefix or 'data') + '.at_percent', definition=None, rule='maximum')
+        if 'max_model_tier' in data_keys:
+            data_keys.remove('max_model_tier')
+            data__maxmodeltier = data['max_model_tier']
+            if not isinstance(data__maxmodeltier, str):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.max_model_tier must be string', value=data__maxmodeltier, name='' + (name_prefix or 'data') + '.max_model_tier', definition=None, rule='type')
+            if data__maxmodeltier not in ['economy', 'standard', 'premium']:
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".max_model_tier must be one of ['economy', 'standard', 'premium']", value=data__maxmodeltier, name='' + (name_prefix or 'data') + '.max_model_tier', definition=None, rule='enum')
+        if 'action' in data_keys:
+            data_keys.remove('action')
+            data__action = data['action']
+            if not isinstance(data__action, str):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.action must be string', value=data__action, name='' + (name_prefix or 'data') + '.action', definition=None, rule='type')
+            if data__action not in ['degrade', 'reject']:
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".action must be one of ['degrade', 'reject']", value=data__action, name='' + (name_prefix or 'data') + '.action', definition=None, rule='enum')
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_budget_limits(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data_len = len(data)
+        if data_len < 1:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must contain at least 1 properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='minProperties')
+        data_keys = set(data.keys())
+        if 'daily_usd' in data_keys:
+            data_keys.remove('daily_usd')
+            data__dailyusd = data['daily_usd']
+            if not isinstance(data__dailyusd, (int, float, Decimal)) or isinstance(data__dailyusd, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.daily_usd must be number', value=data__dailyusd, name='' + (name_prefix or 'data') + '.daily_usd', definition=None, rule='type')
+            if isinstance(data__dailyusd, (int, float, Decimal)):
+                if data__dailyusd <= 0:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.daily_usd must be bigger than 0', value=data__dailyusd, name='' + (name_prefix or 'data') + '.daily_usd', definition=None, rule='minimum')
+        if 'monthly_usd' in data_keys:
+            data_keys.remove('monthly_usd')
+            data__monthlyusd = data['monthly_usd']
+            if not isinstance(data__monthlyusd, (int, float, Decimal)) or isinstance(data__monthlyusd, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.monthly_usd must be number', value=data__monthlyusd, name='' + (name_prefix or 'data') + '.monthly_usd', definition=None, rule='type')
+            if isinstance(data__monthlyusd, (int, float, Decimal)):
+                if data__monthlyusd <= 0:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.monthly_usd must be bigger than 0', value=data__monthlyusd, name='' + (name_prefix or 'data') + '.monthly_usd', definition=None, rule='minimum')
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_latency(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data_keys = set(data.keys())
+        if 'percentile' in data_keys:
+            data_keys.remove('percentile')
+            data__percentile = data['percentile']
+            if not isinstance(data__percentile, int) or isinstance(data__percentile, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.percentile must be integer', value=data__percentile, name='' + (name_prefix or 'data') + '.percentile', definition=None, rule='type')
+            if data__percentile not in [50, 90, 99]:
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.percentile must be one of [50, 90, 99]', value=data__percentile, name='' + (name_prefix or 'data') + '.percentile', definition=None, rule='enum')
+        if 'min_samples' in data_keys:
+            data_keys.remove('min_samples')
+            data__minsamples = data['min_samples']
+            if not isinstance(data__minsamples, int) or isinstance(data__minsamples, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_samples must be integer', value=data__minsamples, name='' + (name_prefix or 'data') + '.min_samples', definition=None, rule='type')
+            if isinstance(data__minsamples, (int, float, Decimal)):
+                if data__minsamples < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_samples must be bigger than or equal to 1', value=data__minsamples, name='' + (name_prefix or 'data') + '.min_samples', definition=None, rule='minimum')
+                if data__minsamples > 10000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_samples must be smaller than or equal to 10000', value=data__minsamples, name='' + (name_prefix or 'data') + '.min_samples', definition=None, rule='maximum')
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_circuit_breaker(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data_keys = set(data.keys())
+        if 'enabled' in data_keys:
+            data_keys.remove('enabled')
+            data__enabled = data['enabled']
+            if not isinstance(data__enabled, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.enabled must be boolean', value=data__enabled, name='' + (name_prefix or 'data') + '.enabled', definition=None, rule='type')
+        if 'window_seconds' in data_keys:
+            data_keys.remove('window_seconds')
+            data__windowseconds = data['window_seconds']
+            if not isinstance(data__windowseconds, int) or isinstance(data__windowseconds, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.window_seconds must be integer', value=data__windowseconds, name='' + (name_prefix or 'data') + '.window_seconds', definition=None, rule='type')
+            if isinstance(data__windowseconds, (int, float, Decimal)):
+                if data__windowseconds < 5:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.window_seconds must be bigger than or equal to 5', value=data__windowseconds, name='' + (name_prefix or 'data') + '.window_seconds', definition=None, rule='minimum')
+                if data__windowseconds > 3600:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.window_seconds must be smaller than or equal to 3600', value=data__windowseconds, name='' + (name_prefix or 'data') + '.window_seconds', definition=None, rule='maximum')
+        if 'failure_threshold' in data_keys:
+            data_keys.remove('failure_threshold')
+            data__failurethreshold = data['failure_threshold']
+            if not isinstance(data__failurethreshold, int) or isinstance(data__failurethreshold, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_threshold must be integer', value=data__failurethreshold, name='' + (name_prefix or 'data') + '.failure_threshold', definition=None, rule='type')
+            if isinstance(data__failurethreshold, (int, float, Decimal)):
+                if data__failurethreshold < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_threshold must be bigger than or equal to 1', value=data__failurethreshold, name='' + (name_prefix or 'data') + '.failure_threshold', definition=None, rule='minimum')
+                if data__failurethreshold > 100000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_threshold must be smaller than or equal to 100000', value=data__failurethreshold, name='' + (name_prefix or 'data') + '.failure_threshold', definition=None, rule='maximum')
+        if 'throttle_threshold' in data_keys:
+            data_keys.remove('throttle_threshold')
+            data__throttlethreshold = data['throttle_threshold']
+            if not isinstance(data__throttlethreshold, int) or isinstance(data__throttlethreshold, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be integer', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='type')
+            if isinstance(data__throttlethreshold, (int, float, Decimal)):
+                if data__throttlethreshold < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be bigger than or equal to 1', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='minimum')
+                if data__throttlethreshold > 100000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be smaller than or equal to 100000', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='maximum')
+        if 'failure_rate_percent' in data_keys:
+            data_keys.remove('failure_rate_percent')
+            data__failureratepercent = data['failure_rate_percent']
+            if not isinstance(data__failureratepercent, (int, float, Decimal)) or isinstance(data__failureratepercent, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_rate_percent must be number', value=data__failureratepercent, name='' + (name_prefix or 'data') + '.failure_rate_percent', definition=None, rule='type')
+            if isinstance(data__failureratepercent, (int, float, Decimal)):
+                if data__failureratepercent < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_rate_percent must be bigger than or equal to 1', value=data__failureratepercent, name='' + (name_prefix or 'data') + '.failure_rate_percent', definition=None, rule='minimum')
+                if data__failureratepercent > 100:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_rate_percent must be smaller than or equal to 100', value=data__failureratepercent, name='' + (name_prefix or 'data') + '.failure_rate_percent', definition=None, rule='maximum')
+        if 'min_calls' in data_keys:
+            data_keys.remove('min_calls')
+            data__mincalls = data['min_calls']
+            if not isinstance(data__mincalls, int) or isinstance(data__mincalls, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_calls must be integer', value=data__mincalls, name='' + (name_prefix or 'data') + '.min_calls', definition=None, rule='type')
+            if isinstance(data__mincalls, (int, float, Decimal)):
+                if data__mincalls < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_calls must be bigger than or equal to 1', value=data__mincalls, name='' + (name_prefix or 'data') + '.min_calls', definition=None, rule='minimum')
+                if data__mincalls > 100000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_calls must be smaller than or equal to 100000', value=data__mincalls, name='' + (name_prefix or 'data') + '.min_calls', definition=None, rule='maximum')
+        if 'cooldown_seconds' in data_keys:
+            data_keys.remove('cooldown_seconds')
+            data__cooldownseconds = data['cooldown_seconds']
+            if not isinstance(data__cooldownseconds, int) or isinstance(data__cooldownseconds, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cooldown_seconds must be integer', value=data__cooldownseconds, name='' + (name_prefix or 'data') + '.cooldown_seconds', definition=None, rule='type')
+            if isinstance(data__cooldownseconds, (int, float, Decimal)):
+                if data__cooldownseconds < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cooldown_seconds must be bigger than or equal to 1', value=data__cooldownseconds, name='' + (name_prefix or 'data') + '.cooldown_seconds', definition=None, rule='minimum')
+                if data__cooldownseconds > 3600:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cooldown_seconds must be smaller than or equal to 3600', value=data__cooldownseconds, name='' + (name_prefix or 'data') + '.cooldown_seconds', definition=None, rule='maximum')
+        if 'half_open_probes' in data_keys:
+            data_keys.remove('half_open_probes')
+            data__halfopenprobes = data['half_open_probes']
+            if not isinstance(data__halfopenprobes, int) or isinstance(data__halfopenprobes, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be integer', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='type')
+            if isinstance(data__halfopenprobes, (int, float, Decimal)):
+                if data__halfopenprobes < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be bigger than or equal to 1', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='minimum')
+                if data__halfopenprobes > 100:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be smaller than or equal to 100', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='maximum')
         if data_keys:
             raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
     return data
@@ -595,6 +847,16 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.temperature must be bigger than or equal to 0', value=data__temperature, name='' + (name_prefix or 'data') + '.temperature', definition=None, rule='minimum')
                 if data__temperature > 1:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.temperature must be smaller than or equal to 1', value=data__temperature, name='' + (name_prefix or 'data') + '.temperature', definition=None, rule='maximum')
+        if 'latency_sla_ms' in data_keys:
+            data_keys.remove('latency_sla_ms')
+            data__latencyslams = data['latency_sla_ms']
+            if not isinstance(data__latencyslams, int) or isinstance(data__latencyslams, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.latency_sla_ms must be integer', value=data__latencyslams, name='' + (name_prefix or 'data') + '.latency_sla_ms', definition=None, rule='type')
+            if isinstance(data__latencyslams, (int, float, Decimal)):
+                if data__latencyslams < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.latency_sla_ms must be bigger than or equal to 1', value=data__latencyslams, name='' + (name_prefix or 'data') + '.latency_sla_ms', definition=None, rule='minimum')
+                if data__latencyslams > 900000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.latency_sla_ms must be smaller than or equal to 900000', value=data__latencyslams, name='' + (name_prefix or 'data') + '.latency_sla_ms', definition=None, rule='maximum')
         if data_keys:
             raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
     return data

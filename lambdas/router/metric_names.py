@@ -41,3 +41,15 @@ MODEL_CALL_FAILURES: Final = "ModelCallFailures"
 
 # Caller errors (HTTP 4xx answered by the router), dimensioned [service].
 BAD_REQUESTS: Final = "BadRequests"
+
+# Budget gauges, one value per answered request from the live-state snapshot, dimensioned [service]:
+# the highest share of any budget that applies to the request (global, tier, API key; day or month), and
+# today's global spend.
+BUDGET_USED_PERCENT: Final = "BudgetUsedPercent"
+SPEND_TODAY_USD: Final = "SpendTodayUsd"
+# Requests refused (HTTP 429) or degraded because a budget is spent, dimensioned [service].
+BUDGET_EXHAUSTED: Final = "BudgetExhausted"
+# Circuit breakers opened by this instance, dimensioned [service, Model, Region].
+CIRCUITS_OPENED: Final = "CircuitsOpened"
+# Live-state store calls that failed or timed out (the router then routes on local knowledge), [service].
+STATE_STORE_ERRORS: Final = "StateStoreErrors"

@@ -69,6 +69,7 @@ class Route(NamedTuple):
     fallbacks: tuple[str, ...]
     max_tokens: int | None
     temperature: float | None
+    latency_sla_ms: int | None = None
 
     @property
     def weighted(self) -> bool:
@@ -100,6 +101,47 @@ class Resilience(NamedTuple):
     degraded_message: str
 
 
+class BreakerSettings(NamedTuple):
+    """When a (model, region) circuit opens and how it recovers (see ``breaker.py``)."""
+
+    enabled: bool = True
+    window_seconds: int = 30
+    failure_threshold: int = 5
+    throttle_threshold: int = 50
+    failure_rate_percent: float = 50.0
+    min_calls: int = 20
+    cooldown_seconds: int = 30
+    half_open_probes: int = 1
+
+
+class LatencySettings(NamedTuple):
+    percentile: int = 90
+    min_samples: int = 5
+
+
+class BudgetLimits(NamedTuple):
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+
+
+class BudgetMode(NamedTuple):
+    at_percent: float
+    max_model_tier: str | None
+    action: str | None  # "degrade" or "reject"
+
+
+class Budget(NamedTuple):
+    """Spend limits; ``modes`` ascending by ``at_percent``."""
+
+    overall: BudgetLimits
+    per_tier: Mapping[str, BudgetLimits]
+    per_api_key: BudgetLimits | None
+    modes: tuple[BudgetMode, ...]
+
+
+MODEL_TIER_RANK: Mapping[str, int] = {"economy": 0, "standard": 1, "premium": 2}
+
+
 class RequestLimits(NamedTuple):
     max_prompt_chars: int
     max_messages: int
@@ -125,6 +167,9 @@ class Policy(NamedTuple):
     resilience: Resilience
     limits: RequestLimits
     document: Mapping[str, Any]
+    breaker: BreakerSettings = BreakerSettings()
+    latency: LatencySettings = LatencySettings()
+    budget: Budget | None = None
 
     def model_by_id_or_key(self, name: str) -> ModelSpec | None:
         """Find a catalog model by its policy key or its Bedrock model id."""
@@ -239,12 +284,39 @@ def _check_references(doc: Mapping[str, Any]) -> None:
             f"(got {complexity['moderate_at']} > {complexity['complex_at']})"
         )
 
+    if "budget" in doc:
+        _check_budget(doc["budget"], tiers["levels"])
+
     resilience = doc["resilience"]
     base, cap = resilience.get("backoff_base_ms", 100), resilience.get("backoff_cap_ms", 2000)
     if base > cap:
         raise PolicyError(
             f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})"
         )
+
+
+def _check_budget(budget: Mapping[str, Any], tiers: Mapping[str, Any]) -> None:
+    limits = [budget.get("daily_usd"), budget.get("monthly_usd"), budget.get("per_tier"), budget.get("per_api_key")]
+    if not any(limits):
+        raise PolicyError(
+            "invalid policy: budget needs at least one of daily_usd, monthly_usd, per_tier, per_api_key"
+        )
+    for tier in budget.get("per_tier", {}):
+        if tier not in tiers:
+            raise PolicyError(f"invalid policy: budget.per_tier.{tier} is not a tier in rules.tiers.levels")
+    previous = 0.0
+    for index, mode in enumerate(budget["modes"]):
+        if ("max_model_tier" in mode) == ("action" in mode):
+            raise PolicyError(
+                f"invalid policy: budget.modes[{index}] needs exactly one of max_model_tier or action "
+                f"(got {_show(mode)})"
+            )
+        if mode["at_percent"] <= previous:
+            raise PolicyError(
+                f"invalid policy: budget.modes[{index}].at_percent must be above the previous mode's "
+                f"(got {mode['at_percent']} after {previous})"
+            )
+        previous = mode["at_percent"]
 
 
 def _keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
@@ -288,6 +360,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             fallbacks=tuple(r.get("fallbacks", ())),
             max_tokens=r.get("max_tokens"),
             temperature=r.get("temperature"),
+            latency_sla_ms=r.get("latency_sla_ms"),
         )
         for name, r in document["routes"].items()
     }
@@ -331,6 +404,25 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             max_output_tokens=limits.get("max_output_tokens", 8192),
         ),
         document=document,
+        breaker=BreakerSettings(**document.get("circuit_breaker", {})),
+        latency=LatencySettings(**document.get("latency", {})),
+        budget=_compile_budget(document["budget"]) if "budget" in document else None,
+    )
+
+
+def _limits(data: Mapping[str, Any]) -> BudgetLimits:
+    return BudgetLimits(daily_usd=data.get("daily_usd"), monthly_usd=data.get("monthly_usd"))
+
+
+def _compile_budget(budget: Mapping[str, Any]) -> Budget:
+    return Budget(
+        overall=_limits(budget),
+        per_tier={tier: _limits(limits) for tier, limits in budget.get("per_tier", {}).items()},
+        per_api_key=_limits(budget["per_api_key"]) if "per_api_key" in budget else None,
+        modes=tuple(
+            BudgetMode(at_percent=float(m["at_percent"]), max_model_tier=m.get("max_model_tier"), action=m.get("action"))
+            for m in budget["modes"]
+        ),
     )
 
 

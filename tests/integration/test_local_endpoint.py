@@ -15,7 +15,7 @@ HARD = (
 def test_health_reports_the_policy(endpoint):
     response = endpoint.request("GET", "/health")
     assert response.status == 200
-    assert response.body["policy_version"] == "2026-11-22.1"
+    assert response.body["policy_version"] == "2026-11-23.1"
 
 
 def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(contract_fields, endpoint):

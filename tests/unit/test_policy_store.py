@@ -48,7 +48,7 @@ def test_caches_for_max_age_then_refreshes(policy_document):
 def test_new_valid_version_replaces_the_old_one(policy_document):
     clock, source = Clock(), Source(policy_document)
     store = PolicyStore(source, max_age_s=10, clock=clock)
-    assert store.current().version == "2026-11-22.1"
+    assert store.current().version == "2026-11-23.1"
     policy_document["policy_version"] = "v2"
     source.raw = json.dumps(policy_document).encode()
     clock.now = 11
@@ -97,7 +97,7 @@ def test_file_fetcher_reads_the_file_each_refresh(tmp_path, policy_document):
     path.write_text(json.dumps(policy_document))
     clock = Clock()
     store = PolicyStore(file_fetcher(path), max_age_s=5, clock=clock)
-    assert store.current().version == "2026-11-22.1"
+    assert store.current().version == "2026-11-23.1"
     policy_document["policy_version"] = "edited"
     path.write_text(json.dumps(policy_document))
     clock.now = 6
@@ -137,7 +137,7 @@ def test_appconfig_fetcher_reads_through_powertools_with_a_stubbed_client(policy
         # When the router asks for the policy
         policy = store.current()
         # Then it is the AppConfig document, compiled
-        assert policy.version == "2026-11-22.1"
+        assert policy.version == "2026-11-23.1"
         stub.assert_no_pending_responses()
 
 
@@ -181,8 +181,8 @@ def test_empty_configuration_is_not_deployed_yet_rather_than_invalid(policy_docu
     # And once the rollout reaches the client, the policy loads
     source.raw = json.dumps(policy_document).encode()
     clock.now = 11
-    assert store.current().version == "2026-11-22.1"
+    assert store.current().version == "2026-11-23.1"
     # And a later empty answer keeps the good policy
     source.raw = b""
     clock.now = 22
-    assert store.current().version == "2026-11-22.1"
+    assert store.current().version == "2026-11-23.1"
