@@ -313,16 +313,6 @@ def validate___definitions_circuit_breaker(data, custom_formats={}, name_prefix=
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_threshold must be bigger than or equal to 1', value=data__failurethreshold, name='' + (name_prefix or 'data') + '.failure_threshold', definition=None, rule='minimum')
                 if data__failurethreshold > 100000:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.failure_threshold must be smaller than or equal to 100000', value=data__failurethreshold, name='' + (name_prefix or 'data') + '.failure_threshold', definition=None, rule='maximum')
-        if 'throttle_threshold' in data_keys:
-            data_keys.remove('throttle_threshold')
-            data__throttlethreshold = data['throttle_threshold']
-            if not isinstance(data__throttlethreshold, int) or isinstance(data__throttlethreshold, bool):
-                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be integer', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='type')
-            if isinstance(data__throttlethreshold, (int, float, Decimal)):
-                if data__throttlethreshold < 1:
-                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be bigger than or equal to 1', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='minimum')
-                if data__throttlethreshold > 100000:
-                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_threshold must be smaller than or equal to 100000', value=data__throttlethreshold, name='' + (name_prefix or 'data') + '.throttle_threshold', definition=None, rule='maximum')
         if 'failure_rate_percent' in data_keys:
             data_keys.remove('failure_rate_percent')
             data__failureratepercent = data['failure_rate_percent']
@@ -363,6 +353,16 @@ def validate___definitions_circuit_breaker(data, custom_formats={}, name_prefix=
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be bigger than or equal to 1', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='minimum')
                 if data__halfopenprobes > 100:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be smaller than or equal to 100', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='maximum')
+        if 'throttle_rate_percent' in data_keys:
+            data_keys.remove('throttle_rate_percent')
+            data__throttleratepercent = data['throttle_rate_percent']
+            if not isinstance(data__throttleratepercent, (int, float, Decimal)) or isinstance(data__throttleratepercent, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_rate_percent must be number', value=data__throttleratepercent, name='' + (name_prefix or 'data') + '.throttle_rate_percent', definition=None, rule='type')
+            if isinstance(data__throttleratepercent, (int, float, Decimal)):
+                if data__throttleratepercent < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_rate_percent must be bigger than or equal to 1', value=data__throttleratepercent, name='' + (name_prefix or 'data') + '.throttle_rate_percent', definition=None, rule='minimum')
+                if data__throttleratepercent > 100:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.throttle_rate_percent must be smaller than or equal to 100', value=data__throttleratepercent, name='' + (name_prefix or 'data') + '.throttle_rate_percent', definition=None, rule='maximum')
         if data_keys:
             raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
     return data

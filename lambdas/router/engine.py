@@ -16,15 +16,26 @@ caller's problem (``RoutingError``, HTTP 400). Weighted candidates split callers
 (hash of route and caller key): the picked one goes first and the others follow as fallbacks.
 Each model expands into one planned call per region, home region first; a (model, region) whose
 circuit is open in the live state is skipped.
+
+Live state then shapes the plan:
+
+- budget: the highest ``budget.modes`` entry whose ``at_percent`` the spend has reached applies. A
+  ``max_model_tier`` mode drops models above that tier (when that leaves nothing, the cheapest catalog
+  models within the tier that can take the request stand in); an ``action`` mode ends routing: the
+  decision carries ``budget_action`` ("degrade" or "reject") and an empty plan.
+- latency: with a latency budget (the caller's ``X-Latency-Budget-Ms``, else the route's
+  ``latency_sla_ms``), planned calls whose recent latency exceeds it move to the end of the plan, order
+  otherwise kept; unknown latency counts as fast.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .classifier import Complexity, classify
-from .policy import AUTO_ROUTE, ModelSpec, Policy, Route
+from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, ModelSpec, Policy, Route
 
 
 class RoutingError(ValueError):
@@ -43,6 +54,7 @@ class RoutingRequest(NamedTuple):
         model: a model the caller asks for (catalog key or model id), or None.
         max_tokens: the caller's output limit, or None for the route's.
         sticky_key: caller identity that keeps one caller on one canary variant.
+        latency_budget_ms: the caller's latency budget, or None for the route's SLA.
     """
 
     text: str
@@ -53,6 +65,7 @@ class RoutingRequest(NamedTuple):
     model: str | None = None
     max_tokens: int | None = None
     sticky_key: str = ""
+    latency_budget_ms: int | None = None
 
 
 class LiveState(NamedTuple):
@@ -60,9 +73,15 @@ class LiveState(NamedTuple):
 
     Attributes:
         open_circuits: (model key, region) pairs that must not be called.
+        latency_ms: recent latency (the policy's percentile) per (model key, region), where known.
+        budget_used_percent: the highest share of any budget that applies to this request, or None.
+        budget_scope: which budget that is ("daily", "monthly", "tier economy daily", ...).
     """
 
     open_circuits: frozenset[tuple[str, str]] = frozenset()
+    latency_ms: Mapping[tuple[str, str], float] = {}
+    budget_used_percent: float | None = None
+    budget_scope: str | None = None
 
 
 class PlannedCall(NamedTuple):
@@ -78,6 +97,7 @@ class Decision(NamedTuple):
     max_tokens: int
     temperature: float | None
     reasons: dict[str, Any]
+    budget_action: str | None = None
 
 
 DEFAULT_MAX_TOKENS = 1024
@@ -179,13 +199,49 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
                 skipped.append({"model": name, "reason": why})
         return chain
 
-    chain = viable_chain(route)
+    mode = _budget_mode(policy, state, reasons)
+    if mode is not None and mode.action is not None:
+        reasons["route"] = route.name
+        return Decision(
+            route=route.name,
+            primary_model=route.candidates[0].model,
+            plan=(),
+            max_tokens=max_tokens,
+            temperature=route.temperature,
+            reasons=reasons,
+            budget_action=mode.action,
+        )
+    cap_tier = mode.max_model_tier if mode is not None else None
+    cap = MODEL_TIER_RANK[cap_tier] if cap_tier else None
+
+    def capped(candidates: list[ModelSpec]) -> list[ModelSpec]:
+        if cap is None:
+            return candidates
+        kept = [spec for spec in candidates if MODEL_TIER_RANK[spec.tier] <= cap]
+        for spec in candidates:
+            if spec not in kept:
+                skipped.append({"model": spec.key, "reason": f"budget caps models at tier {cap_tier}"})
+        if kept or not candidates:
+            return kept
+        stand_ins = sorted(
+            (
+                spec
+                for spec in policy.models.values()
+                if MODEL_TIER_RANK[spec.tier] <= cap and _fits(spec, request, needed) is None
+            ),
+            key=lambda spec: (spec.price_per_1k_input_usd + spec.price_per_1k_output_usd, spec.key),
+        )
+        if stand_ins:
+            reasons["budget"]["stand_ins"] = [spec.key for spec in stand_ins[:3]]
+        return stand_ins[:3]
+
+    chain = capped(viable_chain(route))
     if not chain:
         alternative = policy.image_route if request.images else policy.long_context_route
         if alternative is not None and alternative != route.name:
             reasons["switched_route"] = {"from": route.name, "to": alternative}
             route = policy.routes[alternative]
-            chain = viable_chain(route)
+            chain = capped(viable_chain(route))
     reasons["route"] = route.name
     if skipped:
         reasons["skipped"] = skipped
@@ -208,6 +264,7 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
             plan.append(PlannedCall(model=spec, region=region, fallback=spec is not primary))
     if circuit_skips:
         reasons.setdefault("skipped", []).extend(circuit_skips)
+    plan = _latency_order(plan, route, request, state, reasons)
     reasons["plan"] = [f"{call.model.key}@{call.region}" for call in plan]
     return Decision(
         route=route.name,
@@ -217,3 +274,45 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         temperature=route.temperature,
         reasons=reasons,
     )
+
+
+def _budget_mode(policy: Policy, state: LiveState, reasons: dict[str, Any]) -> BudgetMode | None:
+    """The budget mode in force: the last one whose threshold the spend has reached."""
+    if policy.budget is None or state.budget_used_percent is None:
+        return None
+    active = None
+    for mode in policy.budget.modes:
+        if state.budget_used_percent >= mode.at_percent:
+            active = mode
+    reason: dict[str, Any] = {"used_percent": round(state.budget_used_percent, 1), "scope": state.budget_scope}
+    if active is not None:
+        reason["mode"] = active.action or f"max tier {active.max_model_tier}"
+        reason["at_percent"] = active.at_percent
+    reasons["budget"] = reason
+    return active
+
+
+def _latency_order(
+    plan: list[PlannedCall], route: Route, request: RoutingRequest, state: LiveState, reasons: dict[str, Any]
+) -> list[PlannedCall]:
+    """Move calls whose recent latency exceeds the latency budget to the end, keeping order otherwise."""
+    budget_ms, source = request.latency_budget_ms, "header"
+    if budget_ms is None:
+        budget_ms, source = route.latency_sla_ms, "route_sla"
+    if budget_ms is None:
+        return plan
+    fast: list[PlannedCall] = []
+    slow: list[PlannedCall] = []
+    demoted: list[dict[str, Any]] = []
+    for call in plan:
+        latency = state.latency_ms.get((call.model.key, call.region))
+        if latency is not None and latency > budget_ms:
+            slow.append(call)
+            demoted.append({"model": call.model.key, "region": call.region, "recent_latency_ms": latency})
+        else:
+            fast.append(call)
+    reason: dict[str, Any] = {"budget_ms": budget_ms, "source": source}
+    if demoted:
+        reason["deprioritised"] = demoted
+    reasons["latency"] = reason
+    return fast + slow

@@ -148,6 +148,8 @@ def execute_plan(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     rng: random.Random,
+    skip: Callable[[PlannedCall], bool] | None = None,
+    on_attempt: Callable[[AttemptRecord], None] | None = None,
 ) -> ExecutionResult:
     """Call the plan's models in order until one answers.
 
@@ -159,14 +161,24 @@ def execute_plan(
         clock: monotonic seconds.
         sleep: waits a number of seconds.
         rng: the random source for backoff jitter.
+        skip: whether a planned call should no longer be made (its circuit opened after planning).
+        on_attempt: told about every attempt as it ends (circuit breakers, latency).
     """
     result = ExecutionResult()
     abandoned_models: set[str] = set()
     caller_failures: dict[str, str] = {}
     tried_models: set[str] = set()
     attempt_timeout = resilience.attempt_timeout_ms / 1000.0
+    record = result.attempts.append
+    if on_attempt is not None:
+        report = on_attempt
+
+        def record(attempt: AttemptRecord) -> None:
+            result.attempts.append(attempt)
+            report(attempt)
+
     for call in plan:
-        if call.model.key in abandoned_models:
+        if call.model.key in abandoned_models or (skip is not None and skip(call)):
             continue
         retry = 0
         while True:
@@ -183,7 +195,7 @@ def execute_plan(
                 reply = invoke(call, min(attempt_timeout, remaining))
             except ModelCallError as error:
                 elapsed_ms = (clock() - started) * 1000.0
-                result.attempts.append(
+                record(
                     AttemptRecord(
                         call.model.key,
                         call.model.model_id,
@@ -205,7 +217,7 @@ def execute_plan(
                 if error.failure_class is FailureClass.CALLER:
                     caller_failures[call.model.key] = error.message
                 break
-            result.attempts.append(
+            record(
                 AttemptRecord(
                     call.model.key, call.model.model_id, call.region, "ok", None, (clock() - started) * 1000.0, retry
                 )

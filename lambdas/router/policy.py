@@ -107,8 +107,8 @@ class BreakerSettings(NamedTuple):
     enabled: bool = True
     window_seconds: int = 30
     failure_threshold: int = 5
-    throttle_threshold: int = 50
     failure_rate_percent: float = 50.0
+    throttle_rate_percent: float = 90.0
     min_calls: int = 20
     cooldown_seconds: int = 30
     half_open_probes: int = 1
@@ -298,9 +298,7 @@ def _check_references(doc: Mapping[str, Any]) -> None:
 def _check_budget(budget: Mapping[str, Any], tiers: Mapping[str, Any]) -> None:
     limits = [budget.get("daily_usd"), budget.get("monthly_usd"), budget.get("per_tier"), budget.get("per_api_key")]
     if not any(limits):
-        raise PolicyError(
-            "invalid policy: budget needs at least one of daily_usd, monthly_usd, per_tier, per_api_key"
-        )
+        raise PolicyError("invalid policy: budget needs at least one of daily_usd, monthly_usd, per_tier, per_api_key")
     for tier in budget.get("per_tier", {}):
         if tier not in tiers:
             raise PolicyError(f"invalid policy: budget.per_tier.{tier} is not a tier in rules.tiers.levels")
@@ -420,7 +418,9 @@ def _compile_budget(budget: Mapping[str, Any]) -> Budget:
         per_tier={tier: _limits(limits) for tier, limits in budget.get("per_tier", {}).items()},
         per_api_key=_limits(budget["per_api_key"]) if "per_api_key" in budget else None,
         modes=tuple(
-            BudgetMode(at_percent=float(m["at_percent"]), max_model_tier=m.get("max_model_tier"), action=m.get("action"))
+            BudgetMode(
+                at_percent=float(m["at_percent"]), max_model_tier=m.get("max_model_tier"), action=m.get("action")
+            )
             for m in budget["modes"]
         ),
     )

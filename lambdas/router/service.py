@@ -11,9 +11,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from . import metric_names as m
+from .budget import SpendScope, scopes_for
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
 from .engine import LiveState, PlannedCall, RoutingError, RoutingRequest, decide
 from .executor import AttemptRecord, ModelReply, execute_plan
+from .live_state import LiveStateTracker, Snapshot
 from .policy import Policy
 from .policy_store import PolicyStore
 
@@ -21,6 +23,8 @@ DEGRADED_MODEL = "DEGRADED_SERVICE"
 FALLBACK_PREFIX = "FALLBACK:"
 # Time kept back from the Lambda's remaining time to build and return the answer.
 RESPONSE_RESERVE_MS = 500
+LATENCY_BUDGET_HEADER = "X-Latency-Budget-Ms"
+MAX_LATENCY_BUDGET_MS = 900_000
 
 
 class ModelGateway(Protocol):
@@ -50,6 +54,8 @@ class Outcome(NamedTuple):
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     failed_attempts: tuple[AttemptRecord, ...] = ()
+    budget_used_percent: float | None = None
+    spend_today_usd: float | None = None
 
 
 class CallerContext(NamedTuple):
@@ -59,11 +65,13 @@ class CallerContext(NamedTuple):
         headers: request headers, looked up case-insensitively (the policy names the tier header).
         sticky_key: caller identity that keeps one caller on one canary variant.
         remaining_ms: the Lambda's remaining time, or None outside Lambda.
+        api_key_id: API Gateway's id of the caller's API key, for per-key budgets.
     """
 
     headers: Mapping[str, str]
     sticky_key: str
     remaining_ms: int | None
+    api_key_id: str | None = None
 
 
 class RouterService:
@@ -72,7 +80,7 @@ class RouterService:
     Args:
         policies: the live policy.
         gateway: makes model calls.
-        live_state: returns the current snapshot of circuits (and, later, latency and spend).
+        live_state: the instance's view of shared circuits, latency and spend; None routes without it.
         max_body_bytes: request bodies above this are rejected before parsing.
         clock: monotonic seconds; sleep: waits; rng: jitter source. Handed in so tests control time.
     """
@@ -82,7 +90,8 @@ class RouterService:
         *,
         policies: PolicyStore,
         gateway: ModelGateway,
-        live_state: Callable[[], LiveState] = LiveState,
+        live_state: LiveStateTracker | None = None,
+        wall_clock: Callable[[], float] = time.time,
         max_body_bytes: int = 6_000_000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -90,7 +99,8 @@ class RouterService:
     ) -> None:
         self.policies = policies
         self._gateway = gateway
-        self._live_state = live_state
+        self.live_state = live_state
+        self._wall_clock = wall_clock
         self._max_body_bytes = max_body_bytes
         self._clock = clock
         self._sleep = sleep
@@ -101,6 +111,44 @@ class RouterService:
         policy = self.policies.current()
         try:
             request = parse_generate(parse_body(raw_body, max_body_bytes=self._max_body_bytes), policy.limits)
+            latency_budget_ms = _latency_budget(caller.headers.get(LATENCY_BUDGET_HEADER))
+        except BadRequest as exc:
+            return bad_request(str(exc))
+        tier_header = caller.headers.get(policy.tier_header)
+        tier = tier_header.lower() if tier_header else policy.default_tier
+        scopes = scopes_for(policy.budget, self._wall_clock(), tier=tier, api_key=caller.api_key_id)
+        snapshot = self.live_state.snapshot(policy, scopes) if self.live_state is not None else None
+        try:
+            return self._route(
+                policy,
+                request,
+                caller=caller,
+                started=started,
+                snapshot=snapshot,
+                scopes=scopes,
+                tier_header=tier_header,
+                latency_budget_ms=latency_budget_ms,
+            )
+        finally:
+            if self.live_state is not None and snapshot is not None:
+                self.live_state.release(snapshot.probes)
+
+    def _route(
+        self,
+        policy: Policy,
+        request: GenerateInput,
+        *,
+        caller: CallerContext,
+        started: float,
+        snapshot: Snapshot | None,
+        scopes: tuple[SpendScope, ...],
+        tier_header: str | None,
+        latency_budget_ms: int | None,
+    ) -> Outcome:
+        state = snapshot.state if snapshot is not None else LiveState()
+        used_percent = state.budget_used_percent
+        spend_today = snapshot.spend_today_usd if snapshot is not None else None
+        try:
             decision = decide(
                 policy,
                 RoutingRequest(
@@ -108,15 +156,20 @@ class RouterService:
                     input_chars=len(request.text),
                     images=len(request.images),
                     use_case=request.use_case,
-                    tier=caller.headers.get(policy.tier_header),
+                    tier=tier_header,
                     model=request.model,
                     max_tokens=request.max_tokens,
                     sticky_key=caller.sticky_key,
+                    latency_budget_ms=latency_budget_ms,
                 ),
-                self._live_state(),
+                state,
             )
-        except (BadRequest, RoutingError) as exc:
+        except RoutingError as exc:
             return bad_request(str(exc))
+        if decision.budget_action == "reject":
+            return _budget_refused(state, self._wall_clock())._replace(
+                budget_used_percent=used_percent, spend_today_usd=spend_today
+            )
 
         budget_ms = policy.resilience.total_deadline_ms
         if caller.remaining_ms is not None:
@@ -133,6 +186,16 @@ class RouterService:
                 inference_config=_inference_config(call, decision.max_tokens, request, decision.temperature),
             )
 
+        tracker = self.live_state
+        skip = on_attempt = None
+        if tracker is not None:
+
+            def skip(call: PlannedCall) -> bool:
+                return tracker.is_open(policy, call.model.model_id, call.region)
+
+            def on_attempt(attempt: AttemptRecord) -> None:
+                tracker.record_attempt(policy, attempt.model_id, attempt.region, attempt.outcome, attempt.latency_ms)
+
         result = execute_plan(
             decision.plan,
             invoke,
@@ -141,6 +204,8 @@ class RouterService:
             clock=self._clock,
             sleep=self._sleep,
             rng=self._rng,
+            skip=skip,
+            on_attempt=on_attempt,
         )
         latency_ms = (self._clock() - started) * 1000.0
         explained = {
@@ -152,13 +217,21 @@ class RouterService:
         if result.reply is None or result.answered_by is None:
             if result.caller_error is not None:
                 return bad_request(f"no model accepted the input: {result.caller_error}", failed_attempts=failed)
-            if result.stop_reason:
+            if decision.budget_action == "degrade":
+                explained["gave_up"] = "budget"
+            elif not decision.plan:
+                explained["gave_up"] = "all circuits open"
+            elif result.stop_reason:
                 explained["gave_up"] = result.stop_reason
-            return _degraded(policy, decision.route, explained, latency_ms, failed)
+            return _degraded(policy, decision.route, explained, latency_ms, failed)._replace(
+                budget_used_percent=used_percent, spend_today_usd=spend_today
+            )
 
         call = result.answered_by
         reply = result.reply
         cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
+        if tracker is not None:
+            tracker.record_spend(cost, scopes)
         model_used = f"{FALLBACK_PREFIX}{call.model.model_id}" if call.fallback else call.model.model_id
         body = {
             "output": reply.text,
@@ -186,7 +259,49 @@ class RouterService:
             cost_usd=cost,
             latency_ms=latency_ms,
             failed_attempts=failed,
+            budget_used_percent=used_percent,
+            spend_today_usd=spend_today,
         )
+
+
+def _latency_budget(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LATENCY_BUDGET_MS:
+        raise BadRequest(
+            f"{LATENCY_BUDGET_HEADER} must be a whole number of milliseconds from 1 to {MAX_LATENCY_BUDGET_MS} "
+            f"(got {raw[:40]!r})"
+        )
+    return value
+
+
+def _budget_refused(state: LiveState, now: float) -> Outcome:
+    """HTTP 429: a budget is spent and the policy says to refuse; Retry-After is the next period's start."""
+    scope = state.budget_scope or "budget"
+    day = int(now // 86_400)
+    if scope.endswith("monthly"):
+        year, month = time.gmtime(now)[:2]
+        next_start = time.mktime((year + month // 12, month % 12 + 1, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
+        retry_after = max(1, int(next_start - now))
+    else:
+        retry_after = max(1, int((day + 1) * 86_400 - now))
+    percent = state.budget_used_percent or 100.0
+    return Outcome(
+        status=429,
+        body={
+            "error": "BudgetExceeded",
+            "message": f"the {scope} spend budget is used up ({percent:.0f}%); the policy refuses requests "
+            f"until it resets in {retry_after} s",
+            "budget_scope": scope,
+            "budget_used_percent": round(percent, 1),
+        },
+        headers={"Retry-After": str(retry_after)},
+        outcome=m.OUTCOME_ERROR,
+    )
 
 
 def _inference_config(

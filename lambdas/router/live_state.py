@@ -1,0 +1,487 @@
+"""Live state shared by every router instance: circuit breakers, rolling latency and spend.
+
+One interface (``StateBackend``), two implementations: ``InMemoryBackend`` (local mode, tests) and
+``dynamo_state.DynamoBackend`` (deployed). ``LiveStateTracker`` is the per-instance side:
+
+- request path: at most one backend read per request, and only when the cached view is older than
+  ``cache_ttl_s`` or lacks a spend counter the request needs;
+- answered calls (counts, latency) and spend are batched and flushed at most every ``flush_interval_s``
+  (atomic adds); failures and throttles are written at once (an atomic add that returns the shared totals),
+  so one instance's failures open the breaker for all; opening, probing and closing a breaker are
+  conditional writes, so instances agree on one ``opened_at`` and on the number of half-open probes;
+- when the backend fails or is slow it is left alone for ``unhealthy_for_s`` and the tracker routes on
+  local knowledge (its own counts and breakers); a request never fails because of the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from . import breaker as b
+from .budget import SpendScope, used_percent
+from .engine import LiveState
+from .policy import BreakerSettings, Policy
+
+Pair = tuple[str, str]
+"""(Bedrock model id, region)."""
+
+
+class CircuitRecord(NamedTuple):
+    """A breaker that is not closed, as the store holds it."""
+
+    opened_at: float
+    probes: int = 0
+    probe_at: float = 0.0
+    reason: str = ""
+
+
+class RemoteView(NamedTuple):
+    """What one backend read returned."""
+
+    circuits: Mapping[Pair, CircuitRecord]
+    counts: Mapping[tuple[Pair, int], b.WindowCounts]
+    spend: Mapping[str, float]
+
+
+class StateBackend(Protocol):
+    def read(self, pairs: Sequence[Pair], windows: Sequence[int], spend_keys: Sequence[str]) -> RemoteView:
+        """One read: every pair's circuit, its counts in ``windows``, and the spend counters."""
+        ...
+
+    def add_counts(self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float) -> b.WindowCounts:
+        """Atomically add ``delta`` to the pair's window; returns the window's new totals."""
+        ...
+
+    def open_circuit(self, pair: Pair, *, opened_at: float, expected: float | None, reason: str) -> bool:
+        """Open (or re-open) the circuit if its ``opened_at`` is still ``expected`` (None: closed)."""
+        ...
+
+    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, stale_before: float) -> bool:
+        """Take a half-open probe slot of the circuit opened at ``opened_at``; slots claimed before
+        ``stale_before`` whose probe never reported count as free."""
+        ...
+
+    def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:
+        """Close the circuit if it is still the one opened at ``opened_at``."""
+        ...
+
+    def add_spend(self, amounts: Mapping[str, tuple[float, float]]) -> None:
+        """Atomically add USD to spend counters: key -> (usd, expires_at)."""
+        ...
+
+
+class InMemoryBackend:
+    """The store in one process: local mode and tests (share one between trackers to model instances)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.circuits: dict[Pair, CircuitRecord] = {}
+        self.counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self.spend: dict[str, float] = {}
+        self.reads = 0
+        self.writes = 0
+
+    def read(self, pairs: Sequence[Pair], windows: Sequence[int], spend_keys: Sequence[str]) -> RemoteView:
+        with self._lock:
+            self.reads += 1
+            wanted = set(pairs)
+            return RemoteView(
+                circuits={pair: record for pair, record in self.circuits.items() if pair in wanted},
+                counts={
+                    (pair, window): self.counts[(pair, window)]
+                    for pair in pairs
+                    for window in windows
+                    if (pair, window) in self.counts
+                },
+                spend={key: self.spend.get(key, 0.0) for key in spend_keys},
+            )
+
+    def add_counts(self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float) -> b.WindowCounts:
+        with self._lock:
+            self.writes += 1
+            total = self.counts.get((pair, window), b.EMPTY).plus(delta)
+            self.counts[(pair, window)] = total
+            for stale in [key for key in self.counts if key[1] < window - 2]:
+                del self.counts[stale]
+            return total
+
+    def open_circuit(self, pair: Pair, *, opened_at: float, expected: float | None, reason: str) -> bool:
+        with self._lock:
+            self.writes += 1
+            current = self.circuits.get(pair)
+            if (current.opened_at if current else None) != expected:
+                return False
+            self.circuits[pair] = CircuitRecord(opened_at=opened_at, reason=reason)
+            return True
+
+    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, stale_before: float) -> bool:
+        with self._lock:
+            self.writes += 1
+            current = self.circuits.get(pair)
+            if current is None or current.opened_at != opened_at:
+                return False
+            if current.probes < max_probes:
+                self.circuits[pair] = current._replace(probes=current.probes + 1, probe_at=time.time())
+                return True
+            if current.probe_at < stale_before:
+                self.circuits[pair] = current._replace(probes=1, probe_at=time.time())
+                return True
+            return False
+
+    def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:
+        with self._lock:
+            self.writes += 1
+            current = self.circuits.get(pair)
+            if current is None or current.opened_at != opened_at:
+                return False
+            del self.circuits[pair]
+            return True
+
+    def add_spend(self, amounts: Mapping[str, tuple[float, float]]) -> None:
+        with self._lock:
+            self.writes += 1
+            for key, (usd, _expires) in amounts.items():
+                self.spend[key] = self.spend.get(key, 0.0) + usd
+
+
+class Snapshot(NamedTuple):
+    """The engine's view for one request, plus the half-open probes this request holds."""
+
+    state: LiveState
+    probes: frozenset[Pair]
+    spend_today_usd: float
+
+
+class TrackerEvents(NamedTuple):
+    store_errors: int
+    circuits_opened: tuple[Pair, ...]
+
+
+class LiveStateTracker:
+    """Per-instance cache and write buffer in front of a ``StateBackend``.
+
+    Args:
+        backend: the shared store.
+        cache_ttl_s: how long a read is trusted.
+        flush_interval_s: how often batched counts and spend are written.
+        unhealthy_for_s: after a store error, how long to route on local knowledge only.
+        clock: epoch seconds (windows and days are wall-clock periods shared by instances).
+        logger: where store errors go (rate-limited by ``unhealthy_for_s``).
+    """
+
+    def __init__(
+        self,
+        backend: StateBackend,
+        *,
+        cache_ttl_s: float = 2.0,
+        flush_interval_s: float = 1.0,
+        unhealthy_for_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | Any | None = None,
+    ) -> None:
+        self._backend = backend
+        self._cache_ttl_s = cache_ttl_s
+        self._flush_interval_s = flush_interval_s
+        self._unhealthy_for_s = unhealthy_for_s
+        self._clock = clock
+        self._logger = logger or logging.getLogger(__name__)
+        self._lock = threading.RLock()
+        self._read_at: float | None = None
+        self._flushed_at = 0.0
+        self._unhealthy_until = 0.0
+        self._remote_circuits: dict[Pair, CircuitRecord] = {}
+        self._remote_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self._remote_spend: dict[str, float] = {}
+        self._local_circuits: dict[Pair, float] = {}  # opened here while the store could not be written
+        self._local_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self._pending_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self._pending_spend: dict[str, tuple[float, float]] = {}
+        self._denied: dict[Pair, float] = {}  # probe claims refused, per opened_at, until the next read
+        self._probing: dict[Pair, float] = {}  # this instance's probes in flight -> the circuit's opened_at
+        self._scopes: dict[str, float] = {}  # spend keys seen recently -> last seen
+        self._latency: dict[tuple[str, str], float] = {}
+        self._latency_policy: Policy | None = None
+        self._errors = 0
+        self._opened: list[Pair] = []
+        self._window_seconds = BreakerSettings().window_seconds
+
+    # -- request path -------------------------------------------------------------------------------
+
+    def snapshot(self, policy: Policy, scopes: Sequence[SpendScope]) -> Snapshot:
+        """The live state for one request; reads the store only when the cached view is stale."""
+        now = self._clock()
+        with self._lock:
+            self._window_seconds = policy.breaker.window_seconds
+            for scope in scopes:
+                self._scopes[scope.key] = now
+            missing = any(scope.key not in self._remote_spend for scope in scopes)
+            stale = self._read_at is None or now - self._read_at >= self._cache_ttl_s
+            if (stale or missing) and self._healthy(now):
+                self._flush(now)
+                self._refresh(policy, now)
+            elif now - self._flushed_at >= self._flush_interval_s and self._healthy(now):
+                self._flush(now)
+            if self._latency_policy is not policy:
+                self._compute_latency(policy, now)
+            open_pairs, probes = self._circuits_for(policy, now)
+            spend = {scope.key: self._spend(scope.key) for scope in scopes}
+        percent, scope_label = used_percent(spend, scopes)
+        state = LiveState(
+            open_circuits=frozenset(open_pairs),
+            latency_ms=self._latency,
+            budget_used_percent=percent,
+            budget_scope=scope_label,
+        )
+        today = next((spend[s.key] for s in scopes if s.key.startswith("d:") and ":" not in s.key[2:]), 0.0)
+        return Snapshot(state=state, probes=frozenset(probes), spend_today_usd=today)
+
+    def is_open(self, policy: Policy, model_id: str, region: str) -> bool:
+        """Whether a call planned earlier should now be skipped (its circuit opened meanwhile)."""
+        pair = (model_id, region)
+        with self._lock:
+            if pair in self._probing:
+                return False
+            opened_at = self._opened_at(pair)
+        return b.phase(opened_at, self._clock(), policy.breaker) is not b.Phase.CLOSED
+
+    def record_attempt(self, policy: Policy, model_id: str, region: str, outcome: str, latency_ms: float) -> None:
+        """Count one model call; failures are written at once and may open the circuit."""
+        settings = policy.breaker
+        now = self._clock()
+        pair = (model_id, region)
+        window = b.window_id(now, settings.window_seconds)
+        delta = b.one_call(outcome, latency_ms)
+        if delta.empty:
+            return
+        with self._lock:
+            key = (pair, window)
+            self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
+            probe_opened_at = self._probing.pop(pair, None)
+            if outcome == "ok":
+                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                if probe_opened_at is not None:
+                    self._close(pair, probe_opened_at, now)
+                return
+            if probe_opened_at is not None:
+                self._open(pair, now, probe_opened_at, f"half-open probe failed ({outcome})", now)
+                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                return
+            totals: b.WindowCounts | None = None
+            if self._healthy(now):
+                try:
+                    totals = self._backend.add_counts(
+                        pair, window, delta, float((window + 4) * settings.window_seconds)
+                    )
+                except Exception as exc:
+                    self._failed("record a failed call", exc, now)
+            if totals is not None:
+                self._remote_counts[key] = totals
+                current = totals.plus(self._pending_counts.get(key, b.EMPTY))
+                previous = self._remote_counts.get((pair, window - 1), b.EMPTY).plus(
+                    self._pending_counts.get((pair, window - 1), b.EMPTY)
+                )
+            else:
+                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                current = self._local_counts[key]
+                previous = self._local_counts.get((pair, window - 1), b.EMPTY)
+            opened_at = self._opened_at(pair)
+            if opened_at is not None and b.phase(opened_at, now, settings) is b.Phase.OPEN:
+                return
+            if not settings.enabled:
+                return
+            reason = b.trip_reason(b.sliding(current, previous, now, settings.window_seconds), settings)
+            if reason is not None:
+                self._open(pair, now, opened_at, reason, now)
+
+    def release(self, probes: frozenset[Pair]) -> None:
+        """End of request: probes this request held but did not use are given back."""
+        if not probes:
+            return
+        with self._lock:
+            for pair in probes:
+                self._probing.pop(pair, None)
+
+    def record_spend(self, usd: float, scopes: Sequence[SpendScope]) -> None:
+        if usd <= 0:
+            return
+        with self._lock:
+            for scope in scopes:
+                pending, _ = self._pending_spend.get(scope.key, (0.0, 0.0))
+                self._pending_spend[scope.key] = (pending + usd, scope.expires_at)
+
+    def drain_events(self) -> TrackerEvents:
+        """Store errors and circuits this instance opened since the last call (for metrics)."""
+        with self._lock:
+            events = TrackerEvents(self._errors, tuple(self._opened))
+            self._errors = 0
+            self._opened.clear()
+        return events
+
+    def flush(self) -> None:
+        """Write batched counts and spend now (tests, shutdown)."""
+        now = self._clock()
+        with self._lock:
+            if self._healthy(now):
+                self._flush(now)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _healthy(self, now: float) -> bool:
+        return now >= self._unhealthy_until
+
+    def _failed(self, what: str, exc: Exception, now: float) -> None:
+        self._errors += 1
+        self._unhealthy_until = now + self._unhealthy_for_s
+        self._logger.warning(
+            "live-state store call failed; routing on local knowledge",
+            extra={"operation": what, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": self._unhealthy_for_s},
+        )
+
+    def _refresh(self, policy: Policy, now: float) -> None:
+        window = b.window_id(now, policy.breaker.window_seconds)
+        pairs = [(spec.model_id, region) for spec in policy.models.values() for region in spec.regions]
+        horizon = now - 10 * max(self._cache_ttl_s, 1.0)
+        for key in [key for key, seen in self._scopes.items() if seen < horizon]:
+            del self._scopes[key]
+        try:
+            view = self._backend.read(pairs, (window, window - 1), list(self._scopes))
+        except Exception as exc:
+            self._failed("read", exc, now)
+            return
+        self._read_at = now
+        self._remote_circuits = dict(view.circuits)
+        self._remote_counts = dict(view.counts)
+        self._remote_spend = dict(view.spend)
+        self._local_circuits.clear()
+        self._denied.clear()
+        for stale in [key for key in self._local_counts if key[1] < window - 1]:
+            del self._local_counts[stale]
+        self._compute_latency(policy, now)
+
+    def _flush(self, now: float) -> None:
+        self._flushed_at = now
+        for key, delta in list(self._pending_counts.items()):
+            pair, window = key
+            try:
+                totals = self._backend.add_counts(pair, window, delta, float((window + 4) * self._window_seconds))
+            except Exception as exc:
+                self._failed("flush counts", exc, now)
+                return
+            self._remote_counts[key] = totals
+            del self._pending_counts[key]
+        if self._pending_spend:
+            amounts = dict(self._pending_spend)
+            try:
+                self._backend.add_spend(amounts)
+            except Exception as exc:
+                self._failed("flush spend", exc, now)
+                return
+            for spend_key, (usd, _expires) in amounts.items():
+                self._remote_spend[spend_key] = self._remote_spend.get(spend_key, 0.0) + usd
+            self._pending_spend.clear()
+
+    def _spend(self, key: str) -> float:
+        return self._remote_spend.get(key, 0.0) + self._pending_spend.get(key, (0.0, 0.0))[0]
+
+    def _compute_latency(self, policy: Policy, now: float) -> None:
+        window = b.window_id(now, policy.breaker.window_seconds)
+        latency: dict[tuple[str, str], float] = {}
+        for spec in policy.models.values():
+            for region in spec.regions:
+                pair = (spec.model_id, region)
+                histogram = b.EMPTY
+                for key in ((pair, window), (pair, window - 1)):
+                    histogram = histogram.plus(self._remote_counts.get(key, b.EMPTY))
+                    histogram = histogram.plus(self._pending_counts.get(key, b.EMPTY))
+                value = b.latency_percentile_ms(
+                    histogram.latency, policy.latency.percentile, policy.latency.min_samples
+                )
+                if value is not None:
+                    latency[(spec.key, region)] = value
+        self._latency = latency
+        self._latency_policy = policy
+
+    def _opened_at(self, pair: Pair) -> float | None:
+        remote = self._remote_circuits.get(pair)
+        local = self._local_circuits.get(pair)
+        if remote is None:
+            return local
+        return remote.opened_at if local is None else max(remote.opened_at, local)
+
+    def _circuits_for(self, policy: Policy, now: float) -> tuple[set[tuple[str, str]], set[Pair]]:
+        open_pairs: set[tuple[str, str]] = set()
+        probes: set[Pair] = set()
+        if not (self._remote_circuits or self._local_circuits):
+            return open_pairs, probes
+        keys = {spec.model_id: spec.key for spec in policy.models.values()}
+        for pair in set(self._remote_circuits) | set(self._local_circuits):
+            model_key = keys.get(pair[0])
+            if model_key is None:
+                continue
+            opened_at = self._opened_at(pair)
+            state = b.phase(opened_at, now, policy.breaker)
+            if state is b.Phase.HALF_OPEN and opened_at is not None and self._claim(pair, opened_at, policy, now):
+                probes.add(pair)
+                continue
+            if state is not b.Phase.CLOSED:
+                open_pairs.add((model_key, pair[1]))
+        return open_pairs, probes
+
+    def _claim(self, pair: Pair, opened_at: float, policy: Policy, now: float) -> bool:
+        if pair in self._probing or self._denied.get(pair) == opened_at:
+            return False
+        claimed = False
+        remote = self._remote_circuits.get(pair)
+        if remote is not None and remote.opened_at == opened_at and self._healthy(now):
+            try:
+                claimed = self._backend.claim_probe(
+                    pair,
+                    opened_at=opened_at,
+                    max_probes=policy.breaker.half_open_probes,
+                    stale_before=now - policy.breaker.cooldown_seconds,
+                )
+            except Exception as exc:
+                self._failed("claim a half-open probe", exc, now)
+                claimed = True  # the store is down: probe on local knowledge, one at a time
+        else:
+            claimed = True  # a breaker only this instance knows about
+        if claimed:
+            self._probing[pair] = opened_at
+        else:
+            self._denied[pair] = opened_at
+        return claimed
+
+    def _open(self, pair: Pair, opened_at: float, expected: float | None, reason: str, now: float) -> None:
+        written = False
+        if self._healthy(now):
+            try:
+                written = self._backend.open_circuit(pair, opened_at=opened_at, expected=expected, reason=reason)
+            except Exception as exc:
+                self._failed("open a circuit", exc, now)
+            else:
+                if written:
+                    self._remote_circuits[pair] = CircuitRecord(opened_at=opened_at, reason=reason)
+                    self._opened.append(pair)
+                    self._logger.warning(
+                        "circuit opened", extra={"model": pair[0], "region": pair[1], "reason": reason}
+                    )
+                else:  # another instance changed it first: its view wins at the next read
+                    self._read_at = None
+                return
+        self._local_circuits[pair] = opened_at
+        self._opened.append(pair)
+
+    def _close(self, pair: Pair, opened_at: float, now: float) -> None:
+        self._local_circuits.pop(pair, None)
+        remote = self._remote_circuits.get(pair)
+        if remote is not None and remote.opened_at == opened_at:
+            del self._remote_circuits[pair]
+        if self._healthy(now):
+            try:
+                self._backend.close_circuit(pair, opened_at=opened_at)
+            except Exception as exc:
+                self._failed("close a circuit", exc, now)
