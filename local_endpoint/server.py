@@ -97,12 +97,32 @@ def http_response(result: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]]
     return int(result.get("statusCode", 502)), headers, body
 
 
-class LocalEndpoint:
-    """Dispatches one HTTP request to the simulator or to the router handler."""
+STATE_PATH = "/_local/state"
 
-    def __init__(self, handler: LambdaHandler, simulator: Any | None = None) -> None:
+
+class LocalEndpoint:
+    """Dispatches one HTTP request to the simulator, the live-state admin API or the router handler.
+
+    Args:
+        handler: the Lambda handler.
+        simulator: the Bedrock simulator served on the same port, or None.
+        live_state: the router's tracker (``GET``/``DELETE /_local/state``), or None.
+    """
+
+    def __init__(self, handler: LambdaHandler, simulator: Any | None = None, live_state: Any | None = None) -> None:
         self.handler = handler
         self.simulator = simulator
+        self.live_state = live_state
+
+    def _state_admin(self, live_state: Any, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        backend = live_state.backend
+        if method == "GET" and hasattr(backend, "describe"):
+            return _json(200, backend.describe())
+        if method == "DELETE" and hasattr(backend, "clear"):
+            backend.clear()
+            live_state.reset()
+            return _json(200, {"cleared": True})
+        return _json(405, {"error": "MethodNotAllowed", "message": f"{method} {STATE_PATH}: use GET or DELETE"})
 
     def dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
@@ -110,6 +130,8 @@ class LocalEndpoint:
         if self.simulator is not None and self.simulator.handles(method, urlsplit(path).path):
             status, sim_headers, sim_body = self.simulator.handle(method, urlsplit(path).path, headers, body)
             return status, list(sim_headers.items()), sim_body
+        if self.live_state is not None and urlsplit(path).path == STATE_PATH:
+            return self._state_admin(self.live_state, method)
         request_id = str(uuid.uuid4())
         event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)
         try:
@@ -209,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         show_metrics=args.show_metrics,
     )
-    from lambdas.router.handler import lambda_handler
+    from lambdas.router.handler import lambda_handler, service
 
     simulator = None
     if args.bedrock == "sim":
@@ -223,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         simulator = BedrockSimulator(faults)
 
     try:
-        server = make_server(LocalEndpoint(lambda_handler, simulator), args.host, args.port)
+        endpoint = LocalEndpoint(lambda_handler, simulator, live_state=service().live_state)
+        server = make_server(endpoint, args.host, args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -236,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Fault injection:   PUT/GET/DELETE {base}/_sim/faults")
     else:
         print("  Bedrock: real AWS, with your default credentials")
+    print(f"  Live state:        GET/DELETE {base}{STATE_PATH} (circuits, spend)")
     print("Press Ctrl+C to stop.", flush=True)
     try:
         server.serve_forever()

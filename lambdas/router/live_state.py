@@ -85,6 +85,23 @@ class InMemoryBackend:
         self.reads = 0
         self.writes = 0
 
+    def clear(self) -> None:
+        with self._lock:
+            self.circuits.clear()
+            self.counts.clear()
+            self.spend.clear()
+
+    def describe(self) -> dict[str, Any]:
+        """Open circuits and spend counters, as JSON (local mode's ``GET /_local/state``)."""
+        with self._lock:
+            return {
+                "circuits": [
+                    {"model_id": model_id, "region": region, **record._asdict()}
+                    for (model_id, region), record in sorted(self.circuits.items())
+                ],
+                "spend_usd": dict(sorted(self.spend.items())),
+            }
+
     def read(self, pairs: Sequence[Pair], windows: Sequence[int], spend_keys: Sequence[str]) -> RemoteView:
         with self._lock:
             self.reads += 1
@@ -320,6 +337,31 @@ class LiveStateTracker:
             self._errors = 0
             self._opened.clear()
         return events
+
+    @property
+    def backend(self) -> StateBackend:
+        return self._backend
+
+    def reset(self) -> None:
+        """Forget everything cached and buffered (local mode's ``DELETE /_local/state``)."""
+        with self._lock:
+            self._read_at = None
+            self._unhealthy_until = 0.0
+            for cache in (
+                self._remote_circuits,
+                self._remote_counts,
+                self._remote_spend,
+                self._local_circuits,
+                self._local_counts,
+                self._pending_counts,
+                self._pending_spend,
+                self._denied,
+                self._probing,
+                self._scopes,
+            ):
+                cache.clear()
+            self._latency = {}
+            self._latency_policy = None
 
     def flush(self) -> None:
         """Write batched counts and spend now (tests, shutdown)."""
