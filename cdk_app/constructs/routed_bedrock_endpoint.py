@@ -1,4 +1,4 @@
-"""``RoutedBedrockEndpoint``: API Gateway + the router Lambda + the routing policy in AppConfig + alarms."""
+"""``RoutedBedrockEndpoint``: API Gateway, the router Lambda, its policy (AppConfig) and live state (DynamoDB)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from aws_cdk import aws_appconfig as appconfig
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
@@ -41,10 +43,17 @@ POWERTOOLS_VERSION = "3.37.0"
 POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/{architecture}/{runtime}/{version}"
 """AWS publishes each Powertools release's layer ARN as this public SSM parameter in every commercial region."""
 POLICY_PROFILE_NAME = "routing-policy"
+STATE_TABLE_PARTITION_KEY = "pk"
+"""The live-state table's only key (a string); the router's state store writes every item under it."""
+STATE_TABLE_TTL_ATTRIBUTE = "expires_at"
+"""Epoch seconds after which DynamoDB may delete a live-state item (old windows, yesterday's spend)."""
 
 _ASSET_EXCLUDE = ["__pycache__", "*.pyc", "*.pyo"]
 _PERIOD = Duration.minutes(5)
 _DEFAULT_P99_LATENCY_ALARM = Duration.seconds(20)
+_DEFAULT_STATE_CACHE_TTL = Duration.seconds(2)
+_MAX_STATE_CACHE_TTL_MS = 60_000
+_MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
 _LAMBDA_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _NAME_MAX_LENGTH = 64
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
@@ -98,8 +107,9 @@ class RoutedBedrockEndpoint(Construct):
 
     Creates an API Gateway REST API (``POST /generate``, ``GET /health``) backed by the router Lambda
     (Powertools; Python 3.13 on arm64), the routing policy as an AWS AppConfig hosted configuration
-    (validated by the policy JSON schema, rolled out gradually and rolled back by alarms), IAM scoped to
-    the policy's models and regions, CloudWatch alarms and a dashboard of routing decisions.
+    (validated by the policy JSON schema, rolled out gradually and rolled back by alarms), a DynamoDB table
+    of the router's live state (circuit breakers, latency statistics, budget spend), IAM scoped to the
+    policy's models and regions and to that table, CloudWatch alarms and a dashboard of routing decisions.
 
     ``POST /generate`` is never open by default: it needs an API key (and its usage plan) unless ``auth``
     says otherwise; ``EndpointAuthorization.none()`` is the only way to open it.
@@ -150,6 +160,16 @@ class RoutedBedrockEndpoint(Construct):
         policy_deployment_strategy: how a new policy version rolls out. Default: - AppConfig's predefined
             ``Canary10Percent20Minutes`` (with a 10-minute bake); a strategy for
             ``DeploymentStrategyId.ALL_AT_ONCE`` suits development stacks.
+        state_table_encryption_key: a customer-managed KMS key for the live-state table; the router is
+            allowed ``kms:Decrypt`` and ``kms:Encrypt`` on it. Default: - the AWS-managed key for DynamoDB
+            (``aws/dynamodb``).
+        state_table_removal_policy: what happens to the live-state table when it leaves the stack. It holds
+            only short-lived state and counters (breaker windows, latency histograms, today's and this
+            month's spend), every item expiring by TTL: deleting it resets the current spend counters and
+            nothing else. Default: - ``RemovalPolicy.DESTROY``; ``RETAIN`` keeps the spend counters.
+        state_cache_ttl: how long the router reuses a live-state snapshot before reading the table again
+            (above 0 s, at most 60 s); longer means fewer reads and slower reaction to other instances'
+            breakers and spend. Default: - 2 seconds.
         alarm_topic: SNS topic for every alarm's ALARM and OK actions. Default: - alarms without actions.
         alarm_api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes;
             None disables it. Default: - 1 (%).
@@ -163,10 +183,17 @@ class RoutedBedrockEndpoint(Construct):
             None disables it. Default: - 10 (%).
         alarm_degraded_answers: alarm when degraded answers in 5 minutes reach this; None disables it.
             Default: - 1.
+        alarm_budget_used_percent: alarm when the highest share of a budget in use (the router's
+            ``BudgetUsedPercent`` gauge, 5-minute maximum) reaches this percentage (above 0, at most 1000);
+            None disables it. Not a rollback monitor: spending the budget says nothing about a policy
+            version. Default: - 90 (%).
+        alarm_state_store_errors: alarm when live-state table calls that failed or timed out in 5 minutes
+            reach this (the router then routes on what its instance knows). Default: - no alarm.
         dashboard_name: name of the CloudWatch dashboard. Default: - generated by CloudFormation.
 
     The degraded-answers, fallback-rate, Lambda-errors and API 5XX alarms (those enabled) are the AppConfig
     environment's monitors: any of them in ALARM during a policy rollout (or its bake time) rolls it back.
+    The budget and state-store alarms only notify.
 
     Attributes:
         api: the REST API (``api.deployment_stage`` is the stage).
@@ -179,8 +206,10 @@ class RoutedBedrockEndpoint(Construct):
         configuration: the hosted configuration (profile with the JSON schema validator, version, deployment).
         deployment_strategy: the AppConfig deployment strategy in use.
         policy: the compiled routing policy.
+        state_table: the DynamoDB table of the router's live state (``ROUTER_STATE_TABLE``).
         alarms: the alarms by name (``Api5xxRate``, ``ApiLatencyP99``, ``LambdaErrors``, ``LambdaThrottles``,
-            ``FallbackRate``, ``DegradedAnswers``), without the disabled ones.
+            ``FallbackRate``, ``DegradedAnswers``, ``BudgetUsedPercent``, ``StateStoreErrors``), without the
+            disabled ones.
         dashboard: the CloudWatch dashboard of routing patterns.
         service_name: the ``service`` dimension of the router's metrics.
         metrics_namespace: the namespace of the router's metrics.
@@ -207,6 +236,9 @@ class RoutedBedrockEndpoint(Construct):
         router_max_body_size: Size | None = None,
         policy_max_age: Duration | None = None,
         policy_deployment_strategy: appconfig.IDeploymentStrategy | None = None,
+        state_table_encryption_key: kms.IKey | None = None,
+        state_table_removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.DESTROY,
+        state_cache_ttl: Duration | None = None,
         alarm_topic: sns.ITopic | None = None,
         alarm_api_5xx_rate_percent: float | None = 1.0,
         alarm_api_p99_latency: Duration | None = _DEFAULT_P99_LATENCY_ALARM,
@@ -214,6 +246,8 @@ class RoutedBedrockEndpoint(Construct):
         alarm_lambda_throttles: int | None = 1,
         alarm_fallback_rate_percent: float | None = 10.0,
         alarm_degraded_answers: int | None = 1,
+        alarm_budget_used_percent: float | None = 90.0,
+        alarm_state_store_errors: int | None = None,
         dashboard_name: str | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -221,6 +255,7 @@ class RoutedBedrockEndpoint(Construct):
         architecture = router_architecture or lambda_.Architecture.ARM_64
         timeout = router_timeout or Duration.seconds(29)
         max_age = policy_max_age or Duration.seconds(45)
+        state_cache = state_cache_ttl or _DEFAULT_STATE_CACHE_TTL
         self.service_name = service_name if service_name is not None else _default_service_name(self)
         self.metrics_namespace = metrics_namespace
         _validate_props(
@@ -235,12 +270,15 @@ class RoutedBedrockEndpoint(Construct):
             router_reserved_concurrency=router_reserved_concurrency,
             router_max_body_size=router_max_body_size,
             policy_max_age=max_age,
+            state_cache_ttl=state_cache,
             alarm_api_5xx_rate_percent=alarm_api_5xx_rate_percent,
             alarm_api_p99_latency=alarm_api_p99_latency,
             alarm_fallback_rate_percent=alarm_fallback_rate_percent,
             alarm_lambda_errors=alarm_lambda_errors,
             alarm_lambda_throttles=alarm_lambda_throttles,
             alarm_degraded_answers=alarm_degraded_answers,
+            alarm_budget_used_percent=alarm_budget_used_percent,
+            alarm_state_store_errors=alarm_state_store_errors,
         )
         document = _load_policy_document(policy)
         try:
@@ -268,9 +306,12 @@ class RoutedBedrockEndpoint(Construct):
             self,
             "RouterRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Routed Bedrock router: its log group, its policy's models, its AppConfig profile",
+            description="Routed Bedrock router: its log group, its policy's models, its AppConfig profile, its state",
         )
         self.router_log_group.grant_write(router_role)
+        self.state_table = self._add_state_table(
+            router_role, encryption_key=state_table_encryption_key, removal_policy=state_table_removal_policy
+        )
         powertools_layer_arn = ssm.StringParameter.value_for_string_parameter(
             self,
             POWERTOOLS_LAYER_PARAMETER.format(
@@ -283,6 +324,8 @@ class RoutedBedrockEndpoint(Construct):
             "APPCONFIG_PROFILE": POLICY_PROFILE_NAME,
             "ROUTER_POLICY_MAX_AGE_SECONDS": str(int(max_age.to_seconds())),
             "ROUTER_POLICY_SHA256": document_digest(policy_text),
+            "ROUTER_STATE_TABLE": self.state_table.table_name,
+            "ROUTER_STATE_CACHE_SECONDS": _seconds_text(state_cache),
             "POWERTOOLS_SERVICE_NAME": self.service_name,
             "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace,
             "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -385,6 +428,8 @@ class RoutedBedrockEndpoint(Construct):
             lambda_throttles=alarm_lambda_throttles,
             fallback_rate_percent=alarm_fallback_rate_percent,
             degraded_answers=alarm_degraded_answers,
+            budget_used_percent=alarm_budget_used_percent,
+            state_store_errors=alarm_state_store_errors,
         )
 
         # --- the policy in AppConfig: validated, rolled out gradually, rolled back by alarms --------------
@@ -521,7 +566,59 @@ class RoutedBedrockEndpoint(Construct):
         """Requests the router rejected with HTTP 4xx."""
         return self.metric(m.BAD_REQUESTS, statistic=statistic, period=period)
 
+    def metric_budget_used_percent(
+        self, *, statistic: str = "Maximum", period: Duration = _PERIOD
+    ) -> cloudwatch.Metric:
+        """The highest share (%) of any budget that applies to a request (global, tier, API key; day or month)."""
+        return self.metric(m.BUDGET_USED_PERCENT, statistic=statistic, period=period)
+
+    def metric_spend_today_usd(self, *, statistic: str = "Maximum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Today's global spend in USD, as the router last saw it in the live state (a gauge: use Maximum)."""
+        return self.metric(m.SPEND_TODAY_USD, statistic=statistic, period=period)
+
+    def metric_budget_exhausted(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Requests refused (HTTP 429) or degraded because a budget is spent."""
+        return self.metric(m.BUDGET_EXHAUSTED, statistic=statistic, period=period)
+
+    def metric_state_store_errors(self, *, statistic: str = "Sum", period: Duration = _PERIOD) -> cloudwatch.Metric:
+        """Live-state table calls that failed or timed out (the router then routes on its instance's knowledge)."""
+        return self.metric(m.STATE_STORE_ERRORS, statistic=statistic, period=period)
+
     # --- internals ------------------------------------------------------------------------------------
+
+    def _add_state_table(
+        self, router_role: iam.IRole, *, encryption_key: kms.IKey | None, removal_policy: cdk.RemovalPolicy
+    ) -> dynamodb.Table:
+        """The router's live state: one item per key, read in batches and updated atomically, expiring by TTL.
+
+        ``Table`` rather than ``TableV2``: the state is regional on purpose (breakers and latency per region,
+        spend counters updated with atomic ``ADD``), so a global table's replication, where the last writer
+        wins, would be wrong for it; and ``Table`` synthesizes ``AWS::DynamoDB::Table``, the resource cdk-nag's
+        point-in-time-recovery rule (AwsSolutions-DDB3) inspects.
+        """
+        table = dynamodb.Table(
+            self,
+            "StateTable",
+            partition_key=dynamodb.Attribute(name=STATE_TABLE_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=STATE_TABLE_TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=(
+                dynamodb.TableEncryption.CUSTOMER_MANAGED
+                if encryption_key is not None
+                else dynamodb.TableEncryption.AWS_MANAGED
+            ),
+            encryption_key=encryption_key,
+            removal_policy=removal_policy,
+        )
+        # What the router's state store calls, nothing more: no Scan, Query, PutItem or DeleteItem, and no
+        # index ARNs (the table has none). The generic grant adds no key permissions: those are explicit below.
+        table.grant(router_role, "dynamodb:BatchGetItem", "dynamodb:UpdateItem")
+        if encryption_key is not None:
+            encryption_key.grant(router_role, "kms:Decrypt", "kms:Encrypt")
+        return table
 
     def _method_authorization(self) -> dict[str, Any]:
         mode = self.auth.mode
@@ -560,6 +657,8 @@ class RoutedBedrockEndpoint(Construct):
         lambda_throttles: int | None,
         fallback_rate_percent: float | None,
         degraded_answers: int | None,
+        budget_used_percent: float | None,
+        state_store_errors: int | None,
     ) -> None:
         if api_5xx_rate_percent is not None:
             rate = cloudwatch.MathExpression(
@@ -624,6 +723,23 @@ class RoutedBedrockEndpoint(Construct):
                 self.metric_degraded_answers(),
                 degraded_answers,
                 f"degraded answers >= {degraded_answers} in 5 minutes",
+            )
+        # Budget and state-store alarms notify only: they are not in _ROLLBACK_ALARMS.
+        if budget_used_percent is not None:
+            self._alarm(
+                "BudgetUsedPercentAlarm",
+                "BudgetUsedPercent",
+                self.metric_budget_used_percent(),
+                budget_used_percent,
+                f"budget used >= {budget_used_percent}% (the highest share of any budget) over 5 minutes",
+            )
+        if state_store_errors is not None:
+            self._alarm(
+                "StateStoreErrorsAlarm",
+                "StateStoreErrors",
+                self.metric_state_store_errors(),
+                state_store_errors,
+                f"live-state table errors >= {state_store_errors} in 5 minutes",
             )
 
     def _search(self, metric_name: str, dimensions: tuple[str, ...], statistic: str) -> cloudwatch.MathExpression:
@@ -697,11 +813,66 @@ class RoutedBedrockEndpoint(Construct):
                 right=[self.api.metric_latency(period=_PERIOD, statistic="p99")],
             ),
         )
+        self._add_budget_and_state_row(dashboard)
         if self.alarms:
             dashboard.add_widgets(
                 cloudwatch.AlarmStatusWidget(title="Alarms", width=wide, alarms=list(self.alarms.values()))
             )
         return dashboard
+
+    def _add_budget_and_state_row(self, dashboard: cloudwatch.Dashboard) -> None:
+        """Spend against the policy's daily budget, budget use against its modes, breakers, state-store errors."""
+        half = 12
+        budget = self.policy.budget
+        daily_usd = budget.overall.daily_usd if budget is not None else None
+        spend_lines = (
+            [cloudwatch.HorizontalAnnotation(value=daily_usd, label=f"daily budget {daily_usd:g} USD")]
+            if daily_usd is not None
+            else []
+        )
+        mode_lines = [
+            cloudwatch.HorizontalAnnotation(
+                value=mode.at_percent,
+                label=f"{mode.at_percent:g}%: "
+                + (f"max tier {mode.max_model_tier}" if mode.max_model_tier is not None else str(mode.action)),
+            )
+            for mode in (budget.modes if budget is not None else ())
+        ]
+        circuits = [
+            self.metric(
+                m.CIRCUITS_OPENED,
+                dimensions={m.MODEL_DIMENSION: spec.model_id, m.REGION_DIMENSION: region},
+                label=f"{key} {region}",
+            )
+            for key, spec in self.policy.models.items()
+            for region in spec.regions
+        ]
+        dashboard.add_widgets(cloudwatch.TextWidget(markdown="## Budget and live state", width=2 * half, height=1))
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Spend today (USD)",
+                width=half,
+                left=[self.metric_spend_today_usd().with_(label="spend today")],
+                left_annotations=spend_lines,
+                left_y_axis=cloudwatch.YAxisProps(min=0),
+            ),
+            cloudwatch.GraphWidget(
+                title="Budget used (%) and the policy's budget modes",
+                width=half,
+                left=[self.metric_budget_used_percent().with_(label="budget used")],
+                right=[self.metric_budget_exhausted().with_(label="requests refused or degraded by budget")],
+                left_annotations=mode_lines,
+                left_y_axis=cloudwatch.YAxisProps(min=0),
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Circuits opened by model and region", width=half, left=circuits),
+            cloudwatch.GraphWidget(
+                title="Live-state store errors",
+                width=half,
+                left=[self.metric_state_store_errors().with_(label="errors")],
+            ),
+        )
 
     def _acknowledge_nag_findings(self) -> None:
         """cdk-nag AwsSolutions findings that are decisions, each on the narrowest construct, with the reason."""
@@ -801,6 +972,13 @@ def _default_service_name(construct: Construct) -> str:
     return f"{name[: _NAME_MAX_LENGTH - 9]}-{digest}"
 
 
+def _seconds_text(duration: Duration) -> str:
+    """A duration as decimal seconds for an environment variable: ``2``, ``0.5`` (a token stays a token)."""
+    if duration.is_unresolved():
+        return cdk.Tokenization.stringify_number(duration.to_seconds())
+    return f"{duration.to_milliseconds() / 1000:g}"
+
+
 def _validate_props(
     *,
     auth: EndpointAuthorization,
@@ -814,12 +992,15 @@ def _validate_props(
     router_reserved_concurrency: int | None,
     router_max_body_size: Size | None,
     policy_max_age: Duration,
+    state_cache_ttl: Duration,
     alarm_api_5xx_rate_percent: float | None,
     alarm_api_p99_latency: Duration | None,
     alarm_fallback_rate_percent: float | None,
     alarm_lambda_errors: int | None,
     alarm_lambda_throttles: int | None,
     alarm_degraded_answers: int | None,
+    alarm_budget_used_percent: float | None,
+    alarm_state_store_errors: int | None,
 ) -> None:
     """Raise ``ValueError`` naming the first bad prop and its value; unresolved tokens are left to deploy time."""
 
@@ -860,12 +1041,19 @@ def _validate_props(
         raise ValueError(
             f"policy_max_age must be 15 s to 24 h (AppConfig's polling), got {policy_max_age.to_seconds()} s"
         )
+    if not state_cache_ttl.is_unresolved() and not 0 < state_cache_ttl.to_milliseconds() <= _MAX_STATE_CACHE_TTL_MS:
+        raise ValueError(
+            f"state_cache_ttl must be above 0 s and at most 60 s, got {state_cache_ttl.to_milliseconds() / 1000:g} s"
+        )
     for name, percent in (
         ("alarm_api_5xx_rate_percent", alarm_api_5xx_rate_percent),
         ("alarm_fallback_rate_percent", alarm_fallback_rate_percent),
     ):
         if percent is not None and not 0 < percent <= 100:
             raise ValueError(f"{name} must be in (0, 100], got {percent}")
+    budget_percent = alarm_budget_used_percent
+    if budget_percent is not None and resolved(budget_percent) and not 0 < budget_percent <= _MAX_BUDGET_USED_PERCENT:
+        raise ValueError(f"alarm_budget_used_percent must be in (0, 1000], got {budget_percent}")
     latency = alarm_api_p99_latency
     if latency is not None and not latency.is_unresolved() and latency.to_milliseconds() <= 0:
         raise ValueError(f"alarm_api_p99_latency must be positive, got {latency.to_milliseconds()} ms")
@@ -873,6 +1061,7 @@ def _validate_props(
         ("alarm_lambda_errors", alarm_lambda_errors),
         ("alarm_lambda_throttles", alarm_lambda_throttles),
         ("alarm_degraded_answers", alarm_degraded_answers),
+        ("alarm_state_store_errors", alarm_state_store_errors),
     ):
         if count is not None and count < 1:
             raise ValueError(f"{name} must be at least 1, got {count}")

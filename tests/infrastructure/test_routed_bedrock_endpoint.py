@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
@@ -21,6 +20,14 @@ from aws_cdk.assertions import Match, Template
 from cdk_app import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 from lambdas.router import metric_names as m
 from lambdas.router.policy import DEFAULT_POLICY_PATH, document_digest
+from tests.infrastructure.template_helpers import (
+    Synthesized,
+    alarms_by_description,
+    logical_id,
+    resolve_arn,
+    statements,
+    synthesize,
+)
 
 pytestmark = pytest.mark.xdist_group("construct")
 
@@ -37,53 +44,6 @@ FOUNDATION_MODELS = (
     "amazon.nova-pro-v1:0",
     "anthropic.claude-3-haiku-20240307-v1:0",
 )
-
-
-class Synthesized(NamedTuple):
-    template: Template
-    endpoint: RoutedBedrockEndpoint
-    outdir: Path
-    stack_name: str
-
-
-def synthesize(outdir: Path, stack_name: str, build: Any, env: cdk.Environment | None = None) -> Synthesized:
-    """Synthesize once and read the template from the cloud assembly (no second synthesis)."""
-    app = cdk.App(outdir=str(outdir))
-    stack = cdk.Stack(app, stack_name, env=env)
-    endpoint = build(stack)
-    assembly = app.synth()
-    template = Template.from_json(assembly.get_stack_by_name(stack_name).template)
-    return Synthesized(template, endpoint, outdir, stack_name)
-
-
-def resolve_arn(value: Any) -> str:
-    """Render an ``Fn::Join`` of literal parts and refs as a readable ARN: ``arn:{AWS::Partition}:...``."""
-    if isinstance(value, str):
-        return value
-    parts = value["Fn::Join"][1]
-    return "".join(part if isinstance(part, str) else "{" + part["Ref"] + "}" for part in parts)
-
-
-def statements(template: Template, sid: str) -> list[dict[str, Any]]:
-    return [
-        statement
-        for policy in template.find_resources("AWS::IAM::Policy").values()
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if statement.get("Sid") == sid
-    ]
-
-
-def logical_id(template: Template, resource_type: str, path_fragment: str = "") -> str:
-    matches = [key for key in template.find_resources(resource_type) if path_fragment in key]
-    assert len(matches) == 1, f"{resource_type} {path_fragment}: {matches}"
-    return matches[0]
-
-
-def alarms_by_description(template: Template) -> dict[str, dict[str, Any]]:
-    return {
-        alarm["Properties"]["AlarmDescription"].split(" >= ")[0]: alarm
-        for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
-    }
 
 
 def global_haiku_policy(document: dict[str, Any]) -> dict[str, Any]:
@@ -584,6 +544,7 @@ def test_all_alarms_exist_with_their_default_thresholds_and_no_actions(template)
         "router function throttles": 1,
         "fallback answers": 10,
         "degraded answers": 1,
+        "budget used": 90,
     }
     for alarm in alarms.values():
         properties = alarm["Properties"]
@@ -635,13 +596,13 @@ def test_api_and_lambda_alarms_watch_this_api_and_function(template):
 def test_alarm_actions_go_to_the_topic_and_disabled_alarms_are_absent(variant):
     template = variant.template
     alarms = alarms_by_description(template)
-    assert set(alarms) == {"API 5XX answers", "fallback answers", "degraded answers"}
+    assert set(alarms) == {"API 5XX answers", "fallback answers", "degraded answers", "budget used"}
     assert alarms["fallback answers"]["Properties"]["Threshold"] == 25
     topic = logical_id(template, "AWS::SNS::Topic")
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
         assert alarm["Properties"]["OKActions"] == [{"Ref": topic}]
-    assert set(variant.endpoint.alarms) == {"Api5xxRate", "FallbackRate", "DegradedAnswers"}
+    assert set(variant.endpoint.alarms) == {"Api5xxRate", "FallbackRate", "DegradedAnswers", "BudgetUsedPercent"}
 
 
 def test_dashboard_shows_routing_patterns_from_the_shared_metric_names(template):
@@ -709,6 +670,7 @@ def test_construct_ids_are_stable_public_contract(default):
         "PolicyApplication",
         "RouterLogs",
         "RouterRole",
+        "StateTable",
         "PowertoolsLayer",
         "Router",
         "ApiAccessLogs",
@@ -719,6 +681,7 @@ def test_construct_ids_are_stable_public_contract(default):
         "LambdaThrottlesAlarm",
         "FallbackRateAlarm",
         "DegradedAnswersAlarm",
+        "BudgetUsedPercentAlarm",
         "PolicyEnvironment",
         "PolicyDeploymentStrategy",
         "Policy",
