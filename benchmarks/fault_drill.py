@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -198,17 +199,21 @@ def _free_port() -> int:
 
 
 def _start_local(port: int) -> subprocess.Popen[bytes]:
+    # The server's output goes to an unlinked temporary file, not a pipe: nobody reads a pipe while the drill
+    # runs, and a full pipe would block the server on its next log line.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process it captures
     process = subprocess.Popen(
         [sys.executable, "-m", "local_endpoint.server", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"local endpoint exited: {process.stderr.read().decode() if process.stderr else ''}")
+            log.seek(0)
+            raise RuntimeError(f"local endpoint exited: {log.read().decode(errors='replace')}")
         try:
             if _call("GET", f"http://127.0.0.1:{port}/health")[0] == 200:
                 return process

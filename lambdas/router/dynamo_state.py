@@ -15,7 +15,6 @@ then the tracker leaves it alone for a while.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -193,20 +192,20 @@ class DynamoBackend:
             values,
         )
 
-    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, stale_before: float) -> bool:
-        now = _n(time.time())
+    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, now: float, stale_before: float) -> bool:
+        at = _n(now)
         if self._conditional_update(
             _circuit_key(pair),
             "SET probes = probes + :one, probe_at = :now",
             "opened_at = :opened AND probes < :max",
-            {":one": _n(1), ":now": now, ":opened": _n(opened_at), ":max": _n(max_probes)},
+            {":one": _n(1), ":now": at, ":opened": _n(opened_at), ":max": _n(max_probes)},
         ):
             return True
         return self._conditional_update(
             _circuit_key(pair),
             "SET probes = :one, probe_at = :now",
             "opened_at = :opened AND probe_at < :stale",
-            {":one": _n(1), ":now": now, ":opened": _n(opened_at), ":stale": _n(stale_before)},
+            {":one": _n(1), ":now": at, ":opened": _n(opened_at), ":stale": _n(stale_before)},
         )
 
     def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:

@@ -60,8 +60,8 @@ class StateBackend(Protocol):
         """Open (or re-open) the circuit if its ``opened_at`` is still ``expected`` (None: closed)."""
         ...
 
-    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, stale_before: float) -> bool:
-        """Take a half-open probe slot of the circuit opened at ``opened_at``; slots claimed before
+    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, now: float, stale_before: float) -> bool:
+        """Take a half-open probe slot (at ``now``) of the circuit opened at ``opened_at``; slots claimed before
         ``stale_before`` whose probe never reported count as free."""
         ...
 
@@ -135,17 +135,17 @@ class InMemoryBackend:
             self.circuits[pair] = CircuitRecord(opened_at=opened_at, reason=reason)
             return True
 
-    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, stale_before: float) -> bool:
+    def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, now: float, stale_before: float) -> bool:
         with self._lock:
             self.writes += 1
             current = self.circuits.get(pair)
             if current is None or current.opened_at != opened_at:
                 return False
             if current.probes < max_probes:
-                self.circuits[pair] = current._replace(probes=current.probes + 1, probe_at=time.time())
+                self.circuits[pair] = current._replace(probes=current.probes + 1, probe_at=now)
                 return True
             if current.probe_at < stale_before:
-                self.circuits[pair] = current._replace(probes=1, probe_at=time.time())
+                self.circuits[pair] = current._replace(probes=1, probe_at=now)
                 return True
             return False
 
@@ -484,6 +484,7 @@ class LiveStateTracker:
                     pair,
                     opened_at=opened_at,
                     max_probes=policy.breaker.half_open_probes,
+                    now=now,
                     stale_before=now - policy.breaker.cooldown_seconds,
                 )
             except Exception as exc:

@@ -64,19 +64,28 @@ class LocalEndpoint:
     def clear_faults(self) -> None:
         assert self.request("DELETE", "/_sim/faults").status == 200
 
+    def clear_live_state(self) -> None:
+        """Close every circuit and zero the spend, so one test's outages do not route the next."""
+        assert self.request("DELETE", "/_local/state").status == 200
+
 
 @pytest.fixture(scope="session")
-def local_endpoint() -> Iterator[LocalEndpoint]:
-    """`make local`'s server, started as a subprocess on a free port, with the shipped policy."""
+def local_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEndpoint]:
+    """`make local`'s server, started as a subprocess on a free port, with the shipped policy.
+
+    Its output goes to a file, not a pipe: nobody reads a pipe while tests run, and once the pipe's buffer
+    fills with log lines the server would block on its next write.
+    """
     port = free_port()
+    log_path = tmp_path_factory.mktemp("local_endpoint") / "server.log"
+    log_file = log_path.open("w")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "ROUTER_", "BEDROCK_"))}
     process = subprocess.Popen(
         [sys.executable, "-m", "local_endpoint.server", "--port", str(port), "--seed", "7"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     endpoint = LocalEndpoint(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30
@@ -87,18 +96,21 @@ def local_endpoint() -> Iterator[LocalEndpoint]:
         except (urllib.error.URLError, ConnectionError):
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            output = process.stdout.read() if process.stdout else ""
             process.kill()
-            raise RuntimeError(f"local endpoint did not start:\n{output}")
+            log_file.close()
+            raise RuntimeError(f"local endpoint did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
+    log_file.close()
 
 
 @pytest.fixture
 def endpoint(local_endpoint: LocalEndpoint) -> Iterator[LocalEndpoint]:
-    """The local endpoint with no faults before and after the test."""
+    """The local endpoint with no faults and a fresh live state before and after the test."""
     local_endpoint.clear_faults()
+    local_endpoint.clear_live_state()
     yield local_endpoint
     local_endpoint.clear_faults()
+    local_endpoint.clear_live_state()

@@ -196,3 +196,69 @@ def test_a_decision_costs_well_under_a_millisecond(default_policy):
     for i in range(200):
         decide(default_policy, request(HARD, sticky_key=str(i)))
     assert (time.perf_counter() - started) / 200 < 0.001
+
+
+# -- budget modes ------------------------------------------------------------------------------------
+
+
+def test_below_the_first_budget_mode_nothing_changes(default_policy):
+    state = LiveState(budget_used_percent=50.0, budget_scope="daily")
+    decision = decide(default_policy, request(HARD), state)
+    assert decision.primary_model == "claude-sonnet-4-5"
+    assert decision.reasons["budget"] == {"used_percent": 50.0, "scope": "daily"}
+
+
+def test_at_70_percent_models_are_capped_at_standard(default_policy):
+    # Given the deep route (Sonnet, then Haiku 4.5 and Nova Pro) and 72% of the budget spent
+    decision = decide(default_policy, request(HARD), LiveState(budget_used_percent=72.0, budget_scope="daily"))
+    # Then the premium-tier Sonnet is dropped and the standard models remain, in order
+    assert decision.primary_model == "claude-haiku-4-5"
+    assert [c.model.key for c in decision.plan][::2] == ["claude-haiku-4-5", "nova-pro"]
+    assert {"model": "claude-sonnet-4-5", "reason": "budget caps models at tier standard"} in decision.reasons[
+        "skipped"
+    ]
+    assert decision.reasons["budget"]["mode"] == "max tier standard"
+
+
+def test_when_the_cap_leaves_nothing_the_cheapest_allowed_models_stand_in(default_policy):
+    # Given the premium route (Opus, Sonnet, Haiku 4.5) and 95% spent: economy only
+    state = LiveState(budget_used_percent=95.0, budget_scope="daily")
+    decision = decide(default_policy, request(HARD, tier="premium"), state)
+    assert decision.route == "premium"
+    assert decision.primary_model == "nova-micro"
+    assert decision.reasons["budget"]["stand_ins"] == ["nova-micro", "nova-lite", "claude-3-haiku"]
+    assert all(call.model.tier == "economy" for call in decision.plan)
+
+
+def test_at_100_percent_the_policy_action_ends_routing(default_policy, policy_document):
+    decision = decide(default_policy, request(GREETING), LiveState(budget_used_percent=100.0))
+    assert decision.budget_action == "degrade"
+    assert decision.plan == ()
+    policy_document["budget"]["modes"][-1] = {"at_percent": 100, "action": "reject"}
+    rejecting = compile_policy(policy_document)
+    assert decide(rejecting, request(GREETING), LiveState(budget_used_percent=130.0)).budget_action == "reject"
+
+
+# -- latency -----------------------------------------------------------------------------------------
+
+
+def test_pairs_slower_than_the_callers_budget_go_last(default_policy):
+    slow = LiveState(latency_ms={("nova-micro", "us-east-1"): 3200.0, ("nova-micro", "us-west-2"): 3200.0})
+    decision = decide(default_policy, request(GREETING, latency_budget_ms=500), slow)
+    assert decision.reasons["plan"][:2] == ["claude-3-haiku@us-east-1", "claude-3-haiku@us-west-2"]
+    assert decision.reasons["plan"][-2:] == ["nova-micro@us-east-1", "nova-micro@us-west-2"]
+    assert decision.reasons["latency"]["source"] == "header"
+    assert [d["model"] for d in decision.reasons["latency"]["deprioritised"]] == ["nova-micro", "nova-micro"]
+
+
+def test_route_sla_applies_without_a_header_and_unknown_latency_counts_as_fast(default_policy):
+    # The fast route's SLA is 3000 ms: a 3200 ms home region goes last, the unmeasured one stays
+    state = LiveState(latency_ms={("nova-micro", "us-east-1"): 3200.0})
+    decision = decide(default_policy, request(GREETING), state)
+    assert decision.reasons["latency"] == {
+        "budget_ms": 3000,
+        "source": "route_sla",
+        "deprioritised": [{"model": "nova-micro", "region": "us-east-1", "recent_latency_ms": 3200.0}],
+    }
+    assert decision.reasons["plan"][0] == "nova-micro@us-west-2"
+    assert decision.reasons["plan"][-1] == "nova-micro@us-east-1"

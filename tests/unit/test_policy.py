@@ -66,6 +66,16 @@ def test_model_lookup_by_key_or_model_id(default_policy):
         (lambda d: d["models"]["nova-micro"].__setitem__("colour", "blue"), "models.nova-micro must not contain"),
         (lambda d: d["routes"]["fast"].__setitem__("candidates", []), "routes.fast.candidates must contain at least 1"),
         (lambda d: d["resilience"].pop("degraded_message"), "resilience must contain ['degraded_message']"),
+        (
+            lambda d: d["budget"]["modes"][2].__setitem__("action", "panic"),
+            "budget.modes[2].action must be one of ['degrade', 'reject'] (got \"panic\")",
+        ),
+        (lambda d: d["budget"].__setitem__("daily_usd", 0), "budget.daily_usd must be bigger than 0 (got 0)"),
+        (
+            lambda d: d["circuit_breaker"].__setitem__("cooldown_seconds", 0),
+            "circuit_breaker.cooldown_seconds must be bigger than or equal to 1 (got 0)",
+        ),
+        (lambda d: d["routes"]["fast"].__setitem__("latency_sla_ms", "fast"), "routes.fast.latency_sla_ms must be"),
     ],
 )
 def test_rejects_schema_violations_naming_field_and_value(policy_document, mutate, expected):
@@ -107,6 +117,19 @@ def test_rejects_schema_violations_naming_field_and_value(policy_document, mutat
             "models.claude-haiku-4-5.inference_profile_destinations is required",
         ),
         (lambda d: d["routes"].__setitem__("auto", d["routes"]["fast"]), "routes.auto is reserved"),
+        (
+            lambda d: d["budget"]["modes"].__setitem__(1, {"at_percent": 60, "max_model_tier": "economy"}),
+            "budget.modes[1].at_percent must be above the previous mode's (got 60 after 70",
+        ),
+        (
+            lambda d: d["budget"]["modes"].__setitem__(0, {"at_percent": 70}),
+            "budget.modes[0] needs exactly one of max_model_tier or action",
+        ),
+        (lambda d: d["budget"]["per_tier"].__setitem__("gold", {"daily_usd": 1}), "budget.per_tier.gold is not a tier"),
+        (
+            lambda d: d.__setitem__("budget", {"modes": d["budget"]["modes"]}),
+            "budget needs at least one of daily_usd, monthly_usd, per_tier, per_api_key",
+        ),
     ],
 )
 def test_rejects_broken_cross_references(policy_document, mutate, expected):

@@ -1,0 +1,127 @@
+"""The handler with live state: budgets (429 and degrade), latency budgets, breakers sparing later requests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.router import handler
+from lambdas.router.budget import scopes_for
+from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
+from lambdas.router.policy_store import PolicyStore, file_fetcher
+from lambdas.router.service import RouterService
+from local_endpoint.server import LocalLambdaContext
+
+from .conftest import FakeBedrock, api_event
+
+Call = Callable[..., tuple[int, dict[str, str], dict[str, Any]]]
+
+
+@pytest.fixture
+def store() -> InMemoryBackend:
+    return InMemoryBackend()
+
+
+@pytest.fixture
+def make_invoke(bedrock: FakeBedrock, store: InMemoryBackend, tmp_path: Path) -> Iterator[Callable[..., Call]]:
+    def make(mutate: Callable[[dict[str, Any]], None] | None = None) -> Call:
+        document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+        if mutate is not None:
+            mutate(document)
+        policy_file = tmp_path / "policy.json"
+        policy_file.write_text(json.dumps(document), encoding="utf-8")
+        service = RouterService(
+            policies=PolicyStore(file_fetcher(policy_file), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+            sleep=lambda _s: None,
+        )
+        handler.configure(service)
+
+        def call(body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+            result = handler.lambda_handler(
+                api_event("POST", "/generate", body, headers), LocalLambdaContext("req-123")
+            )
+            flat = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
+            flat.update(result.get("headers") or {})
+            return result["statusCode"], flat, json.loads(result["body"])
+
+        return call
+
+    yield make
+    handler.configure(None)
+
+
+def spend(store: InMemoryBackend, usd: float) -> None:
+    policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8")))
+    for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None):
+        store.spend[scope.key] = usd
+
+
+def test_spent_budget_with_reject_action_answers_429_with_retry_after(make_invoke, store, bedrock):
+    invoke = make_invoke(lambda d: d["budget"]["modes"].__setitem__(2, {"at_percent": 100, "action": "reject"}))
+    spend(store, 250.0)  # of 200 USD a day
+    status, headers, body = invoke({"prompt": "Hello!"})
+    assert status == 429
+    assert body["error"] == "BudgetExceeded"
+    assert "daily spend budget is used up (125%)" in body["message"]
+    assert 0 < int(headers["Retry-After"]) <= 86_400
+    assert bedrock.calls == []
+
+
+def test_spent_budget_with_degrade_action_gives_the_degraded_answer(make_invoke, store, bedrock, contract_fields):
+    invoke = make_invoke()
+    spend(store, 200.0)
+    status, headers, body = invoke({"prompt": "Hello!"})
+    assert status == 200
+    assert set(body) >= contract_fields
+    assert body["model_used"] == "DEGRADED_SERVICE" and headers["X-Degraded"] == "true"
+    assert body["decision"]["gave_up"] == "budget"
+    assert bedrock.calls == []
+
+
+def test_answers_are_charged_to_the_budget(make_invoke, store):
+    invoke = make_invoke()
+    _, _, body = invoke({"prompt": "Hello!"})
+    handler.service().live_state.flush()
+    today = next(key for key in store.spend if key.startswith("d:"))
+    assert store.spend[today] == pytest.approx(body["cost_usd"])
+
+
+def test_capped_budget_moves_a_hard_prompt_to_a_standard_model(make_invoke, store):
+    invoke = make_invoke()
+    spend(store, 150.0)  # 75%
+    prompt = "Analyze the trade-offs step by step, first the risks, then compare costs, and recommend a strategy."
+    status, _, body = invoke({"prompt": prompt})
+    assert status == 200
+    assert body["model_used"] == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert body["decision"]["budget"]["mode"] == "max tier standard"
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1000000"])
+def test_rejects_a_bad_latency_budget_header(make_invoke, value):
+    status, _, body = make_invoke()({"prompt": "Hello!"}, {"X-Latency-Budget-Ms": value})
+    assert status == 400
+    assert "X-Latency-Budget-Ms must be a whole number of milliseconds" in body["message"]
+    assert repr(value) in body["message"]
+
+
+def test_a_failing_region_is_skipped_once_its_breaker_opens(make_invoke, bedrock):
+    # Given nova-micro down in its home region
+    invoke = make_invoke()
+    bedrock.fail("nova-micro", "us-east-1")
+    failed = []
+    for _ in range(10):
+        status, _, body = invoke({"prompt": "Hello!"})
+        assert status == 200 and body["region"] == "us-west-2"
+        failed.append(sum(a["outcome"] != "ok" for a in body["decision"]["attempts"]))
+    # Then the first requests pay one failed attempt each, and after the breaker opens none do
+    assert failed[:5] == [1, 1, 1, 1, 1]
+    assert failed[5:] == [0] * 5
+    assert {"model": "nova-micro", "region": "us-east-1", "reason": "circuit open"} in body["decision"]["skipped"]
