@@ -161,7 +161,8 @@ class RoutedBedrockEndpoint(Construct):
             ``Canary10Percent20Minutes`` (with a 10-minute bake); a strategy for
             ``DeploymentStrategyId.ALL_AT_ONCE`` suits development stacks.
         state_table_encryption_key: a customer-managed KMS key for the live-state table; the router is
-            allowed ``kms:Decrypt`` and ``kms:Encrypt`` on it. Default: - the AWS-managed key for DynamoDB
+            allowed on it what ``Table.grant_read_write_data`` allows on a table's key (``kms:Decrypt``,
+            ``kms:DescribeKey``, ``kms:Encrypt``, ``kms:ReEncrypt*``, ``kms:GenerateDataKey*``). Default: - the AWS-managed key for DynamoDB
             (``aws/dynamodb``).
         state_table_removal_policy: what happens to the live-state table when it leaves the stack. It holds
             only short-lived state and counters (breaker windows, latency histograms, today's and this
@@ -617,7 +618,10 @@ class RoutedBedrockEndpoint(Construct):
         # index ARNs (the table has none). The generic grant adds no key permissions: those are explicit below.
         table.grant(router_role, "dynamodb:BatchGetItem", "dynamodb:UpdateItem")
         if encryption_key is not None:
-            encryption_key.grant(router_role, "kms:Decrypt", "kms:Encrypt")
+            # The key actions aws-cdk-lib's own grant_read_write_data gives a reader-writer of a table on its key.
+            encryption_key.grant(
+                router_role, "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"
+            )
         return table
 
     def _method_authorization(self) -> dict[str, Any]:

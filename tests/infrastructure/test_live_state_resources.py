@@ -201,12 +201,18 @@ def test_no_key_permission_without_a_customer_key(template):
     assert statements_with_actions(template, "kms:") == []
 
 
-def test_router_may_decrypt_and_encrypt_with_the_customer_key_only(custom):
+def test_router_gets_table_key_actions_on_the_customer_key_only(custom):
     template = custom.template
     key = logical_id(template, "AWS::KMS::Key", "StateKey")
     router_role = logical_id(template, "AWS::IAM::Role", "LlmRouterRole")
     [statement] = statements_with_actions(template, "kms:")
-    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:Encrypt"]
+    assert sorted(statement["Action"]) == [
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:Encrypt",
+        "kms:GenerateDataKey*",
+        "kms:ReEncrypt*",
+    ]
     assert statement["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
     template.has_resource_properties(
         "AWS::IAM::Policy",
