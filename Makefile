@@ -40,6 +40,7 @@ format: setup
 bench: setup
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/fault_drill.py --out fault_drill.json
 
 validators: setup
 	$(PY) tools/generate_validators.py

@@ -167,7 +167,7 @@ class RouterService:
         except RoutingError as exc:
             return bad_request(str(exc))
         if decision.budget_action == "reject":
-            return _budget_refused(state, self._wall_clock())._replace(
+            return budget_refusal(state, self._wall_clock())._replace(
                 budget_used_percent=used_percent, spend_today_usd=spend_today
             )
 
@@ -279,13 +279,15 @@ def _latency_budget(raw: str | None) -> int | None:
     return value
 
 
-def _budget_refused(state: LiveState, now: float) -> Outcome:
+def budget_refusal(state: LiveState, now: float) -> Outcome:
     """HTTP 429: a budget is spent and the policy says to refuse; Retry-After is the next period's start."""
     scope = state.budget_scope or "budget"
     day = int(now // 86_400)
     if scope.endswith("monthly"):
+        import calendar  # only on this rare path: it is not worth its import on every cold start
+
         year, month = time.gmtime(now)[:2]
-        next_start = time.mktime((year + month // 12, month % 12 + 1, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
+        next_start = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
         retry_after = max(1, int(next_start - now))
     else:
         retry_after = max(1, int((day + 1) * 86_400 - now))
