@@ -162,7 +162,8 @@ class RoutedBedrockEndpoint(Construct):
             ``DeploymentStrategyId.ALL_AT_ONCE`` suits development stacks.
         state_table_encryption_key: a customer-managed KMS key for the live-state table; the router is
             allowed on it what ``Table.grant_read_write_data`` allows on a table's key (``kms:Decrypt``,
-            ``kms:DescribeKey``, ``kms:Encrypt``, ``kms:ReEncrypt*``, ``kms:GenerateDataKey*``). Default: - the AWS-managed key for DynamoDB
+            ``kms:DescribeKey``, ``kms:Encrypt``, ``kms:ReEncrypt*``, ``kms:GenerateDataKey*``).
+            Default: - the AWS-managed key for DynamoDB
             (``aws/dynamodb``).
         state_table_removal_policy: what happens to the live-state table when it leaves the stack. It holds
             only short-lived state and counters (breaker windows, latency histograms, today's and this
