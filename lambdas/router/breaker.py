@@ -88,10 +88,12 @@ def sliding(current: WindowCounts, previous: WindowCounts, now: float, window_se
     """Counts over the last ``window_seconds``: all of the current window, the overlapping part of the last."""
     elapsed = (now % window_seconds) / window_seconds
     weight = 1.0 - elapsed
+    # Never below zero: closing a circuit subtracts the failures it knew of, and two instances' views of
+    # the shared counts may differ by a cache period.
     return Sliding(
-        current.ok + previous.ok * weight,
-        current.failed + previous.failed * weight,
-        current.throttled + previous.throttled * weight,
+        max(0.0, current.ok + previous.ok * weight),
+        max(0.0, current.failed + previous.failed * weight),
+        max(0.0, current.throttled + previous.throttled * weight),
     )
 
 

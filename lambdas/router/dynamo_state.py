@@ -10,11 +10,14 @@ Items (all updates are atomic ``ADD`` or conditional ``SET``; the router needs o
 - ``s#<spend key>``: ``usd`` spent in a day or month (see ``budget.py``).
 
 The client has tight timeouts and one retry: a slow store costs a request at most about a second once,
-then the tracker leaves it alone for a while.
+then the tracker leaves it alone for a while. An ``ADD`` whose first try timed out after DynamoDB applied
+it may be applied twice by that retry: counts and spend can overshoot by one write, never fall short.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +25,13 @@ from . import breaker as b
 from .live_state import CircuitRecord, Pair, RemoteView
 
 BATCH_GET_LIMIT = 100
+BATCH_GET_TRIES = 3
+
+
+class IncompleteRead(RuntimeError):
+    """BatchGetItem left keys unprocessed after its retries: the caller keeps its previous view."""
+
+
 _COUNT_FIELDS = ("ok", "failed", "throttled")
 _HISTOGRAM_FIELDS = tuple(f"h{index}" for index in range(b.LATENCY_BUCKETS))
 
@@ -39,7 +49,12 @@ def _spend_key(key: str) -> str:
 
 
 def _n(value: float) -> dict[str, str]:
-    return {"N": repr(value) if isinstance(value, float) else str(value)}
+    """A DynamoDB number in fixed-point notation (``repr`` would give ``1.05e-05`` for a cheap call, which
+    some DynamoDB-compatible stores reject); twelve decimals are far below a cent."""
+    if isinstance(value, int):
+        return {"N": str(value)}
+    text = f"{value:.12f}".rstrip("0").rstrip(".")
+    return {"N": text if text not in ("", "-0") else "0"}
 
 
 def _num(item: Mapping[str, Any], name: str, default: float = 0.0) -> float:
@@ -112,13 +127,19 @@ class DynamoBackend:
             request: dict[str, Any] = {
                 self.table_name: {"Keys": [{"pk": {"S": key}} for key in keys[start : start + BATCH_GET_LIMIT]]}
             }
-            for _ in range(3):  # unprocessed keys (throttled partitions) get two more tries, then count as absent
+            for attempt in range(BATCH_GET_TRIES):
+                if attempt:
+                    time.sleep(0.01 * 2**attempt * random.random())  # full jitter: 0-20 ms, then 0-40 ms
                 response = self.client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     items[item["pk"]["S"]] = item
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
+            if request:
+                # An absent key reads as "closed" or "nothing spent": never guess that for keys not read.
+                left = len(request.get(self.table_name, {}).get("Keys", []))
+                raise IncompleteRead(f"{left} keys still unprocessed after {BATCH_GET_TRIES} BatchGetItem calls")
         circuits: dict[Pair, CircuitRecord] = {}
         counts: dict[tuple[Pair, int], b.WindowCounts] = {}
         for pair in pairs:
@@ -206,6 +227,14 @@ class DynamoBackend:
             "SET probes = :one, probe_at = :now",
             "opened_at = :opened AND probe_at < :stale",
             {":one": _n(1), ":now": at, ":opened": _n(opened_at), ":stale": _n(stale_before)},
+        )
+
+    def release_probe(self, pair: Pair, *, opened_at: float) -> bool:
+        return self._conditional_update(
+            _circuit_key(pair),
+            "SET probes = probes - :one",
+            "opened_at = :opened AND probes > :zero",
+            {":one": _n(1), ":zero": _n(0), ":opened": _n(opened_at)},
         )
 
     def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:

@@ -211,7 +211,8 @@ def execute_plan(
                     if clock() + delay + MIN_ATTEMPT_SECONDS < deadline:
                         sleep(delay)
                         retry += 1
-                        continue
+                        if skip is None or not skip(call):  # the throttles may have opened its circuit
+                            continue
                 if error.failure_class in (FailureClass.CONFIGURATION, FailureClass.CALLER):
                     abandoned_models.add(call.model.key)
                 if error.failure_class is FailureClass.CALLER:

@@ -9,6 +9,9 @@ One interface (``StateBackend``), two implementations: ``InMemoryBackend`` (loca
   (atomic adds); failures and throttles are written at once (an atomic add that returns the shared totals),
   so one instance's failures open the breaker for all; opening, probing and closing a breaker are
   conditional writes, so instances agree on one ``opened_at`` and on the number of half-open probes;
+- a half-open probe is claimed just before the call that uses it (``is_open``), held by that request only,
+  and given back in the store when the request ends without a verdict; closing a breaker forgets the
+  failures that opened it, so one failure right after a close does not open it again;
 - when the backend fails or is slow it is left alone for ``unhealthy_for_s`` and the tracker routes on
   local knowledge (its own counts and breakers); a request never fails because of the store.
 """
@@ -63,6 +66,10 @@ class StateBackend(Protocol):
     def claim_probe(self, pair: Pair, *, opened_at: float, max_probes: int, now: float, stale_before: float) -> bool:
         """Take a half-open probe slot (at ``now``) of the circuit opened at ``opened_at``; slots claimed before
         ``stale_before`` whose probe never reported count as free."""
+        ...
+
+    def release_probe(self, pair: Pair, *, opened_at: float) -> bool:
+        """Give back a half-open probe slot that was claimed but not used (no verdict)."""
         ...
 
     def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:
@@ -149,6 +156,15 @@ class InMemoryBackend:
                 return True
             return False
 
+    def release_probe(self, pair: Pair, *, opened_at: float) -> bool:
+        with self._lock:
+            self.writes += 1
+            current = self.circuits.get(pair)
+            if current is None or current.opened_at != opened_at or current.probes <= 0:
+                return False
+            self.circuits[pair] = current._replace(probes=current.probes - 1)
+            return True
+
     def close_circuit(self, pair: Pair, *, opened_at: float) -> bool:
         with self._lock:
             self.writes += 1
@@ -166,10 +182,11 @@ class InMemoryBackend:
 
 
 class Snapshot(NamedTuple):
-    """The engine's view for one request, plus the half-open probes this request holds."""
+    """The engine's view for one request, and the half-open probes this request holds (filled by
+    ``is_open`` as the request claims them; pass it to ``record_attempt`` and ``release``)."""
 
     state: LiveState
-    probes: frozenset[Pair]
+    probes: set[Pair]
     spend_today_usd: float
 
 
@@ -239,12 +256,13 @@ class LiveStateTracker:
             stale = self._read_at is None or now - self._read_at >= self._cache_ttl_s
             if (stale or missing) and self._healthy(now):
                 self._flush(now)
-                self._refresh(policy, now)
+                if self._healthy(now):  # a failed flush already cost this request its store timeout
+                    self._refresh(policy, now)
             elif now - self._flushed_at >= self._flush_interval_s and self._healthy(now):
                 self._flush(now)
             if self._latency_policy is not policy:
                 self._compute_latency(policy, now)
-            open_pairs, probes = self._circuits_for(policy, now)
+            open_pairs = self._circuits_for(policy, now)
             spend = {scope.key: self._spend(scope.key) for scope in scopes}
         percent, scope_label = used_percent(spend, scopes)
         state = LiveState(
@@ -254,37 +272,73 @@ class LiveStateTracker:
             budget_scope=scope_label,
         )
         today = next((spend[s.key] for s in scopes if s.key.startswith("d:") and ":" not in s.key[2:]), 0.0)
-        return Snapshot(state=state, probes=frozenset(probes), spend_today_usd=today)
+        return Snapshot(state=state, probes=set(), spend_today_usd=today)
 
-    def is_open(self, policy: Policy, model_id: str, region: str) -> bool:
-        """Whether a call planned earlier should now be skipped (its circuit opened meanwhile)."""
+    def is_open(self, policy: Policy, model_id: str, region: str, probes: set[Pair]) -> bool:
+        """Whether a planned call must be skipped, asked just before making it.
+
+        Open (cooling down): skip. Half-open: the request claims a probe slot (shared by all instances) and
+        the call goes ahead as the probe; with no slot left it is skipped. ``probes`` is the request's own
+        set of held probes (``Snapshot.probes``): a probe it holds is never skipped (throttle retries).
+        """
         pair = (model_id, region)
+        now = self._clock()
         with self._lock:
-            if pair in self._probing:
+            if pair in probes:
                 return False
             opened_at = self._opened_at(pair)
-        return b.phase(opened_at, self._clock(), policy.breaker) is not b.Phase.CLOSED
+            state = b.phase(opened_at, now, policy.breaker)
+            if state is b.Phase.CLOSED or opened_at is None:
+                return False
+            if state is b.Phase.HALF_OPEN and self._claim(pair, opened_at, policy, now):
+                probes.add(pair)
+                return False
+            return True
 
-    def record_attempt(self, policy: Policy, model_id: str, region: str, outcome: str, latency_ms: float) -> None:
-        """Count one model call; failures are written at once and may open the circuit."""
+    def record_attempt(
+        self,
+        policy: Policy,
+        model_id: str,
+        region: str,
+        outcome: str,
+        latency_ms: float,
+        *,
+        probes: set[Pair] | None = None,
+    ) -> None:
+        """Count one model call; failures are written at once and may open the circuit.
+
+        When the call was a half-open probe (in ``probes``): success closes the circuit, a failure opens it
+        again, a throttle gives no verdict (the probe stays held for the retry), and a caller-caused error
+        gives the slot back.
+        """
         settings = policy.breaker
         now = self._clock()
         pair = (model_id, region)
         window = b.window_id(now, settings.window_seconds)
         delta = b.one_call(outcome, latency_ms)
-        if delta.empty:
-            return
+        key = (pair, window)
         with self._lock:
-            key = (pair, window)
-            self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
-            probe_opened_at = self._probing.pop(pair, None)
-            if outcome == "ok":
-                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
-                if probe_opened_at is not None:
+            if probes is not None and pair in probes:
+                if not delta.empty:
+                    self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
+                    self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                if outcome == "throttled":
+                    return
+                probes.discard(pair)
+                probe_opened_at = self._probing.pop(pair, None)
+                if probe_opened_at is None:
+                    return
+                if outcome == "ok":
                     self._close(pair, probe_opened_at, now)
+                elif delta.empty:
+                    self._give_back(pair, probe_opened_at, now)
+                else:
+                    self._open(pair, now, probe_opened_at, f"half-open probe failed ({outcome})", now)
                 return
-            if probe_opened_at is not None:
-                self._open(pair, now, probe_opened_at, f"half-open probe failed ({outcome})", now)
+            if delta.empty:
+                return
+            self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
+            if outcome == "ok":
                 self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
                 return
             totals: b.WindowCounts | None = None
@@ -314,13 +368,17 @@ class LiveStateTracker:
             if reason is not None:
                 self._open(pair, now, opened_at, reason, now)
 
-    def release(self, probes: frozenset[Pair]) -> None:
-        """End of request: probes this request held but did not use are given back."""
+    def release(self, probes: set[Pair]) -> None:
+        """End of request: probes it still holds (no verdict: throttled, deadline) are given back."""
         if not probes:
             return
+        now = self._clock()
         with self._lock:
             for pair in probes:
-                self._probing.pop(pair, None)
+                opened_at = self._probing.pop(pair, None)
+                if opened_at is not None:
+                    self._give_back(pair, opened_at, now)
+            probes.clear()
 
     def record_spend(self, usd: float, scopes: Sequence[SpendScope]) -> None:
         if usd <= 0:
@@ -385,7 +443,10 @@ class LiveStateTracker:
 
     def _refresh(self, policy: Policy, now: float) -> None:
         window = b.window_id(now, policy.breaker.window_seconds)
-        pairs = [(spec.model_id, region) for spec in policy.models.values() for region in spec.regions]
+        # One entry per pair even when two catalog entries share a model id (BatchGetItem rejects duplicates).
+        pairs = list(
+            dict.fromkeys((spec.model_id, region) for spec in policy.models.values() for region in spec.regions)
+        )
         horizon = now - 10 * max(self._cache_ttl_s, 1.0)
         for key in [key for key, seen in self._scopes.items() if seen < horizon]:
             del self._scopes[key]
@@ -398,8 +459,8 @@ class LiveStateTracker:
         self._remote_circuits = dict(view.circuits)
         self._remote_counts = dict(view.counts)
         self._remote_spend = dict(view.spend)
-        self._local_circuits.clear()
         self._denied.clear()
+        self._write_back_local_circuits(policy, now)
         for stale in [key for key in self._local_counts if key[1] < window - 1]:
             del self._local_counts[stale]
         self._compute_latency(policy, now)
@@ -415,16 +476,16 @@ class LiveStateTracker:
                 return
             self._remote_counts[key] = totals
             del self._pending_counts[key]
-        if self._pending_spend:
-            amounts = dict(self._pending_spend)
+        # One counter at a time, each dropped from the buffer once written: a failure part-way never writes
+        # the earlier counters twice.
+        for spend_key, (usd, expires_at) in list(self._pending_spend.items()):
             try:
-                self._backend.add_spend(amounts)
+                self._backend.add_spend({spend_key: (usd, expires_at)})
             except Exception as exc:
                 self._failed("flush spend", exc, now)
                 return
-            for spend_key, (usd, _expires) in amounts.items():
-                self._remote_spend[spend_key] = self._remote_spend.get(spend_key, 0.0) + usd
-            self._pending_spend.clear()
+            self._remote_spend[spend_key] = self._remote_spend.get(spend_key, 0.0) + usd
+            del self._pending_spend[spend_key]
 
     def _spend(self, key: str) -> float:
         return self._remote_spend.get(key, 0.0) + self._pending_spend.get(key, (0.0, 0.0))[0]
@@ -454,24 +515,25 @@ class LiveStateTracker:
             return local
         return remote.opened_at if local is None else max(remote.opened_at, local)
 
-    def _circuits_for(self, policy: Policy, now: float) -> tuple[set[tuple[str, str]], set[Pair]]:
+    def _circuits_for(self, policy: Policy, now: float) -> set[tuple[str, str]]:
+        """(model key, region) pairs to leave out of the plan: open ones, and half-open ones whose probe
+        this instance already knows it cannot take. Other half-open pairs stay planned: the request claims
+        the probe just before calling (``is_open``)."""
         open_pairs: set[tuple[str, str]] = set()
-        probes: set[Pair] = set()
         if not (self._remote_circuits or self._local_circuits):
-            return open_pairs, probes
-        keys = {spec.model_id: spec.key for spec in policy.models.values()}
+            return open_pairs
+        keys: dict[str, list[str]] = {}
+        for spec in policy.models.values():
+            keys.setdefault(spec.model_id, []).append(spec.key)
         for pair in set(self._remote_circuits) | set(self._local_circuits):
-            model_key = keys.get(pair[0])
-            if model_key is None:
-                continue
             opened_at = self._opened_at(pair)
             state = b.phase(opened_at, now, policy.breaker)
-            if state is b.Phase.HALF_OPEN and opened_at is not None and self._claim(pair, opened_at, policy, now):
-                probes.add(pair)
+            if state is b.Phase.CLOSED:
                 continue
-            if state is not b.Phase.CLOSED:
-                open_pairs.add((model_key, pair[1]))
-        return open_pairs, probes
+            if state is b.Phase.HALF_OPEN and pair not in self._probing and self._denied.get(pair) != opened_at:
+                continue
+            open_pairs.update((model_key, pair[1]) for model_key in keys.get(pair[0], ()))
+        return open_pairs
 
     def _claim(self, pair: Pair, opened_at: float, policy: Policy, now: float) -> bool:
         if pair in self._probing or self._denied.get(pair) == opened_at:
@@ -523,8 +585,54 @@ class LiveStateTracker:
         remote = self._remote_circuits.get(pair)
         if remote is not None and remote.opened_at == opened_at:
             del self._remote_circuits[pair]
-        if self._healthy(now):
+        self._forget_failures(pair)
+        if not self._healthy(now):
+            return
+        try:
+            closed = self._backend.close_circuit(pair, opened_at=opened_at)
+            if not closed:
+                return
+            # The failures that opened the circuit are history: take them out of the shared windows too.
+            for key, known in list(self._remote_counts.items()):
+                if key[0] != pair or not (known.failed or known.throttled):
+                    continue
+                window = key[1]
+                undo = b.WindowCounts(failed=-known.failed, throttled=-known.throttled)
+                self._remote_counts[key] = self._backend.add_counts(
+                    pair, window, undo, float((window + 4) * self._window_seconds)
+                )
+        except Exception as exc:
+            self._failed("close a circuit", exc, now)
+
+    def _forget_failures(self, pair: Pair) -> None:
+        for counts in (self._local_counts, self._pending_counts):
+            for key, known in list(counts.items()):
+                if key[0] == pair and (known.failed or known.throttled):
+                    counts[key] = known._replace(failed=0, throttled=0)
+
+    def _give_back(self, pair: Pair, opened_at: float, now: float) -> None:
+        remote = self._remote_circuits.get(pair)
+        if remote is None or remote.opened_at != opened_at or not self._healthy(now):
+            return
+        try:
+            self._backend.release_probe(pair, opened_at=opened_at)
+        except Exception as exc:
+            self._failed("give back a half-open probe", exc, now)
+
+    def _write_back_local_circuits(self, policy: Policy, now: float) -> None:
+        """Circuits this instance opened while the store was down: write them now that it answers."""
+        for pair, opened_at in list(self._local_circuits.items()):
+            del self._local_circuits[pair]
+            if pair in self._remote_circuits or b.phase(opened_at, now, policy.breaker) is b.Phase.CLOSED:
+                continue
+            reason = "opened while the live-state store was unreachable"
             try:
-                self._backend.close_circuit(pair, opened_at=opened_at)
+                written = self._backend.open_circuit(pair, opened_at=opened_at, expected=None, reason=reason)
             except Exception as exc:
-                self._failed("close a circuit", exc, now)
+                self._local_circuits[pair] = opened_at
+                self._failed("write back a circuit", exc, now)
+                return
+            if written:
+                self._remote_circuits[pair] = CircuitRecord(opened_at=opened_at, reason=reason)
+            else:
+                self._read_at = None  # another instance wrote one first: read it next time

@@ -189,12 +189,15 @@ class RouterService:
         tracker = self.live_state
         skip = on_attempt = None
         if tracker is not None:
+            held = snapshot.probes if snapshot is not None else set()
 
             def skip(call: PlannedCall) -> bool:
-                return tracker.is_open(policy, call.model.model_id, call.region)
+                return tracker.is_open(policy, call.model.model_id, call.region, held)
 
             def on_attempt(attempt: AttemptRecord) -> None:
-                tracker.record_attempt(policy, attempt.model_id, attempt.region, attempt.outcome, attempt.latency_ms)
+                tracker.record_attempt(
+                    policy, attempt.model_id, attempt.region, attempt.outcome, attempt.latency_ms, probes=held
+                )
 
         result = execute_plan(
             decision.plan,

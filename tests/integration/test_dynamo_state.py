@@ -105,6 +105,30 @@ def test_half_open_probes_are_bounded_and_stale_slots_are_reclaimed(backend):
     assert backend.claim_probe(PAIR, opened_at=1000.0, max_probes=1, now=1070.0, stale_before=1040.0)
 
 
+def test_a_probe_given_back_frees_its_slot_once(backend):
+    backend.open_circuit(PAIR, opened_at=1000.0, expected=None, reason="x")
+    assert backend.claim_probe(PAIR, opened_at=1000.0, max_probes=1, now=1031.0, stale_before=1001.0)
+    assert backend.release_probe(PAIR, opened_at=1000.0)
+    assert backend.read([PAIR], [1], []).circuits[PAIR].probes == 0
+    # Never below zero, and never for another opening
+    assert not backend.release_probe(PAIR, opened_at=1000.0)
+    assert not backend.release_probe(PAIR, opened_at=999.0)
+    assert backend.claim_probe(PAIR, opened_at=1000.0, max_probes=1, now=1032.0, stale_before=1002.0)
+
+
+def test_a_cheap_calls_spend_is_written_exactly(backend):
+    # A Nova Micro greeting costs about a hundred-thousandth of a dollar: Python spells it 1.05e-05
+    for _ in range(3):
+        backend.add_spend({"d:2026-11-23": (1.05e-05, 9e9)})
+    assert backend.read([], [], ["d:2026-11-23"]).spend["d:2026-11-23"] == pytest.approx(3.15e-05)
+
+
+def test_counts_can_be_taken_back_when_a_circuit_closes(backend):
+    backend.add_counts(PAIR, 7, b.WindowCounts(ok=2, failed=5, throttled=1), 9e9)
+    totals = backend.add_counts(PAIR, 7, b.WindowCounts(failed=-5, throttled=-1), 9e9)
+    assert (totals.ok, totals.failed, totals.throttled) == (2, 0, 0)
+
+
 def test_closing_needs_the_same_circuit(backend):
     backend.open_circuit(PAIR, opened_at=1000.0, expected=None, reason="x")
     assert not backend.close_circuit(PAIR, opened_at=999.0)

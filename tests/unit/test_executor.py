@@ -124,6 +124,33 @@ def test_throttling_past_the_retries_moves_to_the_next_region(plan, default_poli
     assert len(clock.sleeps) == default_policy.resilience.throttle_retries
 
 
+def test_a_circuit_that_opens_during_backoff_ends_the_retries_there(plan, default_policy):
+    # Given throttling that opens the home region's circuit after the first throttle (as other instances'
+    # throttles might)
+    clock = FakeClock()
+    models = ScriptedModels(clock, {("nova-micro", "us-east-1"): ["ThrottlingException"]})
+    opened: set[tuple[str, str]] = set()
+
+    def on_attempt(attempt):
+        if attempt.outcome == "throttled":
+            opened.add((attempt.model, attempt.region))
+
+    result = execute_plan(
+        plan,
+        models,
+        default_policy.resilience,
+        deadline=clock() + 25.0,
+        clock=clock,
+        sleep=clock.sleep,
+        rng=random.Random(7),
+        skip=lambda call: (call.model.key, call.region) in opened,
+        on_attempt=on_attempt,
+    )
+    # Then the retry is not made: the next region answers after one throttled call
+    assert [c[:2] for c in models.calls] == [("nova-micro", "us-east-1"), ("nova-micro", "us-west-2")]
+    assert result.answered_by.region == "us-west-2"
+
+
 def test_regional_outage_goes_to_the_same_model_in_the_next_region(plan, default_policy):
     clock = FakeClock()
     models = ScriptedModels(clock, {("nova-micro", "us-east-1"): ["ServiceUnavailableException"]})

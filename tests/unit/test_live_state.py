@@ -8,6 +8,7 @@ import pytest
 
 from lambdas.router.budget import scopes_for
 from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.policy import compile_policy
 
 NOVA_MICRO = "amazon.nova-micro-v1:0"
 HOME = "us-east-1"
@@ -93,20 +94,33 @@ def test_reads_the_store_at_most_once_per_cache_period(default_policy):
     assert store.reads == 2
 
 
+PAIR = (NOVA_MICRO, HOME)
+
+
+def open_then_cool_down(a: LiveStateTracker, policy, clock: Clock) -> None:
+    fail(a, policy, policy.breaker.failure_threshold)
+    clock.now += policy.breaker.cooldown_seconds + 1
+
+
 def test_half_open_lets_one_probe_through_across_instances_and_success_closes(default_policy):
     store, clock = InMemoryBackend(), Clock()
     a, b = tracker(store, clock), tracker(store, clock)
-    fail(a, default_policy, 5)
-    # When the cooldown has passed
-    clock.now += default_policy.breaker.cooldown_seconds + 1
-    first = snapshot(a, default_policy, clock)
-    second = snapshot(b, default_policy, clock)
-    # Then exactly one instance holds the probe; for the other the circuit is still open
-    assert first.probes == frozenset({(NOVA_MICRO, HOME)})
+    open_then_cool_down(a, default_policy, clock)
+    first, second = snapshot(a, default_policy, clock), snapshot(b, default_policy, clock)
+    # Half-open: both instances still plan the pair, and a snapshot alone claims nothing
     assert ("nova-micro", HOME) not in first.state.open_circuits
-    assert ("nova-micro", HOME) in second.state.open_circuits
-    # And the probe's success closes the circuit for everyone
-    a.record_attempt(default_policy, NOVA_MICRO, HOME, "ok", 100.0)
+    assert ("nova-micro", HOME) not in second.state.open_circuits
+    assert store.circuits[PAIR].probes == 0
+    # When both reach the call, exactly one gets the probe; the other skips it
+    assert not a.is_open(default_policy, *PAIR, first.probes)
+    assert b.is_open(default_policy, *PAIR, second.probes)
+    assert first.probes == {PAIR}
+    assert second.probes == set()
+    # And B's next plan leaves the pair out (it knows the probe is taken)
+    assert ("nova-micro", HOME) in snapshot(b, default_policy, clock).state.open_circuits
+    # Then the probe's success closes the circuit for everyone
+    a.record_attempt(default_policy, *PAIR, "ok", 100.0, probes=first.probes)
+    assert first.probes == set()
     clock.now += 2.0
     assert ("nova-micro", HOME) not in snapshot(b, default_policy, clock).state.open_circuits
     assert store.circuits == {}
@@ -115,28 +129,100 @@ def test_half_open_lets_one_probe_through_across_instances_and_success_closes(de
 def test_failed_probe_reopens_for_another_cooldown(default_policy):
     store, clock = InMemoryBackend(), Clock()
     a = tracker(store, clock)
-    fail(a, default_policy, 5)
-    first_opened = store.circuits[(NOVA_MICRO, HOME)].opened_at
-    clock.now += default_policy.breaker.cooldown_seconds + 1
-    assert snapshot(a, default_policy, clock).probes
-    fail(a, default_policy, 1)
-    assert store.circuits[(NOVA_MICRO, HOME)].opened_at == pytest.approx(clock.now)
-    assert store.circuits[(NOVA_MICRO, HOME)].opened_at > first_opened
+    open_then_cool_down(a, default_policy, clock)
+    first_opened = store.circuits[PAIR].opened_at
+    held = snapshot(a, default_policy, clock).probes
+    assert not a.is_open(default_policy, *PAIR, held)
+    a.record_attempt(default_policy, *PAIR, "regional", 30.0, probes=held)
+    assert store.circuits[PAIR].opened_at == pytest.approx(clock.now)
+    assert store.circuits[PAIR].opened_at > first_opened
+    assert "half-open probe failed" in store.circuits[PAIR].reason
     clock.now += 1
     assert ("nova-micro", HOME) in snapshot(a, default_policy, clock).state.open_circuits
 
 
-def test_an_unused_probe_slot_is_claimable_again_after_a_cooldown(default_policy):
+def test_a_probe_given_back_without_a_verdict_is_claimable_at_once(default_policy):
     store, clock = InMemoryBackend(), Clock()
     a, b = tracker(store, clock), tracker(store, clock)
-    fail(a, default_policy, 5)
+    open_then_cool_down(a, default_policy, clock)
+    held = snapshot(a, default_policy, clock).probes
+    assert not a.is_open(default_policy, *PAIR, held)
+    # When the request ends before the probe gave a verdict (its deadline passed)
+    a.release(held)
+    # Then the slot is free in the store, and another instance probes without waiting a cooldown
+    assert store.circuits[PAIR].probes == 0
+    theirs = snapshot(b, default_policy, clock).probes
+    assert not b.is_open(default_policy, *PAIR, theirs)
+    assert theirs == {PAIR}
+
+
+def test_a_probe_whose_instance_vanished_is_claimable_after_a_cooldown(default_policy):
+    store, clock = InMemoryBackend(), Clock()
+    a, b = tracker(store, clock), tracker(store, clock)
+    open_then_cool_down(a, default_policy, clock)
+    assert not a.is_open(default_policy, *PAIR, snapshot(a, default_policy, clock).probes)
+    # Instance A is frozen for good holding the probe: B is refused ...
+    assert b.is_open(default_policy, *PAIR, snapshot(b, default_policy, clock).probes)
+    # ... until the claim is a cooldown old
     clock.now += default_policy.breaker.cooldown_seconds + 1
-    held = snapshot(a, default_policy, clock)
-    a.release(held.probes)  # the request was answered before it reached the probe
-    assert not snapshot(b, default_policy, clock).probes
-    clock.now += default_policy.breaker.cooldown_seconds + 2
-    store.circuits[(NOVA_MICRO, HOME)] = store.circuits[(NOVA_MICRO, HOME)]._replace(probe_at=clock.now - 31)
-    assert snapshot(b, default_policy, clock).probes == frozenset({(NOVA_MICRO, HOME)})
+    theirs = snapshot(b, default_policy, clock).probes
+    assert not b.is_open(default_policy, *PAIR, theirs)
+    assert theirs == {PAIR}
+
+
+def test_a_throttled_probe_gives_no_verdict_and_keeps_the_probe_for_the_retry(default_policy):
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    open_then_cool_down(a, default_policy, clock)
+    opened_at = store.circuits[PAIR].opened_at
+    held = snapshot(a, default_policy, clock).probes
+    assert not a.is_open(default_policy, *PAIR, held)
+    a.record_attempt(default_policy, *PAIR, "throttled", 5.0, probes=held)
+    # The circuit is neither re-opened nor closed, and the retry may call the pair
+    assert store.circuits[PAIR].opened_at == opened_at
+    assert held == {PAIR}
+    assert not a.is_open(default_policy, *PAIR, held)
+    a.record_attempt(default_policy, *PAIR, "ok", 80.0, probes=held)
+    assert store.circuits == {}
+
+
+def test_closing_forgets_the_failures_that_opened_the_circuit(default_policy):
+    # Given a circuit opened early in one window and closed by a probe early in the next
+    store, clock = InMemoryBackend(), Clock(T0 + 3)
+    a, b = tracker(store, clock), tracker(store, clock)
+    open_then_cool_down(a, default_policy, clock)
+    held = snapshot(a, default_policy, clock).probes
+    assert not a.is_open(default_policy, *PAIR, held)
+    a.record_attempt(default_policy, *PAIR, "ok", 80.0, probes=held)
+    # When a single failure follows, on either instance
+    clock.now += 1
+    fail(a, default_policy, 1)
+    clock.now += 2
+    fail(b, default_policy, 1)
+    # Then the circuit stays closed: the failures from before the close no longer count
+    assert store.circuits == {}
+    assert ("nova-micro", HOME) not in snapshot(b, default_policy, clock).state.open_circuits
+    # And it still opens on enough new failures
+    fail(b, default_policy, default_policy.breaker.failure_threshold)
+    assert PAIR in store.circuits
+
+
+def test_a_request_that_never_reaches_a_half_open_pair_claims_nothing(default_policy):
+    # Given the primary's secondary region half-open while its home region answers
+    store, clock = InMemoryBackend(), Clock()
+    a, b = tracker(store, clock), tracker(store, clock)
+    west = (NOVA_MICRO, "us-west-2")
+    for _ in range(default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, *west, "regional", 30.0)
+    clock.now += default_policy.breaker.cooldown_seconds + 1
+    # When many requests are answered from the home region (no call reaches us-west-2)
+    for _ in range(5):
+        view = snapshot(a, default_policy, clock)
+        a.record_attempt(default_policy, *PAIR, "ok", 50.0, probes=view.probes)
+        a.release(view.probes)
+    # Then the slot is still free for whichever request does reach it
+    assert store.circuits[west].probes == 0
+    assert not b.is_open(default_policy, *west, snapshot(b, default_policy, clock).probes)
 
 
 def test_store_down_routes_on_local_knowledge_and_never_raises(default_policy):
@@ -202,3 +288,77 @@ def test_latency_is_known_per_pair_after_enough_samples(default_policy):
     latency = snapshot(a, default_policy, clock).state.latency_ms
     assert latency[("nova-micro", HOME)] == 3200.0
     assert ("nova-micro", "us-west-2") not in latency
+
+
+class Flaky:
+    """An in-memory store that can be taken down, or made to fail the n-th call of one method."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryBackend()
+        self.down = False
+        self.fail_calls: dict[str, set[int]] = {}
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self.down or self.calls[name] in self.fail_calls.get(name, set()):
+                raise TimeoutError(f"{name} timed out")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_circuits_opened_while_the_store_was_down_are_written_when_it_recovers(default_policy):
+    store, clock = Flaky(), Clock()
+    a, b = tracker(store, clock, unhealthy_for_s=5.0), tracker(store, clock)
+    store.down = True
+    snapshot(a, default_policy, clock)
+    fail(a, default_policy, default_policy.breaker.failure_threshold)
+    assert ("nova-micro", HOME) in snapshot(a, default_policy, clock).state.open_circuits
+    assert store.inner.circuits == {}
+    # When the store answers again
+    store.down = False
+    clock.now += 5.0
+    assert ("nova-micro", HOME) in snapshot(a, default_policy, clock).state.open_circuits
+    # Then the circuit is in the store, and the other instances skip the pair too
+    assert PAIR in store.inner.circuits
+    assert ("nova-micro", HOME) in snapshot(b, default_policy, clock).state.open_circuits
+
+
+def test_a_spend_flush_failing_part_way_never_writes_a_counter_twice(default_policy):
+    store, clock = Flaky(), Clock()
+    a = tracker(store, clock, unhealthy_for_s=5.0)
+    scopes = scopes_for(default_policy.budget, clock(), tier="economy", api_key="key-1")
+    assert len(scopes) >= 4  # day and month, overall, for the tier and for the key
+    snapshot(a, default_policy, clock, tier="economy", key="key-1")
+    a.record_spend(1.0, scopes)
+    store.fail_calls["add_spend"] = {3}  # the third counter's write times out
+    a.flush()
+    clock.now += 5.0
+    a.flush()
+    # Every counter holds the one dollar, once
+    assert store.inner.spend == {scope.key: pytest.approx(1.0) for scope in scopes}
+
+
+def test_two_catalog_entries_for_one_model_id_read_each_pair_once(default_policy, policy_document):
+    # Given a catalog that lists Nova Micro twice (say, under two names with different prices)
+    policy_document["models"]["nova-micro-batch"] = dict(policy_document["models"]["nova-micro"])
+    policy = compile_policy(policy_document)
+    read_pairs: list[list[tuple[str, str]]] = []
+
+    class Recording(InMemoryBackend):
+        def read(self, pairs, windows, spend_keys):
+            read_pairs.append(list(pairs))
+            return super().read(pairs, windows, spend_keys)
+
+    store, clock = Recording(), Clock()
+    a = tracker(store, clock)
+    fail(a, policy, policy.breaker.failure_threshold)
+    clock.now += 2.0
+    view = snapshot(a, policy, clock)
+    # Then the read names each (model id, region) once, and the open circuit covers both names
+    assert len(read_pairs[-1]) == len(set(read_pairs[-1]))
+    assert {("nova-micro", HOME), ("nova-micro-batch", HOME)} <= view.state.open_circuits
