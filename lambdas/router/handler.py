@@ -28,7 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
@@ -41,6 +41,9 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", m.NAMESPACE))
+# Budget and live-state gauges go in a second, small EMF line under [service] only: in the request's line they
+# would be stored under all five of its dimension sets, some hundred custom metrics nobody reads.
+state_metrics = EphemeralMetrics(namespace=metrics.namespace, service=metrics.service)
 app = APIGatewayRestResolver()
 
 _service: RouterService | None = None
@@ -150,13 +153,7 @@ def _record(outcome: Outcome, request_id: str) -> None:
     Powertools log line costs about a third of the router's per-request time.
     """
     metrics.add_metadata(key="request_id", value=request_id)
-    if outcome.budget_used_percent is not None:
-        metrics.add_metric(name=m.BUDGET_USED_PERCENT, unit=MetricUnit.Percent, value=outcome.budget_used_percent)
-    if outcome.spend_today_usd is not None:
-        metrics.add_metric(name=m.SPEND_TODAY_USD, unit=MetricUnit.NoUnit, value=outcome.spend_today_usd)
-    if outcome.status == 429 or outcome.body.get("decision", {}).get("gave_up") == "budget":
-        metrics.add_metric(name=m.BUDGET_EXHAUSTED, unit=MetricUnit.Count, value=1)
-    _record_live_state_events()
+    _record_budget_and_state(outcome)
     if outcome.status >= 400:
         metrics.add_metric(name=m.BAD_REQUESTS, unit=MetricUnit.Count, value=int(outcome.status == 400))
         metrics.add_metadata(key="reason", value=outcome.body.get("message"))
@@ -198,14 +195,26 @@ def _record(outcome: Outcome, request_id: str) -> None:
             failure.add_dimension(name=m.FAILURE_CLASS_DIMENSION, value=attempt.outcome)
 
 
-def _record_live_state_events() -> None:
+def _record_budget_and_state(outcome: Outcome) -> None:
+    """Budget gauges and store errors under [service] (their own EMF line); opened circuits per pair."""
+    written = False
+    if outcome.budget_used_percent is not None:
+        state_metrics.add_metric(name=m.BUDGET_USED_PERCENT, unit=MetricUnit.Percent, value=outcome.budget_used_percent)
+        written = True
+    if outcome.spend_today_usd is not None:
+        state_metrics.add_metric(name=m.SPEND_TODAY_USD, unit=MetricUnit.NoUnit, value=outcome.spend_today_usd)
+        written = True
+    if outcome.status == 429 or outcome.body.get("decision", {}).get("gave_up") == "budget":
+        state_metrics.add_metric(name=m.BUDGET_EXHAUSTED, unit=MetricUnit.Count, value=1)
+        written = True
     tracker = service().live_state
-    if tracker is None:
-        return
-    events = tracker.drain_events()
-    if events.store_errors:
-        metrics.add_metric(name=m.STATE_STORE_ERRORS, unit=MetricUnit.Count, value=events.store_errors)
-    for model_id, region in events.circuits_opened:
+    events = tracker.drain_events() if tracker is not None else None
+    if events is not None and events.store_errors:
+        state_metrics.add_metric(name=m.STATE_STORE_ERRORS, unit=MetricUnit.Count, value=events.store_errors)
+        written = True
+    if written:
+        state_metrics.flush_metrics()
+    for model_id, region in events.circuits_opened if events is not None else ():
         with single_metric(
             name=m.CIRCUITS_OPENED,
             unit=MetricUnit.Count,

@@ -30,7 +30,7 @@ def store() -> InMemoryBackend:
 
 @pytest.fixture
 def make_invoke(bedrock: FakeBedrock, store: InMemoryBackend, tmp_path: Path) -> Iterator[Callable[..., Call]]:
-    def make(mutate: Callable[[dict[str, Any]], None] | None = None) -> Call:
+    def make(mutate: Callable[[dict[str, Any]], None] | None = None, backend: Any = None) -> Call:
         document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
         if mutate is not None:
             mutate(document)
@@ -39,7 +39,7 @@ def make_invoke(bedrock: FakeBedrock, store: InMemoryBackend, tmp_path: Path) ->
         service = RouterService(
             policies=PolicyStore(file_fetcher(policy_file), max_age_s=300),
             gateway=bedrock,
-            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+            live_state=LiveStateTracker(backend or store, cache_ttl_s=0.0),
             sleep=lambda _s: None,
         )
         handler.configure(service)
@@ -125,3 +125,44 @@ def test_a_failing_region_is_skipped_once_its_breaker_opens(make_invoke, bedrock
     assert failed[:5] == [1, 1, 1, 1, 1]
     assert failed[5:] == [0] * 5
     assert {"model": "nova-micro", "region": "us-east-1", "reason": "circuit open"} in body["decision"]["skipped"]
+
+
+def emf_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_budget_gauges_and_opened_circuits_use_the_dimensions_the_alarms_query(make_invoke, bedrock, store, capsys):
+    # Given a budget 60% spent and nova-micro down in its home region
+    invoke = make_invoke()
+    spend(store, 120.0)
+    bedrock.fail("nova-micro", "us-east-1")
+    capsys.readouterr()
+    # When requests open the breaker
+    for _ in range(5):
+        invoke({"prompt": "Hello!"})
+    lines = emf_lines(capsys)
+    # Then the budget gauges are in their own line under [service] only, never under route or model
+    gauges = [line for line in lines if "BudgetUsedPercent" in line]
+    assert len(gauges) == 5
+    assert all(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]] for line in gauges)
+    assert gauges[0]["BudgetUsedPercent"] == [pytest.approx(60.0)]
+    assert gauges[0]["SpendTodayUsd"] == [pytest.approx(120.0)]
+    assert not [line for line in lines if "Requests" in line and "BudgetUsedPercent" in line]
+    # And the opened circuit is counted once, per model and region
+    [opened] = [line for line in lines if "CircuitsOpened" in line]
+    assert opened["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Model", "Region", "service"]]
+    assert (opened["Model"], opened["Region"]) == ("amazon.nova-micro-v1:0", "us-east-1")
+
+
+def test_store_errors_are_counted_under_service(make_invoke, capsys):
+    class Down(InMemoryBackend):
+        def read(self, *args: Any, **kwargs: Any) -> Any:
+            raise TimeoutError("read timed out")
+
+    invoke = make_invoke(backend=Down())
+    capsys.readouterr()
+    status, _, _ = invoke({"prompt": "Hello!"})
+    assert status == 200
+    [errors] = [line for line in emf_lines(capsys) if "StateStoreErrors" in line]
+    assert errors["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert errors["StateStoreErrors"] == [1.0]

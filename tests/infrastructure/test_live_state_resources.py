@@ -265,7 +265,18 @@ def test_budget_alarm_is_not_a_rollback_monitor(default):
     assert len(environment["Monitors"]) == 4
     assert budget_alarm not in json.dumps(environment["Monitors"])
     assert "BudgetUsedPercent" in default.endpoint.alarms
-    assert "StateStoreErrors" not in default.endpoint.alarms  # off by default
+    # The state-store alarm is on by default (5 errors in 5 minutes), and only notifies too
+    store_alarm = logical_id(template, "AWS::CloudWatch::Alarm", "StateStoreErrorsAlarm")
+    assert store_alarm not in json.dumps(environment["Monitors"])
+    store = alarms_by_description(template)["live-state table errors"]["Properties"]
+    assert (store["MetricName"], store["Statistic"], store["Threshold"]) == (m.STATE_STORE_ERRORS, "Sum", 5)
+
+
+def test_no_budget_alarm_without_a_budget_in_the_policy(no_budget):
+    # Nothing would ever emit the gauge: such an alarm would sit at OK for ever
+    assert "BudgetUsedPercent" not in no_budget.endpoint.alarms
+    assert "budget used" not in alarms_by_description(no_budget.template)
+    assert "StateStoreErrors" in no_budget.endpoint.alarms
 
 
 def test_budget_alarm_is_absent_when_none_and_the_state_store_alarm_notifies_the_topic(custom):
@@ -402,3 +413,15 @@ def test_accepts_the_limits_and_skips_a_token_state_cache_ttl():
         stack, "Llm", policy=DEFAULT_POLICY_PATH, state_cache_ttl=cdk.Duration.seconds(seconds.value_as_number)
     )
     assert router_variables(Template.from_stack(stack))["ROUTER_STATE_CACHE_SECONDS"] == {"Ref": "CacheSeconds"}
+
+
+def test_a_token_alarm_threshold_is_left_to_deploy_time():
+    stack = cdk.Stack(cdk.App(), "TokenAlarm")
+    errors = cdk.CfnParameter(stack, "StoreErrors", type="Number", default=5)
+    endpoint = RoutedBedrockEndpoint(
+        stack, "Llm", policy=DEFAULT_POLICY_PATH, alarm_state_store_errors=errors.value_as_number
+    )
+    alarm = endpoint.alarms["StateStoreErrors"].node.default_child
+    assert Template.from_stack(stack).to_json()["Resources"][stack.get_logical_id(alarm)]["Properties"][
+        "Threshold"
+    ] == {"Ref": "StoreErrors"}

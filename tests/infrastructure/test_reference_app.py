@@ -135,7 +135,8 @@ def test_alarm_topic_is_encrypted_and_wired(assembly):
     [topic_id] = [key for key, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
     assert "KmsMasterKeyId" in resources[topic_id]["Properties"]
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert len(alarms) == 7  # the construct's defaults: six rollback-or-health alarms and the budget alarm
+    # The construct's defaults: six rollback-or-health alarms, the budget alarm and the state-store alarm
+    assert len(alarms) == 8
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
 
 

@@ -545,6 +545,7 @@ def test_all_alarms_exist_with_their_default_thresholds_and_no_actions(template)
         "fallback answers": 10,
         "degraded answers": 1,
         "budget used": 90,
+        "live-state table errors": 5,
     }
     for alarm in alarms.values():
         properties = alarm["Properties"]
@@ -596,13 +597,25 @@ def test_api_and_lambda_alarms_watch_this_api_and_function(template):
 def test_alarm_actions_go_to_the_topic_and_disabled_alarms_are_absent(variant):
     template = variant.template
     alarms = alarms_by_description(template)
-    assert set(alarms) == {"API 5XX answers", "fallback answers", "degraded answers", "budget used"}
+    assert set(alarms) == {
+        "API 5XX answers",
+        "fallback answers",
+        "degraded answers",
+        "budget used",
+        "live-state table errors",
+    }
     assert alarms["fallback answers"]["Properties"]["Threshold"] == 25
     topic = logical_id(template, "AWS::SNS::Topic")
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
         assert alarm["Properties"]["OKActions"] == [{"Ref": topic}]
-    assert set(variant.endpoint.alarms) == {"Api5xxRate", "FallbackRate", "DegradedAnswers", "BudgetUsedPercent"}
+    assert set(variant.endpoint.alarms) == {
+        "Api5xxRate",
+        "FallbackRate",
+        "DegradedAnswers",
+        "BudgetUsedPercent",
+        "StateStoreErrors",
+    }
 
 
 def test_dashboard_shows_routing_patterns_from_the_shared_metric_names(template):
@@ -682,6 +695,7 @@ def test_construct_ids_are_stable_public_contract(default):
         "FallbackRateAlarm",
         "DegradedAnswersAlarm",
         "BudgetUsedPercentAlarm",
+        "StateStoreErrorsAlarm",
         "PolicyEnvironment",
         "PolicyDeploymentStrategy",
         "Policy",

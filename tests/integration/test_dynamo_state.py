@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from lambdas.router import breaker as b
 from lambdas.router.budget import scopes_for
@@ -27,11 +29,21 @@ def moto_url(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     for name, value in {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto"}.items():
         monkeypatch_module.setenv(name, value)
     monkeypatch_module.delenv("AWS_PROFILE", raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    # moto's server over real HTTP, many connections at once, but one request at a time inside moto: its
+    # in-memory DynamoDB applies ADD as an unlocked read-modify-write, which real DynamoDB does atomically.
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ: Any, start_response: Any) -> list[bytes]:
+        with lock:
+            return list(moto_app(environ, start_response))
+
+    server = make_server("127.0.0.1", free_port(), one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +64,9 @@ def backend(moto_url: str) -> DynamoBackend:
         BillingMode="PAY_PER_REQUEST",
     )
     client.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
-    return DynamoBackend(name, region=REGION, endpoint_url=moto_url)
+    # Generous timeouts: these tests are about atomicity, and a loaded test machine can make moto slower than
+    # the production 0.5 s read timeout (whose retry of an ADD may count it twice, as documented).
+    return DynamoBackend(name, region=REGION, endpoint_url=moto_url, connect_timeout_s=5.0, read_timeout_s=10.0)
 
 
 def test_empty_table_reads_as_all_closed_and_nothing_spent(backend):
