@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import warnings
 from typing import Any
 
@@ -44,6 +45,10 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", m.NAM
 # Budget and live-state gauges go in a second, small EMF line under [service] only: in the request's line they
 # would be stored under all five of its dimension sets, some hundred custom metrics nobody reads.
 state_metrics = EphemeralMetrics(namespace=metrics.namespace, service=metrics.service)
+# The budget gauges are read as 5-minute maxima: one sample a second per instance is plenty, and spares a log
+# line (CPU and CloudWatch Logs ingestion) on every other request. Counts are written when they happen.
+GAUGE_INTERVAL_S = 1.0
+_gauges_written_at = float("-inf")
 app = APIGatewayRestResolver()
 
 _service: RouterService | None = None
@@ -51,8 +56,9 @@ _service: RouterService | None = None
 
 def configure(service: RouterService | None) -> None:
     """Use this service (tests, local mode); None rebuilds it from the environment on next use."""
-    global _service
+    global _service, _gauges_written_at
     _service = service
+    _gauges_written_at = float("-inf")
 
 
 def _build_live_state() -> LiveStateTracker:
@@ -196,13 +202,16 @@ def _record(outcome: Outcome, request_id: str) -> None:
 
 
 def _record_budget_and_state(outcome: Outcome) -> None:
-    """Budget gauges and store errors under [service] (their own EMF line); opened circuits per pair."""
+    """Budget gauges (at most every ``GAUGE_INTERVAL_S``) and counts under [service], in their own EMF line;
+    opened circuits per (model, region)."""
+    global _gauges_written_at
     written = False
-    if outcome.budget_used_percent is not None:
+    now = time.monotonic()
+    if now - _gauges_written_at >= GAUGE_INTERVAL_S and outcome.budget_used_percent is not None:
         state_metrics.add_metric(name=m.BUDGET_USED_PERCENT, unit=MetricUnit.Percent, value=outcome.budget_used_percent)
-        written = True
-    if outcome.spend_today_usd is not None:
-        state_metrics.add_metric(name=m.SPEND_TODAY_USD, unit=MetricUnit.NoUnit, value=outcome.spend_today_usd)
+        if outcome.spend_today_usd is not None:
+            state_metrics.add_metric(name=m.SPEND_TODAY_USD, unit=MetricUnit.NoUnit, value=outcome.spend_today_usd)
+        _gauges_written_at = now
         written = True
     if outcome.status == 429 or outcome.body.get("decision", {}).get("gave_up") == "budget":
         state_metrics.add_metric(name=m.BUDGET_EXHAUSTED, unit=MetricUnit.Count, value=1)

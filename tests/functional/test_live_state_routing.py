@@ -131,8 +131,11 @@ def emf_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
 
 
-def test_budget_gauges_and_opened_circuits_use_the_dimensions_the_alarms_query(make_invoke, bedrock, store, capsys):
-    # Given a budget 60% spent and nova-micro down in its home region
+def test_budget_gauges_and_opened_circuits_use_the_dimensions_the_alarms_query(
+    make_invoke, bedrock, store, capsys, monkeypatch
+):
+    # Given a budget 60% spent, nova-micro down in its home region, and a gauge on every request
+    monkeypatch.setattr(handler, "GAUGE_INTERVAL_S", 0.0)
     invoke = make_invoke()
     spend(store, 120.0)
     bedrock.fail("nova-micro", "us-east-1")
@@ -166,3 +169,14 @@ def test_store_errors_are_counted_under_service(make_invoke, capsys):
     [errors] = [line for line in emf_lines(capsys) if "StateStoreErrors" in line]
     assert errors["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
     assert errors["StateStoreErrors"] == [1.0]
+
+
+def test_budget_gauges_are_written_at_most_once_per_interval(make_invoke, capsys, monkeypatch):
+    monkeypatch.setattr(handler, "GAUGE_INTERVAL_S", 3600.0)
+    invoke = make_invoke()
+    capsys.readouterr()
+    for _ in range(5):
+        assert invoke({"prompt": "Hello!"})[0] == 200
+    lines = emf_lines(capsys)
+    assert len([line for line in lines if "BudgetUsedPercent" in line]) == 1
+    assert len([line for line in lines if "Requests" in line]) == 5
