@@ -127,10 +127,11 @@ class LocalEndpoint:
     def dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        if self.simulator is not None and self.simulator.handles(method, urlsplit(path).path):
-            status, sim_headers, sim_body = self.simulator.handle(method, urlsplit(path).path, headers, body)
+        route = urlsplit(path).path
+        if self.simulator is not None and self.simulator.handles(method, route):
+            status, sim_headers, sim_body = self.simulator.handle(method, route, headers, body)
             return status, list(sim_headers.items()), sim_body
-        if self.live_state is not None and urlsplit(path).path == STATE_PATH:
+        if self.live_state is not None and route == STATE_PATH:
             return self._state_admin(self.live_state, method)
         request_id = str(uuid.uuid4())
         event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)

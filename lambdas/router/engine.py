@@ -138,7 +138,7 @@ def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexit
         known = ", ".join(sorted(policy.use_cases))
         raise RoutingError(f"unknown use_case '{use_case}' (expected one of: {known})")
     reasons["use_case"] = use_case
-    tier = request.tier.lower() if request.tier else policy.default_tier
+    tier = policy.tier_of(request.tier)
     if tier not in policy.tiers:
         known = ", ".join(sorted(policy.tiers))
         raise RoutingError(f"unknown user tier '{request.tier}' in {policy.tier_header} (expected one of: {known})")

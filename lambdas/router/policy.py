@@ -171,6 +171,11 @@ class Policy(NamedTuple):
     latency: LatencySettings = LatencySettings()
     budget: Budget | None = None
 
+    def tier_of(self, header: str | None) -> str:
+        """The user tier a request's tier header names (case-insensitive), or the default tier. Not checked
+        against ``tiers``: the engine rejects an unknown one."""
+        return header.lower() if header else self.default_tier
+
     def model_by_id_or_key(self, name: str) -> ModelSpec | None:
         """Find a catalog model by its policy key or its Bedrock model id."""
         spec = self.models.get(name)

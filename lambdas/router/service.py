@@ -115,8 +115,9 @@ class RouterService:
         except BadRequest as exc:
             return bad_request(str(exc))
         tier_header = caller.headers.get(policy.tier_header)
-        tier = tier_header.lower() if tier_header else policy.default_tier
-        scopes = scopes_for(policy.budget, self._wall_clock(), tier=tier, api_key=caller.api_key_id)
+        scopes = scopes_for(
+            policy.budget, self._wall_clock(), tier=policy.tier_of(tier_header), api_key=caller.api_key_id
+        )
         snapshot = self.live_state.snapshot(policy, scopes) if self.live_state is not None else None
         try:
             return self._route(
