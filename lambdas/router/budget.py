@@ -16,6 +16,7 @@ from typing import NamedTuple
 from .policy import Budget, BudgetLimits
 
 DAY_SECONDS = 86_400
+OVERALL_DAILY = "daily"  # the label of the overall daily scope (tier and key scopes are labelled by name)
 # Counters outlive their period by a margin, for the dashboard and late readers; then TTL removes them.
 DAILY_RETENTION_SECONDS = 3 * DAY_SECONDS
 MONTHLY_RETENTION_SECONDS = 40 * DAY_SECONDS
@@ -33,7 +34,9 @@ def _period_scopes(label: str, limits: BudgetLimits, now: float, suffix: str) ->
     month = day[:7]
     scopes = []
     if limits.daily_usd is not None or not suffix:
-        scopes.append(SpendScope(f"d:{day}{suffix}", f"{label}daily", limits.daily_usd, now + DAILY_RETENTION_SECONDS))
+        scopes.append(
+            SpendScope(f"d:{day}{suffix}", f"{label}{OVERALL_DAILY}", limits.daily_usd, now + DAILY_RETENTION_SECONDS)
+        )
     if limits.monthly_usd is not None:
         scopes.append(
             SpendScope(f"m:{month}{suffix}", f"{label}monthly", limits.monthly_usd, now + MONTHLY_RETENTION_SECONDS)
@@ -55,6 +58,11 @@ def scopes_for(budget: Budget | None, now: float, *, tier: str | None, api_key: 
     if api_key and budget.per_api_key is not None:
         scopes += _period_scopes("api key ", budget.per_api_key, now, f":key:{api_key}")
     return tuple(scopes)
+
+
+def spent_today(spend: Mapping[str, float], scopes: Sequence[SpendScope]) -> float:
+    """Today's overall spend: the overall daily counter, which ``scopes_for`` always includes."""
+    return next((spend.get(scope.key, 0.0) for scope in scopes if scope.label == OVERALL_DAILY), 0.0)
 
 
 def used_percent(spend: Mapping[str, float], scopes: Sequence[SpendScope]) -> tuple[float | None, str | None]:

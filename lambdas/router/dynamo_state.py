@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import breaker as b
-from .live_state import CircuitRecord, Pair, RemoteView
+from .live_state import CircuitRecord, CountKey, Pair, RemoteView
 
 BATCH_GET_LIMIT = 100
 BATCH_GET_TRIES = 3
@@ -141,7 +141,7 @@ class DynamoBackend:
                 left = len(request.get(self.table_name, {}).get("Keys", []))
                 raise IncompleteRead(f"{left} keys still unprocessed after {BATCH_GET_TRIES} BatchGetItem calls")
         circuits: dict[Pair, CircuitRecord] = {}
-        counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        counts: dict[CountKey, b.WindowCounts] = {}
         for pair in pairs:
             circuit = items.get(_circuit_key(pair))
             if circuit is not None and "opened_at" in circuit:

@@ -25,12 +25,26 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from . import breaker as b
-from .budget import SpendScope, used_percent
+from .budget import SpendScope, spent_today, used_percent
 from .engine import LiveState
 from .policy import BreakerSettings, Policy
 
 Pair = tuple[str, str]
 """(Bedrock model id, region)."""
+CountKey = tuple[Pair, int]
+"""(pair, counting window)."""
+
+# A window's counts are kept this many windows after it ends (the sliding count reads the last two), then TTL
+# removes them from the store.
+WINDOWS_KEPT = 4
+
+
+def window_expires_at(window: int, window_seconds: int) -> float:
+    return float((window + WINDOWS_KEPT) * window_seconds)
+
+
+def _add(counts: dict[CountKey, b.WindowCounts], key: CountKey, delta: b.WindowCounts) -> None:
+    counts[key] = counts.get(key, b.EMPTY).plus(delta)
 
 
 class CircuitRecord(NamedTuple):
@@ -46,7 +60,7 @@ class RemoteView(NamedTuple):
     """What one backend read returned."""
 
     circuits: Mapping[Pair, CircuitRecord]
-    counts: Mapping[tuple[Pair, int], b.WindowCounts]
+    counts: Mapping[CountKey, b.WindowCounts]
     spend: Mapping[str, float]
 
 
@@ -87,7 +101,7 @@ class InMemoryBackend:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.circuits: dict[Pair, CircuitRecord] = {}
-        self.counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self.counts: dict[CountKey, b.WindowCounts] = {}
         self.spend: dict[str, float] = {}
         self.reads = 0
         self.writes = 0
@@ -228,11 +242,11 @@ class LiveStateTracker:
         self._flushed_at = 0.0
         self._unhealthy_until = 0.0
         self._remote_circuits: dict[Pair, CircuitRecord] = {}
-        self._remote_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self._remote_counts: dict[CountKey, b.WindowCounts] = {}
         self._remote_spend: dict[str, float] = {}
         self._local_circuits: dict[Pair, float] = {}  # opened here while the store could not be written
-        self._local_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
-        self._pending_counts: dict[tuple[Pair, int], b.WindowCounts] = {}
+        self._local_counts: dict[CountKey, b.WindowCounts] = {}
+        self._pending_counts: dict[CountKey, b.WindowCounts] = {}
         self._pending_spend: dict[str, tuple[float, float]] = {}
         self._denied: dict[Pair, float] = {}  # probe claims refused, per opened_at, until the next read
         self._probing: dict[Pair, float] = {}  # this instance's probes in flight -> the circuit's opened_at
@@ -271,8 +285,7 @@ class LiveStateTracker:
             budget_used_percent=percent,
             budget_scope=scope_label,
         )
-        today = next((spend[s.key] for s in scopes if s.key.startswith("d:") and ":" not in s.key[2:]), 0.0)
-        return Snapshot(state=state, probes=set(), spend_today_usd=today)
+        return Snapshot(state=state, probes=set(), spend_today_usd=spent_today(spend, scopes))
 
     def is_open(self, policy: Policy, model_id: str, region: str, probes: set[Pair]) -> bool:
         """Whether a planned call must be skipped, asked just before making it.
@@ -320,8 +333,8 @@ class LiveStateTracker:
         with self._lock:
             if probes is not None and pair in probes:
                 if not delta.empty:
-                    self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
-                    self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                    _add(self._local_counts, key, delta)
+                    _add(self._pending_counts, key, delta)
                 if outcome == "throttled":
                     return
                 probes.discard(pair)
@@ -337,15 +350,15 @@ class LiveStateTracker:
                 return
             if delta.empty:
                 return
-            self._local_counts[key] = self._local_counts.get(key, b.EMPTY).plus(delta)
+            _add(self._local_counts, key, delta)
             if outcome == "ok":
-                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                _add(self._pending_counts, key, delta)
                 return
             totals: b.WindowCounts | None = None
             if self._healthy(now):
                 try:
                     totals = self._backend.add_counts(
-                        pair, window, delta, float((window + 4) * settings.window_seconds)
+                        pair, window, delta, window_expires_at(window, settings.window_seconds)
                     )
                 except Exception as exc:
                     self._failed("record a failed call", exc, now)
@@ -356,7 +369,7 @@ class LiveStateTracker:
                     self._pending_counts.get((pair, window - 1), b.EMPTY)
                 )
             else:
-                self._pending_counts[key] = self._pending_counts.get(key, b.EMPTY).plus(delta)
+                _add(self._pending_counts, key, delta)
                 current = self._local_counts[key]
                 previous = self._local_counts.get((pair, window - 1), b.EMPTY)
             opened_at = self._opened_at(pair)
@@ -470,7 +483,7 @@ class LiveStateTracker:
         for key, delta in list(self._pending_counts.items()):
             pair, window = key
             try:
-                totals = self._backend.add_counts(pair, window, delta, float((window + 4) * self._window_seconds))
+                totals = self._backend.add_counts(pair, window, delta, window_expires_at(window, self._window_seconds))
             except Exception as exc:
                 self._failed("flush counts", exc, now)
                 return
@@ -599,7 +612,7 @@ class LiveStateTracker:
                 window = key[1]
                 undo = b.WindowCounts(failed=-known.failed, throttled=-known.throttled)
                 self._remote_counts[key] = self._backend.add_counts(
-                    pair, window, undo, float((window + 4) * self._window_seconds)
+                    pair, window, undo, window_expires_at(window, self._window_seconds)
                 )
         except Exception as exc:
             self._failed("close a circuit", exc, now)
