@@ -189,50 +189,49 @@ def _record(outcome: Outcome, request_id: str) -> None:
         if outcome.outcome == m.OUTCOME_DEGRADED:
             logger.warning("answered with the degraded message", extra={"attempts": decision.get("attempts")})
     for attempt in outcome.failed_attempts:
-        with single_metric(
-            name=m.MODEL_CALL_FAILURES,
-            unit=MetricUnit.Count,
-            value=1,
-            namespace=metrics.namespace,
-            default_dimensions=metrics.default_dimensions,
-        ) as failure:
-            failure.add_dimension(name=m.MODEL_DIMENSION, value=attempt.model_id)
-            failure.add_dimension(name=m.REGION_DIMENSION, value=attempt.region)
-            failure.add_dimension(name=m.FAILURE_CLASS_DIMENSION, value=attempt.outcome)
+        _count_one(
+            m.MODEL_CALL_FAILURES,
+            {
+                m.MODEL_DIMENSION: attempt.model_id,
+                m.REGION_DIMENSION: attempt.region,
+                m.FAILURE_CLASS_DIMENSION: attempt.outcome,
+            },
+        )
+
+
+def _count_one(name: str, dimensions: dict[str, str]) -> None:
+    """A count of 1 in its own EMF line, under [service] plus ``dimensions`` only."""
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions=metrics.default_dimensions,
+    ) as single:
+        for dimension, value in dimensions.items():
+            single.add_dimension(name=dimension, value=value)
 
 
 def _record_budget_and_state(outcome: Outcome) -> None:
     """Budget gauges (at most every ``GAUGE_INTERVAL_S``) and counts under [service], in their own EMF line;
     opened circuits per (model, region)."""
     global _gauges_written_at
-    written = False
     now = time.monotonic()
     if now - _gauges_written_at >= GAUGE_INTERVAL_S and outcome.budget_used_percent is not None:
         state_metrics.add_metric(name=m.BUDGET_USED_PERCENT, unit=MetricUnit.Percent, value=outcome.budget_used_percent)
         if outcome.spend_today_usd is not None:
             state_metrics.add_metric(name=m.SPEND_TODAY_USD, unit=MetricUnit.NoUnit, value=outcome.spend_today_usd)
         _gauges_written_at = now
-        written = True
     if outcome.status == 429 or outcome.body.get("decision", {}).get("gave_up") == "budget":
         state_metrics.add_metric(name=m.BUDGET_EXHAUSTED, unit=MetricUnit.Count, value=1)
-        written = True
     tracker = service().live_state
     events = tracker.drain_events() if tracker is not None else None
     if events is not None and events.store_errors:
         state_metrics.add_metric(name=m.STATE_STORE_ERRORS, unit=MetricUnit.Count, value=events.store_errors)
-        written = True
-    if written:
+    if state_metrics.metric_set:
         state_metrics.flush_metrics()
     for model_id, region in events.circuits_opened if events is not None else ():
-        with single_metric(
-            name=m.CIRCUITS_OPENED,
-            unit=MetricUnit.Count,
-            value=1,
-            namespace=metrics.namespace,
-            default_dimensions=metrics.default_dimensions,
-        ) as opened:
-            opened.add_dimension(name=m.MODEL_DIMENSION, value=model_id)
-            opened.add_dimension(name=m.REGION_DIMENSION, value=region)
+        _count_one(m.CIRCUITS_OPENED, {m.MODEL_DIMENSION: model_id, m.REGION_DIMENSION: region})
 
 
 @app.not_found
