@@ -31,22 +31,6 @@ CUSTOM_BUDGET = {"daily_usd": 123.5, "monthly_usd": 2000, "modes": [{"at_percent
 
 
 @pytest.fixture(scope="module")
-def default(tmp_path_factory, shipped_policy) -> Synthesized:
-    """Every prop at its default, with the shipped policy (daily budget 200 USD, modes at 70, 90 and 100 %)."""
-    return synthesize(
-        tmp_path_factory.mktemp("live-state-default"),
-        "Test",
-        lambda stack: RoutedBedrockEndpoint(stack, "Llm", policy=shipped_policy),
-        env=cdk.Environment(account="123456789012", region="us-east-1"),
-    )
-
-
-@pytest.fixture(scope="module")
-def template(default) -> Template:
-    return default.template
-
-
-@pytest.fixture(scope="module")
 def custom(tmp_path_factory, shipped_policy) -> Synthesized:
     """A customer key, a retained table, a 1.5 s cache, no budget alarm, a state-store alarm, another budget."""
     document = copy.deepcopy(shipped_policy)

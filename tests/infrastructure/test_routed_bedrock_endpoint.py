@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Match
 
 from cdk_app import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 from lambdas.router import metric_names as m
@@ -50,22 +50,6 @@ def global_haiku_policy(document: dict[str, Any]) -> dict[str, Any]:
     changed = copy.deepcopy(document)
     changed["models"]["claude-haiku-4-5"]["model_id"] = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
     return changed
-
-
-@pytest.fixture(scope="module")
-def default(tmp_path_factory, shipped_policy) -> Synthesized:
-    """Every prop at its default, in a stack with an explicit account and region."""
-    return synthesize(
-        tmp_path_factory.mktemp("default"),
-        "Test",
-        lambda stack: RoutedBedrockEndpoint(stack, "Llm", policy=shipped_policy),
-        env=cdk.Environment(account="123456789012", region="us-east-1"),
-    )
-
-
-@pytest.fixture(scope="module")
-def template(default) -> Template:
-    return default.template
 
 
 @pytest.fixture(scope="module")
