@@ -102,6 +102,14 @@ def open_then_cool_down(a: LiveStateTracker, policy, clock: Clock) -> None:
     clock.now += policy.breaker.cooldown_seconds + 1
 
 
+def take_probe(t: LiveStateTracker, policy, clock: Clock) -> set[tuple[str, str]]:
+    """A request that reaches the half-open pair: it claims the probe just before calling; returns its probes."""
+    held = snapshot(t, policy, clock).probes
+    assert not t.is_open(policy, *PAIR, held)
+    assert held == {PAIR}
+    return held
+
+
 def test_half_open_lets_one_probe_through_across_instances_and_success_closes(default_policy):
     store, clock = InMemoryBackend(), Clock()
     a, b = tracker(store, clock), tracker(store, clock)
@@ -131,8 +139,7 @@ def test_failed_probe_reopens_for_another_cooldown(default_policy):
     a = tracker(store, clock)
     open_then_cool_down(a, default_policy, clock)
     first_opened = store.circuits[PAIR].opened_at
-    held = snapshot(a, default_policy, clock).probes
-    assert not a.is_open(default_policy, *PAIR, held)
+    held = take_probe(a, default_policy, clock)
     a.record_attempt(default_policy, *PAIR, "regional", 30.0, probes=held)
     assert store.circuits[PAIR].opened_at == pytest.approx(clock.now)
     assert store.circuits[PAIR].opened_at > first_opened
@@ -145,8 +152,7 @@ def test_a_probe_given_back_without_a_verdict_is_claimable_at_once(default_polic
     store, clock = InMemoryBackend(), Clock()
     a, b = tracker(store, clock), tracker(store, clock)
     open_then_cool_down(a, default_policy, clock)
-    held = snapshot(a, default_policy, clock).probes
-    assert not a.is_open(default_policy, *PAIR, held)
+    held = take_probe(a, default_policy, clock)
     # When the request ends before the probe gave a verdict (its deadline passed)
     a.release(held)
     # Then the slot is free in the store, and another instance probes without waiting a cooldown
@@ -175,8 +181,7 @@ def test_a_throttled_probe_gives_no_verdict_and_keeps_the_probe_for_the_retry(de
     a = tracker(store, clock)
     open_then_cool_down(a, default_policy, clock)
     opened_at = store.circuits[PAIR].opened_at
-    held = snapshot(a, default_policy, clock).probes
-    assert not a.is_open(default_policy, *PAIR, held)
+    held = take_probe(a, default_policy, clock)
     a.record_attempt(default_policy, *PAIR, "throttled", 5.0, probes=held)
     # The circuit is neither re-opened nor closed, and the retry may call the pair
     assert store.circuits[PAIR].opened_at == opened_at
@@ -191,8 +196,7 @@ def test_closing_forgets_the_failures_that_opened_the_circuit(default_policy):
     store, clock = InMemoryBackend(), Clock(T0 + 3)
     a, b = tracker(store, clock), tracker(store, clock)
     open_then_cool_down(a, default_policy, clock)
-    held = snapshot(a, default_policy, clock).probes
-    assert not a.is_open(default_policy, *PAIR, held)
+    held = take_probe(a, default_policy, clock)
     a.record_attempt(default_policy, *PAIR, "ok", 80.0, probes=held)
     # When a single failure follows, on either instance
     clock.now += 1
