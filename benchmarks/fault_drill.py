@@ -96,7 +96,6 @@ class Result(NamedTuple):
     degraded: bool
     failed_attempts: int
     saw_open_circuit: bool
-    started: float
     latency_ms: float
 
 
@@ -137,7 +136,6 @@ def _one_request(base: str, index: int, headers: dict[str, str], open_seen: thre
         degraded=bool(isinstance(body, dict) and body.get("degraded")),
         failed_attempts=sum(1 for attempt in attempts if attempt.get("outcome") != "ok"),
         saw_open_circuit=after_open,
-        started=started,
         latency_ms=latency_ms,
     )
 
