@@ -99,6 +99,8 @@ def validate(data, custom_formats={}, name_prefix=None):
                                 data__messages_item__content_len = len(data__messages_item__content)
                                 if data__messages_item__content_len < 1:
                                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.messages[{data__messages_x}].content'.format(**locals()) + ' must be longer than or equal to 1 characters', value=data__messages_item__content, name='' + (name_prefix or 'data') + '.messages[{data__messages_x}].content'.format(**locals()) + '', definition=None, rule='minLength')
+                                if not REGEX_PATTERNS['\\S'].search(data__messages_item__content):
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.messages[{data__messages_x}].content'.format(**locals()) + ' must match pattern \\S', value=data__messages_item__content, name='' + (name_prefix or 'data') + '.messages[{data__messages_x}].content'.format(**locals()) + '', definition=None, rule='pattern')
                         if data__messages_item_keys:
                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.messages[{data__messages_x}]'.format(**locals()) + ' must not contain ' + str(data__messages_item_keys) + ' properties', value=data__messages_item, name='' + (name_prefix or 'data') + '.messages[{data__messages_x}]'.format(**locals()) + '', definition=None, rule='additionalProperties')
         if 'max_tokens' in data_keys:

@@ -59,6 +59,8 @@ def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise BadRequest("request body nests arrays or objects too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
     return body
@@ -81,9 +83,8 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
             where = f" in {field}" if field else ""
             raise BadRequest(f"unknown field(s){where}: {', '.join(unknown)}") from None
         rule = exc.message.removeprefix(exc.name).strip()
-        shown = json.dumps(exc.value, default=str)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        if exc.rule == "pattern" and field == "prompt":
+        shown = _show(exc.value)
+        if exc.rule == "pattern" and (field == "prompt" or field.endswith(".content")):
             rule = "must not be blank"
         raise BadRequest(f"{field or 'body'} {rule} (got {shown})") from None
 
@@ -91,6 +92,10 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     history = body.get("messages") or []
     if prompt is None and not history:
         raise BadRequest("'prompt' is required (a non-empty string), or 'messages'")
+    _check_text("prompt", prompt)
+    _check_text("system", body.get("system"))
+    for index, message in enumerate(history):
+        _check_text(f"messages[{index}].content", message["content"])
     turns = [(m["role"], m["content"]) for m in history]
     if prompt is not None:
         turns.append(("user", prompt))
@@ -100,7 +105,8 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     if len(messages) > limits.max_messages:
         raise BadRequest(f"messages has {len(messages)} turns, over the limit of {limits.max_messages}")
 
-    system = body.get("system") or None
+    # A blank system prompt is no system prompt (Bedrock rejects blank text blocks).
+    system = body.get("system") if (body.get("system") or "").strip() else None
     chars = sum(len(content) for _, content in messages) + len(system or "")
     if chars > limits.max_prompt_chars:
         raise BadRequest(f"input is {chars} characters, over the limit of {limits.max_prompt_chars}")
@@ -123,6 +129,31 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
         max_tokens=max_tokens,
         temperature=body.get("temperature"),
     )
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, at most 80 characters."""
+    try:
+        shown = json.dumps(value, default=str)
+    except (RecursionError, ValueError):  # nested too deeply to print
+        shown = f"a deeply nested {type(value).__name__}"
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _check_text(field: str, text: str | None) -> None:
+    """Bedrock takes only valid Unicode: a lone UTF-16 surrogate (``"\\ud800"`` in JSON) fails at the model
+    as a server error, so it is the caller's mistake to name here, before any call (and before any breaker
+    can count it)."""
+    if not text:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise BadRequest(
+            f"{field} holds an unpaired UTF-16 surrogate (\\u{code:04x}) at character {exc.start}: "
+            "send valid Unicode text"
+        ) from None
 
 
 def _known_fields(field: str) -> set[str]:

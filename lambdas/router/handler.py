@@ -256,9 +256,22 @@ def unexpected(exc: Exception) -> Response[Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _forget_unflushed_metrics()
     response = app.resolve(event, context)
     _freeze_warm_state()
     return response
+
+
+def _forget_unflushed_metrics() -> None:
+    """Start every request with empty metric sets: one request, one EMF line (or none).
+
+    Powertools clears a metric set only when it prints it, so with ``POWERTOOLS_METRICS_DISABLED`` (local
+    mode's default) the values, dimension sets and metadata of every request would pile up, to be printed
+    as one line of up to 100 requests the moment metrics are enabled, and grow without end meanwhile.
+    """
+    for emf in (metrics.provider, state_metrics):
+        if emf.metric_set or emf.dimension_sets or emf.metadata_set:
+            emf.clear_metrics()
 
 
 _warm_state_frozen = False

@@ -39,6 +39,19 @@ import pytest
             '{"prompt": "hi", "images": [{"format": "png", "data": "***not-base64***"}]}',
             "images[0].data is not valid base64",
         ),
+        # Nesting deeper than json's decoder recurses: a 400, not a RecursionError and a 500
+        ("[" * 1000 + "]" * 1000, "request body nests arrays or objects too deeply"),
+        ("[" * 100_000 + "]" * 100_000, "request body nests arrays or objects too deeply"),
+        ('{"prompt": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}", "request body nests arrays or objects too deeply"),
+        ('{"prompt": ' + "[" * 900 + "]" * 900 + "}", "prompt must be string"),
+        # What Bedrock cannot take is the caller's mistake, named before any call
+        ('{"prompt": "hi \\ud800", "use_case": "faq"}', "prompt holds an unpaired UTF-16 surrogate (\\ud800)"),
+        ('{"prompt": "hi", "system": "\\udfff"}', "system holds an unpaired UTF-16 surrogate"),
+        (
+            '{"messages": [{"role": "user", "content": "a \\ud83d b"}]}',
+            "messages[0].content holds an unpaired UTF-16 surrogate",
+        ),
+        ('{"messages": [{"role": "user", "content": "   "}]}', "messages[0].content must not be blank"),
     ],
 )
 def test_rejects_bad_input_with_a_named_400(invoke, bedrock, raw, expected):
@@ -70,3 +83,54 @@ def test_rejects_input_longer_than_the_policy_allows(invoke):
     status, _, body = invoke("POST", "/generate", {"prompt": "x" * 400_001})
     assert status == 400
     assert "over the limit of 400000" in body["message"]
+
+
+def test_a_surrogate_pair_is_valid_text(invoke, bedrock):
+    # Given an emoji written as a JSON surrogate pair (valid UTF-16)
+    status, _, body = invoke("POST", "/generate", raw='{"prompt": "smile \\ud83d\\ude00", "use_case": "faq"}')
+    # Then it is routed, and the model receives the decoded character
+    assert status == 200, body
+    assert bedrock.calls[0]["messages"][-1]["content"][-1]["text"] == "smile \U0001f600"
+
+
+def test_a_blank_system_prompt_is_no_system_prompt(invoke, bedrock):
+    status, _, body = invoke("POST", "/generate", {"prompt": "hi", "system": "  \n "})
+    assert status == 200, body
+    assert bedrock.calls[0]["system"] == []
+
+
+def test_fuzzed_bodies_never_answer_a_server_error(invoke):
+    # Given seeded random and mutated bodies (deep nesting, odd types, truncation, byte flips)
+    import random
+
+    rng = random.Random(9)
+    seeds = [
+        '{"prompt": "hello", "use_case": "faq", "max_tokens": 20}',
+        '{"messages": [{"role": "user", "content": "a"}], "system": "s", "temperature": 0.5}',
+        '{"prompt": "x", "images": [{"format": "png", "data": "AAAA"}]}',
+    ]
+    bodies = []
+    for _ in range(300):
+        text = rng.choice(seeds)
+        roll = rng.random()
+        if roll < 0.3:
+            cut = rng.randrange(len(text))
+            text = text[:cut] + rng.choice(["{", "[", "\\", '"', "\\u", "\\ud800", "0e99999", "null", ""]) + text[cut:]
+        elif roll < 0.6:
+            text = text[: rng.randrange(len(text))]
+        elif roll < 0.8:
+            depth = rng.choice([10, 500, 999, 1500, 5000])
+            opener, closer = rng.choice([("[", "]"), ('{"k":', "}")])
+            text = text.replace('"hello"', opener * depth + "1" + closer * depth).replace('"a"', opener * depth + closer * depth)
+        else:
+            chars = list(text)
+            for _ in range(rng.randint(1, 5)):
+                chars[rng.randrange(len(chars))] = chr(rng.randrange(0, 0x3000))
+            text = "".join(chars)
+        bodies.append(text)
+    # When each is posted; Then every answer is a routed 200 or a 400 with a message, never a 5xx
+    for text in bodies:
+        status, _, body = invoke("POST", "/generate", raw=text)
+        assert status in (200, 400), (status, text[:200], body)
+        if status == 400:
+            assert body["error"] == "BadRequest" and body["message"], text[:200]
