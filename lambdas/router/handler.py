@@ -4,7 +4,10 @@ Configuration (environment variables, set by the construct or by local mode):
 
 - ``ROUTER_POLICY_FILE``: read the policy from this file (local mode); otherwise AppConfig:
   ``APPCONFIG_APPLICATION``, ``APPCONFIG_ENVIRONMENT``, ``APPCONFIG_PROFILE``.
-- ``ROUTER_POLICY_MAX_AGE_SECONDS``: how long a fetched policy is trusted (default 45).
+- ``ROUTER_POLICY_MAX_AGE_SECONDS``: how long a fetched policy is trusted (default 45; at least 15, AppConfig's
+  shortest poll interval).
+- ``ROUTER_BOOTSTRAP_POLICY_FILE``: the synth-validated policy in the asset (relative to the asset root),
+  served until AppConfig has deployed a version to this instance.
 - ``ROUTER_POLICY_SHA256``: digest of the policy the construct validated at synth; that exact document
   skips the schema pass on load (a cold-start saving), any other is fully validated.
 - ``BEDROCK_ENDPOINT_URL``: call this Bedrock Runtime endpoint instead of AWS (the local simulator).
@@ -24,6 +27,7 @@ import gc
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -34,7 +38,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
 from .live_state import InMemoryBackend, LiveStateTracker, StateBackend
-from .policy_store import PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
+from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
 from .service import CallerContext, Outcome, RouterService
 
 # /health publishes no metric on purpose; Powertools would warn about it on every call.
@@ -50,6 +54,8 @@ state_metrics = EphemeralMetrics(namespace=metrics.namespace, service=metrics.se
 GAUGE_INTERVAL_S = 1.0
 _gauges_written_at = float("-inf")
 app = APIGatewayRestResolver()
+ASSET_ROOT = Path(__file__).resolve().parent.parent
+"""The function's code root (``/var/task``): the ``lambdas`` package directory, holding ``router/``."""
 
 _service: RouterService | None = None
 
@@ -89,11 +95,16 @@ def _build_service() -> RouterService:
             application=os.environ["APPCONFIG_APPLICATION"],
             environment=os.environ["APPCONFIG_ENVIRONMENT"],
             profile=os.environ["APPCONFIG_PROFILE"],
-            max_age_s=int(max_age),
+            region=os.environ.get("AWS_REGION"),
         )
+    bootstrap_name = os.environ.get(BOOTSTRAP_POLICY_ENV)
     return RouterService(
         policies=PolicyStore(
-            fetch, max_age_s=max_age, logger=logger, trusted_digest=os.environ.get("ROUTER_POLICY_SHA256") or None
+            fetch,
+            max_age_s=max_age,
+            logger=logger,
+            trusted_digest=os.environ.get("ROUTER_POLICY_SHA256") or None,
+            bootstrap=file_fetcher(ASSET_ROOT / bootstrap_name) if bootstrap_name else None,
         ),
         gateway=BedrockGateway(endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL") or None),
         live_state=_build_live_state(),
@@ -117,7 +128,7 @@ def health() -> Response[Any]:
     policy = service().policies.current()
     body: dict[str, Any] = {"status": "ok", "policy_version": policy.version, "models": len(policy.models)}
     if service().policies.last_error:
-        body["policy_warning"] = "the newest policy version was rejected; the last good one is in force"
+        body["policy_warning"] = "the newest policy version could not be used; the last good one is in force"
     return _json_response(200, body)
 
 

@@ -1,8 +1,10 @@
 """Where the live policy comes from: AWS AppConfig (deployed) or a file (local mode), cached.
 
 A new document is validated before it replaces the current policy; an invalid one is logged and the last
-good policy stays in force. Until a first good policy has loaded, ``current()`` raises
-``PolicyUnavailable``.
+good policy stays in force. Until AppConfig has delivered a version to this client (the first rollout of a
+new stack reaches only part of the clients at a time), the router serves the *bootstrap* policy: the very
+document the construct validated at synth, shipped in the function's asset. Only when neither can be loaded
+does ``current()`` raise ``PolicyUnavailable``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from .policy import Policy, PolicyError, parse_policy
 
 FetchFn = Callable[[], bytes | str]
 
+BOOTSTRAP_POLICY_FILENAME = "bootstrap_policy.json"
+"""The policy the construct validated at synth, shipped in the function's asset root (beside ``router/``):
+the router serves it until AppConfig has deployed a version to this client."""
+BOOTSTRAP_POLICY_ENV = "ROUTER_BOOTSTRAP_POLICY_FILE"
+"""Environment variable naming the bootstrap policy file (absolute, or relative to the asset root)."""
+APPCONFIG_MIN_POLL_INTERVAL_S = 15
+"""``RequiredMinimumPollIntervalInSeconds`` of the AppConfig session: the least AppConfig allows. Without it
+the session's minimum is 60 s and any faster poll fails with "request too early"."""
+
 
 class PolicyUnavailable(RuntimeError):
     """No valid policy has been loaded yet."""
@@ -26,12 +37,18 @@ class PolicyUnavailable(RuntimeError):
 class PolicyStore:
     """Caches the compiled policy and refreshes it at most every ``max_age_s`` seconds.
 
+    ``fetch`` may answer an empty document: AppConfig does when nothing new has been deployed to this
+    client since its last answer, or when no deployment has reached it yet. The policy in force then stays;
+    with none yet, the ``bootstrap`` policy is loaded.
+
     Args:
         fetch: returns the raw policy document (bytes or str).
         max_age_s: how long a fetched document is trusted before fetching again.
         clock: monotonic seconds.
         logger: where rejected versions and fetch failures are reported.
         trusted_digest: SHA-256 of the document validated at synth (see ``policy.parse_policy``).
+        bootstrap: returns the policy to serve until ``fetch`` has delivered one (the synth-validated
+            document); None: no policy until then.
     """
 
     def __init__(
@@ -42,22 +59,31 @@ class PolicyStore:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | Any | None = None,
         trusted_digest: str | None = None,
+        bootstrap: FetchFn | None = None,
     ) -> None:
         self._fetch = fetch
+        self._bootstrap = bootstrap
         self._trusted_digest = trusted_digest
         self._max_age_s = max_age_s
         self._clock = clock
         self._logger = logger or logging.getLogger(__name__)
         self._policy: Policy | None = None
-        self._raw: bytes | str | None = None
+        self._accepted_raw: bytes | str | None = None  # the fetched document in force
+        self._rejected_raw: bytes | str | None = None  # the newest fetched document, when it was rejected
+        self._source: str | None = None
         self._checked_at: float | None = None
         self._last_error: str | None = None
         self._lock = threading.Lock()
 
     @property
     def last_error(self) -> str | None:
-        """Why the newest fetched document was rejected, if it was."""
+        """Why the newest version could not be used (rejected, or not fetched), if it could not."""
         return self._last_error
+
+    @property
+    def source(self) -> str | None:
+        """Where the policy in force came from: ``"fetched"``, ``"bootstrap"``, or None (none yet)."""
+        return self._source
 
     def current(self) -> Policy:
         """The policy in force, refreshed when older than ``max_age_s``.
@@ -80,29 +106,57 @@ class PolicyStore:
             raw = self._fetch()
         except Exception as exc:  # a fetch failure must never take down a working router
             self._last_error = f"cannot fetch policy: {exc}"
-            self._logger.error("policy fetch failed; keeping the last good policy", extra={"error": str(exc)})
+            self._logger.error("policy fetch failed; keeping the policy in force", extra={"error": str(exc)})
+            if self._policy is None:
+                self._load_bootstrap()
             return
         if not raw or not raw.strip():
-            # AppConfig answers with no content until a deployment reaches this client (the first gradual
-            # rollout of a new stack); keep what we have rather than calling it an invalid policy.
-            self._last_error = "no policy deployed to this AppConfig environment yet (empty configuration)"
-            self._logger.warning("policy source returned an empty document; keeping the last good policy")
+            # Nothing new for this client: the version in force is still the newest (so a past fetch
+            # failure is over), unless the newest was rejected; or nothing has been deployed to it yet.
+            if self._rejected_raw is None:
+                self._last_error = None
+            if self._policy is None:
+                self._load_bootstrap()
             return
-        if self._policy is not None and raw == self._raw:
+        if raw == self._accepted_raw:
+            self._last_error = None
+            self._rejected_raw = None
             return
+        if raw == self._rejected_raw:
+            return  # the same bad document: already reported
         try:
             policy = parse_policy(raw, trusted_digest=self._trusted_digest)
         except PolicyError as exc:
             self._last_error = str(exc)
+            self._rejected_raw = raw
             self._logger.error(
                 "rejected new policy version; keeping the last good policy",
                 extra={"error": str(exc), "kept_version": self._policy.version if self._policy else None},
             )
-            self._raw = raw  # do not re-validate the same bad document on every refresh
+            if self._policy is None:
+                self._load_bootstrap()
             return
         if self._policy is not None and policy.version != self._policy.version:
             self._logger.info("loaded new policy", extra={"policy_version": policy.version})
-        self._policy, self._raw, self._last_error = policy, raw, None
+        self._policy, self._accepted_raw, self._source = policy, raw, "fetched"
+        self._rejected_raw = self._last_error = None
+
+    def _load_bootstrap(self) -> None:
+        if self._bootstrap is None:
+            if self._last_error is None:
+                self._last_error = "no policy deployed to this AppConfig environment yet (empty configuration)"
+            return
+        try:
+            policy = parse_policy(self._bootstrap(), trusted_digest=self._trusted_digest)
+        except (OSError, PolicyError) as exc:
+            self._last_error = f"{self._last_error or 'no policy deployed yet'}; the bootstrap policy failed: {exc}"
+            self._logger.error("cannot load the bootstrap policy", extra={"error": str(exc)})
+            return
+        self._policy, self._source = policy, "bootstrap"
+        self._logger.info(
+            "serving the bootstrap policy until a version is deployed to this client",
+            extra={"policy_version": policy.version},
+        )
 
 
 def file_fetcher(path: str | Path) -> FetchFn:
@@ -111,27 +165,73 @@ def file_fetcher(path: str | Path) -> FetchFn:
     return target.read_bytes
 
 
-def appconfig_fetcher(
-    *,
-    application: str,
-    environment: str,
-    profile: str,
-    max_age_s: int,
-    boto3_client: Any = None,
-) -> FetchFn:
-    """Fetches through Powertools' ``AppConfigProvider`` (session tokens, caching and polling handled there).
+class AppConfigFetcher:
+    """Polls one AppConfig configuration profile through the AppConfig Data API.
+
+    A thin session on botocore's ``appconfigdata`` client rather than Powertools' ``AppConfigProvider``,
+    which (3.37) raises on the empty first answer a client outside a rollout's share gets, starts its
+    session with the default 60 s minimum poll interval, and never renews an expired session token.
+    Here: the session asks for ``APPCONFIG_MIN_POLL_INTERVAL_S``; an empty answer is returned as is
+    (``PolicyStore`` knows it means "nothing new"); a rejected token (expired after 24 h, or refused)
+    starts a new session once, at once.
 
     Args:
-        boto3_client: an ``appconfigdata`` client to use (a Stubber-wrapped one in tests); None creates one.
+        application: environment: profile: AppConfig names or ids.
+        client: an ``appconfigdata`` client (a Stubber-wrapped one in tests); None creates one lazily.
+        region: the client's region when it is created here (the function's own by default).
     """
-    from aws_lambda_powertools.utilities.parameters import AppConfigProvider
 
-    provider = AppConfigProvider(environment=environment, application=application, boto3_client=boto3_client)
+    def __init__(
+        self, *, application: str, environment: str, profile: str, client: Any = None, region: str | None = None
+    ) -> None:
+        self._identifiers = {
+            "ApplicationIdentifier": application,
+            "EnvironmentIdentifier": environment,
+            "ConfigurationProfileIdentifier": profile,
+        }
+        self._client = client
+        self._region = region
+        self._token: str | None = None
 
-    def fetch() -> bytes | str:
-        value = provider.get(profile, max_age=max_age_s, transform=None)
-        if not isinstance(value, bytes | str):
-            raise TypeError(f"AppConfig returned {type(value).__name__}, expected the raw document")
-        return value
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import botocore.session
+            from botocore.config import Config
 
-    return fetch
+            self._client = botocore.session.get_session().create_client(
+                "appconfigdata",
+                region_name=self._region,
+                config=Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}),
+            )
+        return self._client
+
+    def __call__(self) -> bytes:
+        from botocore.exceptions import ClientError
+
+        for renewed in (False, True):
+            if self._token is None:
+                session = self.client.start_configuration_session(
+                    **self._identifiers, RequiredMinimumPollIntervalInSeconds=APPCONFIG_MIN_POLL_INTERVAL_S
+                )
+                self._token = session["InitialConfigurationToken"]
+            try:
+                response = self.client.get_latest_configuration(ConfigurationToken=self._token)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BadRequestException" or renewed:
+                    raise
+                self._token = None  # an expired or refused token: a new session answers at once
+                continue
+            self._token = response["NextPollConfigurationToken"]
+            content: bytes = response["Configuration"].read()
+            return content
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def appconfig_fetcher(
+    *, application: str, environment: str, profile: str, client: Any = None, region: str | None = None
+) -> FetchFn:
+    """The fetch function for ``PolicyStore`` reading AppConfig (see ``AppConfigFetcher``)."""
+    return AppConfigFetcher(
+        application=application, environment=environment, profile=profile, client=client, region=region
+    )

@@ -121,7 +121,9 @@ def test_fuzzed_bodies_never_answer_a_server_error(invoke):
         elif roll < 0.8:
             depth = rng.choice([10, 500, 999, 1500, 5000])
             opener, closer = rng.choice([("[", "]"), ('{"k":', "}")])
-            text = text.replace('"hello"', opener * depth + "1" + closer * depth).replace('"a"', opener * depth + closer * depth)
+            text = text.replace('"hello"', opener * depth + "1" + closer * depth).replace(
+                '"a"', opener * depth + closer * depth
+            )
         else:
             chars = list(text)
             for _ in range(rng.randint(1, 5)):

@@ -40,7 +40,7 @@ def test_enabling_metrics_prints_one_line_per_request(invoke, monkeypatch, capsy
     # Then each request's line holds that request's values only, under its own dimension sets
     request_lines = [line for line in _emf_lines(capsys.readouterr().out) if m.REQUESTS in line]
     assert len(request_lines) == 2
-    for index, line in enumerate(request_lines):
+    for line in request_lines:
         directive = line["_aws"]["CloudWatchMetrics"][0]
         # [service] + Route, Model, Outcome and (Model, Region): five sets, not five per request seen so far
         assert len(directive["Dimensions"]) == 5

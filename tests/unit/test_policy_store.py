@@ -104,41 +104,187 @@ def test_file_fetcher_reads_the_file_each_refresh(tmp_path, policy_document):
     assert store.current().version == "edited"
 
 
-def test_appconfig_fetcher_reads_through_powertools_with_a_stubbed_client(policy_document):
-    # Given an appconfigdata client whose responses are stubbed (moto does not implement appconfigdata)
-    client = botocore.session.get_session().create_client(
+def _appconfig_client():
+    return botocore.session.get_session().create_client(
         "appconfigdata", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
     )
+
+
+SESSION_PARAMS = {
+    "ApplicationIdentifier": "app",
+    "EnvironmentIdentifier": "prod",
+    "ConfigurationProfileIdentifier": "policy",
+    "RequiredMinimumPollIntervalInSeconds": 15,
+}
+
+
+def _session(stub, token="token-1"):
+    stub.add_response("start_configuration_session", {"InitialConfigurationToken": token}, SESSION_PARAMS)
+
+
+def _latest(stub, token, content: bytes, next_token):
+    # What AppConfig answers: the document, or empty content when nothing new was deployed to this client
+    stub.add_response(
+        "get_latest_configuration",
+        {
+            "NextPollConfigurationToken": next_token,
+            "NextPollIntervalInSeconds": 15,
+            "ContentType": "application/json",
+            "Configuration": StreamingBody(io.BytesIO(content), len(content)),
+        },
+        {"ConfigurationToken": token},
+    )
+
+
+def test_appconfig_fetcher_starts_a_session_allowing_15_s_polls(policy_document):
+    # Given an appconfigdata client whose responses are stubbed (moto does not implement appconfigdata)
+    client = _appconfig_client()
     raw = json.dumps(policy_document).encode()
     with Stubber(client) as stub:
-        stub.add_response(
-            "start_configuration_session",
-            {"InitialConfigurationToken": "token-1"},
-            {
-                "ApplicationIdentifier": "app",
-                "EnvironmentIdentifier": "prod",
-                "ConfigurationProfileIdentifier": "policy",
-            },
-        )
-        stub.add_response(
-            "get_latest_configuration",
-            {
-                "NextPollConfigurationToken": "token-2",
-                "NextPollIntervalInSeconds": 60,
-                "ContentType": "application/json",
-                "Configuration": StreamingBody(io.BytesIO(raw), len(raw)),
-            },
-            {"ConfigurationToken": "token-1"},
-        )
-        fetch = appconfig_fetcher(
-            application="app", environment="prod", profile="policy", max_age_s=45, boto3_client=client
-        )
-        store = PolicyStore(fetch, max_age_s=45, clock=Clock())
-        # When the router asks for the policy
-        policy = store.current()
-        # Then it is the AppConfig document, compiled
-        assert policy.version == "2026-11-23.1"
+        _session(stub)
+        _latest(stub, "token-1", raw, "token-2")
+        _latest(stub, "token-2", b"", "token-3")
+        fetch = appconfig_fetcher(application="app", environment="prod", profile="policy", client=client)
+        clock = Clock()
+        store = PolicyStore(fetch, max_age_s=15, clock=clock)
+        # When the router asks for the policy, and again after 15 s
+        assert store.current().version == "2026-11-23.1"
+        clock.now = 15
+        assert store.current().version == "2026-11-23.1"
+        # Then the session asked for AppConfig's 15 s minimum (the default 60 s refuses a poll every 45 s)
+        # and each poll used the token the previous answer gave
         stub.assert_no_pending_responses()
+        assert store.last_error is None
+
+
+def test_first_rollout_serves_the_bootstrap_policy_while_appconfig_answers_empty(policy_document, caplog):
+    # Given a gradual first rollout: this client is outside its share, so AppConfig answers empty content
+    client = _appconfig_client()
+    bootstrap_raw = json.dumps(policy_document).encode()
+    deployed = json.dumps({**policy_document, "policy_version": "deployed"}).encode()
+    with Stubber(client) as stub:
+        _session(stub)
+        _latest(stub, "token-1", b"", "token-2")
+        _latest(stub, "token-2", b"", "token-3")
+        _latest(stub, "token-3", deployed, "token-4")
+        fetch = appconfig_fetcher(application="app", environment="prod", profile="policy", client=client)
+        clock = Clock()
+        store = PolicyStore(fetch, max_age_s=45, clock=clock, bootstrap=lambda: bootstrap_raw)
+        # When the router asks for the policy from its first second
+        # Then it serves the synth-validated bootstrap, with no warning (nothing is wrong)
+        assert store.current().version == "2026-11-23.1"
+        assert store.source == "bootstrap"
+        assert store.last_error is None
+        clock.now = 45
+        assert store.current().version == "2026-11-23.1"
+        # And once the rollout reaches this client, the deployed version replaces it
+        clock.now = 90
+        assert store.current().version == "deployed"
+        assert store.source == "fetched"
+        stub.assert_no_pending_responses()
+
+
+def test_without_a_bootstrap_an_empty_first_answer_is_unavailable_not_invalid(policy_document):
+    client = _appconfig_client()
+    with Stubber(client) as stub:
+        _session(stub)
+        _latest(stub, "token-1", b"", "token-2")
+        fetch = appconfig_fetcher(application="app", environment="prod", profile="policy", client=client)
+        store = PolicyStore(fetch, max_age_s=45, clock=Clock())
+        with pytest.raises(PolicyUnavailable, match="no policy deployed"):
+            store.current()
+
+
+def test_an_unreachable_appconfig_at_cold_start_serves_the_bootstrap(policy_document):
+    def unreachable() -> bytes:
+        raise ConnectionError("appconfigdata endpoint unreachable")
+
+    raw = json.dumps(policy_document).encode()
+    store = PolicyStore(unreachable, max_age_s=45, clock=Clock(), bootstrap=lambda: raw)
+    assert store.current().version == "2026-11-23.1"
+    assert "cannot fetch policy" in store.last_error
+
+
+def test_fails_when_the_bootstrap_is_missing_too(tmp_path):
+    store = PolicyStore(lambda: b"", max_age_s=45, clock=Clock(), bootstrap=file_fetcher(tmp_path / "absent.json"))
+    with pytest.raises(PolicyUnavailable, match="the bootstrap policy failed"):
+        store.current()
+
+
+def test_an_expired_session_token_starts_a_new_session_at_once(policy_document):
+    client = _appconfig_client()
+    raw = json.dumps(policy_document).encode()
+    with Stubber(client) as stub:
+        _session(stub)
+        _latest(stub, "token-1", raw, "token-2")
+        stub.add_client_error(
+            "get_latest_configuration",
+            service_error_code="BadRequestException",
+            service_message="Token expired",
+            http_status_code=400,
+            expected_params={"ConfigurationToken": "token-2"},
+        )
+        _session(stub, token="token-9")
+        _latest(stub, "token-9", raw, "token-10")
+        fetch = appconfig_fetcher(application="app", environment="prod", profile="policy", client=client)
+        clock = Clock()
+        store = PolicyStore(fetch, max_age_s=15, clock=clock)
+        store.current()
+        clock.now = 20
+        store.current()
+        stub.assert_no_pending_responses()
+        assert store.last_error is None
+
+
+def test_an_unchanged_refresh_clears_a_transient_fetch_error(policy_document):
+    # Given a good policy, then one failed refresh
+    answers: list[Any] = [json.dumps(policy_document).encode(), ConnectionError("timeout"), b""]
+
+    def fetch() -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock = Clock()
+    store = PolicyStore(fetch, max_age_s=10, clock=clock)
+    store.current()
+    clock.now = 10
+    store.current()
+    assert "cannot fetch policy" in store.last_error
+    # When the next refresh says nothing changed (AppConfig's empty answer)
+    clock.now = 20
+    store.current()
+    # Then the warning is gone: the version in force is the newest
+    assert store.last_error is None
+
+
+def test_an_unchanged_file_clears_a_transient_read_error(tmp_path, policy_document):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy_document))
+    clock = Clock()
+    store = PolicyStore(file_fetcher(path), max_age_s=5, clock=clock)
+    store.current()
+    path.rename(tmp_path / "moved.json")
+    clock.now = 5
+    store.current()
+    assert store.last_error is not None
+    (tmp_path / "moved.json").rename(path)
+    clock.now = 10
+    store.current()
+    assert store.last_error is None
+
+
+def test_an_empty_answer_after_a_rejected_version_keeps_the_warning(policy_document):
+    answers = [json.dumps(policy_document).encode(), b'{"schema_version": "1.0"}', b""]
+    clock = Clock()
+    store = PolicyStore(lambda: answers.pop(0), max_age_s=10, clock=clock)
+    store.current()
+    clock.now = 10
+    store.current()
+    clock.now = 20
+    assert store.current().version == "2026-11-23.1"
+    assert store.last_error is not None  # the newest version is still the rejected one
 
 
 def test_trusted_digest_skips_only_the_schema_pass(policy_document, monkeypatch):
