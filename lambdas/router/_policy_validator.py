@@ -63,6 +63,14 @@ def validate(data, custom_formats={}, name_prefix=None):
             if isinstance(data__pricesasof, str):
                 if not REGEX_PATTERNS['^[0-9]{4}-[0-9]{2}-[0-9]{2}$'].search(data__pricesasof):
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.prices_as_of must match pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value=data__pricesasof, name='' + (name_prefix or 'data') + '.prices_as_of', definition=None, rule='pattern')
+        if 'models_checked_at' in data_keys:
+            data_keys.remove('models_checked_at')
+            data__modelscheckedat = data['models_checked_at']
+            if not isinstance(data__modelscheckedat, str):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.models_checked_at must be string', value=data__modelscheckedat, name='' + (name_prefix or 'data') + '.models_checked_at', definition=None, rule='type')
+            if isinstance(data__modelscheckedat, str):
+                if not REGEX_PATTERNS['^[0-9]{4}-[0-9]{2}-[0-9]{2}$'].search(data__modelscheckedat):
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.models_checked_at must match pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value=data__modelscheckedat, name='' + (name_prefix or 'data') + '.models_checked_at', definition=None, rule='pattern')
         if 'models' in data_keys:
             data_keys.remove('models')
             data__models = data['models']
@@ -353,6 +361,16 @@ def validate___definitions_circuit_breaker(data, custom_formats={}, name_prefix=
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be bigger than or equal to 1', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='minimum')
                 if data__halfopenprobes > 100:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.half_open_probes must be smaller than or equal to 100', value=data__halfopenprobes, name='' + (name_prefix or 'data') + '.half_open_probes', definition=None, rule='maximum')
+        if 'min_failing_callers' in data_keys:
+            data_keys.remove('min_failing_callers')
+            data__minfailingcallers = data['min_failing_callers']
+            if not isinstance(data__minfailingcallers, int) or isinstance(data__minfailingcallers, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_failing_callers must be integer', value=data__minfailingcallers, name='' + (name_prefix or 'data') + '.min_failing_callers', definition=None, rule='type')
+            if isinstance(data__minfailingcallers, (int, float, Decimal)):
+                if data__minfailingcallers < 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_failing_callers must be bigger than or equal to 1', value=data__minfailingcallers, name='' + (name_prefix or 'data') + '.min_failing_callers', definition=None, rule='minimum')
+                if data__minfailingcallers > 32:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.min_failing_callers must be smaller than or equal to 32', value=data__minfailingcallers, name='' + (name_prefix or 'data') + '.min_failing_callers', definition=None, rule='maximum')
         if 'throttle_rate_percent' in data_keys:
             data_keys.remove('throttle_rate_percent')
             data__throttleratepercent = data['throttle_rate_percent']

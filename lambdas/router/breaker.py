@@ -5,7 +5,11 @@ share of it that still overlaps the last ``window_seconds`` (the usual sliding-w
 Failures (regional and configuration) and throttles are counted apart:
 
 - open when sliding failures reach ``failure_threshold``, or failures are ``failure_rate_percent`` of the
-  calls (throttles excluded) once there are ``min_calls``;
+  calls (throttles excluded) once there are ``min_calls`` — in both cases only when the failures came from at
+  least ``min_failing_callers`` distinct callers: a request whose content makes the model fail (a poison
+  request) would otherwise let one caller open a circuit for everyone. Callers are counted as one of
+  ``CALLER_BUCKETS`` tags (a hash of the caller's identity), a set that stays small in the shared store;
+  two callers share a tag one time in 32, which only delays the opening until a third caller fails;
 - open when throttles are ``throttle_rate_percent`` of all calls once there are ``min_calls`` (kept high:
   backoff, not the breaker, is the answer to ordinary throttling);
 - an open breaker turns half-open after ``cooldown_seconds``; up to ``half_open_probes`` calls go through;
@@ -14,6 +18,7 @@ Failures (regional and configuration) and throttles are counted apart:
 
 from __future__ import annotations
 
+import zlib
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -22,6 +27,7 @@ from .policy import BreakerSettings
 # Upper bounds (ms) of the latency histogram's buckets; one more bucket holds everything slower.
 LATENCY_BOUNDS_MS = (50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600)
 LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
+CALLER_BUCKETS = 32
 
 
 class Phase(StrEnum):
@@ -31,12 +37,14 @@ class Phase(StrEnum):
 
 
 class WindowCounts(NamedTuple):
-    """Calls to one (model, region) in one window. ``latency`` is a histogram of answered calls."""
+    """Calls to one (model, region) in one window. ``latency`` is a histogram of answered calls;
+    ``callers`` the tags (``caller_tag``) of the callers whose calls failed."""
 
     ok: int = 0
     failed: int = 0
     throttled: int = 0
     latency: tuple[int, ...] = (0,) * LATENCY_BUCKETS
+    callers: frozenset[str] = frozenset()
 
     def plus(self, other: WindowCounts) -> WindowCounts:
         return WindowCounts(
@@ -44,6 +52,7 @@ class WindowCounts(NamedTuple):
             self.failed + other.failed,
             self.throttled + other.throttled,
             tuple(a + b for a, b in zip(self.latency, other.latency, strict=True)),
+            self.callers | other.callers if other.callers else self.callers,
         )
 
     @property
@@ -61,8 +70,14 @@ def latency_bucket(latency_ms: float) -> int:
     return len(LATENCY_BOUNDS_MS)
 
 
-def one_call(outcome: str, latency_ms: float) -> WindowCounts:
-    """The counts of a single call; ``outcome`` is "ok", "throttled", or another failure class."""
+def caller_tag(identity: str | None) -> str:
+    """The bucket a caller's failures are counted under (``CALLER_BUCKETS`` of them); no identity is one bucket."""
+    return str(zlib.crc32((identity or "").encode("utf-8", "replace")) % CALLER_BUCKETS)
+
+
+def one_call(outcome: str, latency_ms: float, caller: str | None = None) -> WindowCounts:
+    """The counts of a single call; ``outcome`` is "ok", "throttled", or another failure class; ``caller``
+    the caller's identity (a failure records its tag)."""
     if outcome == "ok":
         histogram = [0] * LATENCY_BUCKETS
         histogram[latency_bucket(latency_ms)] = 1
@@ -71,7 +86,7 @@ def one_call(outcome: str, latency_ms: float) -> WindowCounts:
         return WindowCounts(throttled=1)
     if outcome == "caller":  # the input's fault, not the model's or the region's
         return EMPTY
-    return WindowCounts(failed=1)
+    return WindowCounts(failed=1, callers=frozenset((caller_tag(caller),)))
 
 
 def window_id(now: float, window_seconds: int) -> int:
@@ -82,6 +97,7 @@ class Sliding(NamedTuple):
     ok: float
     failed: float
     throttled: float
+    failing_callers: int = 1
 
 
 def sliding(current: WindowCounts, previous: WindowCounts, now: float, window_seconds: int) -> Sliding:
@@ -94,18 +110,22 @@ def sliding(current: WindowCounts, previous: WindowCounts, now: float, window_se
         max(0.0, current.ok + previous.ok * weight),
         max(0.0, current.failed + previous.failed * weight),
         max(0.0, current.throttled + previous.throttled * weight),
+        len(current.callers | previous.callers),
     )
 
 
 def trip_reason(counts: Sliding, settings: BreakerSettings) -> str | None:
     """Why the breaker should open now, or None to stay closed."""
-    if counts.failed >= settings.failure_threshold:
-        return f"{counts.failed:.0f} failures in {settings.window_seconds}s"
     answered_or_failed = counts.ok + counts.failed
-    if answered_or_failed >= settings.min_calls and counts.failed * 100.0 >= (
-        settings.failure_rate_percent * answered_or_failed
-    ):
-        return f"failure rate {100.0 * counts.failed / answered_or_failed:.0f}% over {answered_or_failed:.0f} calls"
+    if counts.failing_callers >= settings.min_failing_callers:
+        callers = f" from {counts.failing_callers} callers" if settings.min_failing_callers > 1 else ""
+        if counts.failed >= settings.failure_threshold:
+            return f"{counts.failed:.0f} failures in {settings.window_seconds}s{callers}"
+        if answered_or_failed >= settings.min_calls and counts.failed * 100.0 >= (
+            settings.failure_rate_percent * answered_or_failed
+        ):
+            rate = 100.0 * counts.failed / answered_or_failed
+            return f"failure rate {rate:.0f}% over {answered_or_failed:.0f} calls{callers}"
     calls = answered_or_failed + counts.throttled
     if calls >= settings.min_calls and counts.throttled * 100.0 >= settings.throttle_rate_percent * calls:
         return f"throttle rate {100.0 * counts.throttled / calls:.0f}% over {calls:.0f} calls"

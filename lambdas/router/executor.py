@@ -7,8 +7,10 @@ classes decide what happens next:
   ``throttle_retries``; then the next planned call (the same model's next region).
 - regional (5xx, unavailable, timeouts, model not ready): the next planned call, i.e. the same model in
   its next region, then the next model.
-- configuration (access denied, model not found, invalid model id): an operator's mistake; the model's
-  other regions are skipped and the next model is tried. Never blamed on the caller.
+- configuration (access denied, model not found or past its end of life, not served on demand in that region,
+  invalid model id): an operator's mistake in that (model, region), never blamed on the caller. Model access,
+  on-demand serving and end of life are all per region, so the next planned call (the same model's next
+  region) is still tried.
 - caller (the input is invalid for this model, e.g. too long): the next model; when every model tried
   failed this way the caller gets HTTP 400 with the model's reason.
 """
@@ -213,9 +215,8 @@ def execute_plan(
                         retry += 1
                         if skip is None or not skip(call):  # the throttles may have opened its circuit
                             continue
-                if error.failure_class in (FailureClass.CONFIGURATION, FailureClass.CALLER):
-                    abandoned_models.add(call.model.key)
                 if error.failure_class is FailureClass.CALLER:
+                    abandoned_models.add(call.model.key)
                     caller_failures[call.model.key] = error.message
                 break
             record(

@@ -143,6 +143,7 @@ def generate() -> Response[Any]:
             sticky_key=_sticky_key(event),
             remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
             api_key_id=event.request_context.identity.api_key_id or None,
+            principal=_principal(event),
         ),
     )
     _record(outcome, event.request_context.request_id)
@@ -161,6 +162,17 @@ def _sticky_key(event: Any) -> str:
         if value:
             return f"{kind}:{value}"
     return f"request:{event.request_context.request_id}"
+
+
+def _principal(event: Any) -> str:
+    """Who is calling, as API Gateway authenticated it (never ``X-Caller-Id``, which the caller writes)."""
+    identity = event.request_context.identity
+    authorizer = event.request_context.authorizer
+    user = (authorizer.claims or {}).get("sub") if authorizer and authorizer.claims else None
+    for kind, value in (("user", user), ("iam", identity.user_arn), ("key", identity.api_key_id)):
+        if value:
+            return f"{kind}:{value}"
+    return f"ip:{identity.source_ip}"
 
 
 def _record(outcome: Outcome, request_id: str) -> None:

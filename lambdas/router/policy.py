@@ -112,6 +112,7 @@ class BreakerSettings(NamedTuple):
     min_calls: int = 20
     cooldown_seconds: int = 30
     half_open_probes: int = 1
+    min_failing_callers: int = 2
 
 
 class LatencySettings(NamedTuple):

@@ -66,12 +66,15 @@ class CallerContext(NamedTuple):
         sticky_key: caller identity that keeps one caller on one canary variant.
         remaining_ms: the Lambda's remaining time, or None outside Lambda.
         api_key_id: API Gateway's id of the caller's API key, for per-key budgets.
+        principal: who is calling as API Gateway established it (user, IAM identity, API key or source IP),
+            never a header the caller writes: circuit breakers count failures per distinct principal.
     """
 
     headers: Mapping[str, str]
     sticky_key: str
     remaining_ms: int | None
     api_key_id: str | None = None
+    principal: str | None = None
 
 
 class RouterService:
@@ -197,7 +200,13 @@ class RouterService:
 
             def on_attempt(attempt: AttemptRecord) -> None:
                 tracker.record_attempt(
-                    policy, attempt.model_id, attempt.region, attempt.outcome, attempt.latency_ms, probes=held
+                    policy,
+                    attempt.model_id,
+                    attempt.region,
+                    attempt.outcome,
+                    attempt.latency_ms,
+                    probes=held,
+                    caller=caller.principal,
                 )
 
         result = execute_plan(

@@ -12,8 +12,8 @@ def test_simple_prompt_is_answered_by_the_cheap_model(contract_fields, invoke):
     status, headers, body = invoke("POST", "/generate", {"prompt": "Hello!", "use_case": "general"})
     assert status == 200
     assert set(body) >= contract_fields
-    assert body["model_used"] == "amazon.nova-micro-v1:0"
-    assert headers["X-Selected-Model"] == "amazon.nova-micro-v1:0"
+    assert body["model_used"] == "us.amazon.nova-micro-v1:0"
+    assert headers["X-Selected-Model"] == "us.amazon.nova-micro-v1:0"
     assert body["route"] == "fast"
     assert body["region"] == "us-east-1"
     assert body["fallback_used"] is False and body["degraded"] is False
@@ -67,7 +67,7 @@ def test_images_are_sent_as_bytes_to_a_vision_model(invoke, bedrock):
         "POST", "/generate", {"prompt": "What is this?", "use_case": "faq", "images": [{"format": "png", "data": png}]}
     )
     assert status == 200
-    assert body["model_used"] != "amazon.nova-micro-v1:0"  # text-only model skipped
+    assert body["model_used"] != "us.amazon.nova-micro-v1:0"  # text-only model skipped
     first_block = bedrock.calls[0]["messages"][-1]["content"][0]
     assert first_block == {"image": {"format": "png", "source": {"bytes": b"\x89PNG fake image bytes"}}}
 
@@ -75,7 +75,7 @@ def test_images_are_sent_as_bytes_to_a_vision_model(invoke, bedrock):
 def test_regional_outage_is_served_from_the_next_region(invoke, bedrock):
     bedrock.fail("nova-micro", "us-east-1")
     _, _, body = invoke("POST", "/generate", {"prompt": "Hello!"})
-    assert body["model_used"] == "amazon.nova-micro-v1:0"
+    assert body["model_used"] == "us.amazon.nova-micro-v1:0"
     assert body["region"] == "us-west-2"
     assert body["fallback_used"] is False
 
@@ -84,18 +84,25 @@ def test_model_outage_answers_with_a_fallback(invoke, bedrock):
     bedrock.fail("nova-micro")
     status, headers, body = invoke("POST", "/generate", {"prompt": "Hello!"})
     assert status == 200
-    assert body["model_used"] == "FALLBACK:anthropic.claude-3-haiku-20240307-v1:0"
+    assert body["model_used"] == "FALLBACK:us.amazon.nova-lite-v1:0"
     assert body["fallback_used"] is True
-    assert headers["X-Selected-Model"] == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert headers["X-Selected-Model"] == "us.amazon.nova-lite-v1:0"
     assert [a["outcome"] for a in body["decision"]["attempts"]] == ["regional", "regional", "ok"]
 
 
 def test_access_denied_is_an_operator_error_never_the_callers(invoke, bedrock):
+    # Given nova-micro denied in every region
     bedrock.fail("nova-micro", code="AccessDeniedException")
     status, _, body = invoke("POST", "/generate", {"prompt": "Hello!"})
+    # Then each of its regions is tried (access is per region), then the fallback answers
     assert status == 200
-    assert body["model_used"].startswith("FALLBACK:")
-    assert body["decision"]["attempts"][0]["outcome"] == "configuration"
+    assert body["model_used"] == "FALLBACK:us.amazon.nova-lite-v1:0"
+    attempts = body["decision"]["attempts"]
+    assert [(a["model"], a["region"], a["outcome"]) for a in attempts] == [
+        ("nova-micro", "us-east-1", "configuration"),
+        ("nova-micro", "us-west-2", "configuration"),
+        ("nova-lite", "us-east-1", "ok"),
+    ]
 
 
 def test_total_outage_degrades_gracefully(contract_fields, invoke, bedrock):
@@ -120,7 +127,7 @@ def test_input_every_model_rejects_is_a_400_with_the_reason(invoke, bedrock):
 def test_health_reports_the_policy_version(invoke):
     status, _, body = invoke("GET", "/health")
     assert status == 200
-    assert body == {"status": "ok", "policy_version": "2026-11-23.1", "models": 7}
+    assert body == {"status": "ok", "policy_version": "2026-12-01.1", "models": 6}
 
 
 def test_unknown_path_is_a_json_404(invoke):
@@ -143,11 +150,11 @@ def test_metrics_carry_route_model_and_outcome_dimension_sets(invoke, bedrock, c
     assert ["service", "Outcome"] in dims
     assert ["service", "Model", "Region"] in dims
     assert request_blob["Outcome"] == "fallback"
-    assert request_blob["Model"] == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert request_blob["Model"] == "us.amazon.nova-lite-v1:0"
     assert request_blob["Fallbacks"] == [1.0]
     # And each failed call is counted per model, region and failure class
     failures = [b for b in lines if "ModelCallFailures" in b]
     assert {(b["Model"], b["Region"], b["FailureClass"]) for b in failures} == {
-        ("amazon.nova-micro-v1:0", "us-east-1", "regional"),
-        ("amazon.nova-micro-v1:0", "us-west-2", "regional"),
+        ("us.amazon.nova-micro-v1:0", "us-east-1", "regional"),
+        ("us.amazon.nova-micro-v1:0", "us-west-2", "regional"),
     }

@@ -44,10 +44,15 @@ def make_invoke(bedrock: FakeBedrock, store: InMemoryBackend, tmp_path: Path) ->
         )
         handler.configure(service)
 
-        def call(body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
-            result = handler.lambda_handler(
-                api_event("POST", "/generate", body, headers), LocalLambdaContext("req-123")
-            )
+        callers = iter(range(1_000_000))
+
+        def call(
+            body: Any, headers: dict[str, str] | None = None, source_ip: str | None = None
+        ) -> tuple[int, dict[str, str], dict[str, Any]]:
+            event = api_event("POST", "/generate", body, headers)
+            # Each request from another caller (as API Gateway sees them), unless the test names one
+            event["requestContext"]["identity"]["sourceIp"] = source_ip or f"203.0.113.{next(callers) % 250}"
+            result = handler.lambda_handler(event, LocalLambdaContext("req-123"))
             flat = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
             flat.update(result.get("headers") or {})
             return result["statusCode"], flat, json.loads(result["body"])
@@ -127,6 +132,33 @@ def test_a_failing_region_is_skipped_once_its_breaker_opens(make_invoke, bedrock
     assert {"model": "nova-micro", "region": "us-east-1", "reason": "circuit open"} in body["decision"]["skipped"]
 
 
+def test_one_callers_poison_requests_cannot_open_circuits_for_another_caller(make_invoke, bedrock):
+    # Given a request whose content makes every model fail with a server error (as a lone surrogate once did)
+    invoke = make_invoke()
+    bedrock.fail("*", "*", code="InternalServerException")
+    for _ in range(12):
+        status, _, body = invoke({"prompt": "poison", "use_case": "faq"}, source_ip="198.51.100.66")
+        assert status == 200 and body["degraded"]
+    # When another caller asks once the input is gone
+    bedrock.failures.clear()
+    status, _, body = invoke({"prompt": "Hello!", "use_case": "faq"}, source_ip="192.0.2.10")
+    # Then a model answers it: no circuit was opened by the first caller's requests
+    assert status == 200, body
+    assert body["degraded"] is False
+    assert body["model_used"] == "us.amazon.nova-micro-v1:0"
+    assert "skipped" not in body["decision"] or not body["decision"]["skipped"]
+
+
+def test_a_callers_self_declared_id_is_not_a_distinct_caller_for_breakers(make_invoke, bedrock, store):
+    # Given one source (one IP, no API key) that writes a new X-Caller-Id on every request
+    invoke = make_invoke()
+    bedrock.fail("*", "*", code="InternalServerException")
+    for index in range(12):
+        invoke({"prompt": "poison", "use_case": "faq"}, {"X-Caller-Id": f"user-{index}"}, source_ip="198.51.100.66")
+    # Then no circuit opened
+    assert store.circuits == {}
+
+
 def emf_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
 
@@ -154,7 +186,7 @@ def test_budget_gauges_and_opened_circuits_use_the_dimensions_the_alarms_query(
     # And the opened circuit is counted once, per model and region
     [opened] = [line for line in lines if "CircuitsOpened" in line]
     assert opened["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Model", "Region", "service"]]
-    assert (opened["Model"], opened["Region"]) == ("amazon.nova-micro-v1:0", "us-east-1")
+    assert (opened["Model"], opened["Region"]) == ("us.amazon.nova-micro-v1:0", "us-east-1")
 
 
 def test_store_errors_are_counted_under_service(make_invoke, capsys):

@@ -19,7 +19,7 @@ from lambdas.router.live_state import LiveStateTracker
 
 from .conftest import free_port
 
-PAIR = ("amazon.nova-micro-v1:0", "us-east-1")
+PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")
 REGION = "us-east-1"
 _tables = itertools.count()
 
@@ -163,8 +163,8 @@ def test_two_trackers_share_breakers_through_the_table(backend, default_policy):
     clock_now = [1_800_000_000.0]
     a = LiveStateTracker(backend, clock=lambda: clock_now[0])
     other = LiveStateTracker(backend, clock=lambda: clock_now[0])
-    for _ in range(default_policy.breaker.failure_threshold):
-        a.record_attempt(default_policy, *PAIR, "regional", 20.0)
+    for index in range(default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, *PAIR, "regional", 20.0, caller=f"ip:198.51.100.{index}")
     scopes = scopes_for(default_policy.budget, clock_now[0], tier="standard", api_key=None)
     assert ("nova-micro", "us-east-1") in other.snapshot(default_policy, scopes).state.open_circuits
 
@@ -176,9 +176,24 @@ def test_store_down_never_fails_the_request(default_policy):
     scopes = scopes_for(default_policy.budget, 1_800_000_000.0, tier="standard", api_key=None)
     # When the router asks for a snapshot and records failures
     first = tracker.snapshot(default_policy, scopes)
-    for _ in range(default_policy.breaker.failure_threshold):
-        tracker.record_attempt(default_policy, *PAIR, "regional", 20.0)
+    for index in range(default_policy.breaker.failure_threshold):
+        tracker.record_attempt(default_policy, *PAIR, "regional", 20.0, caller=f"ip:198.51.100.{index}")
     # Then it answers from local knowledge: nothing known at first, then its own breaker
     assert first.state.open_circuits == frozenset()
     assert ("nova-micro", "us-east-1") in tracker.snapshot(default_policy, scopes).state.open_circuits
     assert tracker.drain_events().store_errors >= 1
+
+
+def test_failing_callers_are_a_string_set_union_and_a_close_forgets_them(backend):
+    # Given failures from two callers added by two writers, one caller twice
+    delta_a = b.one_call("regional", 1, "ip:a")
+    backend.add_counts(PAIR, 7, delta_a, 10_000)
+    backend.add_counts(PAIR, 7, delta_a, 10_000)
+    totals = backend.add_counts(PAIR, 7, b.one_call("regional", 1, "ip:b"), 10_000)
+    # Then the window holds three failures from two tags, read back the same way
+    assert totals.failed == 3
+    assert totals.callers == {b.caller_tag("ip:a"), b.caller_tag("ip:b")}
+    assert backend.read([PAIR], [7], []).counts[(PAIR, 7)].callers == totals.callers
+    # And undoing the failures with forget_callers empties the tags
+    after = backend.add_counts(PAIR, 7, b.WindowCounts(failed=-3), 10_000, forget_callers=True)
+    assert (after.failed, after.callers) == (0, frozenset())

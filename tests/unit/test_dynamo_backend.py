@@ -10,7 +10,7 @@ from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend, IncompleteRead, _n
 from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
 
-PAIR = ("amazon.nova-micro-v1:0", "us-east-1")
+PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")
 
 
 class Switchable:

@@ -78,20 +78,20 @@ def test_plan_is_each_model_in_each_region_home_first(default_policy):
     assert decision.reasons["plan"] == [
         "nova-micro@us-east-1",
         "nova-micro@us-west-2",
-        "claude-3-haiku@us-east-1",
-        "claude-3-haiku@us-west-2",
         "nova-lite@us-east-1",
         "nova-lite@us-west-2",
+        "claude-haiku-4-5@us-east-1",
+        "claude-haiku-4-5@us-west-2",
     ]
     assert [call.fallback for call in decision.plan] == [False, False, True, True, True, True]
 
 
 def test_explicit_model_goes_first_and_route_supplies_fallbacks(default_policy):
-    decision = decide(default_policy, request(GREETING, model="amazon.nova-pro-v1:0"))
+    decision = decide(default_policy, request(GREETING, model="us.amazon.nova-pro-v1:0"))
     assert decision.primary_model == "nova-pro"
     assert decision.reasons["rule"] == "explicit_model"
     assert decision.plan[0].model.key == "nova-pro"
-    assert [c.model.key for c in decision.plan[2::2]] == ["nova-micro", "claude-3-haiku", "nova-lite"]
+    assert [c.model.key for c in decision.plan[2::2]] == ["nova-micro", "nova-lite", "claude-haiku-4-5"]
 
 
 def test_rejects_model_outside_the_catalog(default_policy):
@@ -108,8 +108,9 @@ def test_rejects_model_override_when_the_policy_forbids_it(policy_document):
 def test_images_skip_text_only_models_and_switch_to_the_vision_route(default_policy):
     # Given an image on a simple prompt: the fast route's primary (nova-micro) is text-only
     decision = decide(default_policy, request("What is in this picture?", images=1, use_case="faq"))
-    # Then nova-micro is skipped, and the rest of the fast chain serves (claude-3-haiku, nova-lite)
-    assert decision.primary_model == "claude-3-haiku"
+    # Then nova-micro is skipped, and the rest of the fast chain serves (nova-lite, claude-haiku-4-5)
+    assert decision.primary_model == "nova-lite"
+    assert [c.model.key for c in decision.plan[::2]] == ["nova-lite", "claude-haiku-4-5"]
     assert {"model": "nova-micro", "reason": "does not accept images"} in decision.reasons["skipped"]
 
 
@@ -133,7 +134,7 @@ def test_long_input_skips_models_whose_window_is_too_small(default_policy):
 
 def test_long_input_switches_to_long_context_route_when_nothing_fits(policy_document):
     # Given a fast route of 128K/200K windows only and ~250K tokens of input
-    policy_document["routes"]["fast"]["fallbacks"] = ["claude-3-haiku"]
+    policy_document["routes"]["fast"]["fallbacks"] = ["claude-haiku-4-5"]
     decision = decide(compile_policy(policy_document), request("word " * 200_000, use_case="faq"))
     # Then the engine switches to the long-context route
     assert decision.reasons["switched_route"] == {"from": "fast", "to": "long-context"}
@@ -226,7 +227,7 @@ def test_when_the_cap_leaves_nothing_the_cheapest_allowed_models_stand_in(defaul
     decision = decide(default_policy, request(HARD, tier="premium"), state)
     assert decision.route == "premium"
     assert decision.primary_model == "nova-micro"
-    assert decision.reasons["budget"]["stand_ins"] == ["nova-micro", "nova-lite", "claude-3-haiku"]
+    assert decision.reasons["budget"]["stand_ins"] == ["nova-micro", "nova-lite"]
     assert all(call.model.tier == "economy" for call in decision.plan)
 
 
@@ -245,7 +246,7 @@ def test_at_100_percent_the_policy_action_ends_routing(default_policy, policy_do
 def test_pairs_slower_than_the_callers_budget_go_last(default_policy):
     slow = LiveState(latency_ms={("nova-micro", "us-east-1"): 3200.0, ("nova-micro", "us-west-2"): 3200.0})
     decision = decide(default_policy, request(GREETING, latency_budget_ms=500), slow)
-    assert decision.reasons["plan"][:2] == ["claude-3-haiku@us-east-1", "claude-3-haiku@us-west-2"]
+    assert decision.reasons["plan"][:2] == ["nova-lite@us-east-1", "nova-lite@us-west-2"]
     assert decision.reasons["plan"][-2:] == ["nova-micro@us-east-1", "nova-micro@us-west-2"]
     assert decision.reasons["latency"]["source"] == "header"
     assert [d["model"] for d in decision.reasons["latency"]["deprioritised"]] == ["nova-micro", "nova-micro"]

@@ -17,6 +17,8 @@ from lambdas.router.executor import (
 )
 
 OK = ModelReply(text="fine", input_tokens=12, output_tokens=7, stop_reason="end_turn")
+# The fast route's chain in the default policy: the primary, then its fallbacks, each in two regions.
+FAST_CHAIN = ("nova-micro", "nova-lite", "claude-haiku-4-5")
 
 
 class FakeClock:
@@ -164,24 +166,46 @@ def test_model_down_everywhere_falls_back_to_the_next_model(plan, default_policy
     clock = FakeClock()
     models = ScriptedModels(clock, {("nova-micro", "*"): ["ServiceUnavailableException"]})
     result = run(plan, models, default_policy.resilience, clock)
-    assert result.answered_by.model.key == "claude-3-haiku"
+    assert (result.answered_by.model.key, result.answered_by.region) == ("nova-lite", "us-east-1")
     assert result.answered_by.fallback
     assert result.failed_attempts == 2
 
 
-def test_configuration_error_skips_the_models_other_regions(plan, default_policy):
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ResourceNotFoundException"])
+def test_configuration_error_in_one_region_moves_to_the_same_models_next_region(plan, default_policy, code):
+    # Given nova-micro misconfigured in its home region only (access, serving and end of life are per region)
+    clock = FakeClock()
+    models = ScriptedModels(clock, {("nova-micro", "us-east-1"): [code]})
+    # When the plan runs
+    result = run(plan, models, default_policy.resilience, clock)
+    # Then the same model answers from its next region, with no fallback and nothing blamed on the caller
+    assert [c[:2] for c in models.calls] == [("nova-micro", "us-east-1"), ("nova-micro", "us-west-2")]
+    assert (result.answered_by.model.key, result.answered_by.region) == ("nova-micro", "us-west-2")
+    assert not result.answered_by.fallback
+    assert result.attempts[0].outcome == FailureClass.CONFIGURATION.value
+    assert result.caller_error is None
+
+
+def test_model_misconfigured_in_every_region_falls_back_to_the_next_model(plan, default_policy):
+    # Given nova-micro misconfigured in both of its regions
     clock = FakeClock()
     models = ScriptedModels(clock, {("nova-micro", "*"): ["AccessDeniedException"]})
+    # When the plan runs
     result = run(plan, models, default_policy.resilience, clock)
-    assert [c[:2] for c in models.calls] == [("nova-micro", "us-east-1"), ("claude-3-haiku", "us-east-1")]
+    # Then each region is tried once, then the route's first fallback answers
+    assert [c[:2] for c in models.calls] == [
+        ("nova-micro", "us-east-1"),
+        ("nova-micro", "us-west-2"),
+        ("nova-lite", "us-east-1"),
+    ]
+    assert result.answered_by.model.key == "nova-lite"
+    assert result.answered_by.fallback
     assert result.caller_error is None
 
 
 def test_everything_down_exhausts_the_plan_without_an_answer(plan, default_policy):
     clock = FakeClock()
-    models = ScriptedModels(
-        clock, {(k, "*"): ["ServiceUnavailableException"] for k in ("nova-micro", "claude-3-haiku", "nova-lite")}
-    )
+    models = ScriptedModels(clock, {(k, "*"): ["ServiceUnavailableException"] for k in FAST_CHAIN})
     result = run(plan, models, default_policy.resilience, clock)
     assert result.reply is None
     assert result.stop_reason == "plan_exhausted"
@@ -190,7 +214,7 @@ def test_everything_down_exhausts_the_plan_without_an_answer(plan, default_polic
 
 def test_input_rejected_by_every_model_is_the_callers_error(plan, default_policy):
     clock = FakeClock()
-    script = {(k, "*"): ["ValidationException"] for k in ("nova-micro", "claude-3-haiku", "nova-lite")}
+    script = {(k, "*"): ["ValidationException"] for k in FAST_CHAIN}
     models = ScriptedModels(clock, script)
     result = run(plan, models, default_policy.resilience, clock)
     assert result.caller_error == "ValidationException from fake"
@@ -201,8 +225,8 @@ def test_mixed_failures_are_not_blamed_on_the_caller(plan, default_policy):
     clock = FakeClock()
     script = {
         ("nova-micro", "*"): ["ValidationException"],
-        ("claude-3-haiku", "*"): ["ServiceUnavailableException"],
         ("nova-lite", "*"): ["ServiceUnavailableException"],
+        ("claude-haiku-4-5", "*"): ["ServiceUnavailableException"],
     }
     result = run(plan, ScriptedModels(clock, script), default_policy.resilience, clock)
     assert result.reply is None
@@ -214,7 +238,7 @@ def test_stops_at_the_deadline(plan, default_policy):
     clock = FakeClock()
     models = ScriptedModels(
         clock,
-        {(k, "*"): ["ServiceUnavailableException"] for k in ("nova-micro", "claude-3-haiku", "nova-lite")},
+        {(k, "*"): ["ServiceUnavailableException"] for k in FAST_CHAIN},
         call_seconds=2.0,
     )
     result = run(plan, models, default_policy.resilience, clock, budget_s=5.0)
@@ -238,9 +262,7 @@ def test_backoff_that_would_overrun_the_deadline_is_skipped(plan, default_policy
 def test_stops_at_max_attempts(plan, default_policy):
     clock = FakeClock()
     resilience = default_policy.resilience._replace(max_attempts=2)
-    models = ScriptedModels(
-        clock, {(k, "*"): ["ServiceUnavailableException"] for k in ("nova-micro", "claude-3-haiku", "nova-lite")}
-    )
+    models = ScriptedModels(clock, {(k, "*"): ["ServiceUnavailableException"] for k in FAST_CHAIN})
     result = run(plan, models, resilience, clock)
     assert result.stop_reason == "max_attempts"
     assert len(models.calls) == 2

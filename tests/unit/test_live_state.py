@@ -10,7 +10,7 @@ from lambdas.router.budget import scopes_for
 from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
 from lambdas.router.policy import compile_policy
 
-NOVA_MICRO = "amazon.nova-micro-v1:0"
+NOVA_MICRO = "us.amazon.nova-micro-v1:0"
 HOME = "us-east-1"
 T0 = 1_800_000_000.0  # a window boundary for 30 s windows
 
@@ -45,9 +45,15 @@ def snapshot(t: LiveStateTracker, policy, clock: Clock, **caller: Any):
     return t.snapshot(policy, scopes_for(policy.budget, clock(), tier=caller.get("tier"), api_key=caller.get("key")))
 
 
+def caller(index: int) -> str:
+    """The index-th distinct caller (distinct breaker tags for the first six)."""
+    return f"ip:198.51.100.{index % 6}"
+
+
 def fail(t: LiveStateTracker, policy, times: int, outcome: str = "regional") -> None:
-    for _ in range(times):
-        t.record_attempt(policy, NOVA_MICRO, HOME, outcome, 30.0)
+    """``times`` failures, from several callers (as an outage looks)."""
+    for index in range(times):
+        t.record_attempt(policy, NOVA_MICRO, HOME, outcome, 30.0, caller=caller(index))
 
 
 def test_one_instances_failures_open_the_circuit_for_every_instance(default_policy):
@@ -216,8 +222,8 @@ def test_a_request_that_never_reaches_a_half_open_pair_claims_nothing(default_po
     store, clock = InMemoryBackend(), Clock()
     a, b = tracker(store, clock), tracker(store, clock)
     west = (NOVA_MICRO, "us-west-2")
-    for _ in range(default_policy.breaker.failure_threshold):
-        a.record_attempt(default_policy, *west, "regional", 30.0)
+    for index in range(default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, *west, "regional", 30.0, caller=caller(index))
     clock.now += default_policy.breaker.cooldown_seconds + 1
     # When many requests are answered from the home region (no call reaches us-west-2)
     for _ in range(5):
@@ -366,3 +372,48 @@ def test_two_catalog_entries_for_one_model_id_read_each_pair_once(default_policy
     # Then the read names each (model id, region) once, and the open circuit covers both names
     assert len(read_pairs[-1]) == len(set(read_pairs[-1]))
     assert {("nova-micro", HOME), ("nova-micro-batch", HOME)} <= view.state.open_circuits
+
+
+def test_one_callers_failures_never_open_a_circuit(default_policy):
+    # Given one caller whose requests make the model fail (a poison input), many times over
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    for _ in range(4 * default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, NOVA_MICRO, HOME, "regional", 30.0, caller="key:attacker")
+    # Then the circuit stays closed for everyone
+    assert PAIR not in store.circuits
+    assert ("nova-micro", HOME) not in snapshot(a, default_policy, clock).state.open_circuits
+    # And as soon as a second caller fails too, the failures count: it opens
+    a.record_attempt(default_policy, NOVA_MICRO, HOME, "regional", 30.0, caller="key:someone-else")
+    assert PAIR in store.circuits
+    assert "from 2 callers" in store.circuits[PAIR].reason
+
+
+def test_a_single_caller_deployment_can_ask_for_one_caller(policy_document):
+    # Given a policy for a deployment with one calling service
+    policy_document["circuit_breaker"]["min_failing_callers"] = 1
+    policy = compile_policy(policy_document)
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    # When that service's requests fail failure_threshold times
+    for _ in range(policy.breaker.failure_threshold):
+        a.record_attempt(policy, NOVA_MICRO, HOME, "regional", 30.0, caller="key:backend")
+    # Then the circuit opens
+    assert PAIR in store.circuits
+
+
+def test_closing_forgets_the_callers_of_the_failures_that_opened_it(default_policy):
+    # Given a circuit opened by two callers' failures, then closed by a successful probe
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    fail(a, default_policy, default_policy.breaker.failure_threshold)
+    clock.now += default_policy.breaker.cooldown_seconds + 1
+    view = snapshot(a, default_policy, clock)
+    assert not a.is_open(default_policy, *PAIR, view.probes)
+    a.record_attempt(default_policy, *PAIR, "ok", 50.0, probes=view.probes)
+    assert PAIR not in store.circuits
+    # When one caller alone then fails failure_threshold times
+    for _ in range(default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, NOVA_MICRO, HOME, "regional", 30.0, caller="key:attacker")
+    # Then the old callers do not count for it: the circuit stays closed
+    assert PAIR not in store.circuits

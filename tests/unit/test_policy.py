@@ -24,11 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_default_policy_compiles_with_its_catalog_and_routes(default_policy):
     # Given the shipped policy, When compiled, Then every route's models are in the catalog
-    assert default_policy.version == "2026-11-23.1"
+    assert default_policy.version == "2026-12-01.1"
     assert {"fast", "balanced", "deep", "premium", "vision", "long-context"} <= set(default_policy.routes)
     for route in default_policy.routes.values():
         for name in [c.model for c in route.candidates] + list(route.fallbacks):
             assert name in default_policy.models
+    # And Claude 3 Haiku (end of life in these regions) is gone from the catalog
+    assert set(default_policy.models) == {
+        "nova-micro",
+        "nova-lite",
+        "nova-pro",
+        "claude-haiku-4-5",
+        "claude-sonnet-4-5",
+        "claude-opus-4-5",
+    }
+
+
+def test_default_policy_calls_every_model_through_a_us_inference_profile(default_policy):
+    # Nova is served on demand in us-east-1 only: without the profile, us-west-2 calls would fail
+    for model in default_policy.models.values():
+        assert model.model_id.startswith("us."), model.key
+        assert model.is_inference_profile, model.key
 
 
 def test_schema_is_draft_04_for_appconfig():
@@ -36,11 +52,19 @@ def test_schema_is_draft_04_for_appconfig():
     assert load_schema()["$schema"] == "http://json-schema.org/draft-04/schema#"
 
 
-def test_inference_profile_knows_its_foundation_model(default_policy):
+def test_inference_profile_knows_its_foundation_model(default_policy, policy_document):
     haiku = default_policy.models["claude-haiku-4-5"]
     assert haiku.is_inference_profile
     assert haiku.foundation_model_id == "anthropic.claude-haiku-4-5-20251001-v1:0"
-    assert not default_policy.models["nova-micro"].is_inference_profile
+    micro = default_policy.models["nova-micro"]
+    assert micro.is_inference_profile
+    assert micro.foundation_model_id == "amazon.nova-micro-v1:0"
+    # Given a model called by its foundation model id (no profile), Then its id is its own foundation id
+    policy_document["models"]["nova-micro"]["model_id"] = "amazon.example-text-v1:0"
+    policy_document["models"]["nova-micro"].pop("inference_profile_destinations")
+    direct = compile_policy(policy_document).models["nova-micro"]
+    assert not direct.is_inference_profile
+    assert direct.foundation_model_id == "amazon.example-text-v1:0"
 
 
 def test_cost_uses_per_1k_prices(default_policy):
@@ -50,7 +74,7 @@ def test_cost_uses_per_1k_prices(default_policy):
 
 def test_model_lookup_by_key_or_model_id(default_policy):
     assert default_policy.model_by_id_or_key("nova-pro").key == "nova-pro"
-    assert default_policy.model_by_id_or_key("amazon.nova-pro-v1:0").key == "nova-pro"
+    assert default_policy.model_by_id_or_key("us.amazon.nova-pro-v1:0").key == "nova-pro"
     assert default_policy.model_by_id_or_key("amazon.titan-text-express-v1") is None
 
 
@@ -76,6 +100,10 @@ def test_model_lookup_by_key_or_model_id(default_policy):
             "circuit_breaker.cooldown_seconds must be bigger than or equal to 1 (got 0)",
         ),
         (lambda d: d["routes"]["fast"].__setitem__("latency_sla_ms", "fast"), "routes.fast.latency_sla_ms must be"),
+        (
+            lambda d: d.__setitem__("models_checked_at", "last week"),
+            "models_checked_at must match pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        ),
     ],
 )
 def test_rejects_schema_violations_naming_field_and_value(policy_document, mutate, expected):
