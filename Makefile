@@ -31,7 +31,7 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy lambdas local_endpoint cdk_app app.py tools
+	$(PY) -m mypy lambdas local_endpoint routed_bedrock cdk_app app.py tools
 
 format: setup
 	$(PY) -m ruff format .

@@ -7,6 +7,10 @@ threads. Per scenario it reports: requests, % answered by a model, % degraded, 5
 and mean failed model calls per request before and after the first circuit breaker opened (a request
 counts as "after" when it started once a response had shown an open circuit).
 
+Requests come from up to 8 loopback source addresses (127.0.0.1 to 127.0.0.8, where the system lets
+a socket bind them, as Linux does): in local mode the caller a circuit breaker counts is the source IP,
+and one caller alone cannot open a circuit (``min_failing_callers``).
+
 Targets: no 5xx anywhere; >= 99.9% answered by a model when a single model or region is down; once a
 breaker is open, <= 0.05 failed attempts per request.
 
@@ -16,6 +20,7 @@ breaker is open, <= 0.05 failed attempts per request.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -25,16 +30,28 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-PRIMARY = "amazon.nova-micro-v1:0"  # the "fast" route's model, which use_case "faq" selects
-HOME_REGION = "us-east-1"
+sys.path.insert(0, str(ROOT))
+
+from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file  # noqa: E402
+
+CALLERS = 8
+
+
+def _primary_model() -> tuple[str, str]:
+    """The model id use_case "faq" is answered by in the shipped policy (what the server runs), and its home."""
+    policy = load_policy_file(DEFAULT_POLICY_PATH)
+    spec = policy.models[policy.routes[policy.use_cases["faq"]].candidates[0].model]
+    return spec.model_id, spec.regions[0]
+
+
+PRIMARY, HOME_REGION = _primary_model()
 SLA_MS = 250  # the latency budget the slow-model scenario's callers send
 
 
@@ -99,23 +116,47 @@ class Result(NamedTuple):
     latency_ms: float
 
 
-def _call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def _call(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, source: str | None = None
+) -> tuple[int, Any]:
+    """One request on its own connection, from the ``source`` address when given."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=60, source_address=(source, 0) if source else None
+    )
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        payload = error.read()
+        connection.request(
+            method, parts.path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        response = connection.getresponse()
+        payload = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(payload or b"null")
+    except json.JSONDecodeError:
+        return response.status, {"raw": payload.decode(errors="replace")}
+
+
+def caller_addresses(base: str, count: int = CALLERS) -> list[str | None]:
+    """Loopback source addresses the drill's callers can use against ``base`` ([None]: the default one)."""
+    if urlsplit(base).hostname not in ("127.0.0.1", "localhost"):
+        return [None]
+    usable: list[str | None] = []
+    for n in range(1, count + 1):
         try:
-            return error.code, json.loads(payload or b"null")
-        except json.JSONDecodeError:
-            return error.code, {"raw": payload.decode(errors="replace")}
+            with socket.socket() as sock:
+                sock.bind((f"127.0.0.{n}", 0))
+        except OSError:
+            break
+        usable.append(f"127.0.0.{n}")
+    return usable or [None]
 
 
-def _one_request(base: str, index: int, headers: dict[str, str], open_seen: threading.Event) -> Result:
+def _one_request(
+    base: str, index: int, headers: dict[str, str], open_seen: threading.Event, sources: list[str | None]
+) -> Result:
     started = time.monotonic()
     after_open = open_seen.is_set()
     status, body = _call(
@@ -123,6 +164,7 @@ def _one_request(base: str, index: int, headers: dict[str, str], open_seen: thre
         f"{base}/generate",
         {"prompt": f"Hello! What are your opening hours? (drill request {index})", "use_case": "faq"},
         {"X-Caller-Id": f"drill-{index % 50}", **headers},
+        source=sources[index % len(sources)],
     )
     latency_ms = (time.monotonic() - started) * 1000.0
     decision = body.get("decision", {}) if isinstance(body, dict) else {}
@@ -155,8 +197,9 @@ def run_scenario(base: str, scenario: Scenario, *, requests: int, concurrency: i
         if status != 200:
             raise RuntimeError(f"PUT /_sim/faults {fault} answered {status}: {body}")
     open_seen = threading.Event()
+    sources = caller_addresses(base)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(lambda i: _one_request(base, i, scenario.headers, open_seen), range(requests)))
+        results = list(pool.map(lambda i: _one_request(base, i, scenario.headers, open_seen, sources), range(requests)))
     _call("DELETE", f"{base}/_sim/faults")
 
     answered = [r for r in results if r.status == 200 and not r.degraded]
@@ -168,6 +211,7 @@ def run_scenario(base: str, scenario: Scenario, *, requests: int, concurrency: i
         "description": scenario.description,
         "faults": list(scenario.faults),
         "requests": len(results),
+        "callers": len(sources),
         "answered_by_model_pct": round(100.0 * len(answered) / len(results), 2),
         "degraded_pct": round(100.0 * sum(r.degraded for r in results) / len(results), 2),
         "http_5xx": sum(1 for r in results if r.status >= 500),

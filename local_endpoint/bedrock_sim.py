@@ -9,9 +9,15 @@ Answers are deterministic and start with ``[sim <modelId> @ <region>]`` so routi
 counts are plausible: input = ceil(characters / 4) over system and message text plus 1,600 per image;
 output = 20..400 from a hash of the prompt, never above ``maxTokens``.
 
+Requests are checked as the Converse API reference documents (blank or ill-formed text such as an
+unpaired surrogate, empty content, roles that do not alternate, out-of-range inference settings, bodies
+that are not UTF-8 JSON): Bedrock answers those with a ValidationException (400), and so does the
+simulator, never with a server error that would count against circuit breakers.
+
 Faults are injected per (model, region), with ``*`` wildcards, from a JSON file or at run time through the
 admin API: ``PUT /_sim/faults`` (one fault), ``GET /_sim/faults``, ``DELETE /_sim/faults``, and
-``GET``/``DELETE /_sim/calls`` for the record of calls. Local mode only.
+``GET``/``DELETE /_sim/calls`` for the record of calls. ``"on_demand": false`` answers calls by a base model
+id (not an inference profile) with Bedrock's "with on-demand throughput isn't supported". Local mode only.
 
     python -m local_endpoint.bedrock_sim --port 8081 [--faults faults.json] [--seed 0]
 """
@@ -29,10 +35,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
+
+from local_endpoint.http_handler import JsonRequestHandler
 
 # HTTP status per error code, as in botocore's bedrock-runtime service model.
 ERROR_STATUS: dict[str, int] = {
@@ -53,6 +62,9 @@ _CONVERSE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/converse$")
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/bedrock/aws4_request")
 _REGION = re.compile(r"^(\*|[a-z]{2}(-gov)?-[a-z]+-\d)$")
 _MAX_CALL_RECORDS = 1000
+# Served alone, the simulator takes bodies up to this size (images included); behind the local endpoint,
+# API Gateway's 10 MB limit applies first.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +78,7 @@ class Fault:
     latency_ms: int = 0
     error: str | None = None
     max_input_tokens: int | None = None
+    on_demand: bool = True
 
     @property
     def key(self) -> tuple[str, str]:
@@ -104,6 +117,9 @@ class Fault:
         limit = data.get("max_input_tokens")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"fault max_input_tokens must be a positive integer, got {limit!r}")
+        on_demand = data.get("on_demand", True)
+        if not isinstance(on_demand, bool):
+            raise ValueError(f"fault on_demand must be true or false, got {on_demand!r}")
         return cls(
             model=model,
             region=region,
@@ -112,6 +128,7 @@ class Fault:
             latency_ms=latency,
             error=error,
             max_input_tokens=limit,
+            on_demand=on_demand,
         )
 
 
@@ -249,7 +266,7 @@ class BedrockSimulator:
     def _converse(self, model: str, region: str, body: bytes) -> Response:
         started = time.perf_counter()
         try:
-            request = _parse_converse(body)
+            request = _parse_converse(model, body)
             input_tokens = _input_tokens(request)
             self._apply_faults(model, region, input_tokens)
         except SimulatedError as exc:
@@ -271,6 +288,9 @@ class BedrockSimulator:
 
     def _apply_faults(self, model: str, region: str, input_tokens: int) -> None:
         matching = self.faults.matching(model, region)
+        # Checked first, as Bedrock does: it is about the model id, before any capacity is involved.
+        if not _is_inference_profile(model) and any(not fault.on_demand for fault in matching):
+            raise SimulatedError("ValidationException", on_demand_message(model))
         for fault in matching:
             if fault.error:
                 raise SimulatedError(fault.error, _ERROR_MESSAGES.get(fault.error, f"simulated {fault.error}"))
@@ -300,9 +320,7 @@ class BedrockSimulator:
                 return _json(200, self._faults_body())
             if method == "PUT":
                 try:
-                    self.faults.put(Fault.from_json(json.loads(body or b"null")))
-                except json.JSONDecodeError as exc:
-                    return _json(400, {"message": f"fault body is not valid JSON: {exc.msg}"})
+                    self.faults.put(Fault.from_json(parse_json(body, what="fault body")))
                 except ValueError as exc:
                     return _json(400, {"message": str(exc)})
                 return _json(200, self._faults_body())
@@ -336,35 +354,157 @@ def _region(headers: Mapping[str, str]) -> str:
     return match.group("region") if match else DEFAULT_REGION
 
 
-def _parse_converse(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes, *, what: str) -> Any:
+    """Parse a JSON request body.
+
+    Raises:
+        ValueError: naming ``what`` and the problem: empty, not UTF-8, not JSON, or nested too deeply.
+    """
+    if not body.strip():
+        raise ValueError(f"{what} is empty; send a JSON object")
     try:
-        request = json.loads(body or b"{}")
-    except json.JSONDecodeError:
-        raise SimulatedError("ValidationException", "Malformed input request, please reformat your input.") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+def on_demand_message(model: str) -> str:
+    """Bedrock's answer to a model that is served only through inference profiles in that region."""
+    return (
+        f"Invocation of model ID {model} with on-demand throughput isn\u2019t supported. Retry your request "
+        "with the ID or ARN of an inference profile that contains this model."
+    )
+
+
+# The first segment of a cross-region inference profile id (us.anthropic..., global.amazon...).
+_PROFILE_PREFIXES = frozenset({"us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"})
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+_MAX_MODEL_ID_CHARS = 2048
+_MAX_STOP_SEQUENCES = 2500
+_MALFORMED = "Malformed input request, please reformat your input."
+
+
+def _is_inference_profile(model: str) -> bool:
+    return model.split(".", 1)[0] in _PROFILE_PREFIXES or "inference-profile/" in model
+
+
+def _invalid(message: str) -> SimulatedError:
+    return SimulatedError("ValidationException", message)
+
+
+def _parse_converse(model: str, body: bytes) -> dict[str, Any]:
+    """Check a Converse request as Bedrock does (shapes, ranges, blank and ill-formed text).
+
+    Raises:
+        SimulatedError: a ValidationException naming the field.
+    """
+    if not 1 <= len(model) <= _MAX_MODEL_ID_CHARS:
+        raise _invalid(f"modelId must be 1 to {_MAX_MODEL_ID_CHARS} characters long.")
+    try:
+        request = parse_json(body or b"{}", what="request body")
+    except ValueError:
+        raise _invalid(_MALFORMED) from None
     if not isinstance(request, dict):
-        raise SimulatedError("ValidationException", "Malformed input request, please reformat your input.")
+        raise _invalid(_MALFORMED)
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise SimulatedError("ValidationException", "messages: at least one message is required.")
+        raise _invalid("messages: at least one message is required.")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise SimulatedError("ValidationException", f"messages.{index}.role must be user or assistant.")
-        content = message.get("content")
-        if not isinstance(content, list) or not content:
-            raise SimulatedError("ValidationException", f"messages.{index}.content must be a non-empty list.")
-        for block in content:
-            if not isinstance(block, dict) or not ({"text", "image"} & set(block)):
-                raise SimulatedError("ValidationException", f"messages.{index}.content holds an unsupported block.")
-    if messages[0].get("role") != "user":
-        raise SimulatedError("ValidationException", "A conversation must start with a user message.")
-    config = request.get("inferenceConfig") or {}
+        _check_message(index, message)
+    if messages[0]["role"] != "user":
+        raise _invalid(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user "
+            "message."
+        )
+    if any(a["role"] == b["role"] for a, b in pairwise(messages)):
+        raise _invalid(
+            "A conversation must alternate between user and assistant roles. Make sure the conversation alternates "
+            "between user and assistant roles and try again."
+        )
+    _check_system(request.get("system"))
+    _check_inference_config(request.get("inferenceConfig"))
+    return request
+
+
+def _check_message(index: int, message: object) -> None:
+    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        raise _invalid(f"messages.{index}.role must be user or assistant.")
+    content = message.get("content")
+    if not isinstance(content, list) or not content:
+        raise _invalid(
+            f"The content field in the Message object at messages.{index} is empty. "
+            "Add a ContentBlock object to the content field and try again."
+        )
+    for position, block in enumerate(content):
+        where = f"messages.{index}.content.{position}"
+        if not isinstance(block, dict) or len(block) != 1 or not ({"text", "image"} & set(block)):
+            raise _invalid(f"The ContentBlock object at {where} must hold exactly one of text or image.")
+        if "text" in block:
+            _check_text(block["text"], f"The text field in the ContentBlock object at {where}")
+        else:
+            _check_image(block["image"], where)
+
+
+def _check_text(text: object, field: str) -> None:
+    if not isinstance(text, str):
+        raise _invalid(f"{field} must be a string.")
+    if not text.strip():
+        raise _invalid(f"{field} is blank. Add text to the text field, and try again.")
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate:
+        raise _invalid(
+            f"{field} is not valid Unicode: it holds an unpaired surrogate (U+{ord(surrogate.group()):04X}) at "
+            f"character {surrogate.start()}. Remove it and try again."
+        )
+
+
+def _check_image(image: object, where: str) -> None:
+    if not isinstance(image, dict) or image.get("format") not in _IMAGE_FORMATS:
+        raise _invalid(f"The image format at {where} must be one of {', '.join(_IMAGE_FORMATS)}.")
+    source = image.get("source")
+    if not isinstance(source, dict) or not isinstance(source.get("bytes"), str) or not source["bytes"]:
+        raise _invalid(f"The image source at {where} must hold the image bytes.")
+
+
+def _check_system(system: object) -> None:
+    if system is None:
+        return
+    if not isinstance(system, list):
+        raise _invalid("system must be a list of SystemContentBlock objects.")
+    for index, block in enumerate(system):
+        if not isinstance(block, dict) or "text" not in block:
+            raise _invalid(f"The SystemContentBlock object at system.{index} must hold text.")
+        _check_text(block["text"], f"The text field in the SystemContentBlock object at system.{index}")
+
+
+def _check_inference_config(config: object) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise _invalid("inferenceConfig must be an object.")
     max_tokens = config.get("maxTokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise SimulatedError("ValidationException", "inferenceConfig.maxTokens must be a positive integer.")
-    temperature = config.get("temperature")
-    if temperature is not None and not (isinstance(temperature, int | float) and 0 <= temperature <= 1):
-        raise SimulatedError("ValidationException", "inferenceConfig.temperature must be between 0 and 1.")
-    return request
+        raise _invalid("inferenceConfig.maxTokens must be a positive integer.")
+    for name in ("temperature", "topP"):
+        value = config.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
+            raise _invalid(f"inferenceConfig.{name} must be between 0 and 1.")
+    stops = config.get("stopSequences")
+    if stops is not None and (
+        not isinstance(stops, list)
+        or len(stops) > _MAX_STOP_SEQUENCES
+        or not all(isinstance(stop, str) and stop for stop in stops)
+    ):
+        raise _invalid(f"inferenceConfig.stopSequences must be at most {_MAX_STOP_SEQUENCES} non-empty strings.")
 
 
 def _texts(request: Mapping[str, Any]) -> list[str]:
@@ -400,7 +540,7 @@ def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, i
         ),
         "",
     )
-    digest = hashlib.sha256(f"{model}\x00{last_user}".encode()).digest()
+    digest = hashlib.sha256(f"{model}\x00{last_user}".encode("utf-8", "surrogatepass")).digest()
     wanted = 20 + int.from_bytes(digest[:4], "big") % 381
     max_tokens = (request.get("inferenceConfig") or {}).get("maxTokens") or 4096
     output_tokens = min(wanted, max_tokens)
@@ -425,24 +565,18 @@ def serve(
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Serve the simulator on a daemon thread; port 0 picks a free port (see ``server.server_address``)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(JsonRequestHandler):
+        max_body_bytes = MAX_REQUEST_BYTES
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, headers, payload = simulator.handle(self.command, self.path, dict(self.headers.items()), body)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            body = self.read_body()
+            if body is None:
+                return
+            path = urlsplit(self.path).path
+            status, headers, payload = simulator.handle(self.command, path, dict(self.headers.items()), body)
+            self.send_all(status, headers.items(), payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            return
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -17,10 +17,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from local_endpoint.http_handler import JsonRequestHandler
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = ROOT / "lambdas" / "router" / "policies" / "default.json"
@@ -148,34 +150,17 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]]
 
 
 def make_server(endpoint: LocalEndpoint, host: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(JsonRequestHandler):
+        max_body_bytes = MAX_REQUEST_BYTES
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_REQUEST_BYTES:
-                self._send(*_json(413, {"message": "Request Too Long"}), close=True)
+            body = self.read_body()
+            if body is None:
                 return
-            body = self.rfile.read(length) if length else b""
             headers = {name: value for name, value in self.headers.items()}
-            self._send(*endpoint.dispatch(self.command, self.path, headers, body, self.client_address[0]))
-
-        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes, close: bool = False) -> None:
-            self.send_response(status)
-            for name, value in headers:
-                if name.lower() not in ("content-length", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_all(*endpoint.dispatch(self.command, self.path, headers, body, self.client_address[0]))
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            return
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -34,8 +34,12 @@ class HttpResponse:
 
 
 class LocalEndpoint:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, log_path: Path | None = None) -> None:
         self.base_url = base_url
+        self.log_path = log_path  # the server's combined stdout and stderr
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
@@ -87,7 +91,7 @@ def local_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEn
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    endpoint = LocalEndpoint(f"http://127.0.0.1:{port}")
+    endpoint = LocalEndpoint(f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -160,3 +162,150 @@ def test_admin_api_reports_and_resets_calls(sim, simulator):
     assert body["counts"] == {"ok": 1}
     admin(url, "DELETE", "/_sim/calls")
     assert admin(url, "GET", "/_sim/calls")[1]["counts"] == {}
+
+
+# --- what Bedrock rejects as invalid input: ValidationException (400), never a server error -------------
+
+
+def lenient_client(url: str, region: str = "us-east-1"):
+    """A client that sends what botocore's own parameter validation would stop, as other SDKs might."""
+    return boto3.client(
+        "bedrock-runtime",
+        region_name=region,
+        endpoint_url=url,
+        aws_access_key_id="sim",
+        aws_secret_access_key="sim",
+        config=Config(retries={"total_max_attempts": 1}, parameter_validation=False, read_timeout=5),
+    )
+
+
+def user(*blocks):
+    return {"role": "user", "content": list(blocks)}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "expected"),
+    [
+        (
+            {"messages": [user({"text": "hi \ud800"})]},
+            "The text field in the ContentBlock object at messages.0.content.0 is not valid Unicode: it holds an "
+            "unpaired surrogate (U+D800)",
+        ),
+        (
+            {"messages": [user({"text": "fine"}, {"text": "\udfff tail"})]},
+            "messages.0.content.1 is not valid Unicode",
+        ),
+        (
+            {"messages": [user({"text": "hi"})], "system": [{"text": "be \udc00 brief"}]},
+            "The text field in the SystemContentBlock object at system.0 is not valid Unicode",
+        ),
+        (
+            {"messages": [user({"text": "  \n "})]},
+            "The text field in the ContentBlock object at messages.0.content.0 is blank. Add text to the text "
+            "field, and try again.",
+        ),
+        ({"messages": [user({"text": "hi"})], "system": [{"text": ""}]}, "at system.0 is blank"),
+        (
+            {"messages": [user()]},
+            "The content field in the Message object at messages.0 is empty. Add a ContentBlock object to the "
+            "content field and try again.",
+        ),
+        ({"messages": [user({"text": "a"}), user({"text": "b"})]}, "A conversation must alternate between user"),
+        ({"messages": [user({"text": "a", "image": {}})]}, "must hold exactly one of text or image"),
+        ({"messages": [user({"image": {"format": "bmp", "source": {"bytes": b"x"}}})]}, "image format"),
+        ({"messages": [user({"text": "a"})], "inferenceConfig": {"maxTokens": 0}}, "maxTokens must be a positive"),
+        ({"messages": [user({"text": "a"})], "inferenceConfig": {"topP": 1.5}}, "topP must be between 0 and 1"),
+        ({"messages": [user({"text": "a"})], "inferenceConfig": {"stopSequences": [""]}}, "stopSequences"),
+    ],
+)
+def test_rejects_what_the_converse_api_documents_as_invalid(sim, simulator, request_fields, expected):
+    # Given a request Bedrock would refuse
+    _, url = sim
+    bedrock = lenient_client(url)
+    # When it is sent, Then the answer is a ValidationException (HTTP 400) naming the field: never a 500
+    with pytest.raises(bedrock.exceptions.ValidationException) as error:
+        bedrock.converse(modelId=NOVA, **request_fields)
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert expected in error.value.response["Error"]["Message"]
+    assert simulator.calls.count(outcome="ValidationException") == 1
+    assert simulator.calls.count(outcome="InternalServerException") == 0
+
+
+def test_rejects_a_lone_surrogate_sent_by_the_strict_client_too(sim, simulator):
+    # botocore's parameter validation lets it through: it JSON-escapes the lone surrogate as \ud800
+    _, url = sim
+    bedrock = client(url)
+    with pytest.raises(bedrock.exceptions.ValidationException, match="not valid Unicode"):
+        converse(bedrock, text="hi \ud800")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 1_000 + b"]" * 1_000, b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"\xff\xfe{}", b"{"],
+    ids=["arrays-1000", "messages-arrays-100000", "not-utf-8", "truncated"],
+)
+def test_rejects_malformed_converse_bodies_with_validation_exception(sim, simulator, body):
+    _, url = sim
+    status, answer = admin(url, "POST", f"/model/{NOVA}/converse", body)
+    assert status == 400
+    assert answer == {"message": "Malformed input request, please reformat your input."}
+
+
+# --- the on-demand fault ------------------------------------------------------------------------------
+
+
+def test_on_demand_fault_answers_as_bedrock_does_for_a_model_served_only_through_profiles(sim, simulator):
+    # Given Nova Micro is not served on demand in us-west-2
+    _, url = sim
+    simulator.faults.put(Fault.from_json({"model": NOVA, "region": "us-west-2", "on_demand": False}))
+    west = client(url, "us-west-2")
+    # When it is called there by its base model id, Then Bedrock's exact ValidationException comes back
+    with pytest.raises(west.exceptions.ValidationException) as error:
+        converse(west)
+    assert error.value.response["Error"]["Message"] == (
+        "Invocation of model ID amazon.nova-micro-v1:0 with on-demand throughput isn\u2019t supported. Retry your "
+        "request with the ID or ARN of an inference profile that contains this model."
+    )
+    # and the other region, and the us. inference profile in the same region, still answer
+    converse(client(url, "us-east-1"))
+    assert converse(west, f"us.{NOVA}")["output"]["message"]["content"][0]["text"].startswith(f"[sim us.{NOVA} @")
+
+
+def test_on_demand_fault_with_a_wildcard_model_spares_inference_profiles(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault(model="*", region="us-west-2", on_demand=False))
+    west = client(url, "us-west-2")
+    with pytest.raises(west.exceptions.ValidationException, match="on-demand throughput"):
+        converse(west, "arn:aws:bedrock:us-west-2::foundation-model/amazon.nova-micro-v1:0")
+    converse(west, HAIKU_PROFILE)
+    converse(west, "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.amazon.nova-micro-v1:0")
+
+
+# --- the simulator's own HTTP server: framing it cannot trust is a JSON 4xx ------------------------------
+
+
+def raw_request(url: str, data: bytes) -> tuple[int, dict]:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "expected"),
+    [
+        (b"PUT /_sim/faults HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "non-negative integer"),
+        (b"PUT /_sim/faults HTTP/1.1\r\nContent-Length: x1\r\n\r\n", 400, "non-negative integer"),
+        (b"PUT /_sim/faults HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413, "Request Too Long"),
+        (b"PUT /_sim/faults HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411, "Content-Length"),
+        (b"PATCH /_sim/faults HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "not supported"),
+        (b"HELLO\r\n\r\n", 400, "Bad request syntax"),
+    ],
+)
+def test_simulator_rejects_untrustworthy_framing_with_a_json_4xx(sim, simulator, head, status, expected):
+    _, url = sim
+    answer_status, answer = raw_request(url, head)
+    assert answer_status == status
+    assert expected in answer["message"]

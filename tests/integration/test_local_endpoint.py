@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file
+
 pytestmark = pytest.mark.xdist_group("local_endpoint")
+
+# The server runs the shipped policy; model ids are read from it so the tests follow its catalog.
+POLICY = load_policy_file(DEFAULT_POLICY_PATH)
+FAST = POLICY.routes["fast"]  # what a greeting ("general", simple) and use_case "faq" get
+PRIMARY = POLICY.models[FAST.candidates[0].model]
+FIRST_FALLBACK = POLICY.models[FAST.fallbacks[0]]
+HOME, NEXT_REGION = PRIMARY.regions[0], PRIMARY.regions[1]
+
+
+def model_id(route: str, candidate: int = 0) -> str:
+    return POLICY.models[POLICY.routes[route].candidates[candidate].model].model_id
+
 
 HARD = (
     "Analyze the trade-offs of migrating our monolith to microservices. First list the risks step by step, "
@@ -15,17 +29,17 @@ HARD = (
 def test_health_reports_the_policy(endpoint):
     response = endpoint.request("GET", "/health")
     assert response.status == 200
-    assert response.body["policy_version"] == "2026-11-23.1"
+    assert response.body["policy_version"] == POLICY.version
 
 
 def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(contract_fields, endpoint):
     response = endpoint.generate({"prompt": "Hello!", "use_case": "general"})
     assert response.status == 200
     assert set(response.body) >= contract_fields
-    assert response.body["model_used"] == "amazon.nova-micro-v1:0"
-    assert response.headers["X-Selected-Model"] == "amazon.nova-micro-v1:0"
+    assert response.body["model_used"] == PRIMARY.model_id
+    assert response.headers["X-Selected-Model"] == PRIMARY.model_id
     # the simulator's text names who answered, proving the call crossed the wire
-    assert response.body["output"].startswith("[sim amazon.nova-micro-v1:0 @ us-east-1]")
+    assert response.body["output"].startswith(f"[sim {PRIMARY.model_id} @ {HOME}]")
     assert response.body["usage"]["input_tokens"] > 0 and response.body["usage"]["output_tokens"] > 0
     assert response.body["cost_usd"] > 0
 
@@ -33,13 +47,13 @@ def test_greeting_is_answered_by_the_cheap_model_through_the_simulator(contract_
 def test_long_analytical_prompt_is_answered_by_a_stronger_model(endpoint):
     response = endpoint.generate({"prompt": HARD})
     assert response.status == 200
-    assert response.body["model_used"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert response.body["model_used"] == model_id("deep")
     assert response.body["decision"]["complexity"]["class"] == "complex"
 
 
 def test_premium_tier_gets_the_premium_route(endpoint):
     response = endpoint.generate({"prompt": HARD}, headers={"X-User-Tier": "premium"})
-    assert response.body["model_used"] == "us.anthropic.claude-opus-4-5-20251101-v1:0"
+    assert response.body["model_used"] == model_id("premium")
 
 
 def test_canary_split_is_sticky_per_caller(endpoint):
@@ -54,12 +68,12 @@ def test_canary_split_is_sticky_per_caller(endpoint):
             {"prompt": "Another memo.", "use_case": "summarization"}, headers={"X-Caller-Id": f"user-{caller}"}
         ).body
         assert again["model_used"] == variants[caller]
-    assert set(variants.values()) == {"us.anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-pro-v1:0"}
+    assert set(variants.values()) == {model_id("balanced", 0), model_id("balanced", 1)}
 
 
 def test_throttling_is_retried_with_backoff_and_then_succeeds(endpoint):
     # Given the primary model throttles half of its calls in its home region
-    endpoint.fault(model="amazon.nova-micro-v1:0", region="us-east-1", throttle_rate=0.5)
+    endpoint.fault(model=PRIMARY.model_id, region=HOME, throttle_rate=0.5)
     responses = [endpoint.generate({"prompt": f"Hello {i}!"}) for i in range(20)]
     # Then every request is answered by a model, and some needed a retry on the same model and region
     assert all(r.status == 200 and not r.body["degraded"] for r in responses)
@@ -70,31 +84,32 @@ def test_throttling_is_retried_with_backoff_and_then_succeeds(endpoint):
 
 
 def test_regional_outage_is_served_from_the_next_region(endpoint):
-    endpoint.fault(model="amazon.nova-micro-v1:0", region="us-east-1", outage=True)
+    endpoint.fault(model=PRIMARY.model_id, region=HOME, outage=True)
     response = endpoint.generate({"prompt": "Hello!"})
     assert response.status == 200
-    assert response.body["model_used"] == "amazon.nova-micro-v1:0"
-    assert response.body["region"] == "us-west-2"
-    assert response.body["output"].startswith("[sim amazon.nova-micro-v1:0 @ us-west-2]")
+    assert response.body["model_used"] == PRIMARY.model_id
+    assert response.body["region"] == NEXT_REGION
+    assert response.body["output"].startswith(f"[sim {PRIMARY.model_id} @ {NEXT_REGION}]")
     assert response.body["decision"]["attempts"][0]["code"] == "ServiceUnavailableException"
 
 
 def test_model_outage_answers_with_a_fallback_model(endpoint):
-    endpoint.fault(model="amazon.nova-micro-v1:0", region="*", outage=True)
+    endpoint.fault(model=PRIMARY.model_id, region="*", outage=True)
     response = endpoint.generate({"prompt": "Hello!"})
     assert response.status == 200
-    assert response.body["model_used"] == "FALLBACK:anthropic.claude-3-haiku-20240307-v1:0"
+    assert response.body["model_used"] == f"FALLBACK:{FIRST_FALLBACK.model_id}"
     assert response.body["fallback_used"] is True
 
 
 def test_access_denied_model_is_skipped_without_blaming_the_caller(endpoint):
-    endpoint.fault(model="amazon.nova-micro-v1:0", region="*", error="AccessDeniedException")
+    endpoint.fault(model=PRIMARY.model_id, region="*", error="AccessDeniedException")
     response = endpoint.generate({"prompt": "Hello!"})
     assert response.status == 200
-    assert response.body["model_used"].startswith("FALLBACK:")
+    assert response.body["model_used"] == f"FALLBACK:{FIRST_FALLBACK.model_id}"
     attempts = response.body["decision"]["attempts"]
-    assert attempts[0]["outcome"] == "configuration"
-    assert len([a for a in attempts if a["model"] == "nova-micro"]) == 1  # its other region is not tried
+    # model access is per region: each of the primary's regions is tried once, then the fallback answers
+    primary = [a for a in attempts if a["model"] == PRIMARY.key]
+    assert [(a["region"], a["outcome"]) for a in primary] == [(region, "configuration") for region in PRIMARY.regions]
 
 
 def test_total_outage_degrades_gracefully(contract_fields, endpoint):

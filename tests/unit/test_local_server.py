@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from local_endpoint.http_handler import BadFraming, content_length
 from local_endpoint.server import LocalEndpoint, LocalLambdaContext, configure_environment, http_response, proxy_event
 
 
@@ -87,3 +88,28 @@ def test_aws_mode_uses_real_bedrock_and_the_users_credentials(clean_env):
     assert os.environ["AWS_PROFILE"] == "someone"
     assert "AWS_ACCESS_KEY_ID" not in os.environ
     assert os.environ["POWERTOOLS_METRICS_DISABLED"] == "false"
+
+
+@pytest.mark.parametrize(("values", "expected"), [(None, 0), ([], 0), (["0"], 0), (["42"], 42), ([" 7 ", "7"], 7)])
+def test_content_length_is_read_from_plain_digits(values, expected):
+    assert content_length(values, limit=100) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "status", "message"),
+    [
+        (["-1"], 400, "Content-Length must be a non-negative integer, got '-1'"),
+        (["+5"], 400, "non-negative integer"),
+        (["1_000"], 400, "non-negative integer"),
+        (["0x10"], 400, "non-negative integer"),
+        (["\u0661"], 400, "non-negative integer"),  # an Arabic-Indic digit: str.isdigit() alone accepts it
+        (["9" * 5000], 400, "non-negative integer, got '999"),
+        (["5", "6"], 400, "conflicting Content-Length headers: 5, 6"),
+        (["101"], 413, "Request Too Long: 101 bytes, over the limit of 100"),
+    ],
+)
+def test_rejects_content_lengths_that_cannot_be_trusted(values, status, message):
+    with pytest.raises(BadFraming) as error:
+        content_length(values, limit=100)
+    assert error.value.status == status
+    assert message in error.value.message

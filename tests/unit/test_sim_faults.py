@@ -19,10 +19,16 @@ def test_parses_a_full_fault():
             "latency_ms": 200,
             "error": "AccessDeniedException",
             "max_input_tokens": 10,
+            "on_demand": False,
         }
     )
     assert fault.key == ("amazon.nova-micro-v1:0", "us-west-2")
     assert fault.throttle_rate == 0.25
+    assert fault.on_demand is False
+
+
+def test_a_fault_leaves_on_demand_serving_alone_by_default():
+    assert Fault.from_json({"model": "m"}).on_demand is True
 
 
 @pytest.mark.parametrize(
@@ -36,6 +42,8 @@ def test_parses_a_full_fault():
         ({"latency_ms": -1}, "latency_ms must be an integer from 0 to 600000, got -1"),
         ({"error": "TeapotException"}, "fault error must be one of"),
         ({"max_input_tokens": 0}, "max_input_tokens must be a positive integer"),
+        ({"on_demand": "no"}, "fault on_demand must be true or false, got 'no'"),
+        ({"on_demand": 0}, "fault on_demand must be true or false, got 0"),
     ],
 )
 def test_rejects_bad_faults_naming_the_field(data, expected):
