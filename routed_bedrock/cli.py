@@ -119,6 +119,7 @@ def report_json(report: PreflightReport) -> dict[str, Any]:
             {
                 "route": route.route,
                 "ok": route.ok,
+                "fallbacks_only": route.fallbacks_only,
                 "models": list(route.models),
                 "working": [{"model": model, "region": region} for model, region in route.working],
             }
@@ -138,7 +139,8 @@ def print_report(report: PreflightReport, out: TextIO) -> None:
     route_rows = [("ROUTE", "STATUS", "WORKING (MODEL@REGION)")]
     for route in report.routes:
         if route.ok:
-            route_rows.append((route.route, "ok", ", ".join(f"{m}@{region}" for m, region in route.working)))
+            status = "FALLBACKS ONLY" if route.fallbacks_only else "ok"
+            route_rows.append((route.route, status, ", ".join(f"{m}@{region}" for m, region in route.working)))
         else:
             route_rows.append((route.route, "NO WORKING MODEL", f"none of: {', '.join(route.models)}"))
     _table(route_rows, out)
@@ -147,6 +149,12 @@ def print_report(report: PreflightReport, out: TextIO) -> None:
         out.write(f"\n{len(failed)} route(s) without a working model: {', '.join(failed)}\n")
     else:
         out.write("\nEvery route has a working model.\n")
+    fallback_only = report.fallback_only_routes
+    if fallback_only:
+        out.write(
+            f"Warning: {', '.join(fallback_only)}: no candidate model works, only fallbacks; every request "
+            "there pays the failed calls first.\n"
+        )
 
 
 def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:

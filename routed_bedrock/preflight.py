@@ -81,10 +81,16 @@ class RouteCheck(NamedTuple):
     route: str
     models: tuple[str, ...]  # candidates then fallbacks, each once
     working: tuple[tuple[str, str], ...]  # (model key, region) pairs that answered
+    candidates: tuple[str, ...] = ()  # the route's candidates (the rest of ``models`` are fallbacks)
 
     @property
     def ok(self) -> bool:
         return bool(self.working)
+
+    @property
+    def fallbacks_only(self) -> bool:
+        """Works, but only through fallbacks: every request of the route would pay the failed candidates."""
+        return self.ok and not any(model in self.candidates for model, _ in self.working)
 
 
 class PreflightReport(NamedTuple):
@@ -98,6 +104,10 @@ class PreflightReport(NamedTuple):
     @property
     def failed_routes(self) -> list[str]:
         return [route.route for route in self.routes if not route.ok]
+
+    @property
+    def fallback_only_routes(self) -> list[str]:
+        return [route.route for route in self.routes if route.fallbacks_only]
 
 
 def probes_of(policy: Policy) -> list[Probe]:
@@ -164,7 +174,7 @@ def check_routes(policy: Policy, results: Iterable[ProbeResult]) -> list[RouteCh
     for name, route in policy.routes.items():
         models = tuple(dict.fromkeys([c.model for c in route.candidates] + list(route.fallbacks)))
         in_route_order = tuple(pair for model in models for pair in working if pair[0] == model)
-        checks.append(RouteCheck(name, models, in_route_order))
+        checks.append(RouteCheck(name, models, in_route_order, tuple(c.model for c in route.candidates)))
     return checks
 
 

@@ -140,6 +140,19 @@ def test_access_denied_model_is_reported_and_its_route_still_works_through_anoth
     assert by_pair[("micro", "us-west-2")]["working"] is False
     assert routes(document)["fast"]["working"] == [{"model": "haiku", "region": "us-east-1"}]
     assert code == 0
+    # And the route is flagged: it works only through fallbacks
+    assert routes(document)["fast"]["fallbacks_only"] is True
+    assert all(not r["fallbacks_only"] for name, r in routes(document).items() if name != "fast")
+
+
+def test_warns_when_a_route_works_only_through_its_fallbacks(capsys, sim, simulator, policy_file):
+    _, url = sim
+    simulator.faults.put(Fault(model=MICRO, region="*", error="AccessDeniedException"))
+    code = main(["preflight", "--policy", str(policy_file), "--endpoint-url", url, "--timeout", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "FALLBACKS ONLY" in out
+    assert "Warning: fast: no candidate model works, only fallbacks" in out
 
 
 def test_fails_with_exit_1_naming_the_route_whose_every_model_is_down(capsys, sim, simulator, policy_file):
