@@ -7,17 +7,27 @@ Context (cdk.json, or ``-c key=value``):
     routed-bedrock:policy-file: the routing policy. Default: - the shipped default policy.
     routed-bedrock:auth: ``api-key`` (default), ``iam``, ``cognito`` (creates a user pool) or ``none``.
     routed-bedrock:stack-name: the stack name. Default: - ``RoutedBedrock``.
+    routed-bedrock:policy-deployment: how a new policy version rolls out: ``canary`` (AppConfig's
+        ``Canary10Percent20Minutes``, 30 minutes with its bake) or ``all-at-once`` (``AllAtOnce``: immediate,
+        10-minute bake). AppConfig runs one deployment per environment at a time and a stack update that starts
+        another during a rollout fails, so development stacks that deploy often want ``all-at-once``.
+        Default: - ``canary``.
 """
 
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_appconfig as appconfig
 from cdk_nag import AwsSolutionsChecks
 
 from cdk_app import DEFAULT_POLICY_PATH, AuthMode
 from cdk_app.stacks import RoutedBedrockStack
 
 AUTH_MODES = {mode.value: mode for mode in AuthMode}
+POLICY_DEPLOYMENTS = {
+    "canary": appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES,
+    "all-at-once": appconfig.DeploymentStrategyId.ALL_AT_ONCE,
+}
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
@@ -27,6 +37,10 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
     auth_name = context("routed-bedrock:auth") or AuthMode.API_KEY.value
     if auth_name not in AUTH_MODES:
         raise ValueError(f"context routed-bedrock:auth '{auth_name}' must be one of {', '.join(AUTH_MODES)}")
+    deployment_name = context("routed-bedrock:policy-deployment") or "canary"
+    if deployment_name not in POLICY_DEPLOYMENTS:
+        choices = ", ".join(POLICY_DEPLOYMENTS)
+        raise ValueError(f"context routed-bedrock:policy-deployment '{deployment_name}' must be one of {choices}")
     account, region = context("account"), context("region")
     if bool(account) != bool(region):
         raise ValueError(f"context account '{account}' and region '{region}' must be given together, or neither")
@@ -35,6 +49,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         context("routed-bedrock:stack-name") or "RoutedBedrock",
         policy=context("routed-bedrock:policy-file") or DEFAULT_POLICY_PATH,
         auth_mode=AUTH_MODES[auth_name],
+        policy_deployment=POLICY_DEPLOYMENTS[deployment_name],
         env=cdk.Environment(account=account, region=region) if account else None,
         description="Routed Amazon Bedrock endpoint (reference deployment)",
     )

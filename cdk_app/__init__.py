@@ -1,4 +1,4 @@
-"""The CDK side: the ``RoutedBedrockEndpoint`` construct (and, in ``cdk_app.stacks``, its reference stack).
+"""The CDK side: ``RoutedBedrockEndpoint`` and its parts (and, in ``cdk_app.stacks``, the reference stack).
 
 Example::
 
@@ -9,6 +9,37 @@ Example::
 
 from lambdas.router.policy import DEFAULT_POLICY_PATH
 
-from .constructs import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
+from .constructs import (
+    POLICY_PROFILE_NAME,
+    POWERTOOLS_LAYER_REGIONS,
+    POWERTOOLS_VERSION,
+    ROLLBACK_ALARMS,
+    AuthMode,
+    EndpointAuthorization,
+    LiveStateTable,
+    RoutedBedrockEndpoint,
+    RouterAlarms,
+    RouterDashboard,
+    RouterFunction,
+    RouterMetrics,
+    RoutingPolicy,
+    RoutingPolicyDocument,
+)
 
-__all__ = ["DEFAULT_POLICY_PATH", "AuthMode", "EndpointAuthorization", "RoutedBedrockEndpoint"]
+__all__ = [
+    "DEFAULT_POLICY_PATH",
+    "POLICY_PROFILE_NAME",
+    "POWERTOOLS_LAYER_REGIONS",
+    "POWERTOOLS_VERSION",
+    "ROLLBACK_ALARMS",
+    "AuthMode",
+    "EndpointAuthorization",
+    "LiveStateTable",
+    "RoutedBedrockEndpoint",
+    "RouterAlarms",
+    "RouterDashboard",
+    "RouterFunction",
+    "RouterMetrics",
+    "RoutingPolicy",
+    "RoutingPolicyDocument",
+]

@@ -1,5 +1,28 @@
-"""The reusable constructs."""
+"""The reusable constructs: the composed endpoint, and each of its parts, usable alone."""
 
-from .routed_bedrock_endpoint import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
+from .authorization import AuthMode, EndpointAuthorization
+from .live_state_table import LiveStateTable
+from .policy_document import POLICY_PROFILE_NAME, RoutingPolicyDocument
+from .routed_bedrock_endpoint import RoutedBedrockEndpoint
+from .router_alarms import ROLLBACK_ALARMS, RouterAlarms
+from .router_dashboard import RouterDashboard
+from .router_function import POWERTOOLS_LAYER_REGIONS, POWERTOOLS_VERSION, RouterFunction
+from .router_metrics import RouterMetrics
+from .routing_policy import RoutingPolicy
 
-__all__ = ["AuthMode", "EndpointAuthorization", "RoutedBedrockEndpoint"]
+__all__ = [
+    "POLICY_PROFILE_NAME",
+    "POWERTOOLS_LAYER_REGIONS",
+    "POWERTOOLS_VERSION",
+    "ROLLBACK_ALARMS",
+    "AuthMode",
+    "EndpointAuthorization",
+    "LiveStateTable",
+    "RoutedBedrockEndpoint",
+    "RouterAlarms",
+    "RouterDashboard",
+    "RouterFunction",
+    "RouterMetrics",
+    "RoutingPolicy",
+    "RoutingPolicyDocument",
+]

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_appconfig as appconfig
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -25,6 +26,9 @@ class RoutedBedrockStack(Stack):
         policy: the routing policy (a dict or a file path).
         auth_mode: how callers authenticate to ``POST /generate``; ``AuthMode.COGNITO`` creates a user pool
             (MFA required, no self sign-up). Default: - ``AuthMode.API_KEY`` (an API key and a usage plan).
+        policy_deployment: the predefined AppConfig strategy that rolls a new policy version out; AppConfig runs
+            one deployment per environment at a time, so a development stack that deploys often wants
+            ``DeploymentStrategyId.ALL_AT_ONCE``. Default: - the construct's (``Canary10Percent20Minutes``).
         **kwargs: ``Stack`` props (``env``, ``description``, ...).
     """
 
@@ -35,6 +39,7 @@ class RoutedBedrockStack(Stack):
         *,
         policy: Mapping[str, Any] | str | Path,
         auth_mode: AuthMode = AuthMode.API_KEY,
+        policy_deployment: appconfig.DeploymentStrategyId | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -42,13 +47,48 @@ class RoutedBedrockStack(Stack):
         alarm_key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Routed Bedrock alarm topic")
         alarm_key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.alarm_topic = sns.Topic(self, "AlarmTopic", master_key=alarm_key, enforce_ssl=True)
+        # enforce_ssl gives the topic a policy of its own, which replaces SNS's default one: without this
+        # statement CloudWatch may not publish, and no alarm notification is ever delivered.
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.alarm_topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "ArnLike": {
+                        "aws:SourceArn": self.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
+        )
         self.user_pool: cognito.UserPool | None = None
         if auth_mode is AuthMode.COGNITO:
             self.user_pool = self._user_pool()
             auth = EndpointAuthorization.cognito(self.user_pool)
         else:
             auth = EndpointAuthorization(mode=auth_mode)
-        self.endpoint = RoutedBedrockEndpoint(self, "Endpoint", policy=policy, auth=auth, alarm_topic=self.alarm_topic)
+        strategy = (
+            appconfig.DeploymentStrategy.from_deployment_strategy_id(
+                self, "PolicyDeploymentStrategy", policy_deployment
+            )
+            if policy_deployment is not None
+            else None
+        )
+        self.endpoint = RoutedBedrockEndpoint(
+            self,
+            "Endpoint",
+            policy=policy,
+            auth=auth,
+            alarm_topic=self.alarm_topic,
+            policy_deployment_strategy=strategy,
+        )
         CfnOutput(self, "Url", value=self.endpoint.url, description="Base URL: POST {Url}generate, GET {Url}health")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.endpoint.dashboard.dashboard_name)

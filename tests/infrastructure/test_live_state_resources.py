@@ -406,6 +406,7 @@ def test_a_token_alarm_threshold_is_left_to_deploy_time():
         stack, "Llm", policy=DEFAULT_POLICY_PATH, alarm_state_store_errors=errors.value_as_number
     )
     alarm = endpoint.alarms["StateStoreErrors"].node.default_child
-    assert Template.from_stack(stack).to_json()["Resources"][stack.get_logical_id(alarm)]["Properties"][
+    # The element's logical_id, not Stack.get_logical_id (the path-derived allocation, which ignores overrides)
+    assert Template.from_stack(stack).to_json()["Resources"][stack.resolve(alarm.logical_id)]["Properties"][
         "Threshold"
     ] == {"Ref": "StoreErrors"}

@@ -140,6 +140,51 @@ def test_alarm_topic_is_encrypted_and_wired(assembly):
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
 
 
+def test_alarm_topic_policy_lets_cloudwatch_of_this_account_publish(assembly):
+    # enforce_ssl's topic policy replaces SNS's default one: without an Allow, CloudWatch cannot publish.
+    template = json.loads((assembly / f"{STACK}.template.json").read_text())
+    [topic_id] = [key for key, r in template["Resources"].items() if r["Type"] == "AWS::SNS::Topic"]
+    [topic_policy] = [r for r in template["Resources"].values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert topic_policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    statements = topic_policy["Properties"]["PolicyDocument"]["Statement"]
+    [allow] = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert allow["Action"] == "sns:Publish"
+    assert allow["Resource"] == {"Ref": topic_id}
+    # The stack's account: a token in an environment-agnostic stack, the literal when the environment is pinned
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] in ({"Ref": "AWS::AccountId"}, "123456789012")
+    source_arn = json.dumps(allow["Condition"]["ArnLike"]["aws:SourceArn"])
+    assert ":cloudwatch:" in source_arn and ":alarm:*" in source_arn
+    # And the transport rule still denies plain HTTP
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
+    )
+
+
+def test_reference_app_leaves_the_account_cloudwatch_role_alone(assembly):
+    template = json.loads((assembly / f"{STACK}.template.json").read_text())
+    assert not [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::Account"]
+
+
+def deployment_strategy(app_module: ModuleType, outdir: Path, **context: str) -> str:
+    template = json.loads((synth_reference(app_module, outdir, **context) / f"{STACK}.template.json").read_text())
+    [deployment] = [r for r in template["Resources"].values() if r["Type"] == "AWS::AppConfig::Deployment"]
+    strategy: str = deployment["Properties"]["DeploymentStrategyId"]
+    return strategy
+
+
+def test_policy_deployment_is_a_canary_unless_context_asks_all_at_once(app_module, tmp_path):
+    assert deployment_strategy(app_module, tmp_path / "default") == "AppConfig.Canary10Percent20Minutes"
+    context = {"routed-bedrock:policy-deployment": "all-at-once"}
+    assert deployment_strategy(app_module, tmp_path / "dev", **context) == "AppConfig.AllAtOnce"
+
+
+def test_rejects_an_unknown_policy_deployment(app_module, tmp_path):
+    app = cdk.App(outdir=str(tmp_path), context={"routed-bedrock:policy-deployment": "big-bang"})
+    with pytest.raises(ValueError, match="policy-deployment 'big-bang' must be one of canary, all-at-once"):
+        app_module.build_app(app)
+
+
 def test_nag_blocks_synthesis_on_an_unacknowledged_finding(app_module, tmp_path):
     # Given the reference app plus a bucket that breaks AwsSolutions rules (no SSL enforcement, no access logs)
     app = cdk.App(outdir=str(tmp_path))
@@ -171,5 +216,6 @@ def test_cdk_json_runs_the_app_with_the_shipped_policy_and_the_safe_default(repo
     context = cdk_json["context"]
     assert (repo_root / context["routed-bedrock:policy-file"]).is_file()
     assert context["routed-bedrock:auth"] == "api-key"
+    assert context["routed-bedrock:policy-deployment"] == "canary"
     assert context["@aws-cdk/aws-lambda:recognizeLayerVersion"] is True  # the recommended feature flags are set
     assert sum(key.startswith("@aws-cdk") for key in context) > 50

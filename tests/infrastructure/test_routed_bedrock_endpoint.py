@@ -33,16 +33,14 @@ pytestmark = pytest.mark.xdist_group("construct")
 
 PARTITION = "{AWS::Partition}"
 ACCOUNT = "{AWS::AccountId}"
+# The shipped policy calls every model through a US cross-region inference profile.
 US_PROFILES = (
-    "anthropic.claude-haiku-4-5-20251001-v1:0",
-    "anthropic.claude-sonnet-4-5-20250929-v1:0",
-    "anthropic.claude-opus-4-5-20251101-v1:0",
-)
-FOUNDATION_MODELS = (
     "amazon.nova-micro-v1:0",
     "amazon.nova-lite-v1:0",
     "amazon.nova-pro-v1:0",
-    "anthropic.claude-3-haiku-20240307-v1:0",
+    "anthropic.claude-haiku-4-5-20251001-v1:0",
+    "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic.claude-opus-4-5-20251101-v1:0",
 )
 
 
@@ -217,14 +215,13 @@ def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(temp
 
 
 def test_bedrock_invoke_is_scoped_to_the_policys_models_profiles_and_regions(template):
-    # Given the shipped policy: four foundation models and three US inference profiles, called from two regions
+    # Given the shipped policy: six US inference profiles, called from two regions
     [statement] = statements(template, "InvokePolicyModels")
-    # Then the statement allows invocation only, on exactly these ARNs
-    assert statement["Action"] == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    # Then the statement allows InvokeModel only (no streaming until the router streams), on exactly these ARNs
+    assert statement["Action"] == "bedrock:InvokeModel"
     arns = [resolve_arn(resource) for resource in statement["Resource"]]
     expected = set()
     for region in ("us-east-1", "us-west-2"):
-        expected.update(f"arn:{PARTITION}:bedrock:{region}::foundation-model/{model}" for model in FOUNDATION_MODELS)
         expected.update(
             f"arn:{PARTITION}:bedrock:{region}:{ACCOUNT}:inference-profile/us.{model}" for model in US_PROFILES
         )
@@ -427,7 +424,8 @@ def test_stage_has_access_logs_execution_logs_and_throttling(template):
             ],
         },
     )
-    template.resource_count_is("AWS::ApiGateway::Account", 1)  # execution logs need the account's CloudWatch role
+    # The logs go through the account's CloudWatch role, which the endpoint does not own by default
+    template.resource_count_is("AWS::ApiGateway::Account", 0)
 
 
 def test_rest_api_name_is_distinct_per_endpoint(template):
@@ -662,30 +660,38 @@ def test_public_surface_exposes_the_underlying_constructs(default):
 
 
 def test_construct_ids_are_stable_public_contract(default):
-    ids = [child.node.id for child in default.endpoint.node.children]
-    assert ids == [
-        "PolicyApplication",
-        "RouterLogs",
-        "RouterRole",
-        "StateTable",
-        "PowertoolsLayer",
-        "Router",
+    # Child IDs are public contract: the parts' resources keep their pre-split logical IDs (test_logical_ids.py).
+    endpoint = default.endpoint
+    assert [child.node.id for child in endpoint.node.children] == [
+        "LiveState",
+        "RouterFunction",
         "ApiAccessLogs",
         "Api",
-        "Api5xxRateAlarm",
-        "ApiLatencyP99Alarm",
-        "LambdaErrorsAlarm",
-        "LambdaThrottlesAlarm",
-        "FallbackRateAlarm",
-        "DegradedAnswersAlarm",
-        "BudgetUsedPercentAlarm",
-        "StateStoreErrorsAlarm",
-        "PolicyEnvironment",
-        "PolicyDeploymentStrategy",
-        "Policy",
+        "Alarms",
+        "RoutingPolicy",
         "ReadRoutingPolicy",
-        "Dashboard",
+        "RoutingDashboard",
     ]
+    children = {
+        part: [child.node.id for child in endpoint.node.find_child(part).node.children]
+        for part in ("LiveState", "RouterFunction", "Alarms", "RoutingPolicy", "RoutingDashboard")
+    }
+    assert children == {
+        "LiveState": ["StateTable"],
+        "RouterFunction": ["RouterLogs", "RouterRole", "PowertoolsLayer", "Router"],
+        "Alarms": [
+            "Api5xxRateAlarm",
+            "ApiLatencyP99Alarm",
+            "LambdaErrorsAlarm",
+            "LambdaThrottlesAlarm",
+            "FallbackRateAlarm",
+            "DegradedAnswersAlarm",
+            "BudgetUsedPercentAlarm",
+            "StateStoreErrorsAlarm",
+        ],
+        "RoutingPolicy": ["PolicyApplication", "PolicyEnvironment", "PolicyDeploymentStrategy", "Policy"],
+        "RoutingDashboard": ["Dashboard"],
+    }
 
 
 # --- validation (no synthesis: the construct raises in __init__) ----------------------------------------
@@ -760,6 +766,9 @@ def test_fails_on_a_policy_file_that_is_not_an_object(tmp_path):
         ({"api_throttle_rate_limit": 0}, "api_throttle_rate_limit must be positive, got 0"),
         ({"api_throttle_burst_limit": 0}, "api_throttle_burst_limit must be at least 1, got 0"),
         ({"api_stage_name": "prod-1"}, "api_stage_name 'prod-1'"),
+        # 65 characters: API Gateway would take it, the AppConfig environment of the same name would not
+        ({"api_stage_name": "s" * 65}, f"api_stage_name '{'s' * 65}' must be 1-64 letters, digits or '_'"),
+        ({"api_stage_name": ""}, "api_stage_name '' must be 1-64"),
         ({"alarm_api_5xx_rate_percent": 0}, "alarm_api_5xx_rate_percent must be in (0, 100], got 0"),
         ({"alarm_fallback_rate_percent": 150}, "alarm_fallback_rate_percent must be in (0, 100], got 150"),
         ({"alarm_api_p99_latency": cdk.Duration.millis(0)}, "alarm_api_p99_latency must be positive"),

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from lambdas.router.policy import document_digest
+from lambdas.router.policy_store import BOOTSTRAP_POLICY_ENV, BOOTSTRAP_POLICY_FILENAME
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
@@ -114,3 +117,8 @@ def test_consumer_app_synthesizes_from_the_wheel(tmp_path):
     assert missing == []
     assert not list(asset.rglob("__pycache__"))
     assert not list(asset.rglob("*.pyc"))
+    # And, beside router/, the bootstrap policy: the text AppConfig hosts, with the digest the function trusts
+    variables = function["Properties"]["Environment"]["Variables"]
+    bootstrap = asset / variables[BOOTSTRAP_POLICY_ENV]
+    assert bootstrap.name == BOOTSTRAP_POLICY_FILENAME
+    assert document_digest(bootstrap.read_bytes()) == variables["ROUTER_POLICY_SHA256"]

@@ -1,0 +1,90 @@
+"""Prop checks shared by the constructs: each raises ``ValueError`` naming the prop and its value.
+
+Every check skips unresolved tokens (a ``CfnParameter``, say): those are CloudFormation's to check at deploy
+time. The prop name is an argument so that a part alone and the endpoint composing it name their own prop.
+"""
+
+from __future__ import annotations
+
+import re
+
+import aws_cdk as cdk
+from aws_cdk import Duration, Size
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_APPCONFIG_NAME_MAX_LENGTH = 64
+_LAMBDA_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+_MAX_STATE_CACHE_TTL_MS = 60_000
+
+
+def resolved(value: object) -> bool:
+    return not cdk.Token.is_unresolved(value)
+
+
+def check_service_name(name: str, value: str) -> None:
+    if resolved(value) and not _NAME.match(value):
+        raise ValueError(f"{name} '{value}' must be 1-64 letters, digits, '-' or '_'")
+
+
+def check_metrics_namespace(name: str, value: str) -> None:
+    if resolved(value) and not 1 <= len(value) <= 255:
+        raise ValueError(f"{name} '{value}' must be 1-255 characters")
+
+
+def check_appconfig_name(name: str, value: str) -> None:
+    """AppConfig application and environment names are 1-64 characters."""
+    if resolved(value) and not 1 <= len(value) <= _APPCONFIG_NAME_MAX_LENGTH:
+        raise ValueError(f"{name} '{value}' must be 1-64 characters (AppConfig's limit)")
+
+
+def check_memory_size(name: str, value: int) -> None:
+    if resolved(value) and not 128 <= value <= 10240:
+        raise ValueError(f"{name} must be 128-10240, got {value}")
+
+
+def check_function_timeout(name: str, value: Duration) -> None:
+    if not value.is_unresolved() and not 3 <= value.to_seconds() <= 900:
+        raise ValueError(f"{name} must be 3 s to 15 min, got {value.to_seconds()} s")
+
+
+def check_at_least_one(name: str, value: float | None) -> None:
+    if value is not None and resolved(value) and value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def check_body_size(name: str, value: Size | None) -> None:
+    if value is not None and not value.is_unresolved():
+        size_bytes = value.to_bytes()
+        if not 1 <= size_bytes <= _LAMBDA_MAX_PAYLOAD_BYTES:
+            raise ValueError(f"{name} must be 1 byte to 6 MiB (Lambda's limit), got {size_bytes} bytes")
+
+
+def check_policy_max_age(name: str, value: Duration) -> None:
+    if not value.is_unresolved() and not 15 <= value.to_seconds() <= 86400:
+        raise ValueError(f"{name} must be 15 s to 24 h (AppConfig's polling), got {value.to_seconds()} s")
+
+
+def check_state_cache_ttl(name: str, value: Duration) -> None:
+    if not value.is_unresolved() and not 0 < value.to_milliseconds() <= _MAX_STATE_CACHE_TTL_MS:
+        raise ValueError(f"{name} must be above 0 s and at most 60 s, got {value.to_milliseconds() / 1000:g} s")
+
+
+def check_percent(name: str, value: float | None, *, maximum: float = 100) -> None:
+    if value is not None and resolved(value) and not 0 < value <= maximum:
+        raise ValueError(f"{name} must be in (0, {maximum:g}], got {value}")
+
+
+def check_positive_duration(name: str, value: Duration | None) -> None:
+    if value is not None and not value.is_unresolved() and value.to_milliseconds() <= 0:
+        raise ValueError(f"{name} must be positive, got {value.to_milliseconds()} ms")
+
+
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def check_stage_name(name: str, value: str) -> None:
+    """A stage name that is also a valid AppConfig environment name (64 characters at most)."""
+    if resolved(value) and not _STAGE_NAME.match(value):
+        raise ValueError(
+            f"{name} '{value}' must be 1-64 letters, digits or '_' (the AppConfig environment shares its name)"
+        )

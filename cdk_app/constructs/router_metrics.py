@@ -1,0 +1,158 @@
+"""``RouterMetrics``: the router's CloudWatch metrics for one service, named in ``lambdas/router/metric_names.py``.
+
+A metric factory, not a construct (as cdk-monitoring-constructs keeps metric factories apart from the alarms and
+dashboards that use them): ``RouterAlarms`` and ``RouterDashboard`` build on it, and ``RoutedBedrockEndpoint``
+exposes the same ``metric_*`` methods through ``RouterMetricMethods``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import IConstruct
+
+from lambdas.router import metric_names as m
+
+from ._validation import check_metrics_namespace, check_service_name
+
+PERIOD = Duration.minutes(5)
+"""The period of every alarm and dashboard line."""
+_NAME_MAX_LENGTH = 64
+
+
+def default_service_name(construct: IConstruct) -> str:
+    """The construct's path as a metric dimension value: ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 chars)."""
+    path = "-".join(scope.node.id for scope in construct.node.scopes if scope.node.id)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", path).strip("-") or "routed-bedrock"
+    if len(name) <= _NAME_MAX_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: _NAME_MAX_LENGTH - 9]}-{digest}"
+
+
+class RouterMetricMethods:
+    """The router's named metrics, each built with ``self.metric``."""
+
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        statistic: str = "Sum",
+        period: Duration = PERIOD,
+        dimensions: Mapping[str, str] | None = None,
+        label: str | None = None,
+    ) -> cloudwatch.Metric:
+        raise NotImplementedError
+
+    def metric_requests(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Requests the router handled, every route and model."""
+        return self.metric(m.REQUESTS, statistic=statistic, period=period)
+
+    def metric_latency(self, *, statistic: str = "p99", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Router latency in milliseconds (p99 by default)."""
+        return self.metric(m.LATENCY_MS, statistic=statistic, period=period)
+
+    def metric_fallbacks(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Requests answered by a fallback model."""
+        return self.metric(m.FALLBACKS, statistic=statistic, period=period)
+
+    def metric_degraded_answers(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Requests answered with the policy's degraded message."""
+        return self.metric(m.DEGRADED, statistic=statistic, period=period)
+
+    def metric_cost(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Model cost in USD (token usage times the policy's prices)."""
+        return self.metric(m.COST_USD, statistic=statistic, period=period)
+
+    def metric_input_tokens(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Input tokens sent to models."""
+        return self.metric(m.INPUT_TOKENS, statistic=statistic, period=period)
+
+    def metric_output_tokens(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Output tokens received from models."""
+        return self.metric(m.OUTPUT_TOKENS, statistic=statistic, period=period)
+
+    def metric_failed_attempts(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Model calls that failed before a request was answered (retries and fallbacks)."""
+        return self.metric(m.FAILED_ATTEMPTS, statistic=statistic, period=period)
+
+    def metric_bad_requests(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Requests the router rejected with HTTP 4xx."""
+        return self.metric(m.BAD_REQUESTS, statistic=statistic, period=period)
+
+    def metric_budget_used_percent(self, *, statistic: str = "Maximum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """The highest share (%) of any budget that applies to a request (global, tier, API key; day or month)."""
+        return self.metric(m.BUDGET_USED_PERCENT, statistic=statistic, period=period)
+
+    def metric_spend_today_usd(self, *, statistic: str = "Maximum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Today's global spend in USD, as the router last saw it in the live state (a gauge: use Maximum)."""
+        return self.metric(m.SPEND_TODAY_USD, statistic=statistic, period=period)
+
+    def metric_budget_exhausted(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Requests refused (HTTP 429) or degraded because a budget is spent."""
+        return self.metric(m.BUDGET_EXHAUSTED, statistic=statistic, period=period)
+
+    def metric_state_store_errors(self, *, statistic: str = "Sum", period: Duration = PERIOD) -> cloudwatch.Metric:
+        """Live-state table calls that failed or timed out (the router then routes on its instance's knowledge)."""
+        return self.metric(m.STATE_STORE_ERRORS, statistic=statistic, period=period)
+
+
+class RouterMetrics(RouterMetricMethods):
+    """The router's metrics for one ``service`` (the Powertools service name) in one namespace.
+
+    Example::
+
+        metrics = RouterMetrics(service_name="faq-bot")
+        metrics.metric_fallbacks(), metrics.metric(metric_names.REQUESTS, dimensions={"Route": "fast"})
+
+    Args:
+        service_name: the ``service`` dimension (``POWERTOOLS_SERVICE_NAME``), 1-64 letters, digits, ``-``, ``_``.
+        namespace: the CloudWatch namespace (``POWERTOOLS_METRICS_NAMESPACE``). Default: - ``RoutedBedrock``.
+    """
+
+    def __init__(self, *, service_name: str, namespace: str = m.NAMESPACE) -> None:
+        check_service_name("service_name", service_name)
+        check_metrics_namespace("namespace", namespace)
+        self.service_name = service_name
+        self.namespace = namespace
+
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        statistic: str = "Sum",
+        period: Duration = PERIOD,
+        dimensions: Mapping[str, str] | None = None,
+        label: str | None = None,
+    ) -> cloudwatch.Metric:
+        """One of the router's metrics (names in ``lambdas/router/metric_names.py``) for this service.
+
+        Args:
+            metric_name: the metric, e.g. ``metric_names.REQUESTS``.
+            statistic: CloudWatch statistic. Default: - ``Sum``.
+            period: aggregation period. Default: - 5 minutes.
+            dimensions: dimensions besides ``service`` (``Route``, ``Model``, ``Region``, ``Outcome``), in a
+                dimension set the router emits. Default: - ``service`` only.
+            label: graph label. Default: - the metric name.
+        """
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=metric_name,
+            dimensions_map={m.SERVICE_DIMENSION: self.service_name, **(dimensions or {})},
+            statistic=statistic,
+            period=period,
+            label=label,
+        )
+
+    def search(self, metric_name: str, dimensions: tuple[str, ...], statistic: str) -> cloudwatch.MathExpression:
+        """One line per value of ``dimensions`` (e.g. per model), from the dimension set the router emits."""
+        schema = ",".join((self.namespace, m.SERVICE_DIMENSION, *dimensions))
+        query = (
+            f'SEARCH(\'{{{schema}}} MetricName="{metric_name}" {m.SERVICE_DIMENSION}="{self.service_name}"\', '
+            f"'{statistic}', {int(PERIOD.to_seconds())})"
+        )
+        return cloudwatch.MathExpression(expression=query, using_metrics={}, label="", period=PERIOD)
