@@ -8,26 +8,23 @@ Context (cdk.json, or ``-c key=value``):
     routed-bedrock:auth: ``api-key`` (default), ``iam``, ``cognito`` (creates a user pool) or ``none``.
     routed-bedrock:stack-name: the stack name. Default: - ``RoutedBedrock``.
     routed-bedrock:policy-deployment: how a new policy version rolls out: ``canary`` (AppConfig's
-        ``Canary10Percent20Minutes``, 30 minutes with its bake) or ``all-at-once`` (``AllAtOnce``: immediate,
-        10-minute bake). AppConfig runs one deployment per environment at a time and a stack update that starts
-        another during a rollout fails, so development stacks that deploy often want ``all-at-once``.
-        Default: - ``canary``.
+        ``Canary10Percent20Minutes``, 30 minutes with its bake) or ``all-at-once`` (every instance at once and no
+        bake, a strategy of the stack's own: AppConfig's predefined ``AllAtOnce`` still bakes 10 minutes). AppConfig
+        runs one deployment per environment at a time and a stack update that starts another during a rollout
+        fails, so development stacks that deploy often want ``all-at-once``. Default: - ``canary``.
 """
 
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_appconfig as appconfig
 from cdk_nag import AwsSolutionsChecks
 
 from cdk_app import DEFAULT_POLICY_PATH, AuthMode
 from cdk_app.stacks import RoutedBedrockStack
+from cdk_app.stacks.routed_bedrock_stack import DEV_POLICY_ROLLOUT
 
 AUTH_MODES = {mode.value: mode for mode in AuthMode}
-POLICY_DEPLOYMENTS = {
-    "canary": appconfig.DeploymentStrategyId.CANARY_10_PERCENT_20_MINUTES,
-    "all-at-once": appconfig.DeploymentStrategyId.ALL_AT_ONCE,
-}
+POLICY_DEPLOYMENTS = {"canary": None, "all-at-once": DEV_POLICY_ROLLOUT}  # canary: the construct's default
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
@@ -49,7 +46,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         context("routed-bedrock:stack-name") or "RoutedBedrock",
         policy=context("routed-bedrock:policy-file") or DEFAULT_POLICY_PATH,
         auth_mode=AUTH_MODES[auth_name],
-        policy_deployment=POLICY_DEPLOYMENTS[deployment_name],
+        policy_rollout=POLICY_DEPLOYMENTS[deployment_name],
         env=cdk.Environment(account=account, region=region) if account else None,
         description="Routed Amazon Bedrock endpoint (reference deployment)",
     )

@@ -117,8 +117,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         policy_deployment_strategy: how a new policy version rolls out. AppConfig runs one deployment at a time
             per environment: a stack update that changes the policy while the previous rollout is still
             deploying or baking fails with a conflict, and rolls back. Default: - AppConfig's predefined
-            ``Canary10Percent20Minutes`` (20 minutes, then a 10-minute bake); ``DeploymentStrategyId.ALL_AT_ONCE``
-            (immediate, 10-minute bake) suits development stacks that deploy often.
+            ``Canary10Percent20Minutes`` (20 minutes, then a 10-minute bake); development stacks that deploy
+            often want a strategy of their own with no bake (the reference stack's ``DEV_POLICY_ROLLOUT``):
+            AppConfig's ``ALL_AT_ONCE`` still bakes 10 minutes.
         policy_deletion_protection_check: AppConfig's deletion protection check for the profile and the
             environment when CloudFormation deletes them. With deletion protection on (an account setting, off
             by default) AppConfig refuses to delete a profile or environment read in the last protection period

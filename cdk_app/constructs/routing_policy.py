@@ -35,8 +35,9 @@ class RoutingPolicy(Construct):
       the current version is kept: the policy's history is its source file's (deploy an older file to revert).
     - AppConfig runs one deployment at a time per environment. A stack update that changes the policy while the
       previous rollout is still deploying or baking fails with a conflict (and rolls back): wait for the rollout
-      (``aws appconfig list-deployments``), or use ``DeploymentStrategyId.ALL_AT_ONCE`` where updates come
-      fast, as in development stacks (it still bakes 10 minutes with the monitors armed).
+      (``aws appconfig list-deployments``), or, where updates come fast as in development stacks, a strategy
+      with no bake (``RolloutStrategy.linear(growth_factor=100, ...)`` with zero duration and bake):
+      ``DeploymentStrategyId.ALL_AT_ONCE`` still bakes 10 minutes with the monitors armed.
     - Deleting the stack deletes the deployment, the version, the profile, the environment and the application.
       AppConfig refuses to delete a profile that still holds versions, hence the version's removal policy; and
       with deletion protection on (an account setting, off by default) it refuses to delete a profile or an

@@ -16,6 +16,13 @@ from constructs import Construct
 
 from ..constructs import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 
+DEV_POLICY_ROLLOUT = appconfig.RolloutStrategy.linear(
+    growth_factor=100, deployment_duration=Duration.minutes(0), final_bake_time=Duration.minutes(0)
+)
+"""Every instance at once and no bake, for development stacks. AppConfig's predefined ``AllAtOnce`` still bakes
+for 10 minutes, and a stack update that starts a deployment during another one's bake fails. No bake also means
+no rollback by alarm once the version is out: production keeps the canary."""
+
 
 class RoutedBedrockStack(Stack):
     """A ``RoutedBedrockEndpoint`` with an encrypted alarm topic, and its URL and handles as outputs.
@@ -26,9 +33,10 @@ class RoutedBedrockStack(Stack):
         policy: the routing policy (a dict or a file path).
         auth_mode: how callers authenticate to ``POST /generate``; ``AuthMode.COGNITO`` creates a user pool
             (MFA required, no self sign-up). Default: - ``AuthMode.API_KEY`` (an API key and a usage plan).
-        policy_deployment: the predefined AppConfig strategy that rolls a new policy version out; AppConfig runs
-            one deployment per environment at a time, so a development stack that deploys often wants
-            ``DeploymentStrategyId.ALL_AT_ONCE``. Default: - the construct's (``Canary10Percent20Minutes``).
+        policy_rollout: how a new policy version rolls out, as a deployment strategy of this stack's own;
+            AppConfig runs one deployment per environment at a time, so a development stack that deploys often
+            wants ``DEV_POLICY_ROLLOUT`` (everyone at once, no bake: the next deploy never waits on a bake).
+            Default: - the construct's (``Canary10Percent20Minutes``, with its 10-minute bake).
         **kwargs: ``Stack`` props (``env``, ``description``, ...).
     """
 
@@ -39,7 +47,7 @@ class RoutedBedrockStack(Stack):
         *,
         policy: Mapping[str, Any] | str | Path,
         auth_mode: AuthMode = AuthMode.API_KEY,
-        policy_deployment: appconfig.DeploymentStrategyId | None = None,
+        policy_rollout: appconfig.RolloutStrategy | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -75,10 +83,13 @@ class RoutedBedrockStack(Stack):
         else:
             auth = EndpointAuthorization(mode=auth_mode)
         strategy = (
-            appconfig.DeploymentStrategy.from_deployment_strategy_id(
-                self, "PolicyDeploymentStrategy", policy_deployment
+            appconfig.DeploymentStrategy(
+                self,
+                "PolicyDeploymentStrategy",
+                rollout_strategy=policy_rollout,
+                description="Routing policy rollout of this stack",
             )
-            if policy_deployment is not None
+            if policy_rollout is not None
             else None
         )
         self.endpoint = RoutedBedrockEndpoint(

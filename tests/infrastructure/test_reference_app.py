@@ -175,8 +175,18 @@ def deployment_strategy(app_module: ModuleType, outdir: Path, **context: str) ->
 
 def test_policy_deployment_is_a_canary_unless_context_asks_all_at_once(app_module, tmp_path):
     assert deployment_strategy(app_module, tmp_path / "default") == "AppConfig.Canary10Percent20Minutes"
+    # all-at-once is a strategy of the stack's own with no bake (AppConfig's AllAtOnce bakes 10 minutes)
     context = {"routed-bedrock:policy-deployment": "all-at-once"}
-    assert deployment_strategy(app_module, tmp_path / "dev", **context) == "AppConfig.AllAtOnce"
+    outdir = tmp_path / "dev"
+    template = json.loads((synth_reference(app_module, outdir, **context) / f"{STACK}.template.json").read_text())
+    [(strategy_id, strategy)] = [
+        (key, r) for key, r in template["Resources"].items() if r["Type"] == "AWS::AppConfig::DeploymentStrategy"
+    ]
+    assert strategy["Properties"]["GrowthFactor"] == 100
+    assert strategy["Properties"]["DeploymentDurationInMinutes"] == 0
+    assert strategy["Properties"]["FinalBakeTimeInMinutes"] == 0
+    [deployment] = [r for r in template["Resources"].values() if r["Type"] == "AWS::AppConfig::Deployment"]
+    assert deployment["Properties"]["DeploymentStrategyId"] == {"Ref": strategy_id}
 
 
 def test_rejects_an_unknown_policy_deployment(app_module, tmp_path):

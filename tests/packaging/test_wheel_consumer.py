@@ -61,7 +61,7 @@ def copy_sources(target: Path) -> Path:
     target.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, target / name)
-    for package in ("cdk_app", "lambdas"):
+    for package in ("cdk_app", "lambdas", "routed_bedrock"):
         shutil.copytree(ROOT / package, target / package, ignore=ignore)
     return target
 
@@ -122,3 +122,16 @@ def test_consumer_app_synthesizes_from_the_wheel(tmp_path):
     bootstrap = asset / variables[BOOTSTRAP_POLICY_ENV]
     assert bootstrap.name == BOOTSTRAP_POLICY_FILENAME
     assert document_digest(bootstrap.read_bytes()) == variables["ROUTER_POLICY_SHA256"]
+    # And the wheel installs the routed-bedrock command: it checks a policy before any call (exit 2 on a bad one)
+    bad_policy = tmp_path / "bad.json"
+    bad_policy.write_text('{"schema_version": "1.0"}', encoding="utf-8")
+    cli = subprocess.run(
+        [str(env_dir / "bin" / "routed-bedrock"), "preflight", "--policy", str(bad_policy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert cli.returncode == 2, cli.stderr
+    assert "routed-bedrock preflight: error:" in cli.stderr and "Traceback" not in cli.stderr
