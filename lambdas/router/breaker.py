@@ -5,11 +5,12 @@ share of it that still overlaps the last ``window_seconds`` (the usual sliding-w
 Failures (regional and configuration) and throttles are counted apart:
 
 - open when sliding failures reach ``failure_threshold``, or failures are ``failure_rate_percent`` of the
-  calls (throttles excluded) once there are ``min_calls`` — in both cases only when the failures came from at
-  least ``min_failing_callers`` distinct callers: a request whose content makes the model fail (a poison
-  request) would otherwise let one caller open a circuit for everyone. Callers are counted as one of
-  ``CALLER_BUCKETS`` tags (a hash of the caller's identity), a set that stays small in the shared store;
-  two callers share a tag one time in 32, which only delays the opening until a third caller fails;
+  calls (throttles excluded) once there are ``min_calls`` — where no single caller's failures count for more
+  than ``failure_threshold / min_failing_callers``: a request whose content makes the model fail (a poison
+  request), sent again and again by one caller, cannot open a circuit for everyone, and needs the failures
+  of several other callers besides. Failures are counted per caller bucket (``CALLER_BUCKETS`` of them, a
+  hash of the caller's identity), so the shared store holds a fixed number of counters; two callers share a
+  bucket one time in 32, which only delays an opening;
 - open when throttles are ``throttle_rate_percent`` of all calls once there are ``min_calls`` (kept high:
   backoff, not the breaker, is the answer to ordinary throttling);
 - an open breaker turns half-open after ``cooldown_seconds``; up to ``half_open_probes`` calls go through;
@@ -38,13 +39,13 @@ class Phase(StrEnum):
 
 class WindowCounts(NamedTuple):
     """Calls to one (model, region) in one window. ``latency`` is a histogram of answered calls;
-    ``callers`` the tags (``caller_tag``) of the callers whose calls failed."""
+    ``failed_by_caller`` the failures per caller bucket (``caller_bucket``)."""
 
     ok: int = 0
     failed: int = 0
     throttled: int = 0
     latency: tuple[int, ...] = (0,) * LATENCY_BUCKETS
-    callers: frozenset[str] = frozenset()
+    failed_by_caller: tuple[int, ...] = (0,) * CALLER_BUCKETS
 
     def plus(self, other: WindowCounts) -> WindowCounts:
         return WindowCounts(
@@ -52,7 +53,9 @@ class WindowCounts(NamedTuple):
             self.failed + other.failed,
             self.throttled + other.throttled,
             tuple(a + b for a, b in zip(self.latency, other.latency, strict=True)),
-            self.callers | other.callers if other.callers else self.callers,
+            tuple(a + b for a, b in zip(self.failed_by_caller, other.failed_by_caller, strict=True))
+            if other.failed
+            else self.failed_by_caller,
         )
 
     @property
@@ -70,14 +73,14 @@ def latency_bucket(latency_ms: float) -> int:
     return len(LATENCY_BOUNDS_MS)
 
 
-def caller_tag(identity: str | None) -> str:
+def caller_bucket(identity: str | None) -> int:
     """The bucket a caller's failures are counted under (``CALLER_BUCKETS`` of them); no identity is one bucket."""
-    return str(zlib.crc32((identity or "").encode("utf-8", "replace")) % CALLER_BUCKETS)
+    return zlib.crc32((identity or "").encode("utf-8", "replace")) % CALLER_BUCKETS
 
 
 def one_call(outcome: str, latency_ms: float, caller: str | None = None) -> WindowCounts:
     """The counts of a single call; ``outcome`` is "ok", "throttled", or another failure class; ``caller``
-    the caller's identity (a failure records its tag)."""
+    the caller's identity (a failure is counted in its bucket)."""
     if outcome == "ok":
         histogram = [0] * LATENCY_BUCKETS
         histogram[latency_bucket(latency_ms)] = 1
@@ -86,7 +89,9 @@ def one_call(outcome: str, latency_ms: float, caller: str | None = None) -> Wind
         return WindowCounts(throttled=1)
     if outcome == "caller":  # the input's fault, not the model's or the region's
         return EMPTY
-    return WindowCounts(failed=1, callers=frozenset((caller_tag(caller),)))
+    by_caller = [0] * CALLER_BUCKETS
+    by_caller[caller_bucket(caller)] = 1
+    return WindowCounts(failed=1, failed_by_caller=tuple(by_caller))
 
 
 def window_id(now: float, window_seconds: int) -> int:
@@ -97,7 +102,7 @@ class Sliding(NamedTuple):
     ok: float
     failed: float
     throttled: float
-    failing_callers: int = 1
+    failed_by_caller: tuple[float, ...] = ()  # empty: every failure from one caller (unit tests)
 
 
 def sliding(current: WindowCounts, previous: WindowCounts, now: float, window_seconds: int) -> Sliding:
@@ -110,22 +115,36 @@ def sliding(current: WindowCounts, previous: WindowCounts, now: float, window_se
         max(0.0, current.ok + previous.ok * weight),
         max(0.0, current.failed + previous.failed * weight),
         max(0.0, current.throttled + previous.throttled * weight),
-        len(current.callers | previous.callers),
+        tuple(
+            max(0.0, now_ + before * weight)
+            for now_, before in zip(current.failed_by_caller, previous.failed_by_caller, strict=True)
+        ),
     )
+
+
+def counted_failures(counts: Sliding, settings: BreakerSettings) -> float:
+    """The failures that count toward opening: each caller's up to ``failure_threshold / min_failing_callers``."""
+    if settings.min_failing_callers <= 1:
+        return counts.failed
+    cap = settings.failure_threshold / settings.min_failing_callers
+    by_caller = counts.failed_by_caller or (counts.failed,)
+    return min(counts.failed, sum(min(failed, cap) for failed in by_caller))
 
 
 def trip_reason(counts: Sliding, settings: BreakerSettings) -> str | None:
     """Why the breaker should open now, or None to stay closed."""
     answered_or_failed = counts.ok + counts.failed
-    if counts.failing_callers >= settings.min_failing_callers:
-        callers = f" from {counts.failing_callers} callers" if settings.min_failing_callers > 1 else ""
-        if counts.failed >= settings.failure_threshold:
-            return f"{counts.failed:.0f} failures in {settings.window_seconds}s{callers}"
-        if answered_or_failed >= settings.min_calls and counts.failed * 100.0 >= (
-            settings.failure_rate_percent * answered_or_failed
-        ):
-            rate = 100.0 * counts.failed / answered_or_failed
-            return f"failure rate {rate:.0f}% over {answered_or_failed:.0f} calls{callers}"
+    counted = counted_failures(counts, settings)
+    callers = sum(1 for failed in counts.failed_by_caller if failed >= 0.5) or 1
+    from_callers = f" from {callers} callers" if settings.min_failing_callers > 1 else ""
+    if counted >= settings.failure_threshold:
+        return f"{counts.failed:.0f} failures in {settings.window_seconds}s{from_callers}"
+    if (
+        answered_or_failed >= settings.min_calls
+        and counted * 100.0 >= settings.failure_rate_percent * answered_or_failed
+    ):
+        rate = 100.0 * counts.failed / answered_or_failed
+        return f"failure rate {rate:.0f}% over {answered_or_failed:.0f} calls{from_callers}"
     calls = answered_or_failed + counts.throttled
     if calls >= settings.min_calls and counts.throttled * 100.0 >= settings.throttle_rate_percent * calls:
         return f"throttle rate {100.0 * counts.throttled / calls:.0f}% over {calls:.0f} calls"

@@ -56,11 +56,13 @@ def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any
     if size > max_body_bytes:
         raise BadRequest(f"request body is {size} bytes, over the limit of {max_body_bytes} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
     except RecursionError:  # json's decoder recurses once per nesting level
         raise BadRequest("request body nests arrays or objects too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+        raise BadRequest(f"request body is not valid JSON: {str(exc)[:120]}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
     return body
@@ -129,6 +131,11 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
         max_tokens=max_tokens,
         temperature=body.get("temperature"),
     )
+
+
+def _reject_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON; Python's decoder accepts them unless told."""
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON number")
 
 
 def _show(value: Any) -> str:

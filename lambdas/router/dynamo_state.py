@@ -6,8 +6,8 @@ Items (all updates are atomic ``ADD`` or conditional ``SET``; the router needs o
 - ``c#<model id>#<region>``: a circuit; ``opened_at`` present means not closed, ``probes``/``probe_at``
   count half-open probes; closing removes those attributes;
 - ``w#<model id>#<region>#<window>``: calls in one counting window: ``ok``, ``failed``, ``throttled`` and
-  the latency histogram ``h0``..``h10`` (see ``breaker.LATENCY_BOUNDS_MS``), and ``fc``, the string set of
-  the caller tags whose calls failed (at most ``breaker.CALLER_BUCKETS`` short strings);
+  the latency histogram ``h0``..``h10`` (see ``breaker.LATENCY_BOUNDS_MS``), and the failures per caller
+  bucket ``f0``..``f31`` (see ``breaker.CALLER_BUCKETS``; only the non-zero ones are stored);
 - ``s#<spend key>``: ``usd`` spent in a day or month (see ``budget.py``).
 
 The client has tight timeouts and one retry: a slow store costs a request at most about a second once,
@@ -35,7 +35,7 @@ class IncompleteRead(RuntimeError):
 
 _COUNT_FIELDS = ("ok", "failed", "throttled")
 _HISTOGRAM_FIELDS = tuple(f"h{index}" for index in range(b.LATENCY_BUCKETS))
-_CALLERS_FIELD = "fc"
+_CALLER_FIELDS = tuple(f"f{index}" for index in range(b.CALLER_BUCKETS))
 
 
 def _circuit_key(pair: Pair) -> str:
@@ -70,7 +70,7 @@ def _counts(item: Mapping[str, Any]) -> b.WindowCounts:
         failed=int(_num(item, "failed")),
         throttled=int(_num(item, "throttled")),
         latency=tuple(int(_num(item, name)) for name in _HISTOGRAM_FIELDS),
-        callers=frozenset(item.get(_CALLERS_FIELD, {}).get("SS", ())),
+        failed_by_caller=tuple(int(_num(item, name)) for name in _CALLER_FIELDS),
     )
 
 
@@ -161,23 +161,17 @@ class DynamoBackend:
         spend = {key: _num(items.get(_spend_key(key), {}), "usd") for key in spend_keys}
         return RemoteView(circuits=circuits, counts=counts, spend=spend)
 
-    def add_counts(
-        self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float, *, forget_callers: bool = False
-    ) -> b.WindowCounts:
+    def add_counts(self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float) -> b.WindowCounts:
         values: dict[str, Any] = {":expires": _n(int(expires_at))}
         adds = []
         fields = dict(zip(_COUNT_FIELDS, (delta.ok, delta.failed, delta.throttled), strict=True))
         fields.update(zip(_HISTOGRAM_FIELDS, delta.latency, strict=True))
+        fields.update(zip(_CALLER_FIELDS, delta.failed_by_caller, strict=True))
         for name, value in fields.items():
             if value:
                 adds.append(f"{name} :{name}")
                 values[f":{name}"] = _n(value)
-        if delta.callers and not forget_callers:  # ADD on a string set is an atomic union
-            adds.append(f"{_CALLERS_FIELD} :{_CALLERS_FIELD}")
-            values[f":{_CALLERS_FIELD}"] = {"SS": sorted(delta.callers)}
         expression = "SET expires_at = :expires" + (f" ADD {', '.join(adds)}" if adds else "")
-        if forget_callers:
-            expression += f" REMOVE {_CALLERS_FIELD}"
         response = self.client.update_item(
             TableName=self.table_name,
             Key={"pk": {"S": _window_key(pair, window)}},

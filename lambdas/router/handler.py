@@ -169,7 +169,10 @@ def _principal(event: Any) -> str:
     identity = event.request_context.identity
     authorizer = event.request_context.authorizer
     user = (authorizer.claims or {}).get("sub") if authorizer and authorizer.claims else None
-    for kind, value in (("user", user), ("iam", identity.user_arn), ("key", identity.api_key_id)):
+    iam = identity.user_arn
+    if iam and ":assumed-role/" in iam:  # the session name is the caller's choice: one role is one caller
+        iam = iam.rsplit("/", 1)[0]
+    for kind, value in (("user", user), ("iam", iam), ("key", identity.api_key_id)):
         if value:
             return f"{kind}:{value}"
     return f"ip:{identity.source_ip}"

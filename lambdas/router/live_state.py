@@ -69,11 +69,8 @@ class StateBackend(Protocol):
         """One read: every pair's circuit, its counts in ``windows``, and the spend counters."""
         ...
 
-    def add_counts(
-        self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float, *, forget_callers: bool = False
-    ) -> b.WindowCounts:
-        """Atomically add ``delta`` to the pair's window (its caller tags joined to the window's); returns the
-        window's new totals. ``forget_callers`` empties the window's caller tags (a circuit closed)."""
+    def add_counts(self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float) -> b.WindowCounts:
+        """Atomically add ``delta`` to the pair's window; returns the window's new totals."""
         ...
 
     def open_circuit(self, pair: Pair, *, opened_at: float, expected: float | None, reason: str) -> bool:
@@ -141,14 +138,10 @@ class InMemoryBackend:
                 spend={key: self.spend.get(key, 0.0) for key in spend_keys},
             )
 
-    def add_counts(
-        self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float, *, forget_callers: bool = False
-    ) -> b.WindowCounts:
+    def add_counts(self, pair: Pair, window: int, delta: b.WindowCounts, expires_at: float) -> b.WindowCounts:
         with self._lock:
             self.writes += 1
             total = self.counts.get((pair, window), b.EMPTY).plus(delta)
-            if forget_callers:
-                total = total._replace(callers=frozenset())
             self.counts[(pair, window)] = total
             for stale in [key for key in self.counts if key[1] < window - 2]:
                 del self.counts[stale]
@@ -327,8 +320,8 @@ class LiveStateTracker:
         caller: str | None = None,
     ) -> None:
         """Count one model call; failures are written at once and may open the circuit. ``caller`` is who made
-        the request (an identity the caller cannot choose freely): failures open a circuit only when they came
-        from ``min_failing_callers`` distinct callers.
+        the request (an identity the caller cannot choose freely): no caller's failures count for more than
+        ``failure_threshold / min_failing_callers`` toward opening a circuit.
 
         When the call was a half-open probe (in ``probes``): success closes the circuit, a failure opens it
         again, a throttle gives no verdict (the probe stays held for the retry), and a caller-caused error
@@ -617,12 +610,16 @@ class LiveStateTracker:
                 return
             # The failures that opened the circuit are history: take them out of the shared windows too.
             for key, known in list(self._remote_counts.items()):
-                if key[0] != pair or not (known.failed or known.throttled or known.callers):
+                if key[0] != pair or not (known.failed or known.throttled):
                     continue
                 window = key[1]
-                undo = b.WindowCounts(failed=-known.failed, throttled=-known.throttled)
+                undo = b.WindowCounts(
+                    failed=-known.failed,
+                    throttled=-known.throttled,
+                    failed_by_caller=tuple(-failed for failed in known.failed_by_caller),
+                )
                 self._remote_counts[key] = self._backend.add_counts(
-                    pair, window, undo, window_expires_at(window, self._window_seconds), forget_callers=True
+                    pair, window, undo, window_expires_at(window, self._window_seconds)
                 )
         except Exception as exc:
             self._failed("close a circuit", exc, now)
@@ -630,8 +627,8 @@ class LiveStateTracker:
     def _forget_failures(self, pair: Pair) -> None:
         for counts in (self._local_counts, self._pending_counts):
             for key, known in list(counts.items()):
-                if key[0] == pair and (known.failed or known.throttled or known.callers):
-                    counts[key] = known._replace(failed=0, throttled=0, callers=frozenset())
+                if key[0] == pair and (known.failed or known.throttled):
+                    counts[key] = known._replace(failed=0, throttled=0, failed_by_caller=b.EMPTY.failed_by_caller)
 
     def _give_back(self, pair: Pair, opened_at: float, now: float) -> None:
         remote = self._remote_circuits.get(pair)

@@ -30,6 +30,10 @@ APPCONFIG_MIN_POLL_INTERVAL_S = 15
 the session's minimum is 60 s and any faster poll fails with "request too early"."""
 
 
+NO_POLICY_RETRY_S = 5.0
+"""With no policy loaded (neither fetched nor bootstrap), how often a request may try fetching again."""
+
+
 class PolicyUnavailable(RuntimeError):
     """No valid policy has been loaded yet."""
 
@@ -92,13 +96,20 @@ class PolicyStore:
             PolicyUnavailable: no valid policy was ever loaded.
         """
         now = self._clock()
-        if self._policy is None or self._checked_at is None or now - self._checked_at >= self._max_age_s:
+        if self._due(now):
             with self._lock:
-                if self._policy is None or self._checked_at is None or now - self._checked_at >= self._max_age_s:
+                if self._due(now):
                     self._refresh(now)
         if self._policy is None:
             raise PolicyUnavailable(self._last_error or "no routing policy loaded")
         return self._policy
+
+    def _due(self, now: float) -> bool:
+        if self._checked_at is None:
+            return True
+        # With no policy at all, try again sooner than max_age, but not on every request.
+        interval = self._max_age_s if self._policy is not None else min(self._max_age_s, NO_POLICY_RETRY_S)
+        return now - self._checked_at >= interval
 
     def _refresh(self, now: float) -> None:
         self._checked_at = now
@@ -202,7 +213,9 @@ class AppConfigFetcher:
             self._client = botocore.session.get_session().create_client(
                 "appconfigdata",
                 region_name=self._region,
-                config=Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 2, "mode": "standard"}),
+                # One attempt each, on the request path: a slow AppConfig costs a request at most about 2 s of
+                # each call, and the policy in force (or the bootstrap) serves meanwhile; the next poll retries.
+                config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1}),
             )
         return self._client
 

@@ -52,6 +52,10 @@ import pytest
             "messages[0].content holds an unpaired UTF-16 surrogate",
         ),
         ('{"messages": [{"role": "user", "content": "   "}]}', "messages[0].content must not be blank"),
+        # Numbers Python's decoder would take but JSON (or Python's int conversion) does not
+        ('{"prompt": "hi", "max_tokens": ' + "9" * 5000 + "}", "request body is not valid JSON"),
+        ('{"prompt": "hi", "temperature": NaN}', "NaN is not a JSON number"),
+        ('{"prompt": "hi", "temperature": -Infinity}', "-Infinity is not a JSON number"),
     ],
 )
 def test_rejects_bad_input_with_a_named_400(invoke, bedrock, raw, expected):
@@ -115,7 +119,11 @@ def test_fuzzed_bodies_never_answer_a_server_error(invoke):
         roll = rng.random()
         if roll < 0.3:
             cut = rng.randrange(len(text))
-            text = text[:cut] + rng.choice(["{", "[", "\\", '"', "\\u", "\\ud800", "0e99999", "null", ""]) + text[cut:]
+            text = (
+                text[:cut]
+                + rng.choice(["{", "[", "\\", '"', "\\u", "\\ud800", "0e99999", "null", "", "NaN", "9" * 4400])
+                + text[cut:]
+            )
         elif roll < 0.6:
             text = text[: rng.randrange(len(text))]
         elif roll < 0.8:

@@ -184,16 +184,18 @@ def test_store_down_never_fails_the_request(default_policy):
     assert tracker.drain_events().store_errors >= 1
 
 
-def test_failing_callers_are_a_string_set_union_and_a_close_forgets_them(backend):
+def test_failures_are_counted_per_caller_bucket_and_an_undo_takes_them_back(backend):
     # Given failures from two callers added by two writers, one caller twice
     delta_a = b.one_call("regional", 1, "ip:a")
     backend.add_counts(PAIR, 7, delta_a, 10_000)
     backend.add_counts(PAIR, 7, delta_a, 10_000)
     totals = backend.add_counts(PAIR, 7, b.one_call("regional", 1, "ip:b"), 10_000)
-    # Then the window holds three failures from two tags, read back the same way
+    # Then the window holds three failures, two in a's bucket and one in b's, read back the same way
     assert totals.failed == 3
-    assert totals.callers == {b.caller_tag("ip:a"), b.caller_tag("ip:b")}
-    assert backend.read([PAIR], [7], []).counts[(PAIR, 7)].callers == totals.callers
-    # And undoing the failures with forget_callers empties the tags
-    after = backend.add_counts(PAIR, 7, b.WindowCounts(failed=-3), 10_000, forget_callers=True)
-    assert (after.failed, after.callers) == (0, frozenset())
+    assert totals.failed_by_caller[b.caller_bucket("ip:a")] == 2
+    assert totals.failed_by_caller[b.caller_bucket("ip:b")] == 1
+    assert backend.read([PAIR], [7], []).counts[(PAIR, 7)] == totals
+    # And undoing them (a circuit closed) leaves every bucket at zero
+    undo = b.WindowCounts(failed=-3, failed_by_caller=tuple(-n for n in totals.failed_by_caller))
+    after = backend.add_counts(PAIR, 7, undo, 10_000)
+    assert (after.failed, sum(after.failed_by_caller)) == (0, 0)

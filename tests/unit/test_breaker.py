@@ -29,8 +29,9 @@ def test_one_call_counts_each_outcome_in_its_own_column():
     assert b.one_call("regional", 5, "ip:1").failed == 1
     assert b.one_call("configuration", 5, "ip:1").failed == 1
     # A failure carries its caller's tag, one of CALLER_BUCKETS
-    assert b.one_call("regional", 5, "ip:1").callers == {b.caller_tag("ip:1")}
-    assert 0 <= int(b.caller_tag("ip:1")) < b.CALLER_BUCKETS
+    assert b.one_call("regional", 5, "ip:1").failed_by_caller[b.caller_bucket("ip:1")] == 1
+    assert sum(b.one_call("regional", 5, "ip:1").failed_by_caller) == 1
+    assert 0 <= b.caller_bucket("ip:1") < b.CALLER_BUCKETS
     # The caller's bad input says nothing about the model's health.
     assert b.one_call("caller", 5).empty
 
@@ -43,15 +44,17 @@ def test_sliding_weighs_the_previous_window_by_its_overlap():
 
 
 def test_opens_after_failure_threshold():
-    assert b.trip_reason(b.Sliding(ok=100, failed=4, throttled=0, failing_callers=2), SETTINGS) is None
-    assert "5 failures" in (b.trip_reason(b.Sliding(ok=100, failed=5, throttled=0, failing_callers=2), SETTINGS) or "")
+    assert b.trip_reason(b.Sliding(ok=100, failed=4, throttled=0, failed_by_caller=(1, 1, 1, 1)), SETTINGS) is None
+    assert "5 failures" in (
+        b.trip_reason(b.Sliding(ok=100, failed=5, throttled=0, failed_by_caller=(1, 2, 2)), SETTINGS) or ""
+    )
 
 
 def test_opens_on_failure_rate_only_above_min_volume():
     lenient = SETTINGS._replace(failure_threshold=1000)
     # 3 of 4 calls failed, but 4 calls are below min_calls
-    assert b.trip_reason(b.Sliding(ok=1, failed=3, throttled=0, failing_callers=2), lenient) is None
-    reason = b.trip_reason(b.Sliding(ok=10, failed=10, throttled=0, failing_callers=2), lenient)
+    assert b.trip_reason(b.Sliding(ok=1, failed=3, throttled=0, failed_by_caller=(1, 2)), lenient) is None
+    reason = b.trip_reason(b.Sliding(ok=10, failed=10, throttled=0, failed_by_caller=(5, 5)), lenient)
     assert reason is not None and "failure rate 50%" in reason
 
 
@@ -85,20 +88,26 @@ def test_latency_percentile_needs_min_samples_and_reports_bucket_bound():
     assert b.latency_percentile_ms(tuple(histogram), 99, min_samples=5) == 2 * b.LATENCY_BOUNDS_MS[-1]
 
 
-def test_failures_from_one_caller_never_trip_and_throttles_need_no_callers():
-    # Given many failures, all from one caller
-    one_caller = b.Sliding(ok=0, failed=500, throttled=0, failing_callers=1)
-    # Then neither the count nor the rate rule trips (a poison request must not open a circuit)
+def test_no_callers_failures_count_for_more_than_their_share():
+    # Given 500 failures, all from one caller (a poison request, again and again)
+    one_caller = b.Sliding(ok=0, failed=500, throttled=0, failed_by_caller=(500,))
+    # Then neither the count nor the rate rule trips: that caller counts for threshold / min_failing_callers
+    assert b.counted_failures(one_caller, SETTINGS) == 2.5
     assert b.trip_reason(one_caller, SETTINGS) is None
-    # Unless the policy asks for one caller (a single calling service)
+    # And one stray failure from someone else is not enough either
+    assert b.trip_reason(b.Sliding(ok=0, failed=501, throttled=0, failed_by_caller=(500, 1)), SETTINGS) is None
+    # But enough of others' failures are: an outage seen by more than one caller
+    assert "from 2 callers" in (b.trip_reason(b.Sliding(0, 503, 0, failed_by_caller=(500, 3)), SETTINGS) or "")
+    # Unless the policy asks for one caller (a single calling service): then every failure counts
     assert b.trip_reason(one_caller, SETTINGS._replace(min_failing_callers=1)) == "500 failures in 30s"
     # And throttling, which no request content causes, trips whatever the callers
-    assert b.trip_reason(b.Sliding(ok=0, failed=0, throttled=40, failing_callers=0), SETTINGS) is not None
+    assert b.trip_reason(b.Sliding(ok=0, failed=0, throttled=40), SETTINGS) is not None
 
 
-def test_sliding_counts_the_callers_of_both_windows_once():
+def test_sliding_weighs_each_callers_failures_like_the_totals():
     previous = b.one_call("regional", 1, "ip:a").plus(b.one_call("regional", 1, "ip:b"))
     current = b.one_call("regional", 1, "ip:a")
-    assert b.sliding(current, previous, now=30 * 100 + 15, window_seconds=30).failing_callers == len(
-        {b.caller_tag("ip:a"), b.caller_tag("ip:b")}
-    )
+    sliding = b.sliding(current, previous, now=30 * 100 + 15, window_seconds=30)
+    assert sliding.failed_by_caller[b.caller_bucket("ip:a")] == pytest.approx(1.5)
+    assert sliding.failed_by_caller[b.caller_bucket("ip:b")] == pytest.approx(0.5)
+    assert sum(sliding.failed_by_caller) == pytest.approx(sliding.failed)

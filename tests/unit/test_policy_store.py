@@ -332,3 +332,17 @@ def test_empty_configuration_is_not_deployed_yet_rather_than_invalid(policy_docu
     source.raw = b""
     clock.now = 22
     assert store.current().version == "2026-12-01.1"
+
+
+def test_without_any_policy_fetches_are_spaced_not_made_on_every_request():
+    # Given a source that has nothing and no bootstrap
+    fetches = []
+    clock = Clock()
+    store = PolicyStore(lambda: fetches.append(clock.now) or b"", max_age_s=45, clock=clock)
+    # When requests keep coming every 100 ms for 12 s
+    for step in range(120):
+        clock.now = step / 10
+        with pytest.raises(PolicyUnavailable):
+            store.current()
+    # Then the source was asked every 5 s, not 120 times
+    assert fetches == [0.0, 5.0, 10.0]
