@@ -212,3 +212,20 @@ def test_budget_gauges_are_written_at_most_once_per_interval(make_invoke, capsys
     lines = emf_lines(capsys)
     assert len([line for line in lines if "BudgetUsedPercent" in line]) == 1
     assert len([line for line in lines if "Requests" in line]) == 5
+
+
+def test_an_assumed_role_is_one_caller_whatever_its_session_name():
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+    from lambdas.router.handler import _principal
+
+    def principal(user_arn: str) -> str:
+        event = api_event("POST", "/generate", {"prompt": "hi"})
+        event["requestContext"]["identity"]["userArn"] = user_arn
+        return _principal(APIGatewayProxyEvent(event))
+
+    # The session name is the caller's choice when it assumes the role: it must not make new callers
+    role = "arn:aws:sts::123456789012:assumed-role/Reporting"
+    assert principal(f"{role}/session-1") == principal(f"{role}/session-2") == f"iam:{role}"
+    # An IAM user is itself
+    assert principal("arn:aws:iam::123456789012:user/alice") == "iam:arn:aws:iam::123456789012:user/alice"
