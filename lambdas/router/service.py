@@ -280,10 +280,9 @@ class RouterService:
 def _latency_budget(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
+    text = raw.strip()
+    # Digits only: int() would also take "1_000", "+5" and non-ASCII digits.
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else 0
     if not 1 <= value <= MAX_LATENCY_BUDGET_MS:
         raise BadRequest(
             f"{LATENCY_BUDGET_HEADER} must be a whole number of milliseconds from 1 to {MAX_LATENCY_BUDGET_MS} "

@@ -109,12 +109,13 @@ def test_capped_budget_moves_a_hard_prompt_to_a_standard_model(make_invoke, stor
     assert body["decision"]["budget"]["mode"] == "max tier standard"
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-5", "1000000"])
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1000000", "1_000", "+5", "١٠٠", " ", "9" * 5000])
 def test_rejects_a_bad_latency_budget_header(make_invoke, value):
     status, _, body = make_invoke()({"prompt": "Hello!"}, {"X-Latency-Budget-Ms": value})
     assert status == 400
     assert "X-Latency-Budget-Ms must be a whole number of milliseconds" in body["message"]
-    assert repr(value) in body["message"]
+    assert repr(value[:40]) in body["message"]  # echoed at most 40 characters
+    assert len(body["message"]) < 200
 
 
 def test_a_failing_region_is_skipped_once_its_breaker_opens(make_invoke, bedrock):
