@@ -123,7 +123,34 @@ def main() -> int:
     print(f"  handler CPU time   p50 {c50:9.1f} us   p99 {c99:9.1f} us   (thread CPU clock: immune to other load)")
     print(f"  ratio handler/direct p50 {r50 / d50:,.0f}x (the fake itself costs ~{d50:.1f} us)")
     print(f"  target met: {'yes' if r99 - d99 < 1000 else 'NO'}")
+    worst_case_classifier()
     return 0
+
+
+# The slowest inputs known for the complexity classifier: runs that made its line-start patterns backtrack
+# (quadratic before they were made linear), at the scan limit's length.
+ADVERSARIAL = {
+    "list marker + 19,998 blank lines": "- " + "\n" * 19_998,
+    "20,000 spaces": " " * 20_000,
+    "20,000 backticks": "`" * 20_000,
+    "two-item lists, repeated": ("- step\n" * 2 + "text\n") * 1_300,
+}
+
+
+def worst_case_classifier() -> None:
+    from lambdas.router.classifier import classify
+
+    rules = load_policy_file(DEFAULT_POLICY_PATH).complexity
+    ordinary = "Analyze the trade-offs of migrating our monolith to microservices, step by step. " * 240
+    started = time.perf_counter_ns()
+    classify(ordinary, rules)
+    baseline_us = (time.perf_counter_ns() - started) / 1000
+    print(f"  classifier, 20,000 ordinary characters: {baseline_us:9.1f} us")
+    for name, text in ADVERSARIAL.items():
+        started = time.perf_counter_ns()
+        classify(text, rules)
+        elapsed_us = (time.perf_counter_ns() - started) / 1000
+        print(f"  classifier, {name}: {elapsed_us:9.1f} us ({elapsed_us / baseline_us:.1f}x ordinary text)")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,18 @@ from .policy import SIGNAL_SCAN_CHARS, ComplexityRules
 CHARS_PER_TOKEN = 4
 TOKENS_PER_IMAGE = 1600  # Bedrock bills roughly (width*height)/750 tokens; ~1.2 MP images are the common case
 
+# Linear time on any input: whitespace inside a line is [ \t], never \s, which also matches newlines and let a
+# line-start pattern run over every following blank line (quadratic: "- " + "\n" * 19998 took 10 s).
 _STRUCTURE: dict[str, re.Pattern[str]] = {
     "code": re.compile(
-        r"```|^\s*(?:def |class |function |import |from \S+ import |#include|public |const |let |SELECT |CREATE TABLE)"
-        r"|[;{}]\s*$",
+        r"```|^[ \t]*(?:def |class |function |import |from \S+ import |#include|public |const |let |SELECT "
+        r"|CREATE TABLE)|[;{}][ \t]*$",
         re.MULTILINE,
     ),
-    "math": re.compile(r"\d\s*[-+*/^=<>]\s*\(?\d|\\frac|\\sum|\\int|\$[^$\n]+\$"),
-    "multi_step": re.compile(r"(?:^\s*(?:\d+[.)]|[-*•])\s+.+\n){2,}^\s*(?:\d+[.)]|[-*•])\s+", re.MULTILINE),
+    "math": re.compile(r"\d[ \t]*[-+*/^=<>][ \t]*\(?\d|\\frac|\\sum|\\int|\$[^$\n]+\$"),
+    "multi_step": re.compile(
+        r"(?:^[ \t]*(?:\d+[.)]|[-*•])[ \t]+\S.*\n){2,}^[ \t]*(?:\d+[.)]|[-*•])[ \t]+\S", re.MULTILINE
+    ),
 }
 
 

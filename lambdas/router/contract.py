@@ -83,7 +83,8 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
         if exc.rule == "additionalProperties":
             unknown = sorted(set(exc.value) - _known_fields(field)) if isinstance(exc.value, dict) else []
             where = f" in {field}" if field else ""
-            raise BadRequest(f"unknown field(s){where}: {', '.join(unknown)}") from None
+            names = ", ".join(_clip(name, 40) for name in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise BadRequest(f"unknown field(s){where}: {names}") from None
         rule = exc.message.removeprefix(exc.name).strip()
         shown = _show(exc.value)
         if exc.rule == "pattern" and (field == "prompt" or field.endswith(".content")):
@@ -96,6 +97,8 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
         raise BadRequest("'prompt' is required (a non-empty string), or 'messages'")
     _check_text("prompt", prompt)
     _check_text("system", body.get("system"))
+    if body.get("system") and not body["system"].strip():  # Bedrock rejects a blank text block
+        raise BadRequest("system must not be blank: send text, or no system prompt")
     for index, message in enumerate(history):
         _check_text(f"messages[{index}].content", message["content"])
     turns = [(m["role"], m["content"]) for m in history]
@@ -107,8 +110,7 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     if len(messages) > limits.max_messages:
         raise BadRequest(f"messages has {len(messages)} turns, over the limit of {limits.max_messages}")
 
-    # A blank system prompt is no system prompt (Bedrock rejects blank text blocks).
-    system = body.get("system") if (body.get("system") or "").strip() else None
+    system = body.get("system") or None  # "" is no system prompt
     chars = sum(len(content) for _, content in messages) + len(system or "")
     if chars > limits.max_prompt_chars:
         raise BadRequest(f"input is {chars} characters, over the limit of {limits.max_prompt_chars}")
@@ -131,6 +133,11 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
         max_tokens=max_tokens,
         temperature=body.get("temperature"),
     )
+
+
+def _clip(text: str, limit: int) -> str:
+    """Caller text quoted in a message, at most ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _reject_constant(name: str) -> Any:

@@ -141,7 +141,8 @@ def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexit
     tier = policy.tier_of(request.tier)
     if tier not in policy.tiers:
         known = ", ".join(sorted(policy.tiers))
-        raise RoutingError(f"unknown user tier '{request.tier}' in {policy.tier_header} (expected one of: {known})")
+        tier = request.tier if len(request.tier) <= 40 else request.tier[:37] + "..."
+        raise RoutingError(f"unknown user tier '{tier}' in {policy.tier_header} (expected one of: {known})")
     reasons["tier"] = tier
     if target != AUTO_ROUTE:
         reasons["rule"] = "use_case"
@@ -178,7 +179,8 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
             raise RoutingError("the policy does not allow callers to choose a model ('model' must be omitted)")
         pinned = policy.model_by_id_or_key(request.model)
         if pinned is None:
-            raise RoutingError(f"model '{request.model}' is not in the policy's catalog")
+            model = request.model if len(request.model) <= 80 else request.model[:77] + "..."
+            raise RoutingError(f"model '{model}' is not in the policy's catalog")
         reasons["rule"] = "explicit_model"
 
     max_tokens = request.max_tokens or route.max_tokens or DEFAULT_MAX_TOKENS

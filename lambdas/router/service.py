@@ -355,7 +355,13 @@ def _degraded(
     )
 
 
+MAX_MESSAGE_CHARS = 500
+"""A 400's message (and the log's ``reason``) is cut here: messages quote the caller's input, which is large."""
+
+
 def bad_request(message: str, *, failed_attempts: tuple[AttemptRecord, ...] = ()) -> Outcome:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     return Outcome(
         status=400,
         body={"error": "BadRequest", "message": message},

@@ -97,10 +97,36 @@ def test_a_surrogate_pair_is_valid_text(invoke, bedrock):
     assert bedrock.calls[0]["messages"][-1]["content"][-1]["text"] == "smile \U0001f600"
 
 
-def test_a_blank_system_prompt_is_no_system_prompt(invoke, bedrock):
+def test_rejects_a_blank_system_prompt_but_an_empty_one_is_none(invoke, bedrock):
     status, _, body = invoke("POST", "/generate", {"prompt": "hi", "system": "  \n "})
+    assert status == 400 and "system must not be blank" in body["message"]
+    assert bedrock.calls == []
+    status, _, body = invoke("POST", "/generate", {"prompt": "hi", "system": ""})
     assert status == 200, body
     assert bedrock.calls[0]["system"] == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"prompt": "hi", "' + "k" * 200_000 + '": 1}',
+        '{"prompt": "hi", "' + "\u00e9" * 700_000 + '": 1}',
+        '{"prompt": "hi", ' + ", ".join(f'"field{i}": 1' for i in range(5000)) + "}",
+        '{"prompt": "hi", "model": "' + "m" * 199 + '"}',
+    ],
+)
+def test_a_400_quotes_at_most_a_little_of_the_callers_input(invoke, raw):
+    # Given a body whose unknown field names or values are huge
+    status, _, body = invoke("POST", "/generate", raw=raw)
+    # Then the 400 names the problem in a bounded message (the log's reason is the same message)
+    assert status == 400
+    assert len(body["message"]) <= 500
+
+
+def test_rejects_a_huge_tier_header_with_a_short_message(invoke):
+    status, _, body = invoke("POST", "/generate", {"prompt": "hi"}, headers={"X-User-Tier": "p" * 8000})
+    assert status == 400 and "unknown user tier" in body["message"]
+    assert len(body["message"]) < 300
 
 
 def test_fuzzed_bodies_never_answer_a_server_error(invoke):

@@ -77,3 +77,40 @@ def test_reason_is_rounded_and_omits_silent_signals(default_policy):
     reason = classify("Hello!", default_policy.complexity).as_reason()
     assert reason["class"] == "simple"
     assert set(reason["signals"]) <= {"length"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- " + "\n" * 19_998,  # a list marker, then blank lines: 10 s with \s* at a line start
+        "1. " + "\n \n" * 6_666,
+        "x" + " " * 19_999,
+        "\n".join(["-"] * 10_000),
+        "- a\n" + " \t" * 9_998,
+        "`" * 20_000,
+        ";" + " " * 19_998 + "x",
+        "1" + " " * 19_998 + "+",
+        "$" * 20_000,
+        ("- step\n" * 2 + "text\n") * 2_000,
+    ],
+    ids=[
+        "marker-blank-lines",
+        "numbered-blank-lines",
+        "spaces",
+        "bare-markers",
+        "tabs",
+        "backticks",
+        "semicolon-spaces",
+        "digit-spaces",
+        "dollars",
+        "two-item-lists",
+    ],
+)
+def test_adversarial_text_is_classified_in_linear_time(default_policy, text):
+    # Given 20,000 characters built to make a backtracking pattern go quadratic
+    import time
+
+    started = time.perf_counter()
+    classify(text * 20, default_policy.complexity, total_chars=len(text) * 20)  # the scan limit bounds the rest
+    # Then classifying them takes milliseconds (a generous bound for a loaded CI machine), not seconds
+    assert time.perf_counter() - started < 0.25
