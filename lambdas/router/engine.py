@@ -141,8 +141,9 @@ def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexit
     tier = policy.tier_of(request.tier)
     if tier not in policy.tiers:
         known = ", ".join(sorted(policy.tiers))
-        tier = request.tier if len(request.tier) <= 40 else request.tier[:37] + "..."
-        raise RoutingError(f"unknown user tier '{tier}' in {policy.tier_header} (expected one of: {known})")
+        named = str(request.tier)
+        shown = named if len(named) <= 40 else named[:37] + "..."
+        raise RoutingError(f"unknown user tier '{shown}' in {policy.tier_header} (expected one of: {known})")
     reasons["tier"] = tier
     if target != AUTO_ROUTE:
         reasons["rule"] = "use_case"
