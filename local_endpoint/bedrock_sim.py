@@ -35,13 +35,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from http.server import ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local_endpoint.http_handler import JsonRequestHandler
+from local_endpoint.http_handler import JsonRequestHandler, LocalHTTPServer
 
 # HTTP status per error code, as in botocore's bedrock-runtime service model.
 ERROR_STATUS: dict[str, int] = {
@@ -562,7 +561,7 @@ def _error(code: str, message: str) -> Response:
 
 def serve(
     simulator: BedrockSimulator, host: str = "127.0.0.1", port: int = 0
-) -> tuple[ThreadingHTTPServer, threading.Thread]:
+) -> tuple[LocalHTTPServer, threading.Thread]:
     """Serve the simulator on a daemon thread; port 0 picks a free port (see ``server.server_address``)."""
 
     class Handler(JsonRequestHandler):
@@ -578,8 +577,7 @@ def serve(
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = LocalHTTPServer((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, name="bedrock-sim", daemon=True)
     thread.start()
     return server, thread

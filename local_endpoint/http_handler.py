@@ -8,6 +8,9 @@
   and the connection is closed because its next request cannot be found.
 - Errors the base class answers itself (a garbled request line, oversized headers, an unknown method)
   get a JSON ``{"message": ...}`` body too, and never a 5xx: they are the client's mistakes.
+
+``LocalHTTPServer`` serves the handler with a thread per connection and a listen backlog that holds a
+burst of clients connecting at once.
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 # Seconds a connection may sit idle or stall mid-request before its thread gives up on it.
 SOCKET_TIMEOUT_S = 60.0
+# Connections the kernel holds for accept(): socketserver's default of 5 dropped or reset 16 of 32 clients
+# connecting at once. The kernel caps it at net.core.somaxconn (4096 on current Linux, 128 on macOS).
+LISTEN_BACKLOG = 1024
+
+
+class LocalHTTPServer(ThreadingHTTPServer):
+    """A thread per connection (daemon threads: stopping the server does not wait for idle keep-alives)."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
 
 
 class BadFraming(Exception):

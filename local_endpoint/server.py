@@ -17,12 +17,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from local_endpoint.http_handler import JsonRequestHandler
+from local_endpoint.http_handler import JsonRequestHandler, LocalHTTPServer
+from local_endpoint.state_admin import ClearRefused, LiveStateAdmin, admin_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = ROOT / "lambdas" / "router" / "policies" / "default.json"
@@ -108,23 +108,29 @@ class LocalEndpoint:
     Args:
         handler: the Lambda handler.
         simulator: the Bedrock simulator served on the same port, or None.
-        live_state: the router's tracker (``GET``/``DELETE /_local/state``), or None.
+        state_admin: what answers ``GET``/``DELETE /_local/state``, or None.
     """
 
-    def __init__(self, handler: LambdaHandler, simulator: Any | None = None, live_state: Any | None = None) -> None:
+    def __init__(
+        self, handler: LambdaHandler, simulator: Any | None = None, state_admin: LiveStateAdmin | None = None
+    ) -> None:
         self.handler = handler
         self.simulator = simulator
-        self.live_state = live_state
+        self.state_admin = state_admin
 
-    def _state_admin(self, live_state: Any, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        backend = live_state.backend
-        if method == "GET" and hasattr(backend, "describe"):
-            return _json(200, backend.describe())
-        if method == "DELETE" and hasattr(backend, "clear"):
-            backend.clear()
-            live_state.reset()
-            return _json(200, {"cleared": True})
-        return _json(405, {"error": "MethodNotAllowed", "message": f"{method} {STATE_PATH}: use GET or DELETE"})
+    def _state_admin(self, admin: LiveStateAdmin, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        if method not in ("GET", "DELETE"):
+            return _json(405, {"error": "MethodNotAllowed", "message": f"{method} {STATE_PATH}: use GET or DELETE"})
+        try:
+            if method == "GET":
+                return _json(200, admin.describe())
+            admin.clear()
+        except ClearRefused as exc:
+            return _json(403, {"error": "Forbidden", "message": str(exc)})
+        except Exception as exc:  # the store's own failure (a DynamoDB endpoint down), not the caller's
+            print(f"live-state store failed: {exc!r}", file=sys.stderr)
+            return _json(503, {"error": "StoreUnavailable", "message": f"the live-state store failed: {exc}"})
+        return _json(200, {"cleared": True})
 
     def dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
@@ -133,8 +139,8 @@ class LocalEndpoint:
         if self.simulator is not None and self.simulator.handles(method, route):
             status, sim_headers, sim_body = self.simulator.handle(method, route, headers, body)
             return status, list(sim_headers.items()), sim_body
-        if self.live_state is not None and route == STATE_PATH:
-            return self._state_admin(self.live_state, method)
+        if self.state_admin is not None and route == STATE_PATH:
+            return self._state_admin(self.state_admin, method)
         request_id = str(uuid.uuid4())
         event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)
         try:
@@ -149,7 +155,7 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]]
     return status, [("Content-Type", "application/json")], json.dumps(body).encode()
 
 
-def make_server(endpoint: LocalEndpoint, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(endpoint: LocalEndpoint, host: str, port: int) -> LocalHTTPServer:
     class Handler(JsonRequestHandler):
         max_body_bytes = MAX_REQUEST_BYTES
 
@@ -162,9 +168,7 @@ def make_server(endpoint: LocalEndpoint, host: str, port: int) -> ThreadingHTTPS
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return LocalHTTPServer((host, port), Handler)
 
 
 def configure_environment(*, port: int, policy: Path, bedrock: str, log_level: str, show_metrics: bool) -> None:
@@ -231,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         simulator = BedrockSimulator(faults)
 
     try:
-        endpoint = LocalEndpoint(lambda_handler, simulator, live_state=service().live_state)
+        tracker = service().live_state
+        state_admin = admin_for(tracker) if tracker is not None else None
+        endpoint = LocalEndpoint(lambda_handler, simulator, state_admin=state_admin)
         server = make_server(endpoint, args.host, args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
@@ -245,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Fault injection:   PUT/GET/DELETE {base}/_sim/faults")
     else:
         print("  Bedrock: real AWS, with your default credentials")
-    print(f"  Live state:        GET/DELETE {base}{STATE_PATH} (circuits, spend)")
+    if endpoint.state_admin is not None:
+        store = endpoint.state_admin.store_name
+        print(f"  Live state:        GET/DELETE {base}{STATE_PATH} (circuits, spend; store {store})")
     print("Press Ctrl+C to stop.", flush=True)
     try:
         server.serve_forever()

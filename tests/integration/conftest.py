@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,41 +75,84 @@ class LocalEndpoint:
         assert self.request("DELETE", "/_local/state").status == 200
 
 
-@pytest.fixture(scope="session")
-def local_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEndpoint]:
+@contextmanager
+def running_local_endpoint(log_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[LocalEndpoint]:
     """`make local`'s server, started as a subprocess on a free port, with the shipped policy.
 
     Its output goes to a file, not a pipe: nobody reads a pipe while tests run, and once the pipe's buffer
     fills with log lines the server would block on its next write.
+
+    Args:
+        log_dir: where the server's log file goes.
+        extra_env: environment on top of the test's own, which is stripped of AWS, Powertools, router and
+            Bedrock settings.
     """
     port = free_port()
-    log_path = tmp_path_factory.mktemp("local_endpoint") / "server.log"
-    log_file = log_path.open("w")
+    log_path = log_dir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "ROUTER_", "BEDROCK_"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_endpoint.server", "--port", str(port), "--seed", "7"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = LocalEndpoint(f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 30
-    while True:
+    env.update(extra_env or {})
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local_endpoint.server", "--port", str(port), "--seed", "7"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            if endpoint.request("GET", "/health").status == 200:
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log_file.close()
-            raise RuntimeError(f"local endpoint did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
-    log_file.close()
+            endpoint = LocalEndpoint(f"http://127.0.0.1:{port}", log_path)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if endpoint.request("GET", "/health").status == 200:
+                        break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"local endpoint did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield endpoint
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def local_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEndpoint]:
+    """The local endpoint with the in-memory live state, shared by the session."""
+    with running_local_endpoint(tmp_path_factory.mktemp("local_endpoint")) as endpoint:
+        yield endpoint
+
+
+@contextmanager
+def running_moto_server() -> Iterator[str]:
+    """moto's server on a free loopback port (its base URL), over real HTTP.
+
+    Many connections at once, but one request at a time inside moto: its in-memory DynamoDB applies ADD as
+    an unlocked read-modify-write, which real DynamoDB does atomically.
+    """
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ: Any, start_response: Any) -> list[bytes]:
+        with lock:
+            return list(moto_app(environ, start_response))
+
+    server = make_server("127.0.0.1", free_port(), one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 @pytest.fixture

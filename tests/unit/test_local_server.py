@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from lambdas.router.budget import scopes_for
+from lambdas.router.dynamo_state import DynamoBackend
+from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
 from local_endpoint.http_handler import BadFraming, content_length
 from local_endpoint.server import LocalEndpoint, LocalLambdaContext, configure_environment, http_response, proxy_event
+from local_endpoint.state_admin import DynamoStoreView, LiveStateAdmin, admin_for
 
 
 def test_proxy_event_carries_method_path_query_headers_and_body():
@@ -113,3 +118,81 @@ def test_rejects_content_lengths_that_cannot_be_trusted(values, status, message)
         content_length(values, limit=100)
     assert error.value.status == status
     assert message in error.value.message
+
+
+# --- GET and DELETE /_local/state ----------------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+
+
+def _tracker_with_spend(backend) -> LiveStateTracker:
+    tracker = LiveStateTracker(backend, clock=lambda: NOW)
+    tracker.record_spend(0.25, scopes_for(None, NOW, tier="standard", api_key=None))
+    return tracker
+
+
+def test_state_admin_shows_unflushed_spend_and_clears_store_and_tracker():
+    # Given spend recorded but not yet flushed, and an open circuit in the in-memory store
+    backend = InMemoryBackend()
+    backend.open_circuit(("m", "us-east-1"), opened_at=NOW, expected=None, reason="5 failures")
+    admin = admin_for(_tracker_with_spend(backend))
+    assert admin is not None
+    endpoint = LocalEndpoint(lambda event, context: {}, state_admin=admin)
+    # When the state is read, Then it names the store and holds both
+    status, _, body = endpoint.dispatch("GET", "/_local/state", {}, b"", "127.0.0.1")
+    state = json.loads(body)
+    assert status == 200 and state["store"] == "memory"
+    assert [(c["model_id"], c["reason"]) for c in state["circuits"]] == [("m", "5 failures")]
+    assert list(state["spend_usd"].values()) == [pytest.approx(0.25)]
+    # When it is cleared, Then nothing is left
+    assert endpoint.dispatch("DELETE", "/_local/state", {}, b"", "127.0.0.1")[0] == 200
+    assert json.loads(endpoint.dispatch("GET", "/_local/state", {}, b"", "127.0.0.1")[2]) == {
+        "store": "memory",
+        "circuits": [],
+        "spend_usd": {},
+    }
+
+
+def test_a_dynamodb_store_is_shown_through_a_view_of_its_table():
+    tracker = LiveStateTracker(DynamoBackend("state", endpoint_url="http://127.0.0.1:1"))
+    admin = admin_for(tracker, {"DYNAMODB_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_REGION": "eu-west-1"})
+    assert admin is not None and admin.store_name == "dynamodb:state"
+    assert isinstance(admin.store, DynamoStoreView)
+
+
+def test_rejects_clearing_a_dynamodb_table_in_aws_with_a_403():
+    # Given local mode on a table in AWS (no DYNAMODB_ENDPOINT_URL)
+    tracker = LiveStateTracker(DynamoBackend("prod-state"))
+    endpoint = LocalEndpoint(lambda event, context: {}, state_admin=admin_for(tracker, {}))
+    # When DELETE /_local/state is called, Then it is refused before any call to the table
+    status, _, body = endpoint.dispatch("DELETE", "/_local/state", {}, b"", "127.0.0.1")
+    assert status == 403
+    assert "clears only a local DynamoDB" in json.loads(body)["message"]
+
+
+class _BrokenStore:
+    def describe(self) -> dict:
+        raise ConnectionError("store down")
+
+    def clear(self) -> None:
+        raise ConnectionError("store down")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_fails_with_a_json_503_when_the_store_fails(method):
+    admin = LiveStateAdmin(LiveStateTracker(InMemoryBackend()), _BrokenStore(), "broken")
+    status, _, body = LocalEndpoint(lambda event, context: {}, state_admin=admin).dispatch(
+        method, "/_local/state", {}, b"", "127.0.0.1"
+    )
+    assert status == 503
+    assert "store down" in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "PATCH"])
+def test_rejects_other_methods_on_the_state_path_with_a_405(method):
+    admin = admin_for(LiveStateTracker(InMemoryBackend()))
+    status, _, body = LocalEndpoint(lambda event, context: {}, state_admin=admin).dispatch(
+        method, "/_local/state", {}, b"{}", "127.0.0.1"
+    )
+    assert status == 405
+    assert "use GET or DELETE" in json.loads(body)["message"]
