@@ -11,10 +11,16 @@ import re
 import aws_cdk as cdk
 from aws_cdk import Duration, Size
 
+from lambdas.router.service import RESPONSE_RESERVE_MS
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _APPCONFIG_NAME_MAX_LENGTH = 64
 _LAMBDA_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _MAX_STATE_CACHE_TTL_MS = 60_000
+API_GATEWAY_INTEGRATION_TIMEOUT_MS = 29_000
+"""API Gateway's default (and, without a quota increase, maximum) Lambda integration timeout."""
+INVOKE_ALLOWANCE_MS = 1_000
+"""Time API Gateway counts and the function's timeout does not: the invoke itself and a cold start's init."""
 
 
 def resolved(value: object) -> bool:
@@ -87,4 +93,33 @@ def check_stage_name(name: str, value: str) -> None:
     if resolved(value) and not _STAGE_NAME.match(value):
         raise ValueError(
             f"{name} '{value}' must be 1-64 letters, digits or '_' (the AppConfig environment shares its name)"
+        )
+
+
+def check_deadline_fits_timeout(name: str, timeout: Duration, total_deadline_ms: int) -> None:
+    """The policy's deadline plus the router's response reserve must fit the function's timeout.
+
+    At run time the router caps the deadline at the Lambda's remaining time minus the reserve anyway: a deadline
+    that does not fit would be cut short without a word.
+    """
+    if timeout.is_unresolved():
+        return
+    timeout_ms = timeout.to_milliseconds()
+    if total_deadline_ms + RESPONSE_RESERVE_MS > timeout_ms:
+        raise ValueError(
+            f"the policy's resilience.total_deadline_ms ({total_deadline_ms} ms) plus the router's response "
+            f"reserve ({RESPONSE_RESERVE_MS} ms) exceeds {name} ({timeout_ms:g} ms): lower the deadline to at most "
+            f"{timeout_ms - RESPONSE_RESERVE_MS:g} ms or raise {name}"
+        )
+
+
+def check_deadline_fits_api(total_deadline_ms: int) -> None:
+    """The policy's deadline, the response reserve and the invoke's overhead must fit API Gateway's 29 s."""
+    limit_ms = API_GATEWAY_INTEGRATION_TIMEOUT_MS - RESPONSE_RESERVE_MS - INVOKE_ALLOWANCE_MS
+    if total_deadline_ms > limit_ms:
+        raise ValueError(
+            f"the policy's resilience.total_deadline_ms ({total_deadline_ms} ms) plus the router's response "
+            f"reserve ({RESPONSE_RESERVE_MS} ms) and {INVOKE_ALLOWANCE_MS} ms for the invoke and a cold start "
+            f"exceeds API Gateway's {API_GATEWAY_INTEGRATION_TIMEOUT_MS} ms integration timeout: lower the "
+            f"deadline to at most {limit_ms} ms"
         )

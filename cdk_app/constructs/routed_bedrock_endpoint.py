@@ -104,7 +104,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             Default: - ``Architecture.ARM_64``.
         router_memory_size_mib: function memory in MiB (128-10240). Default: - 1024.
         router_timeout: function timeout (3 s to 15 min); API Gateway ends a request after 29 s unless the
-            account's integration timeout quota is raised. Default: - 29 seconds.
+            account's integration timeout quota is raised. The policy's ``resilience.total_deadline_ms`` plus the
+            router's 500 ms response reserve must fit it, and with 1 s more for the invoke and a cold start, API
+            Gateway's 29 s (a deadline of at most 27,500 ms). Default: - 29 seconds.
         router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
         router_max_body_size: larger request bodies get HTTP 400 from the router (at most 6 MiB, Lambda's
             payload limit). Default: - 6,000,000 bytes (the router's own default).
@@ -262,6 +264,11 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         )
         document = RoutingPolicyDocument.of(policy)
         self.policy = document.policy
+        if router_timeout is not None:
+            check.check_deadline_fits_timeout(
+                "router_timeout", router_timeout, self.policy.resilience.total_deadline_ms
+            )
+        check.check_deadline_fits_api(self.policy.resilience.total_deadline_ms)
         self.metrics = RouterMetrics(service_name=self.service_name, namespace=metrics_namespace)
         # One name for the application and the REST API (the ApiName dimension of its metrics): distinct per endpoint.
         physical_name = cdk.Names.unique_resource_name(self, separator="-", max_length=_NAME_MAX_LENGTH)

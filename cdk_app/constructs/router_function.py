@@ -18,6 +18,7 @@ from ._router_asset import router_code
 from ._validation import (
     check_at_least_one,
     check_body_size,
+    check_deadline_fits_timeout,
     check_function_timeout,
     check_memory_size,
     check_metrics_namespace,
@@ -116,7 +117,8 @@ class RouterFunction(Construct):
         log_retention: retention of the function's log group. Default: - ``RetentionDays.ONE_MONTH``.
         architecture: CPU architecture; the Powertools layer follows it. Default: - ``Architecture.ARM_64``.
         memory_size_mib: memory in MiB (128-10240). Default: - 1024.
-        timeout: 3 s to 15 min. Default: - 29 seconds (API Gateway's default integration timeout).
+        timeout: 3 s to 15 min; the policy's ``resilience.total_deadline_ms`` plus the router's 500 ms response
+            reserve must fit it. Default: - 29 seconds (API Gateway's default integration timeout).
         reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
         max_body_size: larger request bodies get HTTP 400 (at most 6 MiB, Lambda's payload limit). Default: -
             6,000,000 bytes (the router's own default).
@@ -178,6 +180,7 @@ class RouterFunction(Construct):
         if powertools_layer is None:
             _check_powertools_region(cdk.Stack.of(self).region)
         self.document = RoutingPolicyDocument.of(policy)
+        check_deadline_fits_timeout("timeout", timeout, self.document.policy.resilience.total_deadline_ms)
 
         self.log_group = logs.LogGroup(self, "RouterLogs", retention=log_retention)
         # An own role instead of AWSLambdaBasicExecutionRole: it writes to this log group only.

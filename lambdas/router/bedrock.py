@@ -1,20 +1,35 @@
-"""Bedrock Runtime adapter: one Converse call, with a timeout, mapped to ``ModelReply`` or ``ModelCallError``.
+"""Bedrock Runtime adapter: one Converse call, within its time budget, mapped to ``ModelReply`` or ``ModelCallError``.
 
-Clients are created lazily, once per (region, timeout) and reused across invocations. botocore's own
-retries are off: the executor owns retries, backoff and failover. The client comes from botocore, the
-layer boto3's clients are made of: the same ``bedrock-runtime`` client and API, without importing boto3's
-resource layer and s3transfer (about 0.15 s of cold start).
+botocore's own retries are off: the executor owns retries, backoff and failover. The client comes from
+botocore, the layer boto3's clients are made of: the same ``bedrock-runtime`` client and API, without
+importing boto3's resource layer and s3transfer (about 0.15 s of cold start).
+
+Time limits. A botocore ``Config`` (connect and read timeouts) is fixed per client, so clients are cached per
+(region, connect timeout, read timeout), both cut down to a 50 ms grid, in a small LRU: the common attempt
+(the policy's full attempt timeout) always finds its client; an attempt cut short by the deadline may build
+one (about 3 ms). Socket timeouts alone do not bound a call: botocore's read timeout applies to each socket
+read, not to the whole reply (a server that trickles bytes never trips it), and a slow connect adds to the
+read. So the call runs on a worker thread that the caller waits for at most the attempt's budget: past it,
+the attempt is a timeout and the worker is abandoned (its socket timeouts end it soon after).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .engine import PlannedCall
-from .executor import FailureClass, ModelCallError, ModelReply
+from .executor import AttemptTimeout, FailureClass, ModelCallError, ModelReply
+
+TIMEOUT_GRID_MS = 50
+"""Client timeouts are cut down to this grid, so that attempts cut short by the deadline share clients."""
+MAX_CLIENTS = 16
+"""Clients kept per gateway (least recently used first out): regions times the few distinct budgets in use."""
+GUARD_GRACE_S = 0.02
+"""How long past its budget the caller waits for a call, so that the socket timeout, not the guard, ends it."""
 
 
 class BedrockGateway:
@@ -22,7 +37,8 @@ class BedrockGateway:
 
     Args:
         endpoint_url: send requests here instead of AWS (the local simulator); None for real Bedrock.
-        connect_timeout_s: TCP connect timeout for every call.
+        connect_timeout_s: TCP connect timeout when a call does not say (an ``AttemptTimeout`` carries the
+            policy's ``resilience.connect_timeout_ms``).
         credentials: explicit static credentials (local simulator only); None uses the default chain.
     """
 
@@ -36,24 +52,26 @@ class BedrockGateway:
         self._endpoint_url = endpoint_url
         self._connect_timeout_s = connect_timeout_s
         self._credentials = dict(credentials or {})
-        self._clients: dict[tuple[str, int], Any] = {}
+        self._clients: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._session: Any = None
 
-    def client(self, region: str, timeout_s: float) -> Any:
-        # Whole seconds keep the number of distinct clients small while honouring the deadline.
-        read_timeout = max(1, math.ceil(timeout_s))
-        key = (region, read_timeout)
-        client = self._clients.get(key)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(key)
-                if client is None:
-                    client = self._new_client(region, read_timeout)
-                    self._clients[key] = client
+    def client(self, region: str, read_timeout_s: float, connect_timeout_s: float | None = None) -> Any:
+        """The cached client whose timeouts are these, cut down to the 50 ms grid (at least one step)."""
+        connect = self._connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+        key = (region, _grid_ms(min(connect, read_timeout_s)), _grid_ms(read_timeout_s))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._new_client(region, connect_ms=key[1], read_ms=key[2])
+                self._clients[key] = client
+                if len(self._clients) > MAX_CLIENTS:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(key)
         return client
 
-    def _new_client(self, region: str, read_timeout: int) -> Any:
+    def _new_client(self, region: str, *, connect_ms: int, read_ms: int) -> Any:
         import botocore.session
         from botocore.config import Config
 
@@ -61,8 +79,8 @@ class BedrockGateway:
             self._session = botocore.session.get_session()
         config = Config(
             region_name=region,
-            connect_timeout=self._connect_timeout_s,
-            read_timeout=read_timeout,
+            connect_timeout=connect_ms / 1000.0,
+            read_timeout=read_ms / 1000.0,
             retries={"total_max_attempts": 1, "mode": "standard"},
             tcp_keepalive=True,
             max_pool_connections=50,
@@ -84,7 +102,10 @@ class BedrockGateway:
         system: Sequence[Mapping[str, Any]],
         inference_config: Mapping[str, Any],
     ) -> ModelReply:
-        """One Converse call.
+        """One Converse call that returns or raises within ``timeout_s`` (plus about 20 ms).
+
+        Args:
+            timeout_s: the attempt's budget in seconds; an ``AttemptTimeout`` also sets the connect timeout.
 
         Raises:
             ModelCallError: the call failed; ``failure_class`` says whether to back off, fail over or move on.
@@ -98,16 +119,62 @@ class BedrockGateway:
         }
         if system:
             request["system"] = list(system)
+        started = time.monotonic()
+        budget_s = float(timeout_s)
+        connect_s = timeout_s.connect_s if isinstance(timeout_s, AttemptTimeout) else None
+        client = self.client(call.region, budget_s, connect_s)
+        # The first client of a cold start takes ~70 ms to build: that counts against the budget too.
+        limit_s = budget_s + GUARD_GRACE_S - (time.monotonic() - started)
         try:
-            response = self.client(call.region, timeout_s).converse(**request)
+            response = _call_within(limit_s, lambda: client.converse(**request))
         except ClientError as exc:
             error = exc.response.get("Error", {})
             raise ModelCallError(error.get("Code", "ClientError"), error.get("Message", str(exc))) from None
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise ModelCallError("Timeout", str(exc), FailureClass.REGIONAL) from None
+        except TimeoutError:
+            raise ModelCallError(
+                "Timeout", f"no reply within the attempt's {budget_s * 1000:.0f} ms", FailureClass.REGIONAL
+            ) from None
         except BotoCoreError as exc:  # connection refused, DNS, protocol errors: the region is unreachable
             raise ModelCallError(type(exc).__name__, str(exc), FailureClass.REGIONAL) from None
         return _reply_from(response)
+
+
+def _grid_ms(seconds: float) -> int:
+    millis = int(seconds * 1000 + 1e-6)  # 1.15 s is 1149.999... ms in binary floating point
+    return max(TIMEOUT_GRID_MS, millis // TIMEOUT_GRID_MS * TIMEOUT_GRID_MS)
+
+
+class _Outcome:
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+def _call_within(limit_s: float, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on a worker thread; its result or exception, or ``TimeoutError`` once ``limit_s`` has passed.
+
+    A thread per call, not a pool: an abandoned call must not hold up the next one.
+    """
+    outcome = _Outcome()
+
+    def run() -> None:
+        try:
+            outcome.value = fn()
+        except BaseException as exc:  # handed to the caller, who maps it
+            outcome.error = exc
+
+    worker = threading.Thread(target=run, name="bedrock-converse", daemon=True)
+    worker.start()
+    worker.join(max(0.0, limit_s))
+    if worker.is_alive():
+        raise TimeoutError
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
 
 
 def _reply_from(response: Mapping[str, Any]) -> ModelReply:

@@ -13,6 +13,10 @@ classes decide what happens next:
   region) is still tried.
 - caller (the input is invalid for this model, e.g. too long): the next model; when every model tried
   failed this way the caller gets HTTP 400 with the model's reason.
+
+Time: each attempt gets ``min(attempt_timeout_ms, time left)`` and a connect timeout of
+``min(connect_timeout_ms, that)``, handed to the model call as an ``AttemptTimeout``; the call must return or
+raise within it (the Bedrock gateway enforces this), so the plan ends by the deadline plus a few ms.
 """
 
 from __future__ import annotations
@@ -83,6 +87,24 @@ class ModelCallError(Exception):
         self.code = code
         self.message = message
         self.failure_class = failure_class or classify_failure(code, message)
+
+
+class AttemptTimeout(float):
+    """An attempt's time budget in seconds, carrying the TCP connect timeout to use within it.
+
+    A float, so that a model call that needs only the budget (a test fake, an adapter without sockets)
+    takes it as one; the Bedrock gateway also reads ``connect_s``.
+    """
+
+    connect_s: float
+
+    def __new__(cls, seconds: float, *, connect_s: float) -> AttemptTimeout:
+        timeout = super().__new__(cls, seconds)
+        timeout.connect_s = min(connect_s, seconds)
+        return timeout
+
+    def __repr__(self) -> str:
+        return f"AttemptTimeout({float(self)!r}, connect_s={self.connect_s!r})"
 
 
 class ModelReply(NamedTuple):
@@ -157,7 +179,7 @@ def execute_plan(
 
     Args:
         plan: ordered (model, region) calls from the engine.
-        invoke: makes one model call with a timeout in seconds; raises ``ModelCallError``.
+        invoke: makes one model call within an ``AttemptTimeout`` (seconds); raises ``ModelCallError``.
         resilience: retry, backoff and attempt limits from the policy.
         deadline: the ``clock()`` value by which execution must be done.
         clock: monotonic seconds.
@@ -171,6 +193,7 @@ def execute_plan(
     caller_failures: dict[str, str] = {}
     tried_models: set[str] = set()
     attempt_timeout = resilience.attempt_timeout_ms / 1000.0
+    connect_timeout = resilience.connect_timeout_ms / 1000.0
     record = result.attempts.append
     if on_attempt is not None:
         report = on_attempt
@@ -194,7 +217,7 @@ def execute_plan(
             tried_models.add(call.model.key)
             started = clock()
             try:
-                reply = invoke(call, min(attempt_timeout, remaining))
+                reply = invoke(call, AttemptTimeout(min(attempt_timeout, remaining), connect_s=connect_timeout))
             except ModelCallError as error:
                 elapsed_ms = (clock() - started) * 1000.0
                 record(
