@@ -8,7 +8,9 @@ Items (all updates are atomic ``ADD`` or conditional ``SET``; the router needs o
 - ``w#<model id>#<region>#<window>``: calls in one counting window: ``ok``, ``failed``, ``throttled`` and
   the latency histogram ``h0``..``h10`` (see ``breaker.LATENCY_BOUNDS_MS``), and the failures per caller
   bucket ``f0``..``f31`` (see ``breaker.CALLER_BUCKETS``; only the non-zero ones are stored);
-- ``s#<spend key>``: ``usd`` spent in a day or month (see ``budget.py``).
+- ``s#<spend key>``: ``usd`` spent in a day or month (see ``budget.py``), reservations included: near a cap an
+  estimate is added with ``ADD`` under the condition that the counter stays within the cap, and the difference
+  to the answer's cost is added later (negative when the answer cost less).
 
 The client has tight timeouts and one retry: a slow store costs a request at most about a second once,
 then the tracker leaves it alone for a while. An ``ADD`` whose first try timed out after DynamoDB applied
@@ -257,3 +259,22 @@ class DynamoBackend:
                 UpdateExpression="ADD usd :usd SET expires_at = :expires",
                 ExpressionAttributeValues={":usd": _n(usd), ":expires": _n(int(expires_at))},
             )
+
+    def reserve_spend(self, key: str, usd: float, *, cap_usd: float, expires_at: float) -> tuple[bool, float]:
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": _spend_key(key)}},
+                UpdateExpression="ADD usd :usd SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(usd) OR usd <= :room",
+                ExpressionAttributeValues={
+                    ":usd": _n(usd),
+                    ":expires": _n(int(expires_at)),
+                    ":room": _n(cap_usd - usd),
+                },
+                ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            return False, _num(exc.response.get("Item", {}), "usd", cap_usd)
+        return True, _num(response.get("Attributes", {}), "usd")

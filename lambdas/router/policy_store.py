@@ -96,7 +96,8 @@ class PolicyStore:
             PolicyUnavailable: no valid policy was ever loaded.
         """
         now = self._clock()
-        if self._due(now):
+        # With no policy yet, wait for a refresh another thread may have under way rather than fail.
+        if self._policy is None or self._due(now):
             with self._lock:
                 if self._due(now):
                     self._refresh(now)

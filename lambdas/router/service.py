@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from . import metric_names as m
-from .budget import SpendScope, scopes_for
+from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
+from .classifier import estimate_tokens
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
-from .engine import LiveState, PlannedCall, RoutingError, RoutingRequest, decide
+from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingRequest, decide
 from .executor import AttemptRecord, ModelReply, execute_plan
-from .live_state import LiveStateTracker, Snapshot
+from .live_state import LiveStateTracker, Reservation, Snapshot
 from .policy import Policy
 from .policy_store import PolicyStore
 
@@ -122,6 +123,7 @@ class RouterService:
             policy.budget, self._wall_clock(), tier=policy.tier_of(tier_header), api_key=caller.api_key_id
         )
         snapshot = self.live_state.snapshot(policy, scopes) if self.live_state is not None else None
+        charge = _Charge()
         try:
             return self._route(
                 policy,
@@ -132,10 +134,14 @@ class RouterService:
                 scopes=scopes,
                 tier_header=tier_header,
                 latency_budget_ms=latency_budget_ms,
+                charge=charge,
             )
         finally:
-            if self.live_state is not None and snapshot is not None:
-                self.live_state.release(snapshot.probes)
+            if self.live_state is not None:
+                if charge.reservation is not None:
+                    self.live_state.settle(charge.reservation, charge.usd)
+                if snapshot is not None:
+                    self.live_state.release(snapshot.probes)
 
     def _route(
         self,
@@ -148,28 +154,34 @@ class RouterService:
         scopes: tuple[SpendScope, ...],
         tier_header: str | None,
         latency_budget_ms: int | None,
+        charge: _Charge,
     ) -> Outcome:
         state = snapshot.state if snapshot is not None else LiveState()
         used_percent = state.budget_used_percent
         spend_today = snapshot.spend_today_usd if snapshot is not None else None
+        routing_request = RoutingRequest(
+            text=request.text,
+            input_chars=len(request.text),
+            images=len(request.images),
+            use_case=request.use_case,
+            tier=tier_header,
+            model=request.model,
+            max_tokens=request.max_tokens,
+            sticky_key=caller.sticky_key,
+            latency_budget_ms=latency_budget_ms,
+        )
         try:
-            decision = decide(
-                policy,
-                RoutingRequest(
-                    text=request.text,
-                    input_chars=len(request.text),
-                    images=len(request.images),
-                    use_case=request.use_case,
-                    tier=tier_header,
-                    model=request.model,
-                    max_tokens=request.max_tokens,
-                    sticky_key=caller.sticky_key,
-                    latency_budget_ms=latency_budget_ms,
-                ),
-                state,
-            )
+            decision = decide(policy, routing_request, state)
         except RoutingError as exc:
             return bad_request(str(exc))
+        if self.live_state is not None and decision.plan:
+            # Near a budget's cap the answer's most possible cost is reserved in the store before any call.
+            charge.reservation = self.live_state.reserve(policy, scopes, _answer_estimate_usd(decision, request))
+            refused = charge.reservation.refused
+            if refused is not None:  # no room left under that cap: route as the policy says at the cap
+                at_cap = max(used_percent or 0.0, hard_stop_percent(policy.budget) or 100.0)
+                state = state._replace(budget_used_percent=at_cap, budget_scope=refused.label)
+                decision = decide(policy, routing_request, state)
         if decision.budget_action == "reject":
             return budget_refusal(state, self._wall_clock())._replace(
                 budget_used_percent=used_percent, spend_today_usd=spend_today
@@ -243,8 +255,7 @@ class RouterService:
         call = result.answered_by
         reply = result.reply
         cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
-        if tracker is not None:
-            tracker.record_spend(cost, scopes)
+        charge.usd = cost  # settled when the request ends (``generate``)
         model_used = f"{FALLBACK_PREFIX}{call.model.model_id}" if call.fallback else call.model.model_id
         body = {
             "output": reply.text,
@@ -275,6 +286,21 @@ class RouterService:
             budget_used_percent=used_percent,
             spend_today_usd=spend_today,
         )
+
+
+class _Charge:
+    """What one request reserved and spent; settled when it ends, however it ends."""
+
+    def __init__(self) -> None:
+        self.reservation: Reservation | None = None
+        self.usd = 0.0
+
+
+def _answer_estimate_usd(decision: Decision, request: GenerateInput) -> float:
+    """The most the answer may cost (``budget.estimate_usd``), counting every message's text."""
+    chars = sum(len(text) for _role, text in request.messages) + len(request.system or "")
+    models = list({call.model.key: call.model for call in decision.plan}.values())
+    return estimate_usd(models, estimate_tokens(chars, len(request.images)), decision.max_tokens)
 
 
 def _latency_budget(raw: str | None) -> int | None:

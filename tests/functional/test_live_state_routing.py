@@ -230,3 +230,53 @@ def test_an_assumed_role_is_one_caller_whatever_its_session_name():
     assert principal(f"{role}/session-1") == principal(f"{role}/session-2") == f"iam:{role}"
     # An IAM user is itself
     assert principal("arn:aws:iam::123456789012:user/alice") == "iam:arn:aws:iam::123456789012:user/alice"
+
+
+def today_key(store: InMemoryBackend) -> str:
+    return next(key for key in store.spend if key.startswith("d:") and ":" not in key[2:])
+
+
+@pytest.mark.parametrize(("action", "status"), [("reject", 429), ("degrade", 200)])
+def test_rejects_before_any_model_call_a_request_whose_answer_the_cap_has_no_room_for(
+    make_invoke, store, bedrock, action, status
+):
+    # Given a budget just under its cap: below 100% (so the mode in force still routes), but with less room than
+    # the answer could cost (its input plus all of max_tokens)
+    invoke = make_invoke(lambda d: d["budget"]["modes"].__setitem__(2, {"at_percent": 100, "action": action}))
+    spend(store, 199.99995)
+    # When a request comes
+    got, headers, body = invoke({"prompt": "Hello!", "use_case": "faq"})
+    # Then the policy's action at the cap applies, and no model is called
+    assert got == status
+    if action == "reject":
+        assert body["budget_scope"] == "daily" and "(100%)" in body["message"]
+        assert int(headers["Retry-After"]) > 0
+    else:
+        assert body["degraded"] and body["decision"]["gave_up"] == "budget"
+    assert bedrock.calls == []
+    assert store.spend[today_key(store)] == pytest.approx(199.99995)
+
+
+def test_near_the_cap_the_answers_most_possible_cost_is_in_the_shared_counter_during_the_call(
+    make_invoke, store, bedrock, monkeypatch
+):
+    # Given 85% of the daily budget spent
+    invoke = make_invoke()
+    spend(store, 170.0)
+    seen: list[float] = []
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        seen.append(store.spend[today_key(store)])
+        return answer(call, timeout_s, **kwargs)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    # When a request is answered
+    _, _, body = invoke({"prompt": "Hello!", "use_case": "faq"})
+    # Then while the model was called the counter held the estimate: 2 input and 512 output tokens (the route's
+    # max_tokens) of the dearest model in the plan, its fallback Claude Haiku 4.5
+    estimate = (2 * 0.001 + 512 * 0.005) / 1000
+    assert seen == [pytest.approx(170.0 + estimate)]
+    # And once settled it holds the answer's cost
+    handler.service().live_state.flush()
+    assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])

@@ -17,6 +17,7 @@ from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend
 from lambdas.router.live_state import LiveStateTracker
 
+from .budget_drill import bound_usd, two_instances_spend, write_policy
 from .conftest import free_port
 
 PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")
@@ -199,3 +200,27 @@ def test_failures_are_counted_per_caller_bucket_and_an_undo_takes_them_back(back
     undo = b.WindowCounts(failed=-3, failed_by_caller=tuple(-n for n in totals.failed_by_caller))
     after = backend.add_counts(PAIR, 7, undo, 10_000)
     assert (after.failed, sum(after.failed_by_caller)) == (0, 0)
+
+
+def test_reserving_spend_never_takes_the_counter_past_the_cap(backend):
+    assert backend.reserve_spend("d:2026-11-23", 0.6, cap_usd=1.0, expires_at=9e9) == (True, pytest.approx(0.6))
+    assert backend.reserve_spend("d:2026-11-23", 0.4, cap_usd=1.0, expires_at=9e9) == (True, pytest.approx(1.0))
+    # Refused: the counter is unchanged and comes back as found
+    assert backend.reserve_spend("d:2026-11-23", 0.01, cap_usd=1.0, expires_at=9e9) == (False, pytest.approx(1.0))
+    # A reservation given back (a negative add) makes room again
+    backend.add_spend({"d:2026-11-23": (-0.3, 9e9)})
+    assert backend.reserve_spend("d:2026-11-23", 0.25, cap_usd=1.0, expires_at=9e9) == (True, pytest.approx(0.95))
+
+
+def test_two_instances_on_the_table_spend_at_most_the_cap_plus_their_unconfirmed_shares(backend, moto_url, tmp_path):
+    # Given two instances, each with its own client on the one table, and a 2 USD daily budget refusing at its cap
+    other = DynamoBackend(
+        backend.table_name, region=REGION, endpoint_url=moto_url, connect_timeout_s=5.0, read_timeout_s=10.0
+    )
+    # When 32 callers spend it concurrently, each until refused
+    run = two_instances_spend((backend, other), write_policy(tmp_path, 2.0))
+    # Then the spend stays within the stated bound, the budget was used, and the table holds what was spent
+    assert run.answered_usd <= bound_usd(2.0, instances=2)
+    assert run.answered_usd >= 0.9 * 2.0
+    assert run.refusals == 32
+    assert run.counter_usd == pytest.approx(run.answered_usd)

@@ -75,3 +75,50 @@ def test_an_incomplete_read_keeps_the_trackers_previous_view(default_policy):
 )
 def test_numbers_are_sent_in_fixed_point(value, text):
     assert _n(value) == {"N": text}
+
+
+class ConditionFailed(Exception):
+    def __init__(self, item: dict[str, Any]) -> None:
+        super().__init__("The conditional request failed")
+        self.response = {"Error": {"Code": "ConditionalCheckFailedException"}, "Item": item}
+
+
+class ReservingClient:
+    """UpdateItem on one spend counter, with DynamoDB's condition semantics; records each request."""
+
+    class exceptions:  # botocore spells it so
+        ConditionalCheckFailedException = ConditionFailed
+
+    def __init__(self, usd: float | None = None) -> None:
+        self.usd = usd
+        self.requests: list[dict[str, Any]] = []
+
+    def update_item(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        values = request["ExpressionAttributeValues"]
+        if self.usd is not None and self.usd > float(values[":room"]["N"]):
+            raise ConditionFailed({"pk": request["Key"]["pk"], "usd": {"N": str(self.usd)}})
+        self.usd = (self.usd or 0.0) + float(values[":usd"]["N"])
+        return {"Attributes": {"usd": {"N": str(self.usd)}}}
+
+
+def test_a_reservation_is_one_conditional_add_that_keeps_the_counter_within_the_cap():
+    client = ReservingClient(usd=0.9)
+    backend = DynamoBackend("t", client=client)
+    assert backend.reserve_spend("d:2026-11-23", 0.05, cap_usd=1.0, expires_at=1_800_000_000.5) == (
+        True,
+        pytest.approx(0.95),
+    )
+    [request] = client.requests
+    assert request["Key"] == {"pk": {"S": "s#d:2026-11-23"}}
+    assert request["UpdateExpression"] == "ADD usd :usd SET expires_at = :expires"
+    assert request["ConditionExpression"] == "attribute_not_exists(usd) OR usd <= :room"
+    assert request["ExpressionAttributeValues"] == {
+        ":usd": {"N": "0.05"},
+        ":room": {"N": "0.95"},
+        ":expires": {"N": "1800000000"},
+    }
+    assert request["ReturnValues"] == "UPDATED_NEW"
+    # Refused: the counter as DynamoDB found it comes back with the failure
+    assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+    assert backend.reserve_spend("d:2026-11-23", 0.1, cap_usd=1.0, expires_at=9e9) == (False, pytest.approx(0.95))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 
 from lambdas.router.budget import scopes_for
-from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.live_state import FLUSH_BUDGET_S, MAX_WRITES_PER_FLUSH, InMemoryBackend, LiveStateTracker
 from lambdas.router.policy import compile_policy
 
 NOVA_MICRO = "us.amazon.nova-micro-v1:0"
@@ -421,3 +423,238 @@ def test_closing_forgets_the_callers_of_the_failures_that_opened_it(default_poli
         a.record_attempt(default_policy, NOVA_MICRO, HOME, "regional", 30.0, caller="key:attacker")
     # Then the old callers do not count for it: the circuit stays closed
     assert PAIR not in store.circuits
+
+
+# -- a policy change applies to live state at once ------------------------------------------------------
+
+
+def test_disabling_the_breaker_by_a_hot_reload_stops_skipping_open_circuits_at_once(default_policy, policy_document):
+    # Given a circuit open in its cooldown
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    fail(a, default_policy, default_policy.breaker.failure_threshold)
+    assert ("nova-micro", HOME) in snapshot(a, default_policy, clock).state.open_circuits
+    # When a hot reload disables the breaker, within the cache period
+    policy_document["circuit_breaker"]["enabled"] = False
+    disabled = compile_policy(policy_document)
+    clock.now += 0.1
+    view = snapshot(a, disabled, clock)
+    # Then the pair is planned and called again at once
+    assert ("nova-micro", HOME) not in view.state.open_circuits
+    assert not a.is_open(disabled, *PAIR, view.probes)
+    assert view.probes == set()
+    # And enabling it again brings the open circuit back
+    assert ("nova-micro", HOME) in snapshot(a, default_policy, clock).state.open_circuits
+
+
+def test_a_model_added_back_by_a_hot_reload_is_read_before_it_is_planned(policy_document):
+    # Given a catalog model whose circuit another instance opened
+    titan = ("amazon.titan-text-lite-v1", HOME)
+    policy_document["models"]["titan-lite"] = {
+        **policy_document["models"]["nova-micro"],
+        "model_id": titan[0],
+        "regions": [HOME],
+    }
+    with_titan = compile_policy(policy_document)
+    del policy_document["models"]["titan-lite"]
+    without_titan = compile_policy(policy_document)
+    store, clock = InMemoryBackend(), Clock()
+    a, other = tracker(store, clock), tracker(store, clock)
+    for index in range(with_titan.breaker.failure_threshold):
+        other.record_attempt(with_titan, *titan, "regional", 30.0, caller=caller(index))
+    assert titan in store.circuits
+    # And an instance that last read the store under a policy without that model
+    snapshot(a, without_titan, clock)
+    # When a hot reload adds the model back, within the cache period
+    clock.now += 0.5
+    view = snapshot(a, with_titan, clock)
+    # Then the instance reads the store first and leaves the open circuit out of the plan
+    assert ("titan-lite", HOME) in view.state.open_circuits
+    assert a.is_open(with_titan, *titan, view.probes)
+
+
+def test_a_changed_counting_window_is_read_at_once(default_policy, policy_document):
+    store, clock = InMemoryBackend(), Clock()
+    a = tracker(store, clock)
+    snapshot(a, default_policy, clock)
+    policy_document["circuit_breaker"]["window_seconds"] = 60
+    snapshot(a, compile_policy(policy_document), clock)
+    assert store.reads == 2
+
+
+# -- no store call under the lock the request path takes ------------------------------------------------
+
+
+class LockWatch:
+    """A store that, during every call, checks that another thread can still use the tracker (take its lock)."""
+
+    def __init__(self, inner: Any, policy) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.tracker: LiveStateTracker | None = None
+        self.called: set[str] = set()
+        self.stalled: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.called.add(name)
+            if self.tracker is not None and not self.stalled:
+                probe = threading.Thread(target=self.tracker.is_open, args=(self.policy, "no-such-model", HOME, set()))
+                probe.start()
+                probe.join(timeout=0.5)
+                if probe.is_alive():
+                    self.stalled.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_no_store_call_is_made_while_holding_the_lock_the_request_path_takes(default_policy, policy_document):
+    # Given a store that checks the tracker's lock is free during each of its calls
+    policy_document["budget"] = {"daily_usd": 1.0, "modes": [{"at_percent": 100, "action": "reject"}]}
+    budgeted = compile_policy(policy_document)
+    flaky = Flaky()
+    store, clock = LockWatch(flaky, default_policy), Clock()
+    a = tracker(store, clock, unhealthy_for_s=5.0)
+    store.tracker = a
+    scopes = scopes_for(budgeted.budget, clock(), tier=None, api_key=None)
+    # When every kind of store call happens: reads, flushes, failures written at once, an open, a probe claimed
+    # and closing the circuit, a probe given back, a reservation, and a circuit written back after an outage
+    a.snapshot(budgeted, scopes)
+    a.record_attempt(default_policy, *PAIR, "ok", 40.0)
+    open_then_cool_down(a, default_policy, clock)
+    held = take_probe(a, default_policy, clock)
+    a.record_attempt(default_policy, *PAIR, "ok", 40.0, probes=held)
+    open_then_cool_down(a, default_policy, clock)
+    a.release(take_probe(a, default_policy, clock))
+    flaky.inner.spend[scopes[0].key] = 0.9
+    clock.now += 2.0
+    a.snapshot(budgeted, scopes)
+    a.settle(a.reserve(budgeted, scopes, 0.05), 0.04)
+    flaky.down = True
+    west = (NOVA_MICRO, "us-west-2")
+    for index in range(default_policy.breaker.failure_threshold):
+        a.record_attempt(default_policy, *west, "regional", 30.0, caller=caller(index))
+    flaky.down = False
+    clock.now += 5.0
+    a.snapshot(default_policy, scopes)
+    a.flush()
+    # Then each of them left the lock free
+    assert store.called >= {
+        "read",
+        "add_counts",
+        "add_spend",
+        "open_circuit",
+        "claim_probe",
+        "close_circuit",
+        "release_probe",
+        "reserve_spend",
+    }
+    assert west in flaky.inner.circuits  # written back
+    assert store.stalled == []
+
+
+class Blocking(InMemoryBackend):
+    """A store whose spend writes hang until released (a store that stopped answering, or retry backoff)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+
+    def add_spend(self, amounts: Any) -> None:
+        self.entered.set()
+        assert self.go_on.wait(10)
+        super().add_spend(amounts)
+
+
+def test_a_hanging_store_call_stalls_only_the_request_that_makes_it(default_policy):
+    # Given an instance with spend to flush
+    store, clock = Blocking(), Clock()
+    a = tracker(store, clock)
+    scopes = scopes_for(default_policy.budget, clock(), tier="standard", api_key=None)
+    a.snapshot(default_policy, scopes)
+    a.record_spend(0.5, scopes)
+    clock.now += 2.0
+    # When one request's flush hangs in the store
+    flusher = threading.Thread(target=a.snapshot, args=(default_policy, scopes))
+    flusher.start()
+    assert store.entered.wait(5)
+    reads = store.reads
+    # Then other requests route, count and spend meanwhile, on the cached view, and start no second flush
+    done = threading.Event()
+
+    def other_requests() -> None:
+        for _ in range(20):
+            view = a.snapshot(default_policy, scopes)
+            assert not a.is_open(default_policy, *PAIR, view.probes)
+            a.record_attempt(default_policy, *PAIR, "ok", 40.0, probes=view.probes)
+            a.settle(a.reserve(default_policy, scopes, 0.01), 0.01)
+            a.release(view.probes)
+        done.set()
+
+    threading.Thread(target=other_requests).start()
+    try:
+        assert done.wait(2.0), "requests waited for another request's store call"
+        assert store.reads == reads
+    finally:
+        store.go_on.set()
+        flusher.join(5)
+    # And once the store answers, everything is written
+    a.flush()
+    assert store.spend[scopes[0].key] == pytest.approx(0.5 + 20 * 0.01)
+
+
+def test_recovery_after_a_long_outage_writes_a_bounded_batch_per_flush(default_policy):
+    # Given a store down for six minutes while an instance answered calls on 20 pairs in every window
+    store, clock = Flaky(), Clock()
+    a = tracker(store, clock, unhealthy_for_s=5.0)
+    scopes = scopes_for(default_policy.budget, clock(), tier="standard", api_key=None)
+    store.down = True
+    snapshot(a, default_policy, clock)
+    pairs = [(f"model-{index}", HOME) for index in range(20)]
+    for _ in range(12):
+        for pair in pairs:
+            a.record_attempt(default_policy, *pair, "ok", 40.0)
+        a.record_spend(0.01, scopes)
+        clock.now += 30.0
+    for pair in pairs:
+        a.record_attempt(default_policy, *pair, "ok", 40.0)
+    store.down = False
+    store.calls.clear()
+    # When the next request finds the store back
+    a.snapshot(default_policy, scopes)
+    # Then it writes at most MAX_WRITES_PER_FLUSH items, spend first, and reads
+    assert store.calls.get("add_counts", 0) + store.calls.get("add_spend", 0) <= MAX_WRITES_PER_FLUSH
+    assert store.calls["add_spend"] == len(scopes)
+    assert store.calls["read"] == 1
+    # And the rest follows, only for the windows anyone still reads (the current and the previous one)
+    a.flush()
+    assert store.calls["add_counts"] == 2 * len(pairs)
+    assert {window for _pair, window in store.inner.counts} == {int(clock.now // 30) - 1, int(clock.now // 30)}
+    assert store.inner.spend[scopes[0].key] == pytest.approx(0.12)
+
+
+def test_a_slow_store_costs_the_request_that_flushes_a_bounded_time(default_policy):
+    class Slow(InMemoryBackend):
+        def add_counts(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.1)
+            return super().add_counts(*args, **kwargs)
+
+    # Given 16 counters to write, on a store that takes 100 ms a write
+    store, clock = Slow(), Clock()
+    a = tracker(store, clock)
+    snapshot(a, default_policy, clock)
+    for index in range(16):
+        a.record_attempt(default_policy, f"model-{index}", HOME, "ok", 40.0)
+    clock.now += 1.0
+    # When the next request flushes
+    started = time.monotonic()
+    snapshot(a, default_policy, clock)
+    # Then it stops writing after FLUSH_BUDGET_S, and the rest is written later
+    assert time.monotonic() - started < FLUSH_BUDGET_S + 0.3
+    assert 1 <= len(store.counts) < 16
+    a.flush()
+    assert len(store.counts) == 16

@@ -346,3 +346,32 @@ def test_without_any_policy_fetches_are_spaced_not_made_on_every_request():
             store.current()
     # Then the source was asked every 5 s, not 120 times
     assert fetches == [0.0, 5.0, 10.0]
+
+
+def test_concurrent_first_callers_wait_for_the_first_fetch(policy_document):
+    # Given a slow first fetch (a cold start) and several requests arriving together
+    import threading
+    import time
+
+    raw = json.dumps(policy_document).encode()
+
+    def slow_fetch() -> bytes:
+        time.sleep(0.2)
+        return raw
+
+    store = PolicyStore(slow_fetch, max_age_s=45)
+    results: list[object] = []
+
+    def ask() -> None:
+        try:
+            results.append(store.current().version)
+        except PolicyUnavailable as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    # Then every one of them gets the policy, none a PolicyUnavailable (a 503)
+    assert results == ["2026-12-01.1"] * 8
