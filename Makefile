@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/router_overhead.py
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/fault_drill.py --out fault_drill.json
+	$(PY) benchmarks/concurrency_drill.py --out concurrency_drill.json
 
 validators: setup
 	$(PY) tools/generate_validators.py

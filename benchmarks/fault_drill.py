@@ -240,12 +240,13 @@ def _free_port() -> int:
         return port
 
 
-def _start_local(port: int) -> subprocess.Popen[bytes]:
+def _start_local(port: int, policy: Path | None = None) -> subprocess.Popen[bytes]:
     # The server's output goes to an unlinked temporary file, not a pipe: nobody reads a pipe while the drill
     # runs, and a full pipe would block the server on its next log line.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process it captures
     process = subprocess.Popen(
-        [sys.executable, "-m", "local_endpoint.server", "--port", str(port)],
+        [sys.executable, "-m", "local_endpoint.server", "--port", str(port)]
+        + (["--policy", str(policy)] if policy is not None else []),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log,

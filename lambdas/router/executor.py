@@ -31,6 +31,9 @@ from .policy import Resilience
 
 # Below this much time left there is no point starting a model call.
 MIN_ATTEMPT_SECONDS = 0.25
+DEADLINE_MARGIN_SECONDS = 0.05
+"""An attempt cut short by the deadline ends this much before it: the gateway's guard grace, waking the
+waiting thread and building the answer fit in it, so the answer (degraded if need be) is not late."""
 
 
 class FailureClass(StrEnum):
@@ -217,7 +220,8 @@ def execute_plan(
             tried_models.add(call.model.key)
             started = clock()
             try:
-                reply = invoke(call, AttemptTimeout(min(attempt_timeout, remaining), connect_s=connect_timeout))
+                budget_s = min(attempt_timeout, remaining - DEADLINE_MARGIN_SECONDS)
+                reply = invoke(call, AttemptTimeout(budget_s, connect_s=connect_timeout))
             except ModelCallError as error:
                 elapsed_ms = (clock() - started) * 1000.0
                 record(

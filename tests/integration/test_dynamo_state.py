@@ -12,12 +12,12 @@ import pytest
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from benchmarks.budget_drill import bound_usd, two_instances_spend, write_policy
 from lambdas.router import breaker as b
 from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend
 from lambdas.router.live_state import LiveStateTracker
 
-from .budget_drill import bound_usd, two_instances_spend, write_policy
 from .conftest import free_port
 
 PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")

@@ -10,6 +10,7 @@ import pytest
 
 from lambdas.router.bedrock import MAX_CLIENTS, BedrockGateway
 from lambdas.router.engine import PlannedCall, RoutingRequest, decide
+from lambdas.router.executor import DEADLINE_MARGIN_SECONDS as MARGIN
 from lambdas.router.executor import AttemptTimeout, ModelCallError, ModelReply, execute_plan
 from lambdas.router.policy import compile_policy
 from lambdas.router.policy_store import PolicyStore
@@ -96,7 +97,7 @@ def test_an_attempt_near_the_deadline_gets_only_the_time_left_to_connect_and_rea
         plan, invoke, policy.resilience, deadline=clock() + 0.5, clock=clock, sleep=clock.sleep, rng=random.Random(1)
     )
     # Then both timeouts are the half second left
-    assert (float(handed[0]), handed[0].connect_s) == (0.5, 0.5)
+    assert (float(handed[0]), handed[0].connect_s) == pytest.approx((0.5 - MARGIN, 0.5 - MARGIN))
 
 
 def test_every_model_timing_out_ends_at_the_deadline_not_past_it(policy_document):
@@ -108,10 +109,11 @@ def test_every_model_timing_out_ends_at_the_deadline_not_past_it(policy_document
     started = clock()
     # When a request is routed
     outcome = service.generate(json.dumps({"prompt": "Hello!"}), caller())
-    # Then the second attempt gets the half second left, and the degraded answer comes at the deadline
-    assert [round(float(t), 3) for t in gateway.timeouts] == [1.0, 0.5]
+    # Then the second attempt gets the half second left but the margin, and the degraded answer comes just
+    # before the deadline, never past it
+    assert [round(float(t), 3) for t in gateway.timeouts] == [1.0, round(0.5 - MARGIN, 3)]
     assert outcome.body["model_used"] == DEGRADED_MODEL
-    assert clock() - started == pytest.approx(1.5)
+    assert clock() - started == pytest.approx(1.5 - MARGIN)
 
 
 # --- the service's cap -----------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def test_the_deadline_is_capped_by_the_lambdas_remaining_time_minus_the_response
     # When a request is routed
     service.generate(json.dumps({"prompt": "Hello!"}), caller(remaining_ms=1200))
     # Then the first attempt may take only what is left once the reserve is kept back
-    assert float(gateway.timeouts[0]) == pytest.approx((1200 - RESPONSE_RESERVE_MS) / 1000)
+    assert float(gateway.timeouts[0]) == pytest.approx((1200 - RESPONSE_RESERVE_MS) / 1000 - MARGIN)
 
 
 def test_a_lambda_nearly_out_of_time_answers_degraded_without_calling_a_model(policy_document):

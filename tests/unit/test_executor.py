@@ -8,6 +8,7 @@ import pytest
 
 from lambdas.router.engine import PlannedCall, RoutingRequest, decide
 from lambdas.router.executor import (
+    DEADLINE_MARGIN_SECONDS,
     FailureClass,
     ModelCallError,
     ModelReply,
@@ -245,7 +246,7 @@ def test_stops_at_the_deadline(plan, default_policy):
     assert result.stop_reason == "deadline"
     assert len(models.calls) == 3
     # And each call's timeout is bounded by the time left
-    assert models.calls[-1][2] == pytest.approx(1.0)
+    assert models.calls[-1][2] == pytest.approx(1.0 - DEADLINE_MARGIN_SECONDS)  # ends just before the deadline
 
 
 def test_backoff_that_would_overrun_the_deadline_is_skipped(plan, default_policy):
