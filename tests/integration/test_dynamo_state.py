@@ -5,12 +5,9 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import boto3
 import pytest
-from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import make_server
 
 from benchmarks.budget_drill import bound_usd, two_instances_spend, write_policy
 from lambdas.router import breaker as b
@@ -18,7 +15,7 @@ from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend
 from lambdas.router.live_state import LiveStateTracker
 
-from .conftest import free_port
+from .conftest import free_port, running_moto_server
 
 PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")
 REGION = "us-east-1"
@@ -30,21 +27,8 @@ def moto_url(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[str]:
     for name, value in {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto"}.items():
         monkeypatch_module.setenv(name, value)
     monkeypatch_module.delenv("AWS_PROFILE", raising=False)
-    # moto's server over real HTTP, many connections at once, but one request at a time inside moto: its
-    # in-memory DynamoDB applies ADD as an unlocked read-modify-write, which real DynamoDB does atomically.
-    moto_app = DomainDispatcherApplication(create_backend_app)
-    lock = threading.Lock()
-
-    def one_at_a_time(environ: Any, start_response: Any) -> list[bytes]:
-        with lock:
-            return list(moto_app(environ, start_response))
-
-    server = make_server("127.0.0.1", free_port(), one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join()
+    with running_moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
