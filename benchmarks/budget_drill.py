@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 from lambdas.router.budget import UNCONFIRMED_SHARE_PERCENT, scopes_for
 from lambdas.router.engine import PlannedCall
 from lambdas.router.executor import ModelReply
-from lambdas.router.live_state import LiveStateTracker, StateBackend
+from lambdas.router.live_state import LiveStateTracker
 from lambdas.router.policy import DEFAULT_POLICY_PATH
 from lambdas.router.policy_store import PolicyStore, file_fetcher
 from lambdas.router.service import CallerContext, RouterService
+from lambdas.router.state_store import StateBackend
 
 # 400 characters: the router estimates 100 input tokens, which is what the gateway below reports.
 PROMPT = "Tell me about the weather in spring. " * 10 + "Thanks!" + " " * 23

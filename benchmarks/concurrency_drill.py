@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.budget_drill import bound_usd, two_instances_spend, write_policy  # noqa: E402
 from benchmarks.fault_drill import _call, _free_port, _percentile, _start_local  # noqa: E402
-from lambdas.router.live_state import InMemoryBackend  # noqa: E402
 from lambdas.router.policy import DEFAULT_POLICY_PATH  # noqa: E402
+from lambdas.router.state_store import InMemoryBackend  # noqa: E402
 
 OVERRUN_TARGET_MS = 50.0
 SLOW_MODEL_MS = 2_500

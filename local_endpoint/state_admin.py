@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from lambdas.router.dynamo_state import DynamoBackend
-from lambdas.router.live_state import CircuitRecord, LiveStateTracker
+from lambdas.router.live_state import LiveStateTracker
+from lambdas.router.state_store import CircuitRecord
 
 # The key prefixes of the router's items in the state table (circuits, counting windows, spend).
 ROUTER_KEY_PREFIXES = ("c#", "w#", "s#")

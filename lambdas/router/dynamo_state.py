@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import breaker as b
-from .live_state import CircuitRecord, CountKey, Pair, RemoteView
+from .state_store import CircuitRecord, CountKey, Pair, RemoteView
 
 BATCH_GET_LIMIT = 100
 BATCH_GET_TRIES = 3

@@ -12,10 +12,11 @@ import pytest
 
 from lambdas.router import handler
 from lambdas.router.budget import scopes_for
-from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.live_state import LiveStateTracker
 from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
 from lambdas.router.policy_store import PolicyStore, file_fetcher
 from lambdas.router.service import RouterService
+from lambdas.router.state_store import InMemoryBackend
 from local_endpoint.server import LocalLambdaContext
 
 from .conftest import FakeBedrock, api_event

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.budget_drill import bound_usd, two_instances_spend, write_policy
-from lambdas.router.live_state import InMemoryBackend
+from lambdas.router.state_store import InMemoryBackend
 
 DAILY_USD = 2.0
 

@@ -14,8 +14,9 @@ from lambdas.router.budget import (
     hard_stop_percent,
     scopes_for,
 )
-from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.live_state import LiveStateTracker
 from lambdas.router.policy import Policy, compile_policy
+from lambdas.router.state_store import InMemoryBackend
 
 T0 = 1_800_000_000.0
 CAP = 10.0

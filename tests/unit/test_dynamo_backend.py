@@ -8,7 +8,8 @@ import pytest
 
 from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend, IncompleteRead, _n
-from lambdas.router.live_state import InMemoryBackend, LiveStateTracker
+from lambdas.router.live_state import LiveStateTracker
+from lambdas.router.state_store import InMemoryBackend
 
 PAIR = ("us.amazon.nova-micro-v1:0", "us-east-1")
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from lambdas.router.budget import scopes_for
-from lambdas.router.live_state import FLUSH_BUDGET_S, MAX_WRITES_PER_FLUSH, InMemoryBackend, LiveStateTracker
+from lambdas.router.live_state import FLUSH_BUDGET_S, MAX_WRITES_PER_FLUSH, LiveStateTracker
 from lambdas.router.policy import compile_policy
+from lambdas.router.state_store import InMemoryBackend
 
 NOVA_MICRO = "us.amazon.nova-micro-v1:0"
 HOME = "us-east-1"
