@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/fault_drill.py --out fault_drill.json
 	$(PY) benchmarks/concurrency_drill.py --out concurrency_drill.json
+	$(PY) benchmarks/routing_quality.py --out routing_quality.json
 
 validators: setup
 	$(PY) tools/generate_validators.py

@@ -1,0 +1,71 @@
+"""Smoke run of benchmarks/routing_quality.py on a slice of the routellm test splits (../shared beside the clone)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from benchmarks.routing_quality import DEFAULT_DATA, ROUTERS, Item, evaluate, main
+
+
+def test_smoke_run_scores_every_router_on_both_sets(tmp_path, capsys):
+    # Given the routellm data beside the repository (CI checks ../shared out next to the clone)
+    assert (DEFAULT_DATA / "gsm8k" / "gsm8k_responses.csv").is_file(), (
+        f"routellm development data missing: expected {DEFAULT_DATA} (../shared/datasets/routellm beside the clone)"
+    )
+    out = tmp_path / "routing_quality.json"
+    # When the benchmark runs on 200 test prompts per set
+    started = time.perf_counter()
+    assert main(["--limit", "200", "--out", str(out)]) == 0
+    elapsed = time.perf_counter() - started
+    # Then it is quick, prints a table per set and writes figures for every router on both sets
+    assert elapsed < 20
+    printed = capsys.readouterr().out
+    assert "gsm8k" in printed
+    assert "mmlu" in printed
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert set(report["sets"]) == {"gsm8k", "mmlu"}
+    for name, result in report["sets"].items():
+        assert result["test_prompts"] == 200, name
+        assert set(result["routers"]) == set(ROUTERS), name
+        routers = result["routers"]
+        for router, figures in routers.items():
+            assert 0.0 <= figures["strong_share_at_95"] <= 1.0, (name, router)
+            assert all(0.0 <= point["strong_share"] <= 1.0 for point in figures["curve"]), (name, router)
+            assert len(figures["curve"]) == 101, (name, router)
+        assert routers["oracle"]["apgr"] > routers["random"]["apgr"], name
+        assert routers["oracle"]["strong_share_at_95"] < routers["random"]["strong_share_at_95"], name
+        assert 0.35 <= routers["random"]["apgr"] <= 0.65, name
+
+
+def test_is_deterministic_given_the_seed(tmp_path):
+    # Given two runs with the same seed
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    main(["--limit", "50", "--out", str(first)])
+    main(["--limit", "50", "--out", str(second)])
+    # Then their figures and curves match (timings aside)
+    a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (first, second))
+    for report in (a, b):
+        report.pop("seconds")
+        for result in report["sets"].values():
+            for figures in result["routers"].values():
+                figures.pop("seconds")
+    assert a == b
+
+
+def test_perfect_ranking_needs_only_the_prompts_the_strong_model_alone_gets_right():
+    # Given 10 prompts where the strong model alone is right on 2 and the router ranks exactly those first
+    items = [Item("p", weak_correct=False, strong_correct=True, cheap_cost_usd=1.0, strong_cost_usd=10.0)] * 2
+    items += [Item("p", weak_correct=True, strong_correct=True, cheap_cost_usd=1.0, strong_cost_usd=10.0)] * 8
+    scores = [1.0, 1.0] + [0.0] * 8
+    # When evaluated
+    figures = evaluate(items, scores)
+    # Then 95% of strong quality (0.95) is reached between 10% and 20% strong calls, by interpolation
+    assert figures["strong_share_at_95"] == pytest.approx(0.15)
+    assert figures["curve"][20]["quality_kept"] == pytest.approx(1.0)
+    # And cost saved compares to always-strong (100): 8.5 cheap + 1.5 strong = 23.5
+    assert figures["cost_saved_at_95"] == pytest.approx(1 - 23.5 / 100)
+    # And APGR is the area under PGR: a ramp to 1 by 20%, then flat
+    assert figures["apgr"] == pytest.approx(0.9)
