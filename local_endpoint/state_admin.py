@@ -61,17 +61,16 @@ class DynamoStoreView:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import botocore.session
-            from botocore.config import Config
+            from lambdas.router.aws_clients import new_client
 
             # An admin call, not the request path: patient timeouts, a few retries.
-            self._client = botocore.session.get_session().create_client(
+            self._client = new_client(
                 "dynamodb",
-                region_name=self._region,
+                region=self._region,
                 endpoint_url=self._endpoint_url,
-                config=Config(
-                    connect_timeout=2, read_timeout=10, retries={"total_max_attempts": 3, "mode": "standard"}
-                ),
+                connect_timeout=2,
+                read_timeout=10,
+                retries={"total_max_attempts": 3, "mode": "standard"},
             )
         return self._client
 

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .aws_clients import new_client
 from .engine import PlannedCall
 from .executor import AttemptTimeout, FailureClass, ModelCallError, ModelReply
 
@@ -54,7 +55,6 @@ class BedrockGateway:
         self._credentials = dict(credentials or {})
         self._clients: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
-        self._session: Any = None
 
     def client(self, region: str, read_timeout_s: float, connect_timeout_s: float | None = None) -> Any:
         """The cached client whose timeouts are these, cut down to the 50 ms grid (at least one step)."""
@@ -72,25 +72,16 @@ class BedrockGateway:
         return client
 
     def _new_client(self, region: str, *, connect_ms: int, read_ms: int) -> Any:
-        import botocore.session
-        from botocore.config import Config
-
-        if self._session is None:
-            self._session = botocore.session.get_session()
-        config = Config(
-            region_name=region,
+        return new_client(
+            "bedrock-runtime",
+            region=region,
+            endpoint_url=self._endpoint_url,
+            credentials=self._credentials,
             connect_timeout=connect_ms / 1000.0,
             read_timeout=read_ms / 1000.0,
             retries={"total_max_attempts": 1, "mode": "standard"},
             tcp_keepalive=True,
             max_pool_connections=50,
-        )
-        return self._session.create_client(
-            "bedrock-runtime",
-            region_name=region,
-            endpoint_url=self._endpoint_url,
-            config=config,
-            **self._credentials,
         )
 
     def converse(

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import breaker as b
+from .aws_clients import new_client
 from .state_store import CircuitRecord, CountKey, Pair, RemoteView
 
 BATCH_GET_LIMIT = 100
@@ -107,19 +108,14 @@ class DynamoBackend:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import botocore.session
-            from botocore.config import Config
-
-            self._client = botocore.session.get_session().create_client(
+            self._client = new_client(
                 "dynamodb",
-                region_name=self._region,
+                region=self._region,
                 endpoint_url=self._endpoint_url,
-                config=Config(
-                    connect_timeout=self._connect_timeout_s,
-                    read_timeout=self._read_timeout_s,
-                    retries={"total_max_attempts": 2, "mode": "standard"},
-                    tcp_keepalive=True,
-                ),
+                connect_timeout=self._connect_timeout_s,
+                read_timeout=self._read_timeout_s,
+                retries={"total_max_attempts": 2, "mode": "standard"},
+                tcp_keepalive=True,
             )
         return self._client
 

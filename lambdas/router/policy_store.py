@@ -208,15 +208,16 @@ class AppConfigFetcher:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import botocore.session
-            from botocore.config import Config
+            from .aws_clients import new_client
 
-            self._client = botocore.session.get_session().create_client(
+            # One attempt each, on the request path: a slow AppConfig costs a request at most about 2 s of
+            # each call, and the policy in force (or the bootstrap) serves meanwhile; the next poll retries.
+            self._client = new_client(
                 "appconfigdata",
-                region_name=self._region,
-                # One attempt each, on the request path: a slow AppConfig costs a request at most about 2 s of
-                # each call, and the policy in force (or the bootstrap) serves meanwhile; the next poll retries.
-                config=Config(connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 1}),
+                region=self._region,
+                connect_timeout=1,
+                read_timeout=1,
+                retries={"total_max_attempts": 1},
             )
         return self._client
 
