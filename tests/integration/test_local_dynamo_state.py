@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
+from benchmarks.fault_drill import caller_addresses
 from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file
 
 from .conftest import LocalEndpoint, running_local_endpoint, running_moto_server
@@ -74,18 +75,6 @@ def _generate_from(endpoint: LocalEndpoint, source: str) -> dict[str, Any]:
         connection.close()
 
 
-def _callers(count: int) -> list[str]:
-    addresses = []
-    for n in range(1, count + 1):
-        try:
-            with socket.socket() as sock:
-                sock.bind((f"127.0.0.{n}", 0))
-        except OSError:
-            break
-        addresses.append(f"127.0.0.{n}")
-    return addresses
-
-
 def _state_when(endpoint: LocalEndpoint, ready: Any, within_s: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + within_s
     while True:
@@ -97,7 +86,7 @@ def _state_when(endpoint: LocalEndpoint, ready: Any, within_s: float = 10.0) -> 
 
 
 def test_state_admin_shows_and_clears_the_dynamodb_store(dynamo_endpoint, table_client):
-    callers = _callers(POLICY.breaker.failure_threshold + 2)
+    callers = [a for a in caller_addresses("http://127.0.0.1", POLICY.breaker.failure_threshold + 2) if a]
     if len(callers) < POLICY.breaker.min_failing_callers:
         pytest.skip("needs several loopback source addresses (Linux)")
     # Given an empty table
