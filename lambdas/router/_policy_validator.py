@@ -16,7 +16,7 @@ class JsonSchemaValueException(ValueError):
         self.name = name
         self.definition = definition
         self.rule = rule
-REGEX_PATTERNS = {'^[0-9]{4}-[0-9]{2}-[0-9]{2}$': re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}\\Z'), '^[a-z0-9][a-z0-9._-]{0,63}$': re.compile('^[a-z0-9][a-z0-9._-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,31}$': re.compile('^[a-z0-9][a-z0-9_-]{0,31}$'), '^[A-Za-z0-9-]{1,64}$': re.compile('^[A-Za-z0-9-]{1,64}\\Z'), '^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+$': re.compile('^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+\\Z'), '^[a-z]{2}(-gov)?-[a-z]+-[0-9]$': re.compile('^[a-z]{2}(-gov)?-[a-z]+-[0-9]\\Z')}
+REGEX_PATTERNS = {'^[0-9]{4}-[0-9]{2}-[0-9]{2}$': re.compile('^[0-9]{4}-[0-9]{2}-[0-9]{2}\\Z'), '^[a-z0-9][a-z0-9._-]{0,63}$': re.compile('^[a-z0-9][a-z0-9._-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,63}$': re.compile('^[a-z0-9][a-z0-9_-]{0,63}\\Z'), '^[a-z0-9][a-z0-9_-]{0,31}$': re.compile('^[a-z0-9][a-z0-9_-]{0,31}$'), '^[A-Za-z0-9-]{1,64}$': re.compile('^[A-Za-z0-9-]{1,64}\\Z'), '^[A-Za-z0-9+/]*={0,2}$': re.compile('^[A-Za-z0-9+/]*={0,2}\\Z'), '^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+$': re.compile('^([a-z-]{2,8}\\.)?[a-z0-9-]+\\.[A-Za-z0-9._:-]+\\Z'), '^[a-z]{2}(-gov)?-[a-z]+-[0-9]$': re.compile('^[a-z]{2}(-gov)?-[a-z]+-[0-9]\\Z')}
 NoneType = type(None)
 
 def validate(data, custom_formats={}, name_prefix=None):
@@ -722,6 +722,266 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                             validate___definitions_keyword_signal(data__complexity__signals__analysis, custom_formats, (name_prefix or 'data') + '.complexity.signals.analysis')
                         if data__complexity__signals_keys:
                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.signals must not contain ' + str(data__complexity__signals_keys) + ' properties', value=data__complexity__signals, name='' + (name_prefix or 'data') + '.complexity.signals', definition=None, rule='additionalProperties')
+                if 'learned' in data__complexity_keys:
+                    data__complexity_keys.remove('learned')
+                    data__complexity__learned = data__complexity['learned']
+                    if not isinstance(data__complexity__learned, dict):
+                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned must be object', value=data__complexity__learned, name='' + (name_prefix or 'data') + '.complexity.learned', definition=None, rule='type')
+                    data__complexity__learned_is_dict = isinstance(data__complexity__learned, dict)
+                    if data__complexity__learned_is_dict:
+                        data__complexity__learned__missing_keys = set(['features', 'hash_bits', 'bias', 'weights', 'dense', 'thresholds', 'calibration']) - data__complexity__learned.keys()
+                        if data__complexity__learned__missing_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned must contain ' + (str(sorted(data__complexity__learned__missing_keys)) + ' properties'), value=data__complexity__learned, name='' + (name_prefix or 'data') + '.complexity.learned', definition=None, rule='required')
+                        data__complexity__learned_keys = set(data__complexity__learned.keys())
+                        if 'features' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('features')
+                            data__complexity__learned__features = data__complexity__learned['features']
+                            if not isinstance(data__complexity__learned__features, str):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.features must be string', value=data__complexity__learned__features, name='' + (name_prefix or 'data') + '.complexity.learned.features', definition=None, rule='type')
+                            if data__complexity__learned__features not in ['hashed-words-v1']:
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.features must be one of ['hashed-words-v1']", value=data__complexity__learned__features, name='' + (name_prefix or 'data') + '.complexity.learned.features', definition=None, rule='enum')
+                        if 'hash_bits' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('hash_bits')
+                            data__complexity__learned__hashbits = data__complexity__learned['hash_bits']
+                            if not isinstance(data__complexity__learned__hashbits, int) or isinstance(data__complexity__learned__hashbits, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.hash_bits must be integer', value=data__complexity__learned__hashbits, name='' + (name_prefix or 'data') + '.complexity.learned.hash_bits', definition=None, rule='type')
+                            if isinstance(data__complexity__learned__hashbits, (int, float, Decimal)):
+                                if data__complexity__learned__hashbits < 8:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.hash_bits must be bigger than or equal to 8', value=data__complexity__learned__hashbits, name='' + (name_prefix or 'data') + '.complexity.learned.hash_bits', definition=None, rule='minimum')
+                                if data__complexity__learned__hashbits > 16:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.hash_bits must be smaller than or equal to 16', value=data__complexity__learned__hashbits, name='' + (name_prefix or 'data') + '.complexity.learned.hash_bits', definition=None, rule='maximum')
+                        if 'bias' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('bias')
+                            data__complexity__learned__bias = data__complexity__learned['bias']
+                            if not isinstance(data__complexity__learned__bias, (int, float, Decimal)) or isinstance(data__complexity__learned__bias, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.bias must be number', value=data__complexity__learned__bias, name='' + (name_prefix or 'data') + '.complexity.learned.bias', definition=None, rule='type')
+                        if 'weights' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('weights')
+                            data__complexity__learned__weights = data__complexity__learned['weights']
+                            if not isinstance(data__complexity__learned__weights, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must be object', value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='type')
+                            data__complexity__learned__weights_is_dict = isinstance(data__complexity__learned__weights, dict)
+                            if data__complexity__learned__weights_is_dict:
+                                data__complexity__learned__weights__missing_keys = set(['encoding', 'scale', 'data']) - data__complexity__learned__weights.keys()
+                                if data__complexity__learned__weights__missing_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must contain ' + (str(sorted(data__complexity__learned__weights__missing_keys)) + ' properties'), value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='required')
+                                data__complexity__learned__weights_keys = set(data__complexity__learned__weights.keys())
+                                if 'encoding' in data__complexity__learned__weights_keys:
+                                    data__complexity__learned__weights_keys.remove('encoding')
+                                    data__complexity__learned__weights__encoding = data__complexity__learned__weights['encoding']
+                                    if not isinstance(data__complexity__learned__weights__encoding, str):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.encoding must be string', value=data__complexity__learned__weights__encoding, name='' + (name_prefix or 'data') + '.complexity.learned.weights.encoding', definition=None, rule='type')
+                                    if data__complexity__learned__weights__encoding not in ['int16-le-base64']:
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.weights.encoding must be one of ['int16-le-base64']", value=data__complexity__learned__weights__encoding, name='' + (name_prefix or 'data') + '.complexity.learned.weights.encoding', definition=None, rule='enum')
+                                if 'scale' in data__complexity__learned__weights_keys:
+                                    data__complexity__learned__weights_keys.remove('scale')
+                                    data__complexity__learned__weights__scale = data__complexity__learned__weights['scale']
+                                    if not isinstance(data__complexity__learned__weights__scale, (int, float, Decimal)) or isinstance(data__complexity__learned__weights__scale, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be number', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='type')
+                                    if isinstance(data__complexity__learned__weights__scale, (int, float, Decimal)):
+                                        if data__complexity__learned__weights__scale <= 0:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be bigger than 0', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='minimum')
+                                if 'data' in data__complexity__learned__weights_keys:
+                                    data__complexity__learned__weights_keys.remove('data')
+                                    data__complexity__learned__weights__data = data__complexity__learned__weights['data']
+                                    if not isinstance(data__complexity__learned__weights__data, str):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be string', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='type')
+                                    if isinstance(data__complexity__learned__weights__data, str):
+                                        data__complexity__learned__weights__data_len = len(data__complexity__learned__weights__data)
+                                        if data__complexity__learned__weights__data_len < 4:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be longer than or equal to 4 characters', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='minLength')
+                                        if data__complexity__learned__weights__data_len > 174764:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be shorter than or equal to 174764 characters', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='maxLength')
+                                        if not REGEX_PATTERNS['^[A-Za-z0-9+/]*={0,2}$'].search(data__complexity__learned__weights__data):
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must match pattern ^[A-Za-z0-9+/]*={0,2}$', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='pattern')
+                                if data__complexity__learned__weights_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must not contain ' + str(data__complexity__learned__weights_keys) + ' properties', value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='additionalProperties')
+                        if 'dense' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('dense')
+                            data__complexity__learned__dense = data__complexity__learned['dense']
+                            if not isinstance(data__complexity__learned__dense, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense must be object', value=data__complexity__learned__dense, name='' + (name_prefix or 'data') + '.complexity.learned.dense', definition=None, rule='type')
+                            data__complexity__learned__dense_is_dict = isinstance(data__complexity__learned__dense, dict)
+                            if data__complexity__learned__dense_is_dict:
+                                data__complexity__learned__dense__missing_keys = set(['weights', 'mean', 'std']) - data__complexity__learned__dense.keys()
+                                if data__complexity__learned__dense__missing_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense must contain ' + (str(sorted(data__complexity__learned__dense__missing_keys)) + ' properties'), value=data__complexity__learned__dense, name='' + (name_prefix or 'data') + '.complexity.learned.dense', definition=None, rule='required')
+                                data__complexity__learned__dense_keys = set(data__complexity__learned__dense.keys())
+                                if 'weights' in data__complexity__learned__dense_keys:
+                                    data__complexity__learned__dense_keys.remove('weights')
+                                    data__complexity__learned__dense__weights = data__complexity__learned__dense['weights']
+                                    if not isinstance(data__complexity__learned__dense__weights, (list, tuple)):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights must be array', value=data__complexity__learned__dense__weights, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights', definition=None, rule='type')
+                                    data__complexity__learned__dense__weights_is_list = isinstance(data__complexity__learned__dense__weights, (list, tuple))
+                                    if data__complexity__learned__dense__weights_is_list:
+                                        data__complexity__learned__dense__weights_len = len(data__complexity__learned__dense__weights)
+                                        if data__complexity__learned__dense__weights_len < 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights must contain at least 13 items', value=data__complexity__learned__dense__weights, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights', definition=None, rule='minItems')
+                                        if data__complexity__learned__dense__weights_len > 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights must contain less than or equal to 13 items', value=data__complexity__learned__dense__weights, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights', definition=None, rule='maxItems')
+                                        for data__complexity__learned__dense__weights_x, data__complexity__learned__dense__weights_item in enumerate(data__complexity__learned__dense__weights):
+                                            if not isinstance(data__complexity__learned__dense__weights_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__weights_item, bool):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__weights_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                if 'mean' in data__complexity__learned__dense_keys:
+                                    data__complexity__learned__dense_keys.remove('mean')
+                                    data__complexity__learned__dense__mean = data__complexity__learned__dense['mean']
+                                    if not isinstance(data__complexity__learned__dense__mean, (list, tuple)):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean must be array', value=data__complexity__learned__dense__mean, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean', definition=None, rule='type')
+                                    data__complexity__learned__dense__mean_is_list = isinstance(data__complexity__learned__dense__mean, (list, tuple))
+                                    if data__complexity__learned__dense__mean_is_list:
+                                        data__complexity__learned__dense__mean_len = len(data__complexity__learned__dense__mean)
+                                        if data__complexity__learned__dense__mean_len < 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean must contain at least 13 items', value=data__complexity__learned__dense__mean, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean', definition=None, rule='minItems')
+                                        if data__complexity__learned__dense__mean_len > 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean must contain less than or equal to 13 items', value=data__complexity__learned__dense__mean, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean', definition=None, rule='maxItems')
+                                        for data__complexity__learned__dense__mean_x, data__complexity__learned__dense__mean_item in enumerate(data__complexity__learned__dense__mean):
+                                            if not isinstance(data__complexity__learned__dense__mean_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__mean_item, bool):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__mean_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                if 'std' in data__complexity__learned__dense_keys:
+                                    data__complexity__learned__dense_keys.remove('std')
+                                    data__complexity__learned__dense__std = data__complexity__learned__dense['std']
+                                    if not isinstance(data__complexity__learned__dense__std, (list, tuple)):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std must be array', value=data__complexity__learned__dense__std, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std', definition=None, rule='type')
+                                    data__complexity__learned__dense__std_is_list = isinstance(data__complexity__learned__dense__std, (list, tuple))
+                                    if data__complexity__learned__dense__std_is_list:
+                                        data__complexity__learned__dense__std_len = len(data__complexity__learned__dense__std)
+                                        if data__complexity__learned__dense__std_len < 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std must contain at least 13 items', value=data__complexity__learned__dense__std, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std', definition=None, rule='minItems')
+                                        if data__complexity__learned__dense__std_len > 13:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std must contain less than or equal to 13 items', value=data__complexity__learned__dense__std, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std', definition=None, rule='maxItems')
+                                        for data__complexity__learned__dense__std_x, data__complexity__learned__dense__std_item in enumerate(data__complexity__learned__dense__std):
+                                            if not isinstance(data__complexity__learned__dense__std_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__std_item, bool):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__std_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                if data__complexity__learned__dense_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense must not contain ' + str(data__complexity__learned__dense_keys) + ' properties', value=data__complexity__learned__dense, name='' + (name_prefix or 'data') + '.complexity.learned.dense', definition=None, rule='additionalProperties')
+                        if 'thresholds' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('thresholds')
+                            data__complexity__learned__thresholds = data__complexity__learned['thresholds']
+                            if not isinstance(data__complexity__learned__thresholds, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds must be object', value=data__complexity__learned__thresholds, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds', definition=None, rule='type')
+                            data__complexity__learned__thresholds_is_dict = isinstance(data__complexity__learned__thresholds, dict)
+                            if data__complexity__learned__thresholds_is_dict:
+                                data__complexity__learned__thresholds__missing_keys = set(['moderate', 'complex']) - data__complexity__learned__thresholds.keys()
+                                if data__complexity__learned__thresholds__missing_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds must contain ' + (str(sorted(data__complexity__learned__thresholds__missing_keys)) + ' properties'), value=data__complexity__learned__thresholds, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds', definition=None, rule='required')
+                                data__complexity__learned__thresholds_keys = set(data__complexity__learned__thresholds.keys())
+                                if 'moderate' in data__complexity__learned__thresholds_keys:
+                                    data__complexity__learned__thresholds_keys.remove('moderate')
+                                    data__complexity__learned__thresholds__moderate = data__complexity__learned__thresholds['moderate']
+                                    if not isinstance(data__complexity__learned__thresholds__moderate, (int, float, Decimal)) or isinstance(data__complexity__learned__thresholds__moderate, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate must be number', value=data__complexity__learned__thresholds__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate', definition=None, rule='type')
+                                    if isinstance(data__complexity__learned__thresholds__moderate, (int, float, Decimal)):
+                                        if data__complexity__learned__thresholds__moderate < 0:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate must be bigger than or equal to 0', value=data__complexity__learned__thresholds__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate', definition=None, rule='minimum')
+                                        if data__complexity__learned__thresholds__moderate > 1:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate must be smaller than or equal to 1', value=data__complexity__learned__thresholds__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.moderate', definition=None, rule='maximum')
+                                if 'complex' in data__complexity__learned__thresholds_keys:
+                                    data__complexity__learned__thresholds_keys.remove('complex')
+                                    data__complexity__learned__thresholds__complex = data__complexity__learned__thresholds['complex']
+                                    if not isinstance(data__complexity__learned__thresholds__complex, (int, float, Decimal)) or isinstance(data__complexity__learned__thresholds__complex, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex must be number', value=data__complexity__learned__thresholds__complex, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex', definition=None, rule='type')
+                                    if isinstance(data__complexity__learned__thresholds__complex, (int, float, Decimal)):
+                                        if data__complexity__learned__thresholds__complex < 0:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex must be bigger than or equal to 0', value=data__complexity__learned__thresholds__complex, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex', definition=None, rule='minimum')
+                                        if data__complexity__learned__thresholds__complex > 1:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex must be smaller than or equal to 1', value=data__complexity__learned__thresholds__complex, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds.complex', definition=None, rule='maximum')
+                                if data__complexity__learned__thresholds_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.thresholds must not contain ' + str(data__complexity__learned__thresholds_keys) + ' properties', value=data__complexity__learned__thresholds, name='' + (name_prefix or 'data') + '.complexity.learned.thresholds', definition=None, rule='additionalProperties')
+                        if 'calibration' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('calibration')
+                            data__complexity__learned__calibration = data__complexity__learned['calibration']
+                            if not isinstance(data__complexity__learned__calibration, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration must be object', value=data__complexity__learned__calibration, name='' + (name_prefix or 'data') + '.complexity.learned.calibration', definition=None, rule='type')
+                            data__complexity__learned__calibration_is_dict = isinstance(data__complexity__learned__calibration, dict)
+                            if data__complexity__learned__calibration_is_dict:
+                                data__complexity__learned__calibration__missing_keys = set(['complex']) - data__complexity__learned__calibration.keys()
+                                if data__complexity__learned__calibration__missing_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration must contain ' + (str(sorted(data__complexity__learned__calibration__missing_keys)) + ' properties'), value=data__complexity__learned__calibration, name='' + (name_prefix or 'data') + '.complexity.learned.calibration', definition=None, rule='required')
+                                data__complexity__learned__calibration_keys = set(data__complexity__learned__calibration.keys())
+                                if 'moderate' in data__complexity__learned__calibration_keys:
+                                    data__complexity__learned__calibration_keys.remove('moderate')
+                                    data__complexity__learned__calibration__moderate = data__complexity__learned__calibration['moderate']
+                                    if not isinstance(data__complexity__learned__calibration__moderate, dict):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate must be object', value=data__complexity__learned__calibration__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate', definition=None, rule='type')
+                                    data__complexity__learned__calibration__moderate_is_dict = isinstance(data__complexity__learned__calibration__moderate, dict)
+                                    if data__complexity__learned__calibration__moderate_is_dict:
+                                        data__complexity__learned__calibration__moderate__missing_keys = set(['metric', 'target']) - data__complexity__learned__calibration__moderate.keys()
+                                        if data__complexity__learned__calibration__moderate__missing_keys:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate must contain ' + (str(sorted(data__complexity__learned__calibration__moderate__missing_keys)) + ' properties'), value=data__complexity__learned__calibration__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate', definition=None, rule='required')
+                                        data__complexity__learned__calibration__moderate_keys = set(data__complexity__learned__calibration__moderate.keys())
+                                        if 'metric' in data__complexity__learned__calibration__moderate_keys:
+                                            data__complexity__learned__calibration__moderate_keys.remove('metric')
+                                            data__complexity__learned__calibration__moderate__metric = data__complexity__learned__calibration__moderate['metric']
+                                            if not isinstance(data__complexity__learned__calibration__moderate__metric, str):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.metric must be string', value=data__complexity__learned__calibration__moderate__metric, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.metric', definition=None, rule='type')
+                                            if data__complexity__learned__calibration__moderate__metric not in ['quality_kept', 'strong_share']:
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.calibration.moderate.metric must be one of ['quality_kept', 'strong_share']", value=data__complexity__learned__calibration__moderate__metric, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.metric', definition=None, rule='enum')
+                                        if 'target' in data__complexity__learned__calibration__moderate_keys:
+                                            data__complexity__learned__calibration__moderate_keys.remove('target')
+                                            data__complexity__learned__calibration__moderate__target = data__complexity__learned__calibration__moderate['target']
+                                            if not isinstance(data__complexity__learned__calibration__moderate__target, (int, float, Decimal)) or isinstance(data__complexity__learned__calibration__moderate__target, bool):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target must be number', value=data__complexity__learned__calibration__moderate__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target', definition=None, rule='type')
+                                            if isinstance(data__complexity__learned__calibration__moderate__target, (int, float, Decimal)):
+                                                if data__complexity__learned__calibration__moderate__target < 0:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target must be bigger than or equal to 0', value=data__complexity__learned__calibration__moderate__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target', definition=None, rule='minimum')
+                                                if data__complexity__learned__calibration__moderate__target > 1:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target must be smaller than or equal to 1', value=data__complexity__learned__calibration__moderate__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.target', definition=None, rule='maximum')
+                                        if 'measured' in data__complexity__learned__calibration__moderate_keys:
+                                            data__complexity__learned__calibration__moderate_keys.remove('measured')
+                                            data__complexity__learned__calibration__moderate__measured = data__complexity__learned__calibration__moderate['measured']
+                                            if not isinstance(data__complexity__learned__calibration__moderate__measured, dict):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.measured must be object', value=data__complexity__learned__calibration__moderate__measured, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate.measured', definition=None, rule='type')
+                                        if data__complexity__learned__calibration__moderate_keys:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate must not contain ' + str(data__complexity__learned__calibration__moderate_keys) + ' properties', value=data__complexity__learned__calibration__moderate, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.moderate', definition=None, rule='additionalProperties')
+                                if 'complex' in data__complexity__learned__calibration_keys:
+                                    data__complexity__learned__calibration_keys.remove('complex')
+                                    data__complexity__learned__calibration__complex = data__complexity__learned__calibration['complex']
+                                    if not isinstance(data__complexity__learned__calibration__complex, dict):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex must be object', value=data__complexity__learned__calibration__complex, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex', definition=None, rule='type')
+                                    data__complexity__learned__calibration__complex_is_dict = isinstance(data__complexity__learned__calibration__complex, dict)
+                                    if data__complexity__learned__calibration__complex_is_dict:
+                                        data__complexity__learned__calibration__complex__missing_keys = set(['metric', 'target']) - data__complexity__learned__calibration__complex.keys()
+                                        if data__complexity__learned__calibration__complex__missing_keys:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex must contain ' + (str(sorted(data__complexity__learned__calibration__complex__missing_keys)) + ' properties'), value=data__complexity__learned__calibration__complex, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex', definition=None, rule='required')
+                                        data__complexity__learned__calibration__complex_keys = set(data__complexity__learned__calibration__complex.keys())
+                                        if 'metric' in data__complexity__learned__calibration__complex_keys:
+                                            data__complexity__learned__calibration__complex_keys.remove('metric')
+                                            data__complexity__learned__calibration__complex__metric = data__complexity__learned__calibration__complex['metric']
+                                            if not isinstance(data__complexity__learned__calibration__complex__metric, str):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.metric must be string', value=data__complexity__learned__calibration__complex__metric, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.metric', definition=None, rule='type')
+                                            if data__complexity__learned__calibration__complex__metric not in ['quality_kept', 'strong_share']:
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.calibration.complex.metric must be one of ['quality_kept', 'strong_share']", value=data__complexity__learned__calibration__complex__metric, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.metric', definition=None, rule='enum')
+                                        if 'target' in data__complexity__learned__calibration__complex_keys:
+                                            data__complexity__learned__calibration__complex_keys.remove('target')
+                                            data__complexity__learned__calibration__complex__target = data__complexity__learned__calibration__complex['target']
+                                            if not isinstance(data__complexity__learned__calibration__complex__target, (int, float, Decimal)) or isinstance(data__complexity__learned__calibration__complex__target, bool):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target must be number', value=data__complexity__learned__calibration__complex__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target', definition=None, rule='type')
+                                            if isinstance(data__complexity__learned__calibration__complex__target, (int, float, Decimal)):
+                                                if data__complexity__learned__calibration__complex__target < 0:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target must be bigger than or equal to 0', value=data__complexity__learned__calibration__complex__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target', definition=None, rule='minimum')
+                                                if data__complexity__learned__calibration__complex__target > 1:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target must be smaller than or equal to 1', value=data__complexity__learned__calibration__complex__target, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.target', definition=None, rule='maximum')
+                                        if 'measured' in data__complexity__learned__calibration__complex_keys:
+                                            data__complexity__learned__calibration__complex_keys.remove('measured')
+                                            data__complexity__learned__calibration__complex__measured = data__complexity__learned__calibration__complex['measured']
+                                            if not isinstance(data__complexity__learned__calibration__complex__measured, dict):
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.measured must be object', value=data__complexity__learned__calibration__complex__measured, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex.measured', definition=None, rule='type')
+                                        if data__complexity__learned__calibration__complex_keys:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration.complex must not contain ' + str(data__complexity__learned__calibration__complex_keys) + ' properties', value=data__complexity__learned__calibration__complex, name='' + (name_prefix or 'data') + '.complexity.learned.calibration.complex', definition=None, rule='additionalProperties')
+                                if data__complexity__learned__calibration_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.calibration must not contain ' + str(data__complexity__learned__calibration_keys) + ' properties', value=data__complexity__learned__calibration, name='' + (name_prefix or 'data') + '.complexity.learned.calibration', definition=None, rule='additionalProperties')
+                        if 'trained' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('trained')
+                            data__complexity__learned__trained = data__complexity__learned['trained']
+                            if not isinstance(data__complexity__learned__trained, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.trained must be object', value=data__complexity__learned__trained, name='' + (name_prefix or 'data') + '.complexity.learned.trained', definition=None, rule='type')
+                        if 'heuristic_floor' in data__complexity__learned_keys:
+                            data__complexity__learned_keys.remove('heuristic_floor')
+                            data__complexity__learned__heuristicfloor = data__complexity__learned['heuristic_floor']
+                            if not isinstance(data__complexity__learned__heuristicfloor, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.heuristic_floor must be boolean', value=data__complexity__learned__heuristicfloor, name='' + (name_prefix or 'data') + '.complexity.learned.heuristic_floor', definition=None, rule='type')
+                        if data__complexity__learned_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned must not contain ' + str(data__complexity__learned_keys) + ' properties', value=data__complexity__learned, name='' + (name_prefix or 'data') + '.complexity.learned', definition=None, rule='additionalProperties')
                 if data__complexity_keys:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity must not contain ' + str(data__complexity_keys) + ' properties', value=data__complexity, name='' + (name_prefix or 'data') + '.complexity', definition=None, rule='additionalProperties')
         if 'image_route' in data_keys:
@@ -875,6 +1135,147 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.latency_sla_ms must be bigger than or equal to 1', value=data__latencyslams, name='' + (name_prefix or 'data') + '.latency_sla_ms', definition=None, rule='minimum')
                 if data__latencyslams > 900000:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.latency_sla_ms must be smaller than or equal to 900000', value=data__latencyslams, name='' + (name_prefix or 'data') + '.latency_sla_ms', definition=None, rule='maximum')
+        if 'cascade' in data_keys:
+            data_keys.remove('cascade')
+            data__cascade = data['cascade']
+            if not isinstance(data__cascade, dict):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade must be object', value=data__cascade, name='' + (name_prefix or 'data') + '.cascade', definition=None, rule='type')
+            data__cascade_is_dict = isinstance(data__cascade, dict)
+            if data__cascade_is_dict:
+                data__cascade__missing_keys = set(['threshold', 'confidence']) - data__cascade.keys()
+                if data__cascade__missing_keys:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade must contain ' + (str(sorted(data__cascade__missing_keys)) + ' properties'), value=data__cascade, name='' + (name_prefix or 'data') + '.cascade', definition=None, rule='required')
+                data__cascade_keys = set(data__cascade.keys())
+                if 'threshold' in data__cascade_keys:
+                    data__cascade_keys.remove('threshold')
+                    data__cascade__threshold = data__cascade['threshold']
+                    if not isinstance(data__cascade__threshold, (int, float, Decimal)) or isinstance(data__cascade__threshold, bool):
+                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.threshold must be number', value=data__cascade__threshold, name='' + (name_prefix or 'data') + '.cascade.threshold', definition=None, rule='type')
+                    if isinstance(data__cascade__threshold, (int, float, Decimal)):
+                        if data__cascade__threshold < 0:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.threshold must be bigger than or equal to 0', value=data__cascade__threshold, name='' + (name_prefix or 'data') + '.cascade.threshold', definition=None, rule='minimum')
+                        if data__cascade__threshold > 1:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.threshold must be smaller than or equal to 1', value=data__cascade__threshold, name='' + (name_prefix or 'data') + '.cascade.threshold', definition=None, rule='maximum')
+                if 'confidence' in data__cascade_keys:
+                    data__cascade_keys.remove('confidence')
+                    data__cascade__confidence = data__cascade['confidence']
+                    if not isinstance(data__cascade__confidence, dict):
+                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence must be object', value=data__cascade__confidence, name='' + (name_prefix or 'data') + '.cascade.confidence', definition=None, rule='type')
+                    data__cascade__confidence_is_dict = isinstance(data__cascade__confidence, dict)
+                    if data__cascade__confidence_is_dict:
+                        data__cascade__confidence__missing_keys = set(['bias', 'weights']) - data__cascade__confidence.keys()
+                        if data__cascade__confidence__missing_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence must contain ' + (str(sorted(data__cascade__confidence__missing_keys)) + ' properties'), value=data__cascade__confidence, name='' + (name_prefix or 'data') + '.cascade.confidence', definition=None, rule='required')
+                        data__cascade__confidence_keys = set(data__cascade__confidence.keys())
+                        if 'bias' in data__cascade__confidence_keys:
+                            data__cascade__confidence_keys.remove('bias')
+                            data__cascade__confidence__bias = data__cascade__confidence['bias']
+                            if not isinstance(data__cascade__confidence__bias, (int, float, Decimal)) or isinstance(data__cascade__confidence__bias, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.bias must be number', value=data__cascade__confidence__bias, name='' + (name_prefix or 'data') + '.cascade.confidence.bias', definition=None, rule='type')
+                        if 'weights' in data__cascade__confidence_keys:
+                            data__cascade__confidence_keys.remove('weights')
+                            data__cascade__confidence__weights = data__cascade__confidence['weights']
+                            if not isinstance(data__cascade__confidence__weights, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights must be object', value=data__cascade__confidence__weights, name='' + (name_prefix or 'data') + '.cascade.confidence.weights', definition=None, rule='type')
+                            data__cascade__confidence__weights_is_dict = isinstance(data__cascade__confidence__weights, dict)
+                            if data__cascade__confidence__weights_is_dict:
+                                data__cascade__confidence__weights_keys = set(data__cascade__confidence__weights.keys())
+                                if 'truncated' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('truncated')
+                                    data__cascade__confidence__weights__truncated = data__cascade__confidence__weights['truncated']
+                                    if not isinstance(data__cascade__confidence__weights__truncated, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__truncated, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated must be number', value=data__cascade__confidence__weights__truncated, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated', definition=None, rule='type')
+                                if 'empty' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('empty')
+                                    data__cascade__confidence__weights__empty = data__cascade__confidence__weights['empty']
+                                    if not isinstance(data__cascade__confidence__weights__empty, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__empty, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.empty must be number', value=data__cascade__confidence__weights__empty, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.empty', definition=None, rule='type')
+                                if 'short' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('short')
+                                    data__cascade__confidence__weights__short = data__cascade__confidence__weights['short']
+                                    if not isinstance(data__cascade__confidence__weights__short, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__short, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.short must be number', value=data__cascade__confidence__weights__short, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.short', definition=None, rule='type')
+                                if 'refusal' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('refusal')
+                                    data__cascade__confidence__weights__refusal = data__cascade__confidence__weights['refusal']
+                                    if not isinstance(data__cascade__confidence__weights__refusal, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__refusal, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal must be number', value=data__cascade__confidence__weights__refusal, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal', definition=None, rule='type')
+                                if 'hedging' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('hedging')
+                                    data__cascade__confidence__weights__hedging = data__cascade__confidence__weights['hedging']
+                                    if not isinstance(data__cascade__confidence__weights__hedging, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__hedging, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging must be number', value=data__cascade__confidence__weights__hedging, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging', definition=None, rule='type')
+                                if 'maths_no_final_answer' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('maths_no_final_answer')
+                                    data__cascade__confidence__weights__mathsnofinalanswer = data__cascade__confidence__weights['maths_no_final_answer']
+                                    if not isinstance(data__cascade__confidence__weights__mathsnofinalanswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__mathsnofinalanswer, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer must be number', value=data__cascade__confidence__weights__mathsnofinalanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer', definition=None, rule='type')
+                                if 'arithmetic_errors' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('arithmetic_errors')
+                                    data__cascade__confidence__weights__arithmeticerrors = data__cascade__confidence__weights['arithmetic_errors']
+                                    if not isinstance(data__cascade__confidence__weights__arithmeticerrors, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__arithmeticerrors, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors must be number', value=data__cascade__confidence__weights__arithmeticerrors, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors', definition=None, rule='type')
+                                if 'non_integer_answer' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('non_integer_answer')
+                                    data__cascade__confidence__weights__nonintegeranswer = data__cascade__confidence__weights['non_integer_answer']
+                                    if not isinstance(data__cascade__confidence__weights__nonintegeranswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__nonintegeranswer, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer must be number', value=data__cascade__confidence__weights__nonintegeranswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer', definition=None, rule='type')
+                                if 'negative_answer' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('negative_answer')
+                                    data__cascade__confidence__weights__negativeanswer = data__cascade__confidence__weights['negative_answer']
+                                    if not isinstance(data__cascade__confidence__weights__negativeanswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__negativeanswer, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be number', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='type')
+                                if 'answer_chars' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('answer_chars')
+                                    data__cascade__confidence__weights__answerchars = data__cascade__confidence__weights['answer_chars']
+                                    if not isinstance(data__cascade__confidence__weights__answerchars, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__answerchars, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be number', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='type')
+                                if 'prompt_score' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('prompt_score')
+                                    data__cascade__confidence__weights__promptscore = data__cascade__confidence__weights['prompt_score']
+                                    if not isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptscore, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be number', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='type')
+                                if data__cascade__confidence__weights_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights must not contain ' + str(data__cascade__confidence__weights_keys) + ' properties', value=data__cascade__confidence__weights, name='' + (name_prefix or 'data') + '.cascade.confidence.weights', definition=None, rule='additionalProperties')
+                        if data__cascade__confidence_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence must not contain ' + str(data__cascade__confidence_keys) + ' properties', value=data__cascade__confidence, name='' + (name_prefix or 'data') + '.cascade.confidence', definition=None, rule='additionalProperties')
+                if 'calibration' in data__cascade_keys:
+                    data__cascade_keys.remove('calibration')
+                    data__cascade__calibration = data__cascade['calibration']
+                    if not isinstance(data__cascade__calibration, dict):
+                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration must be object', value=data__cascade__calibration, name='' + (name_prefix or 'data') + '.cascade.calibration', definition=None, rule='type')
+                    data__cascade__calibration_is_dict = isinstance(data__cascade__calibration, dict)
+                    if data__cascade__calibration_is_dict:
+                        data__cascade__calibration__missing_keys = set(['metric', 'target']) - data__cascade__calibration.keys()
+                        if data__cascade__calibration__missing_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration must contain ' + (str(sorted(data__cascade__calibration__missing_keys)) + ' properties'), value=data__cascade__calibration, name='' + (name_prefix or 'data') + '.cascade.calibration', definition=None, rule='required')
+                        data__cascade__calibration_keys = set(data__cascade__calibration.keys())
+                        if 'metric' in data__cascade__calibration_keys:
+                            data__cascade__calibration_keys.remove('metric')
+                            data__cascade__calibration__metric = data__cascade__calibration['metric']
+                            if not isinstance(data__cascade__calibration__metric, str):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.metric must be string', value=data__cascade__calibration__metric, name='' + (name_prefix or 'data') + '.cascade.calibration.metric', definition=None, rule='type')
+                            if data__cascade__calibration__metric not in ['quality_kept', 'escalation_share']:
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".cascade.calibration.metric must be one of ['quality_kept', 'escalation_share']", value=data__cascade__calibration__metric, name='' + (name_prefix or 'data') + '.cascade.calibration.metric', definition=None, rule='enum')
+                        if 'target' in data__cascade__calibration_keys:
+                            data__cascade__calibration_keys.remove('target')
+                            data__cascade__calibration__target = data__cascade__calibration['target']
+                            if not isinstance(data__cascade__calibration__target, (int, float, Decimal)) or isinstance(data__cascade__calibration__target, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.target must be number', value=data__cascade__calibration__target, name='' + (name_prefix or 'data') + '.cascade.calibration.target', definition=None, rule='type')
+                            if isinstance(data__cascade__calibration__target, (int, float, Decimal)):
+                                if data__cascade__calibration__target < 0:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.target must be bigger than or equal to 0', value=data__cascade__calibration__target, name='' + (name_prefix or 'data') + '.cascade.calibration.target', definition=None, rule='minimum')
+                                if data__cascade__calibration__target > 1:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.target must be smaller than or equal to 1', value=data__cascade__calibration__target, name='' + (name_prefix or 'data') + '.cascade.calibration.target', definition=None, rule='maximum')
+                        if 'measured' in data__cascade__calibration_keys:
+                            data__cascade__calibration_keys.remove('measured')
+                            data__cascade__calibration__measured = data__cascade__calibration['measured']
+                            if not isinstance(data__cascade__calibration__measured, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.measured must be object', value=data__cascade__calibration__measured, name='' + (name_prefix or 'data') + '.cascade.calibration.measured', definition=None, rule='type')
+                        if data__cascade__calibration_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration must not contain ' + str(data__cascade__calibration_keys) + ' properties', value=data__cascade__calibration, name='' + (name_prefix or 'data') + '.cascade.calibration', definition=None, rule='additionalProperties')
+                if data__cascade_keys:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade must not contain ' + str(data__cascade_keys) + ' properties', value=data__cascade, name='' + (name_prefix or 'data') + '.cascade', definition=None, rule='additionalProperties')
         if data_keys:
             raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
     return data

@@ -4,14 +4,20 @@ A score in [0, 1] is the sum of a length component and weighted signals (code, m
 analysis), each of whose strength is 0.5 per keyword hit (saturating at 1) or 1 when its structural
 marker is present (a code block, an equation, a numbered list). Thresholds in the policy turn the score
 into a class: simple, moderate or complex.
+
+When the policy carries a learned router (``rules.complexity.learned``, see ``learned.py``) its score and
+calibrated thresholds give the class instead; the decision then shows that score, the thresholds and the
+targets they were calibrated to. With ``heuristic_floor`` (the default) the heuristic can still raise the
+class, never lower it: a router trained on maths and multiple-choice outcomes has not seen a code review or
+an architecture question, which the heuristic's keyword and structure signals do recognise.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from .policy import SIGNAL_SCAN_CHARS, ComplexityRules
+from .policy import COMPLEXITY_CLASSES, SIGNAL_SCAN_CHARS, ComplexityRules
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_IMAGE = 1600  # Bedrock bills roughly (width*height)/750 tokens; ~1.2 MP images are the common case
@@ -36,9 +42,19 @@ class Complexity(NamedTuple):
     klass: str
     estimated_tokens: int
     signals: dict[str, float]
+    learned: dict[str, Any] | None = None  # the learned router's thresholds and calibration, when it decided
 
     def as_reason(self) -> dict[str, object]:
+        if self.learned is not None:
+            return {
+                "router": "learned",
+                "score": round(self.score, 4),
+                "class": self.klass,
+                "estimated_input_tokens": self.estimated_tokens,
+                **self.learned,
+            }
         return {
+            "router": "heuristic",
             "score": round(self.score, 3),
             "class": self.klass,
             "estimated_input_tokens": self.estimated_tokens,
@@ -62,6 +78,21 @@ def classify(text: str, rules: ComplexityRules, *, total_chars: int | None = Non
     """
     chars = len(text) if total_chars is None else total_chars
     tokens = estimate_tokens(chars, images)
+    heuristic = _heuristic(text, rules, tokens)
+    learned = rules.learned
+    if learned is None:
+        return heuristic
+    score = learned.score(text, chars)
+    learned_class = learned.klass(score)
+    reason = {"learned_class": learned_class, **learned.as_reason()}
+    klass = learned_class
+    if learned.heuristic_floor:
+        reason["heuristic"] = {"score": round(heuristic.score, 3), "class": heuristic.klass}
+        klass = max(learned_class, heuristic.klass, key=COMPLEXITY_CLASSES.index)
+    return Complexity(score=score, klass=klass, estimated_tokens=tokens, signals=heuristic.signals, learned=reason)
+
+
+def _heuristic(text: str, rules: ComplexityRules, tokens: int) -> Complexity:
     sample = text[:SIGNAL_SCAN_CHARS]
     length_strength = min(1.0, tokens / rules.saturation_tokens)
     score = rules.length_weight * length_strength

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .classifier import Complexity, classify
-from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, ModelSpec, Policy, Route
+from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, CascadeSettings, ModelSpec, Policy, Route
 
 
 class RoutingError(ValueError):
@@ -88,6 +88,7 @@ class PlannedCall(NamedTuple):
     model: ModelSpec
     region: str
     fallback: bool
+    step: int = 0  # a cascade route's step (its candidate's index; fallbacks belong to the last step)
 
 
 class Decision(NamedTuple):
@@ -98,6 +99,7 @@ class Decision(NamedTuple):
     temperature: float | None
     reasons: dict[str, Any]
     budget_action: str | None = None
+    cascade: CascadeSettings | None = None  # set when the plan runs as a cascade (see service)
 
 
 DEFAULT_MAX_TOKENS = 1024
@@ -257,6 +259,11 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         )
 
     primary = chain[0]
+    cascade = route.cascade if pinned is None else None
+    steps = _cascade_steps(route, chain) if cascade is not None else {}
+    if cascade is not None and len(set(steps.values())) < 2:
+        reasons["cascade"] = {"skipped": "fewer than two of its steps can take this request"}
+        cascade = None
     plan: list[PlannedCall] = []
     circuit_skips: list[dict[str, str]] = []
     for spec in chain:
@@ -264,7 +271,9 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
             if (spec.key, region) in state.open_circuits:
                 circuit_skips.append({"model": spec.key, "region": region, "reason": "circuit open"})
                 continue
-            plan.append(PlannedCall(model=spec, region=region, fallback=spec is not primary))
+            step = steps.get(spec.key, 0)
+            fallback = spec is not primary and (cascade is None or spec.key not in route_models(route))
+            plan.append(PlannedCall(model=spec, region=region, fallback=fallback, step=step))
     if circuit_skips:
         reasons.setdefault("skipped", []).extend(circuit_skips)
     plan = _latency_order(plan, route, request, state, reasons)
@@ -276,7 +285,25 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         max_tokens=max_tokens,
         temperature=route.temperature,
         reasons=reasons,
+        cascade=cascade,
     )
+
+
+def route_models(route: Route) -> tuple[str, ...]:
+    return tuple(candidate.model for candidate in route.candidates)
+
+
+def _cascade_steps(route: Route, chain: list[ModelSpec]) -> dict[str, int]:
+    """Model key -> cascade step: the candidates that can take the request, in order; fallbacks join the last."""
+    candidates = route_models(route)
+    steps: dict[str, int] = {}
+    for spec in chain:
+        if spec.key in candidates:
+            steps[spec.key] = len(steps)
+    last = max(steps.values(), default=0)
+    for spec in chain:
+        steps.setdefault(spec.key, last)
+    return steps
 
 
 def _budget_mode(policy: Policy, state: LiveState, reasons: dict[str, Any]) -> BudgetMode | None:

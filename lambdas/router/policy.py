@@ -16,6 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .cascade import ConfidenceModel
+from .learned import LearnedRouter, LearnedRouterError, compile_learned
+
 _HERE = Path(__file__).resolve().parent
 SCHEMA_PATH = _HERE / "schemas" / "policy.schema.json"
 DEFAULT_POLICY_PATH = _HERE / "policies" / "default.json"
@@ -63,6 +66,14 @@ class Candidate(NamedTuple):
     weight: float | None
 
 
+class CascadeSettings(NamedTuple):
+    """A cascade route's confidence model, the threshold below which it escalates, and its calibration target."""
+
+    threshold: float
+    confidence: ConfidenceModel
+    calibration: Mapping[str, Any]
+
+
 class Route(NamedTuple):
     name: str
     candidates: tuple[Candidate, ...]
@@ -70,6 +81,7 @@ class Route(NamedTuple):
     max_tokens: int | None
     temperature: float | None
     latency_sla_ms: int | None = None
+    cascade: CascadeSettings | None = None
 
     @property
     def weighted(self) -> bool:
@@ -88,6 +100,7 @@ class ComplexityRules(NamedTuple):
     length_weight: float
     saturation_tokens: int
     signals: tuple[Signal, ...]
+    learned: LearnedRouter | None = None  # when set, its score and thresholds replace the heuristic's
 
 
 class Resilience(NamedTuple):
@@ -243,6 +256,11 @@ def _check_references(doc: Mapping[str, Any]) -> None:
         raise PolicyError(f"invalid policy: routes.{AUTO_ROUTE} is reserved (it means 'route by tier and complexity')")
     for name, route in routes.items():
         weights = [c.get("weight") for c in route["candidates"]]
+        if "cascade" in route and (len(weights) < 2 or any(w is not None for w in weights)):
+            raise PolicyError(
+                f"invalid policy: routes.{name} is a cascade: it needs at least two candidates, cheapest first, "
+                f"and no weights (got {len(weights)} candidate(s), weights {weights})"
+            )
         if any(w is not None for w in weights):
             if any(w is None for w in weights):
                 raise PolicyError(
@@ -365,6 +383,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             max_tokens=r.get("max_tokens"),
             temperature=r.get("temperature"),
             latency_sla_ms=r.get("latency_sla_ms"),
+            cascade=_cascade(r.get("cascade")),
         )
         for name, r in document["routes"].items()
     }
@@ -387,6 +406,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             length_weight=float(complexity["length"]["weight"]),
             saturation_tokens=complexity["length"]["saturation_tokens"],
             signals=signals,
+            learned=_compile_learned(complexity.get("learned")),
         ),
         image_route=rules.get("image_route"),
         long_context_route=rules.get("long_context_route"),
@@ -412,6 +432,28 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
         latency=LatencySettings(**document.get("latency", {})),
         budget=_compile_budget(document["budget"]) if "budget" in document else None,
     )
+
+
+def _cascade(document: Mapping[str, Any] | None) -> CascadeSettings | None:
+    if document is None:
+        return None
+    confidence = document["confidence"]
+    return CascadeSettings(
+        threshold=float(document["threshold"]),
+        confidence=ConfidenceModel(
+            weights={k: float(v) for k, v in confidence["weights"].items()}, bias=float(confidence["bias"])
+        ),
+        calibration=dict(document.get("calibration", {})),
+    )
+
+
+def _compile_learned(document: Mapping[str, Any] | None) -> LearnedRouter | None:
+    if document is None:
+        return None
+    try:
+        return compile_learned(document)
+    except LearnedRouterError as exc:
+        raise PolicyError(f"invalid policy: rules.complexity.learned: {exc}") from None
 
 
 def _limits(data: Mapping[str, Any]) -> BudgetLimits:

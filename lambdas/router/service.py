@@ -15,9 +15,9 @@ from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
 from .classifier import estimate_tokens
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
 from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingRequest, decide
-from .executor import AttemptRecord, ModelReply, execute_plan
+from .executor import AttemptRecord, ExecutionResult, ModelReply, execute_plan
 from .live_state import LiveStateTracker, Reservation, Snapshot
-from .policy import Policy
+from .policy import CascadeSettings, ModelSpec, Policy
 from .policy_store import PolicyStore
 
 DEGRADED_MODEL = "DEGRADED_SERVICE"
@@ -221,23 +221,34 @@ class RouterService:
                     caller=caller.principal,
                 )
 
-        result = execute_plan(
-            decision.plan,
-            invoke,
-            policy.resilience,
-            deadline=started + budget_ms / 1000.0,
-            clock=self._clock,
-            sleep=self._sleep,
-            rng=self._rng,
-            skip=skip,
-            on_attempt=on_attempt,
-        )
+        def run(plan: tuple[PlannedCall, ...]) -> ExecutionResult:
+            return execute_plan(
+                plan,
+                invoke,
+                policy.resilience,
+                deadline=started + budget_ms / 1000.0,
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                skip=skip,
+                on_attempt=on_attempt,
+            )
+
+        result = run(decision.plan)
+        spent = _Spent()
+        cascade_reason: dict[str, Any] | None = None
+        if decision.cascade is not None:
+            result, cascade_reason = self._cascade(
+                decision, decision.cascade, prompt=request.text, result=result, run=run, spent=spent
+            )
         latency_ms = (self._clock() - started) * 1000.0
         explained = {
             **decision.reasons,
             "policy_version": policy.version,
-            "attempts": [attempt.as_dict() for attempt in result.attempts],
+            "attempts": [attempt.as_dict() for attempt in spent.attempts + result.attempts],
         }
+        if cascade_reason is not None:
+            explained["cascade"] = cascade_reason
         failed = tuple(a for a in result.attempts if a.outcome != "ok")
         if result.reply is None or result.answered_by is None:
             if result.caller_error is not None:
@@ -254,8 +265,12 @@ class RouterService:
 
         call = result.answered_by
         reply = result.reply
-        cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
-        charge.usd = cost  # settled when the request ends (``generate``)
+        cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens) + spent.cost_usd
+        charge.usd = cost  # settled when the request ends (``generate``); a cascade's every answer counts
+        reply = reply._replace(
+            input_tokens=reply.input_tokens + spent.input_tokens,
+            output_tokens=reply.output_tokens + spent.output_tokens,
+        )
         model_used = f"{FALLBACK_PREFIX}{call.model.model_id}" if call.fallback else call.model.model_id
         body = {
             "output": reply.text,
@@ -287,6 +302,74 @@ class RouterService:
             spend_today_usd=spend_today,
         )
 
+    @staticmethod
+    def _cascade(
+        decision: Decision,
+        cascade: CascadeSettings,
+        *,
+        prompt: str,
+        result: ExecutionResult,
+        run: Callable[[tuple[PlannedCall, ...]], ExecutionResult],
+        spent: _Spent,
+    ) -> tuple[ExecutionResult, dict[str, Any]]:
+        """Escalate while an answer's confidence is below the threshold and a later step remains.
+
+        An escalation whose later steps all fail returns the last answer that came back rather than none.
+        """
+        complexity = decision.reasons.get("complexity", {})
+        prompt_score = complexity.get("score") if complexity.get("router") == "learned" else None
+        last_step = max(call.step for call in decision.plan)
+        steps: list[dict[str, Any]] = []
+        reason: dict[str, Any] = {"threshold": cascade.threshold, "steps": steps}
+        if cascade.calibration:
+            calibration = cascade.calibration
+            reason["calibration"] = {k: calibration[k] for k in ("metric", "target") if k in calibration}
+        while result.reply is not None and result.answered_by is not None and result.answered_by.step < last_step:
+            call, reply = result.answered_by, result.reply
+            confidence = cascade.confidence.score(prompt, reply.text, reply.stop_reason, prompt_score)
+            step: dict[str, Any] = {
+                "model": call.model.key,
+                "confidence": round(confidence.value, 4),
+                "signals": {name: round(value, 3) for name, value in confidence.signals.items() if value},
+            }
+            steps.append(step)
+            if confidence.value >= cascade.threshold:
+                step["accepted"] = True
+                return result, reason
+            step["escalated"] = _escalation_reason(confidence.signals, confidence.value, cascade.threshold)
+            later = tuple(c for c in decision.plan if c.step > call.step)
+            escalated = run(later)
+            spent.add(result)
+            if escalated.reply is None:
+                step["escalation_failed"] = escalated.stop_reason or "no later step answered"
+                spent.attempts.extend(escalated.attempts)
+                spent.input_tokens -= reply.input_tokens  # the earlier answer is returned after all
+                spent.output_tokens -= reply.output_tokens
+                spent.cost_usd -= call.model.cost_usd(reply.input_tokens, reply.output_tokens)
+                return result, reason
+            result = escalated
+        if result.answered_by is not None:
+            steps.append({"model": result.answered_by.model.key, "final": True})
+        return result, reason
+
+
+class _Spent:
+    """What a cascade's earlier, escalated steps cost: their answers are paid for but not returned."""
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptRecord] = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd = 0.0
+
+    def add(self, result: ExecutionResult) -> None:
+        self.attempts.extend(result.attempts)
+        if result.reply is not None and result.answered_by is not None:
+            reply = result.reply
+            self.input_tokens += reply.input_tokens
+            self.output_tokens += reply.output_tokens
+            self.cost_usd += result.answered_by.model.cost_usd(reply.input_tokens, reply.output_tokens)
+
 
 class _Charge:
     """What one request reserved and spent; settled when it ends, however it ends."""
@@ -296,11 +379,36 @@ class _Charge:
         self.usd = 0.0
 
 
+_SIGNAL_REASONS = {
+    "truncated": "stopped at max_tokens",
+    "empty": "empty answer",
+    "short": "very short answer",
+    "refusal": "refused",
+    "hedging": "hedged",
+    "maths_no_final_answer": "no final answer to a maths ask",
+    "arithmetic_errors": "its arithmetic does not hold",
+    "non_integer_answer": "a fractional answer to a word problem",
+    "negative_answer": "a negative answer to a word problem",
+}
+
+
+def _escalation_reason(signals: Mapping[str, float], confidence: float, threshold: float) -> str:
+    named = [text for name, text in _SIGNAL_REASONS.items() if signals.get(name)]
+    why = ", ".join(named) if named else "low confidence"
+    return f"{why} (confidence {confidence:.3f} < {threshold})"
+
+
 def _answer_estimate_usd(decision: Decision, request: GenerateInput) -> float:
-    """The most the answer may cost (``budget.estimate_usd``), counting every message's text."""
+    """The most the answer may cost (``budget.estimate_usd``), counting every message's text.
+
+    A cascade may pay for one answer per step: the dearest model of each step, summed.
+    """
     chars = sum(len(text) for _role, text in request.messages) + len(request.system or "")
-    models = list({call.model.key: call.model for call in decision.plan}.values())
-    return estimate_usd(models, estimate_tokens(chars, len(request.images)), decision.max_tokens)
+    tokens = estimate_tokens(chars, len(request.images))
+    by_step: dict[int, dict[str, ModelSpec]] = {}
+    for call in decision.plan:
+        by_step.setdefault(call.step if decision.cascade is not None else 0, {})[call.model.key] = call.model
+    return sum(estimate_usd(list(models.values()), tokens, decision.max_tokens) for models in by_step.values())
 
 
 def _latency_budget(raw: str | None) -> int | None:

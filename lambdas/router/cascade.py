@@ -1,0 +1,225 @@
+"""Cascade routing: how far to trust a cheap model's answer before paying for a stronger one.
+
+A route with ``"strategy": "cascade"`` calls its candidates in order, cheapest first. After each answer
+but the last, ``confidence`` scores it from cheap signals of the answer (no model call):
+
+- ``truncated``: the model stopped at ``max_tokens``;
+- ``empty`` / ``short``: no text, or under ``SHORT_ANSWER_CHARS`` characters;
+- ``refusal`` / ``hedging``: refusal phrases ("I can't help", "as an AI") or hedges ("I'm not sure",
+  "it is unclear", "approximately"), counted (hedges saturate at 3);
+- ``maths_no_final_answer``: the ask is maths-like (numbers and a quantity question) and the answer has no
+  final number in its last line or after "answer"/"####";
+- ``non_integer_answer`` / ``negative_answer``: for a maths-like ask, the final number has a fractional
+  part (other than cents of a dollar amount) or is negative: word problems rarely have such answers;
+- ``arithmetic_errors``: equations written in the answer (``12 * 4 = 46``, ``<<12*4=48>>``) whose sides
+  differ: the cheap model's own working is checked (at most ``MAX_EQUATIONS`` of them);
+- ``answer_chars``: log of the answer's length (long working tends to hold a slip);
+- ``prompt_score``: the learned router's score for the prompt, when the policy has one.
+
+Confidence is a logistic function of these with weights from the policy (fitted by ``routed-bedrock train``
+on answers whose correctness is known); an answer below the route's ``threshold`` escalates to the next
+candidate. Each step's confidence, signals and reason are reported in the decision.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import NamedTuple
+
+from .learned import sigmoid
+
+SIGNALS = (
+    "truncated",
+    "empty",
+    "short",
+    "refusal",
+    "hedging",
+    "maths_no_final_answer",
+    "arithmetic_errors",
+    "non_integer_answer",
+    "negative_answer",
+    "answer_chars",
+    "prompt_score",
+)
+SHORT_ANSWER_CHARS = 20
+MAX_EQUATIONS = 40
+SCAN_CHARS = 20_000
+_MAX_OPERAND_DIGITS = 12
+
+_REFUSAL = re.compile(
+    r"\b(?:I can(?:no|')t (?:help|assist|provide|answer)|I(?:'m| am) (?:unable|not able) to|as an AI\b|"
+    r"I (?:won't|will not) (?:help|provide))",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"\b(?:not (?:sure|certain)|unsure|unclear|I think|I believe|might be|may be|possibly|perhaps|"
+    r"approximately|roughly|it seems|I don't know|hard to say|cannot be determined|can't be determined|"
+    r"not enough information|assum(?:e|ing))\b",
+    re.IGNORECASE,
+)
+_MATHS_ASK = re.compile(
+    r"\b(?:how (?:many|much|long|far|old)|what (?:is|was) the (?:total|sum|difference|product|number|"
+    r"percentage|average|value|cost|price)|calculate|compute|solve|find the)\b",
+    re.IGNORECASE,
+)
+_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
+# An explicit final answer: "#### 18", "the answer is 18", "Answer: 18", "\boxed{18}", "**18**", or a last line
+# that concludes ("So ...", "Therefore ...", "In total ...") with a number and ends the sentence.
+_FINAL_ANSWER = re.compile(
+    rf"####\s*{_NUMBER}|answer(?: is)?\s*[:=]?\s*\**\s*{_NUMBER}|\\boxed\{{\s*{_NUMBER}"
+    rf"|\*\*\s*{_NUMBER}[^*\n]{{0,20}}\*\*",
+    re.IGNORECASE,
+)
+_MARKED_NUMBER = re.compile(rf"(?:####|answer(?: is)?\s*[:=]?)\s*\**\s*({_NUMBER})", re.IGNORECASE)
+_ANY_NUMBER = re.compile(_NUMBER)
+_CONCLUSION = re.compile(
+    rf"^\W*(?:so|therefore|thus|hence|in total|altogether|overall|the total|total)\b.*{_NUMBER}[^\d\n]{{0,30}}[.!]\s*$",
+    re.IGNORECASE,
+)
+_OPERAND = r"\d{1,12}(?:\.\d{1,6})?"
+# "a op b (op c ...) = r": the left side is numbers joined by + - * / x and parentheses, the right a number.
+_EQUATION = re.compile(
+    rf"((?:\(\s*)*{_OPERAND}(?:\s*\)*\s*[-+*/×x]\s*(?:\(\s*)*{_OPERAND})+\s*\)*)\s*=\s*\$?({_OPERAND})(?![\d.]*\d)"
+)
+_TOKEN = re.compile(rf"{_OPERAND}|[-+*/×x()]")
+
+
+class Confidence(NamedTuple):
+    value: float
+    signals: dict[str, float]
+
+
+class ConfidenceModel(NamedTuple):
+    """The policy's ``cascade.confidence``: weights per signal name and a bias."""
+
+    weights: Mapping[str, float]
+    bias: float
+
+    def score(self, prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> Confidence:
+        found = answer_signals(prompt, answer, stop_reason, prompt_score)
+        z = self.bias + sum(self.weights.get(name, 0.0) * value for name, value in found.items())
+        return Confidence(sigmoid(z), found)
+
+
+def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> dict[str, float]:
+    """The signals of ``SIGNALS`` for one answer (0 where absent)."""
+    text = answer[:SCAN_CHARS]
+    stripped = text.strip()
+    maths = bool(_MATHS_ASK.search(prompt[:SCAN_CHARS])) and bool(re.search(r"\d", prompt[:SCAN_CHARS]))
+    final = final_number(stripped) if maths else None
+    return {
+        "truncated": 1.0 if stop_reason == "max_tokens" else 0.0,
+        "empty": 0.0 if stripped else 1.0,
+        "short": 1.0 if 0 < len(stripped) < SHORT_ANSWER_CHARS else 0.0,
+        "refusal": 1.0 if _REFUSAL.search(text) else 0.0,
+        "hedging": float(min(3, len(_HEDGE.findall(text)))),
+        "maths_no_final_answer": 1.0 if maths and not has_final_number(stripped) else 0.0,
+        "arithmetic_errors": float(arithmetic_errors(text)),
+        "non_integer_answer": 1.0 if maths and final is not None and _is_fractional(final) else 0.0,
+        "negative_answer": 1.0 if maths and final is not None and final.lstrip("$").startswith("-") else 0.0,
+        "answer_chars": math.log1p(len(stripped)),
+        "prompt_score": prompt_score if prompt_score is not None else 0.0,
+    }
+
+
+def has_final_number(answer: str) -> bool:
+    """Whether the answer states a final number explicitly (``_FINAL_ANSWER``) or concludes with one."""
+    if not answer:
+        return False
+    tail = answer[-600:]
+    if _FINAL_ANSWER.search(tail):
+        return True
+    return bool(_CONCLUSION.search(tail.rstrip().rsplit("\n", 1)[-1]))
+
+
+def final_number(answer: str) -> str | None:
+    """The answer's final number: after an explicit marker (``####``, "answer is"), else the last one written."""
+    tail = answer[-600:]
+    marked = _MARKED_NUMBER.findall(tail)
+    if marked:
+        return str(marked[-1])
+    numbers = _ANY_NUMBER.findall(tail[-300:])
+    return str(numbers[-1]) if numbers else None
+
+
+def _is_fractional(number: str) -> bool:
+    digits = number.replace(",", "")
+    if "." not in digits:
+        return False
+    fraction = digits.split(".", 1)[1]
+    if digits.lstrip("-").startswith("$") and len(fraction) == 2:
+        return False  # cents
+    return fraction.strip("0") != ""
+
+
+def arithmetic_errors(answer: str) -> int:
+    """How many written equations (at most ``MAX_EQUATIONS``) do not hold."""
+    errors = 0
+    for count, match in enumerate(_EQUATION.finditer(answer)):
+        if count >= MAX_EQUATIONS:
+            break
+        left = _evaluate(match.group(1))
+        if left is None:
+            continue
+        right = Fraction(match.group(2))
+        tolerance = max(Fraction(1, 100), abs(right) / 1000)
+        if abs(left - right) > tolerance:
+            errors += 1
+    return errors
+
+
+def _evaluate(expression: str) -> Fraction | None:
+    """Exact value of + - * / over decimals with parentheses; None when it is not such an expression."""
+    tokens: list[str] = _TOKEN.findall(expression)
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def atom() -> Fraction:
+        token = peek()
+        if token == "(":
+            take()
+            value = expr()
+            if peek() != ")":
+                raise ValueError("unbalanced")
+            take()
+            return value
+        if token is None or not token[0].isdigit():
+            raise ValueError("operand expected")
+        return Fraction(take())
+
+    def term() -> Fraction:
+        value = atom()
+        while peek() in ("*", "/", "x", "×"):
+            operator = take()
+            right = atom()
+            if operator == "/":
+                if right == 0:
+                    raise ValueError("division by zero")
+                value /= right
+            else:
+                value *= right
+            if abs(value.numerator) > 10**_MAX_OPERAND_DIGITS * 10**_MAX_OPERAND_DIGITS:
+                raise ValueError("too large")
+        return value
+
+    def expr() -> Fraction:
+        value = term()
+        while peek() in ("+", "-"):
+            value = value + term() if take() == "+" else value - term()
+        return value
+
+    try:
+        value = expr()
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if position == len(tokens) else None

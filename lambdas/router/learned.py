@@ -1,0 +1,269 @@
+"""The learned pre-call router: does this prompt need the stronger model? Pure-Python inference, no model call.
+
+A logistic regression over two kinds of features, both computed here and nowhere else (the trainer in
+``routed_bedrock.learning`` imports this module, so training and serving can never disagree):
+
+- hashed word n-grams: the prompt is lower-cased and split into words and numbers (every number becomes
+  ``0``); unigrams and bigrams of its first ``MAX_WORDS`` words are hashed (CRC-32) into ``2**hash_bits``
+  buckets; the count vector is scaled to unit length, so a long prompt does not outweigh a short one;
+- structural signals (``DENSE_FEATURES``): logs of the size, how many numbers and distinct numbers, commas,
+  newlines and the largest number, whether the prompt is a multiple-choice question, and the size signals
+  again for multiple-choice prompts only (so one model serves free-form and multiple-choice asks). They are
+  standardised with the training set's mean and spread.
+
+The score is the model's probability that the prompt needs the strong model. Two thresholds, calibrated on
+held-out data to targets recorded beside them, turn it into the engine's classes: ``complex`` (the strong
+model) at or above ``thresholds.complex``, ``moderate`` at or above ``thresholds.moderate``, else
+``simple``. The weights ship in the policy as little-endian int16 quantised with one scale, base64-encoded:
+2 bytes a bucket (16,384 buckets = 44 KB of JSON), so a retrained router is a policy change, not a deploy.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import sys
+import zlib
+from array import array
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+FEATURES_VERSION = "hashed-words-v1"
+MAX_WORDS = 400  # words and numbers read from the prompt's start: bounds the cost on any input
+SCAN_CHARS = 8_000  # characters read for the structural signals (their size signal uses the full length)
+MAX_HASH_BITS = 16
+MIN_HASH_BITS = 8
+WEIGHT_ENCODING = "int16-le-base64"
+DENSE_FEATURES = (
+    "log_chars",
+    "log_numbers",
+    "log_distinct_numbers",
+    "log_commas",
+    "log_newlines",
+    "log_max_number",
+    "multiple_choice",
+    "mc_log_chars",
+    "mc_log_numbers",
+    "mc_log_distinct_numbers",
+    "mc_log_commas",
+    "mc_log_newlines",
+    "mc_log_max_number",
+)
+_SIZE_FEATURES = 6  # the first six dense features, repeated for multiple-choice prompts
+
+_WORD = re.compile(r"[a-z]+|\d+")
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_CHOICE_A = re.compile(r"(?:^|\n)\(?A[.):] ")
+_CHOICE_B = re.compile(r"\n\(?B[.):] ")
+_MAX_NUMBER = 1e15
+
+
+class LearnedRouterError(ValueError):
+    """The policy's learned router is malformed (bad encoding, wrong sizes)."""
+
+
+class Calibration(NamedTuple):
+    """How a threshold was chosen: the target it meets on held-out data, and what it measured there."""
+
+    metric: str  # "quality_kept" or "strong_share"
+    target: float
+    measured: Mapping[str, Any]
+
+
+class LearnedRouter(NamedTuple):
+    """A compiled learned router (from the policy's ``rules.complexity.learned``)."""
+
+    hash_bits: int
+    weights: tuple[float, ...]  # one per hash bucket
+    dense_weights: tuple[float, ...]
+    dense_mean: tuple[float, ...]
+    dense_std: tuple[float, ...]
+    bias: float
+    moderate_at: float
+    complex_at: float
+    calibration: Mapping[str, Calibration]
+    trained: Mapping[str, Any]
+    heuristic_floor: bool = True
+
+    def features(self, text: str, total_chars: int | None = None) -> tuple[dict[int, float], list[float]]:
+        """The hashed n-gram vector (bucket -> value) and the standardised structural signals."""
+        return hashed_ngrams(text, self.hash_bits), _standardise(dense_features(text, total_chars), self)
+
+    def score(self, text: str, total_chars: int | None = None) -> float:
+        """Probability in [0, 1] that the prompt needs the strong model."""
+        sparse, dense = self.features(text, total_chars)
+        weights = self.weights
+        z = self.bias + sum(weights[k] * v for k, v in sparse.items())
+        z += sum(w * x for w, x in zip(self.dense_weights, dense, strict=True))
+        return sigmoid(z)
+
+    def klass(self, score: float) -> str:
+        if score >= self.complex_at:
+            return "complex"
+        if score >= self.moderate_at:
+            return "moderate"
+        return "simple"
+
+    def explain(self, text: str, total_chars: int | None = None, top: int = 8) -> dict[str, Any]:
+        """The score's largest contributions: n-grams (by name) and structural signals."""
+        mask = (1 << self.hash_bits) - 1
+        contributions: dict[str, float] = {}
+        sparse = hashed_ngrams(text, self.hash_bits)
+        for key in ngram_keys(text):
+            bucket = _bucket(key, mask)
+            contributions[key[1:].strip()] = self.weights[bucket] * sparse[bucket]
+        ngrams = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:top]
+        dense_raw = dense_features(text, total_chars)
+        dense = _standardise(dense_raw, self)
+        signals = {
+            name: {"value": round(raw, 3), "contribution": round(w * x, 4)}
+            for name, raw, w, x in zip(DENSE_FEATURES, dense_raw, self.dense_weights, dense, strict=True)
+            if raw
+        }
+        return {
+            "bias": round(self.bias, 4),
+            "ngrams": [{"ngram": k, "contribution": round(v, 4)} for k, v in ngrams],
+            "signals": signals,
+        }
+
+    def as_reason(self) -> dict[str, Any]:
+        """What the decision shows about this router: its thresholds and the targets they were calibrated to."""
+        return {
+            "thresholds": {"moderate": round(self.moderate_at, 4), "complex": round(self.complex_at, 4)},
+            "calibration": {name: {"metric": c.metric, "target": c.target} for name, c in self.calibration.items()},
+        }
+
+
+def sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def _bucket(key: str, mask: int) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & mask
+
+
+def ngram_keys(text: str) -> list[str]:
+    """The hashed features' keys: ``w<word>`` unigrams and ``b<prev> <word>`` bigrams (``^`` starts a prompt)."""
+    words = _WORD.findall(text[: MAX_WORDS * 24].lower())[:MAX_WORDS]
+    keys: list[str] = []
+    previous = "^"
+    for word in words:
+        token = "0" if word[0].isdigit() else word
+        keys.append("w" + token)
+        keys.append(f"b{previous} {token}")
+        previous = token
+    return keys
+
+
+def hashed_ngrams(text: str, hash_bits: int) -> dict[int, float]:
+    """Bucket -> count of the prompt's n-grams in it, the vector scaled to unit length."""
+    mask = (1 << hash_bits) - 1
+    counts: dict[int, float] = {}
+    for key in ngram_keys(text):
+        bucket = _bucket(key, mask)
+        counts[bucket] = counts.get(bucket, 0.0) + 1.0
+    norm = math.sqrt(sum(v * v for v in counts.values()))
+    if norm:
+        for bucket in counts:
+            counts[bucket] /= norm
+    return counts
+
+
+def dense_features(text: str, total_chars: int | None = None) -> list[float]:
+    """The structural signals of ``DENSE_FEATURES``, unstandardised."""
+    sample = text[:SCAN_CHARS]
+    numbers = _NUMBER.findall(sample)
+    largest = 0.0
+    for number in numbers:
+        value = float(number.replace(",", "")) if len(number) < 20 else _MAX_NUMBER
+        largest = max(largest, min(value, _MAX_NUMBER))
+    size = [
+        math.log1p(len(text) if total_chars is None else total_chars),
+        math.log1p(len(numbers)),
+        math.log1p(len(set(numbers))),
+        math.log1p(sample.count(",")),
+        math.log1p(sample.count("\n")),
+        math.log1p(largest),
+    ]
+    multiple_choice = 1.0 if _CHOICE_A.search(sample) and _CHOICE_B.search(sample) else 0.0
+    return [*size, multiple_choice, *(v * multiple_choice for v in size)]
+
+
+def _standardise(raw: list[float], router: LearnedRouter) -> list[float]:
+    return [(x - m) / s for x, m, s in zip(raw, router.dense_mean, router.dense_std, strict=True)]
+
+
+def encode_weights(weights: list[float]) -> dict[str, Any]:
+    """Quantise weights to int16 with one scale and base64 them (the policy's ``weights`` object)."""
+    peak = max((abs(w) for w in weights), default=0.0)
+    scale = peak / 32767 if peak else 1.0
+    quantised = array("h", (round(w / scale) for w in weights))
+    if sys.byteorder != "little":
+        quantised.byteswap()
+    return {"encoding": WEIGHT_ENCODING, "scale": scale, "data": base64.b64encode(quantised.tobytes()).decode()}
+
+
+def decode_weights(encoded: Mapping[str, Any], buckets: int) -> tuple[float, ...]:
+    """The weights an ``encode_weights`` object holds.
+
+    Raises:
+        LearnedRouterError: unknown encoding, bad base64, or not one weight per bucket.
+    """
+    if encoded.get("encoding") != WEIGHT_ENCODING:
+        raise LearnedRouterError(f"weights.encoding must be {WEIGHT_ENCODING!r}, got {encoded.get('encoding')!r}")
+    try:
+        raw = base64.b64decode(encoded["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise LearnedRouterError("weights.data is not valid base64") from None
+    if len(raw) != 2 * buckets:
+        raise LearnedRouterError(f"weights.data holds {len(raw) // 2} weights; hash_bits needs {buckets}")
+    quantised = array("h")
+    quantised.frombytes(raw)
+    if sys.byteorder != "little":
+        quantised.byteswap()
+    scale = float(encoded["scale"])
+    return tuple(q * scale for q in quantised)
+
+
+def compile_learned(document: Mapping[str, Any]) -> LearnedRouter:
+    """Compile a schema-valid ``rules.complexity.learned`` object.
+
+    Raises:
+        LearnedRouterError: what the schema cannot check (weight count, threshold order, feature version).
+    """
+    if document["features"] != FEATURES_VERSION:
+        raise LearnedRouterError(f"features must be {FEATURES_VERSION!r}, got {document['features']!r}")
+    bits = int(document["hash_bits"])
+    dense = document["dense"]
+    for name in ("weights", "mean", "std"):
+        if len(dense[name]) != len(DENSE_FEATURES):
+            raise LearnedRouterError(f"dense.{name} must hold {len(DENSE_FEATURES)} numbers, got {len(dense[name])}")
+    if any(s <= 0 for s in dense["std"]):
+        raise LearnedRouterError("dense.std values must be above 0")
+    thresholds = document["thresholds"]
+    if thresholds["moderate"] > thresholds["complex"]:
+        raise LearnedRouterError(
+            f"thresholds.moderate must not exceed thresholds.complex (got {thresholds['moderate']} > "
+            f"{thresholds['complex']})"
+        )
+    return LearnedRouter(
+        hash_bits=bits,
+        weights=decode_weights(document["weights"], 1 << bits),
+        dense_weights=tuple(float(x) for x in dense["weights"]),
+        dense_mean=tuple(float(x) for x in dense["mean"]),
+        dense_std=tuple(float(x) for x in dense["std"]),
+        bias=float(document["bias"]),
+        moderate_at=float(thresholds["moderate"]),
+        complex_at=float(thresholds["complex"]),
+        calibration={
+            name: Calibration(metric=c["metric"], target=float(c["target"]), measured=dict(c.get("measured", {})))
+            for name, c in document["calibration"].items()
+        },
+        trained=dict(document.get("trained", {})),
+        heuristic_floor=bool(document.get("heuristic_floor", True)),
+    )
