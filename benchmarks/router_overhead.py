@@ -41,6 +41,11 @@ PROMPTS = [
     },
     {"prompt": "Summarize this memo in three bullet points: the launch moves to May.", "use_case": "summarization"},
     {"prompt": "def add(a, b):\n    return a - b\nWhy does this fail its unit test?", "use_case": "code"},
+    {
+        "prompt": "A shop sells pens at $3 each and notebooks at $5 each. Ana buys 4 pens and 2 notebooks. How much "
+        "does she spend?",
+        "use_case": "math",  # the cascade route: the fake's "ok" has no final number, so it escalates (2 calls)
+    },
 ]
 REPLY = ModelReply(text="ok", input_tokens=42, output_tokens=17, stop_reason="end_turn")
 
@@ -124,6 +129,7 @@ def main() -> int:
     print(f"  ratio handler/direct p50 {r50 / d50:,.0f}x (the fake itself costs ~{d50:.1f} us)")
     print(f"  target met: {'yes' if r99 - d99 < 1000 else 'NO'}")
     worst_case_classifier()
+    learned_inference()
     return 0
 
 
@@ -151,6 +157,49 @@ def worst_case_classifier() -> None:
         classify(text, rules)
         elapsed_us = (time.perf_counter_ns() - started) / 1000
         print(f"  classifier, {name}: {elapsed_us:9.1f} us ({elapsed_us / baseline_us:.1f}x ordinary text)")
+
+
+def learned_inference(repeats: int = 300) -> None:
+    """The learned router's score and the cascade's answer check, per call, against the heuristic alone."""
+    from lambdas.router.cascade import answer_signals
+    from lambdas.router.classifier import classify
+
+    rules = load_policy_file(DEFAULT_POLICY_PATH).complexity
+    learned = rules.learned
+    if learned is None:
+        print("  learned router: not in the default policy")
+        return
+    heuristic = rules._replace(learned=None)
+    sentence = "Natalia sold 48 clips in April and half as many in May; how many did she sell in all? "
+    print("  learned router inference (p50 / p99 per prompt; the heuristic alone for comparison):")
+    for chars in (40, 400, 4_000, 40_000, 400_000):
+        text = (sentence * (chars // len(sentence) + 1))[:chars]
+        timings: dict[str, list[float]] = {"learned": [], "heuristic": [], "classify": []}
+        for _ in range(repeats if chars < 40_000 else repeats // 10):
+            for name, run in (
+                ("learned", lambda t=text: learned.score(t)),
+                ("heuristic", lambda t=text: classify(t, heuristic)),
+                ("classify", lambda t=text: classify(t, rules)),
+            ):
+                started = time.perf_counter_ns()
+                run()
+                timings[name].append((time.perf_counter_ns() - started) / 1000)
+        row = "   ".join(
+            f"{name} {percentile(sorted(v), 50):7.1f} / {percentile(sorted(v), 99):7.1f} us"
+            for name, v in timings.items()
+        )
+        print(f"    {chars:>7,} chars: {row}")
+    answer = "She spends 4 * 3 = 12 on pens and 2 * 5 = 10 on notebooks, so 12 + 10 = 22.\n#### 22" * 5
+    cascade: list[float] = []
+    for _ in range(repeats):
+        started = time.perf_counter_ns()
+        answer_signals(sentence, answer, "end_turn", 0.2)
+        cascade.append((time.perf_counter_ns() - started) / 1000)
+    cascade.sort()
+    print(
+        f"  cascade answer check ({len(answer)} chars): p50 {percentile(cascade, 50):7.1f} us   "
+        f"p99 {percentile(cascade, 99):7.1f} us"
+    )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,20 @@
 
 Data: ../shared/datasets/routellm (RouteLLM's per-prompt outcomes; weak = Mixtral-8x7B-Instruct, strong =
 gpt-4-1106-preview). Each set is split 50/50 by a seeded shuffle into train and test halves; every figure is on
-the test half only. The routers here (heuristic, length, random, oracle) need no training, and no threshold is
-calibrated: each curve sweeps the threshold, sending the top k% of prompts by score (k = 0..100) to the strong
-model, so the train half is unused today; it is kept so learned routers score on the very same test prompts.
+the test half only. Routers:
+
+- heuristic (the keyword classifier's score), length (prompt characters), random (the expected curve of random
+  routing, a straight line), oracle (strong only where it alone is right);
+- learned: the learned pre-call router trained by ``routed_bedrock.learning`` on the train halves of both sets
+  (with this seed), scored on the test halves;
+- cascade (gsm8k only, the set that carries answers): the cheap model answers every prompt; answers are
+  escalated in order of least confidence (``lambdas/router/cascade.py``, weights fitted on the train half's
+  answers with held-out prompt scores). Its cost always includes the cheap call.
+
+Each curve sweeps the threshold (top k% by score to the strong model, k = 0..100). Separately, "at the shipped
+thresholds" scores the default policy's own calibrated operating points (the learned router's complex
+threshold; the math-cascade route's escalation threshold) on the test halves: thresholds are chosen on the
+train half only, so this is what a user of the default policy gets on unseen prompts of these kinds.
 
 Per set and router it prints the share of strong calls needed to keep 95% of always-strong quality (linearly
 interpolated between the 1% grid points, lower is better), APGR (RouteLLM's average performance gap recovered:
@@ -14,7 +25,7 @@ cheap/strong pair (the ``fast`` route's primary, nova-micro, and the ``deep`` ro
 Tokens: input = ceil(chars / 4); output = each model's own response length / 4 on gsm8k (which carries the
 responses), a flat 300 on mmlu.
 
-    python benchmarks/routing_quality.py [--data DIR] [--seed 0] [--limit N] [--out routing_quality.json]
+    python benchmarks/routing_quality.py [--data DIR] [--seed 0] [--limit N] [--train-limit N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,7 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -32,18 +42,41 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lambdas.router.cascade import ConfidenceModel  # noqa: E402
 from lambdas.router.classifier import classify, estimate_tokens  # noqa: E402
-from lambdas.router.policy import DEFAULT_POLICY_PATH, ComplexityRules, ModelSpec, load_policy_file  # noqa: E402
+from lambdas.router.learned import LearnedRouter, compile_learned  # noqa: E402
+from lambdas.router.policy import (  # noqa: E402
+    DEFAULT_POLICY_PATH,
+    CascadeSettings,
+    ComplexityRules,
+    ModelSpec,
+    Policy,
+    load_policy_file,
+)
+from routed_bedrock.learning import (  # noqa: E402
+    STRONG_COLUMN,
+    WEAK_COLUMN,
+    Answered,
+    Hyper,
+    Labelled,
+    Trained,
+    policy_section,
+    routellm_files,
+    split,
+    train_cascade,
+    train_router,
+)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "routellm"
-WEAK_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
-STRONG_COLUMN = "gpt-4-1106-preview"
 CHEAP_ROUTE = "fast"
 STRONG_ROUTE = "deep"
+CASCADE_ROUTE = "math-cascade"
+CASCADE_SET = "gsm8k"
 FLAT_OUTPUT_TOKENS = 300
 QUALITY_TARGET = 0.95
 GRID_PERCENT = range(101)
-ROUTERS = ("heuristic", "length", "random", "oracle")
+ROUTERS = ("heuristic", "length", "random", "oracle", "learned")
+CASCADE_ROUTERS = ("cascade",)  # only on sets whose files carry the weak model's answers
 
 
 class Item(NamedTuple):
@@ -52,6 +85,7 @@ class Item(NamedTuple):
     strong_correct: bool
     cheap_cost_usd: float
     strong_cost_usd: float
+    weak_answer: str | None = None
 
 
 class PricePair(NamedTuple):
@@ -97,6 +131,7 @@ def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str
                         strong_correct=_bool(row[STRONG_COLUMN], where),
                         cheap_cost_usd=prices.cheap.cost_usd(input_tokens, cheap_out),
                         strong_cost_usd=prices.strong.cost_usd(input_tokens, strong_out),
+                        weak_answer=row.get(f"{WEAK_COLUMN}_response"),
                     )
                 )
     if from_responses == {True}:
@@ -110,36 +145,19 @@ def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str
 
 def dataset_files(data: Path) -> dict[str, list[Path]]:
     """The CSV files of each set; fails clearly when the data directory is absent or incomplete."""
-    sets = {
-        "gsm8k": [data / "gsm8k" / "gsm8k_responses.csv"],
-        "mmlu": sorted((data / "mmlu").glob("*.csv")),
-    }
-    for name, paths in sets.items():
-        if not paths or not all(p.is_file() for p in paths):
-            raise FileNotFoundError(
-                f"routellm data for {name!r} not found under {data} (expected ../shared/datasets/routellm beside "
-                "the repository, or pass --data DIR)"
-            )
-    return sets
+    return routellm_files(data)
 
 
-def split(items: Sequence[Item], seed: int, set_name: str) -> tuple[list[Item], list[Item]]:
-    """A fixed 50/50 train/test split by a seeded shuffle (string seeds are stable across runs and platforms)."""
-    order = list(range(len(items)))
-    random.Random(f"{seed}:split:{set_name}").shuffle(order)
-    half = len(order) // 2
-    return [items[i] for i in order[:half]], [items[i] for i in order[half:]]
+def labelled(items: Sequence[Item]) -> list[Labelled]:
+    return [Labelled(item.prompt, float(item.weak_correct), float(item.strong_correct)) for item in items]
 
 
-def router_scores(name: str, items: Sequence[Item], rules: ComplexityRules, seed: int, set_name: str) -> list[float]:
+def router_scores(name: str, items: Sequence[Item], rules: ComplexityRules) -> list[float]:
     """One score per prompt; higher means the prompt should go to the strong model."""
     if name == "heuristic":
-        return [classify(item.prompt, rules).score for item in items]
+        return [classify(item.prompt, rules._replace(learned=None)).score for item in items]
     if name == "length":
         return [float(len(item.prompt)) for item in items]
-    if name == "random":
-        rng = random.Random(f"{seed}:random:{set_name}")
-        return [rng.random() for _ in items]
     if name == "oracle":
         # The standard oracle: the strong model only where it alone is right.
         return [1.0 if item.strong_correct and not item.weak_correct else 0.0 for item in items]
@@ -154,25 +172,36 @@ def _interpolate(xs: Sequence[float], ys: Sequence[float], i: int, target: float
     return xs[i - 1] + fraction * (xs[i] - xs[i - 1])
 
 
-def evaluate(items: Sequence[Item], scores: Sequence[float]) -> dict[str, Any]:
+def evaluate(items: Sequence[Item], scores: Sequence[float] | None, *, cascade: bool = False) -> dict[str, Any]:
     """The quality/cost curve of routing the top k% by score to the strong model, and its summary figures.
 
+    ``scores`` None gives the expected curve of random routing (every prompt equally likely to go strong).
+    ``cascade`` counts the cheap call on every prompt: escalating adds the strong call's whole cost.
     Ties in score keep the items' order, which is the seeded shuffle of the split: deterministic, and unbiased.
     """
     n = len(items)
-    order = sorted(range(n), key=lambda i: -scores[i])  # stable: ties keep split order
     weak_quality = sum(item.weak_correct for item in items) / n
     strong_quality = sum(item.strong_correct for item in items) / n
     cheap_cost = sum(item.cheap_cost_usd for item in items)
     strong_cost = sum(item.strong_cost_usd for item in items)
     gap = strong_quality - weak_quality
 
-    gain = [0]  # prefix sums over the routing order: extra correct answers and extra cost from the strong model
+    def step_cost(item: Item) -> float:
+        return item.strong_cost_usd if cascade else item.strong_cost_usd - item.cheap_cost_usd
+
+    gain: list[float] = [0.0]  # prefix sums over the routing order: extra correct answers, extra cost
     extra_cost = [0.0]
-    for i in order:
-        item = items[i]
-        gain.append(gain[-1] + int(item.strong_correct) - int(item.weak_correct))
-        extra_cost.append(extra_cost[-1] + item.strong_cost_usd - item.cheap_cost_usd)
+    if scores is None:
+        total_gain = sum(int(item.strong_correct) - int(item.weak_correct) for item in items)
+        total_extra = sum(step_cost(item) for item in items)
+        for m in range(1, n + 1):
+            gain.append(total_gain * m / n)
+            extra_cost.append(total_extra * m / n)
+    else:
+        for i in sorted(range(n), key=lambda i: -scores[i]):  # stable: ties keep split order
+            item = items[i]
+            gain.append(gain[-1] + int(item.strong_correct) - int(item.weak_correct))
+            extra_cost.append(extra_cost[-1] + step_cost(item))
 
     curve: list[dict[str, Any]] = []
     for k in GRID_PERCENT:
@@ -195,7 +224,7 @@ def evaluate(items: Sequence[Item], scores: Sequence[float]) -> dict[str, Any]:
     costs = [point["cost_usd"] for point in curve]
     target = QUALITY_TARGET * strong_quality
     # The first grid point reaching the target always exists: at 100% quality equals strong quality.
-    first = next(i for i, q in enumerate(qualities) if q >= target)
+    first = next(i for i, q in enumerate(qualities) if q >= target - 1e-12)
     share_at_target = _interpolate(shares, qualities, first, target)
     if first == 0 or qualities[first] == qualities[first - 1]:
         cost_at_target = costs[first]
@@ -216,16 +245,95 @@ def evaluate(items: Sequence[Item], scores: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def operating_point(items: Sequence[Item], strong: Sequence[bool], *, cascade: bool = False) -> dict[str, float]:
+    """Quality kept, strong-call share and cost saved when exactly the ``strong`` prompts go to the strong model."""
+    strong_quality = sum(item.strong_correct for item in items)
+    quality = sum(item.strong_correct if s else item.weak_correct for item, s in zip(items, strong, strict=True))
+    cost = sum(
+        (item.strong_cost_usd + (item.cheap_cost_usd if cascade else 0.0)) if s else item.cheap_cost_usd
+        for item, s in zip(items, strong, strict=True)
+    )
+    return {
+        "strong_share": sum(strong) / len(items),
+        "quality_kept": quality / strong_quality if strong_quality else 0.0,
+        "cost_saved": 1 - cost / sum(item.strong_cost_usd for item in items),
+    }
+
+
+class Learned(NamedTuple):
+    """The routers trained for this run (on the train halves only)."""
+
+    router: LearnedRouter
+    cascade: CascadeSettings | None
+    trained: Trained
+
+
+def train_routers(splits: dict[str, tuple[list[Item], list[Item]]], seed: int, train_limit: int | None) -> Learned:
+    """Train the learned router on every set's train half and the cascade on the answer-carrying set's."""
+    train = {name: labelled(halves[0][:train_limit]) for name, halves in splits.items()}
+    trained = train_router(train, seed=seed)
+    hyper = Hyper()
+    router = compile_learned(policy_section(trained, hyper, seed=seed, source="benchmark", trained_at="-"))
+    cascade: CascadeSettings | None = None
+    if CASCADE_SET in splits:
+        answered = [
+            Answered(
+                item.prompt, item.weak_answer, "end_turn", score, float(item.weak_correct), float(item.strong_correct)
+            )
+            for item, score in zip(splits[CASCADE_SET][0][:train_limit], trained.held_out[CASCADE_SET], strict=True)
+            if item.weak_answer is not None
+        ]
+        if answered:
+            fitted = train_cascade(answered, target=QUALITY_TARGET)
+            confidence = ConfidenceModel(fitted["confidence"]["weights"], fitted["confidence"]["bias"])
+            cascade = CascadeSettings(fitted["threshold"], confidence, fitted["calibration"])
+    return Learned(router, cascade, trained)
+
+
+def confidences(items: Sequence[Item], cascade: CascadeSettings, router: LearnedRouter | None) -> list[float]:
+    """The cascade's confidence in each item's weak answer (the prompt scored by ``router`` when given)."""
+    return [
+        cascade.confidence.score(
+            item.prompt, item.weak_answer or "", "end_turn", router.score(item.prompt) if router else None
+        ).value
+        for item in items
+    ]
+
+
+def shipped_points(policy: Policy, test: Sequence[Item], set_name: str) -> dict[str, Any]:
+    """The default policy's own thresholds (chosen on the train half) applied to this set's test half."""
+    points: dict[str, Any] = {}
+    learned = policy.complexity.learned
+    if learned is not None:
+        scores = [learned.score(item.prompt) for item in test]
+        points["learned_complex"] = {
+            "threshold": learned.complex_at,
+            **operating_point(test, [score >= learned.complex_at for score in scores]),
+        }
+        points["learned_complex_or_moderate"] = {
+            "threshold": learned.moderate_at,
+            **operating_point(test, [score >= learned.moderate_at for score in scores]),
+        }
+    route = policy.routes.get(CASCADE_ROUTE)
+    if route is not None and route.cascade is not None and all(item.weak_answer is not None for item in test):
+        values = confidences(test, route.cascade, learned)
+        points["cascade"] = {
+            "threshold": route.cascade.threshold,
+            **operating_point(test, [value < route.cascade.threshold for value in values], cascade=True),
+        }
+    return points
+
+
 def benchmark_set(
-    set_name: str, items: Sequence[Item], rules: ComplexityRules, seed: int, limit: int | None
+    set_name: str,
+    train: Sequence[Item],
+    test: Sequence[Item],
+    *,
+    policy: Policy,
+    learned: Learned,
+    shipped: bool,
 ) -> dict[str, Any]:
-    train, test = split(items, seed, set_name)
-    if limit is not None:
-        test = test[:limit]
-    if not test:
-        raise ValueError(f"{set_name}: the test split is empty")
     result: dict[str, Any] = {
-        "prompts": len(items),
         "train_prompts": len(train),
         "test_prompts": len(test),
         "weak_quality": sum(item.weak_correct for item in test) / len(test),
@@ -236,10 +344,22 @@ def benchmark_set(
     }
     for router in ROUTERS:
         started = time.perf_counter()
-        scores = router_scores(router, test, rules, seed, set_name)
-        figures = evaluate(test, scores)
+        if router == "random":
+            figures = evaluate(test, None)
+        elif router == "learned":
+            figures = evaluate(test, [learned.router.score(item.prompt) for item in test])
+        else:
+            figures = evaluate(test, router_scores(router, test, policy.complexity))
         figures["seconds"] = time.perf_counter() - started
         result["routers"][router] = figures
+    if learned.cascade is not None and all(item.weak_answer is not None for item in test):
+        started = time.perf_counter()
+        values = confidences(test, learned.cascade, learned.router)
+        figures = evaluate(test, [-value for value in values], cascade=True)
+        figures["seconds"] = time.perf_counter() - started
+        result["routers"]["cascade"] = figures
+    if shipped:
+        result["shipped"] = shipped_points(policy, test, set_name)
     return result
 
 
@@ -249,25 +369,33 @@ def _pct(value: float | None) -> str:
 
 def print_table(set_name: str, result: dict[str, Any], output_source: str) -> None:
     print(
-        f"\n{set_name}: {result['test_prompts']:,} test prompts (of {result['prompts']:,}); "
+        f"\n{set_name}: {result['test_prompts']:,} test prompts ({result['train_prompts']:,} train); "
         f"always-strong quality {result['strong_quality']:.1%}, always-weak {result['weak_quality']:.1%} "
         f"({result['weak_quality'] / result['strong_quality']:.1%} kept); output tokens: {output_source}"
     )
-    print(f"| {'router':<10} | strong calls at 95% | APGR  | cost saved at 95% |")
-    print(f"| {'-' * 10} | {'-' * 19} | {'-' * 5} | {'-' * 17} |")
+    oracle = result["routers"]["oracle"]["strong_share_at_95"]
+    print(f"| {'router':<10} | strong calls at 95% | vs oracle | APGR  | cost saved at 95% |")
+    print(f"| {'-' * 10} | {'-' * 19} | {'-' * 9} | {'-' * 5} | {'-' * 17} |")
     for router, figures in result["routers"].items():
         apgr = "n/a" if figures["apgr"] is None else f"{figures['apgr']:.3f}"
+        gap = figures["strong_share_at_95"] - oracle
         print(
-            f"| {router:<10} | {_pct(figures['strong_share_at_95']):>19} | {apgr:>5} | "
+            f"| {router:<10} | {_pct(figures['strong_share_at_95']):>19} | {gap * 100:+8.1f}p | {apgr:>5} | "
             f"{_pct(figures['cost_saved_at_95']):>17} |"
+        )
+    for name, point in result.get("shipped", {}).items():
+        print(
+            f"  shipped {name} (threshold {point['threshold']:.4f}): strong calls {point['strong_share']:.1%}, "
+            f"quality kept {point['quality_kept']:.1%}, cost saved {point['cost_saved']:.1%}"
         )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the routellm directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the random router")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of training")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test prompts per set")
+    parser.add_argument("--train-limit", type=int, default=None, help="train on only the first N per set (smoke runs)")
     parser.add_argument("--out", type=Path, default=Path("routing_quality.json"), help="where to write the figures")
     args = parser.parse_args(argv)
 
@@ -277,12 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cheap=policy.models[policy.routes[CHEAP_ROUTE].candidates[0].model],
         strong=policy.models[policy.routes[STRONG_ROUTE].candidates[0].model],
     )
+    learned_meta = policy.complexity.learned.trained if policy.complexity.learned is not None else {}
+    shipped = learned_meta.get("seed") == args.seed and args.train_limit is None
     report: dict[str, Any] = {
         "data": str(args.data),
         "seed": args.seed,
         "limit": args.limit,
+        "train_limit": args.train_limit,
         "split": "50/50 train/test by a seeded shuffle per set; figures on the test half only",
-        "calibration": "none: curves sweep the threshold (top k% by score to strong, k = 0..100)",
+        "calibration": "curves sweep the threshold (top k% by score to strong, k = 0..100); learned routers are "
+        "trained, and shipped thresholds chosen, on the train halves only",
         "quality_target": QUALITY_TARGET,
         "policy_version": policy.version,
         "cheap_model": {"route": CHEAP_ROUTE, "model": prices.cheap.key, "model_id": prices.cheap.model_id},
@@ -291,15 +423,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "strong_column": STRONG_COLUMN,
         "sets": {},
     }
+    splits: dict[str, tuple[list[Item], list[Item]]] = {}
+    sources: dict[str, str] = {}
     for set_name, paths in dataset_files(args.data).items():
-        items, output_source = read_rows(paths, prices)
-        result = benchmark_set(set_name, items, policy.complexity, args.seed, args.limit)
-        result["output_tokens"] = output_source
+        items, sources[set_name] = read_rows(paths, prices)
+        splits[set_name] = split(items, args.seed, set_name)
+    training_started = time.perf_counter()
+    learned = train_routers(splits, args.seed, args.train_limit)
+    report["training_seconds"] = time.perf_counter() - training_started
+    for set_name, (train, whole_test) in splits.items():
+        test = whole_test[: args.limit] if args.limit is not None else whole_test
+        if not test:
+            raise ValueError(f"{set_name}: the test split is empty")
+        result = benchmark_set(
+            set_name, train[: args.train_limit], test, policy=policy, learned=learned, shipped=shipped
+        )
+        result["prompts"] = len(train) + len(whole_test)
+        result["output_tokens"] = sources[set_name]
         report["sets"][set_name] = result
-        print_table(set_name, result, output_source)
+        print_table(set_name, result, sources[set_name])
+    if not shipped:
+        print("\n(shipped thresholds not scored: the default policy's router was trained on another split or subset)")
     report["seconds"] = time.perf_counter() - started
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"\n{report['seconds']:.1f} s; wrote {args.out}")
+    print(f"\n{report['seconds']:.1f} s (training {report['training_seconds']:.1f} s); wrote {args.out}")
     return 0
 
 

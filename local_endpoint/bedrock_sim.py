@@ -19,7 +19,15 @@ admin API: ``PUT /_sim/faults`` (one fault), ``GET /_sim/faults``, ``DELETE /_si
 ``GET``/``DELETE /_sim/calls`` for the record of calls. ``"on_demand": false`` answers calls by a base model
 id (not an inference profile) with Bedrock's "with on-demand throughput isn't supported". Local mode only.
 
-    python -m local_endpoint.bedrock_sim --port 8081 [--faults faults.json] [--seed 0]
+Scripted answers (opt-in) make a model's answer to a prompt what a test or an evaluation needs: rules
+``{"model": "<model id or *>", "prompt_contains": "...", "text": "...", "stop_reason": "end_turn"}`` from a
+JSON file (``{"answers": [...]}``) or the admin API (``POST /_sim/answers`` adds one rule at the end,
+``GET`` lists, ``DELETE`` clears). The first rule whose model matches and whose ``prompt_contains`` is in the
+last user message answers with exactly its text (no ``[sim ...]`` prefix; output tokens ceil(chars / 4),
+cut at ``maxTokens`` with stop reason ``max_tokens``); faults still apply first. Without a matching rule the
+answer is the deterministic one above.
+
+    python -m local_endpoint.bedrock_sim --port 8081 [--faults faults.json] [--answers answers.json] [--seed 0]
 """
 
 from __future__ import annotations
@@ -183,6 +191,99 @@ class FaultStore:
             raise ValueError(f"faults file '{path}': {exc}") from None
 
 
+# The stop reasons a Converse answer may carry (botocore's bedrock-runtime service model).
+STOP_REASONS = (
+    "end_turn",
+    "tool_use",
+    "max_tokens",
+    "stop_sequence",
+    "guardrail_intervened",
+    "content_filtered",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedAnswer:
+    """Answer ``text`` to calls of ``model`` (``*`` matches any) whose last user message holds ``prompt_contains``."""
+
+    text: str
+    model: str = "*"
+    prompt_contains: str = ""
+    stop_reason: str = "end_turn"
+
+    def matches(self, model: str, prompt: str) -> bool:
+        return self.model in ("*", model) and self.prompt_contains in prompt
+
+    @classmethod
+    def from_json(cls, data: object) -> ScriptedAnswer:
+        """Build a rule from parsed JSON.
+
+        Raises:
+            ValueError: naming the unknown field or the bad value.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"an answer rule must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown answer rule field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        text, model = data.get("text"), data.get("model", "*")
+        contains, stop = data.get("prompt_contains", ""), data.get("stop_reason", "end_turn")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"answer rule text must be a non-blank string, got {text!r}")
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"answer rule model must be a model id or '*', got {model!r}")
+        if not isinstance(contains, str):
+            raise ValueError(f"answer rule prompt_contains must be a string, got {contains!r}")
+        if stop not in STOP_REASONS:
+            raise ValueError(f"answer rule stop_reason must be one of {', '.join(STOP_REASONS)}, got {stop!r}")
+        return cls(text=text, model=model, prompt_contains=contains, stop_reason=stop)
+
+
+class AnswerScript:
+    """Thread-safe, ordered list of scripted answers; the first matching rule answers."""
+
+    def __init__(self, rules: Iterable[ScriptedAnswer] = ()) -> None:
+        self._rules = list(rules)
+        self._lock = threading.Lock()
+
+    def add(self, rule: ScriptedAnswer) -> None:
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def all(self) -> list[ScriptedAnswer]:
+        with self._lock:
+            return list(self._rules)
+
+    def first_match(self, model: str, prompt: str) -> ScriptedAnswer | None:
+        with self._lock:
+            return next((rule for rule in self._rules if rule.matches(model, prompt)), None)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AnswerScript:
+        """Load ``{"answers": [...]}`` from a JSON file.
+
+        Raises:
+            ValueError: naming the file and what is wrong with it.
+        """
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read answers file '{path}': {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"answers file '{path}' is not valid JSON: {exc.msg}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("answers"), list):
+            raise ValueError(f"answers file '{path}' must hold an object with an 'answers' list")
+        try:
+            return cls(ScriptedAnswer.from_json(item) for item in document["answers"])
+        except ValueError as exc:
+            raise ValueError(f"answers file '{path}': {exc}") from None
+
+
 @dataclass(frozen=True)
 class CallRecord:
     model: str
@@ -239,10 +340,18 @@ class BedrockSimulator:
     Args:
         faults: the faults to apply; an empty store by default.
         sleep: how injected latency waits (tests pass a fake).
+        answers: scripted answers; none by default (every answer is the deterministic canned one).
     """
 
-    def __init__(self, faults: FaultStore | None = None, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        faults: FaultStore | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        answers: AnswerScript | None = None,
+    ) -> None:
         self.faults = faults if faults is not None else FaultStore()
+        self.answers = answers if answers is not None else AnswerScript()
         self.calls = CallLog()
         self._sleep = sleep
 
@@ -271,7 +380,7 @@ class BedrockSimulator:
         except SimulatedError as exc:
             self.calls.add(CallRecord(model, region, exc.code))
             return _error(exc.code, exc.message)
-        text, output_tokens, stop = _answer(model, region, request)
+        text, output_tokens, stop = self._scripted(model, request) or _answer(model, region, request)
         self.calls.add(CallRecord(model, region, "ok"))
         payload = {
             "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
@@ -284,6 +393,16 @@ class BedrockSimulator:
             "metrics": {"latencyMs": max(1, round((time.perf_counter() - started) * 1000))},
         }
         return _json(200, payload)
+
+    def _scripted(self, model: str, request: Mapping[str, Any]) -> tuple[str, int, str] | None:
+        rule = self.answers.first_match(model, _last_user_text(request))
+        if rule is None:
+            return None
+        max_tokens = (request.get("inferenceConfig") or {}).get("maxTokens") or 4096
+        wanted = max(1, math.ceil(len(rule.text) / 4))
+        if wanted > max_tokens:
+            return rule.text[: max_tokens * 4], max_tokens, "max_tokens"
+        return rule.text, wanted, rule.stop_reason
 
     def _apply_faults(self, model: str, region: str, input_tokens: int) -> None:
         matching = self.faults.matching(model, region)
@@ -323,6 +442,18 @@ class BedrockSimulator:
                 except ValueError as exc:
                     return _json(400, {"message": str(exc)})
                 return _json(200, self._faults_body())
+        if path == "/_sim/answers":
+            if method == "GET":
+                return _json(200, self._answers_body())
+            if method == "DELETE":
+                self.answers.clear()
+                return _json(200, self._answers_body())
+            if method == "POST":
+                try:
+                    self.answers.add(ScriptedAnswer.from_json(parse_json(body, what="answer rule body")))
+                except ValueError as exc:
+                    return _json(400, {"message": str(exc)})
+                return _json(200, self._answers_body())
         if path == "/_sim/calls":
             if method == "GET":
                 return _json(200, self.calls.snapshot())
@@ -333,6 +464,9 @@ class BedrockSimulator:
 
     def _faults_body(self) -> dict[str, Any]:
         return {"faults": [asdict(fault) for fault in self.faults.all()]}
+
+    def _answers_body(self) -> dict[str, Any]:
+        return {"answers": [asdict(rule) for rule in self.answers.all()]}
 
 
 _ERROR_MESSAGES = {
@@ -528,8 +662,8 @@ _OPENINGS = (
 )
 
 
-def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, int, str]:
-    last_user = next(
+def _last_user_text(request: Mapping[str, Any]) -> str:
+    return next(
         (
             block["text"]
             for message in reversed(request["messages"])
@@ -539,6 +673,10 @@ def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, i
         ),
         "",
     )
+
+
+def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, int, str]:
+    last_user = _last_user_text(request)
     digest = hashlib.sha256(f"{model}\x00{last_user}".encode("utf-8", "surrogatepass")).digest()
     wanted = 20 + int.from_bytes(digest[:4], "big") % 381
     max_tokens = (request.get("inferenceConfig") or {}).get("maxTokens") or 4096
@@ -588,15 +726,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--faults", type=Path, default=None, help='JSON file: {"faults": [...]}')
+    parser.add_argument("--answers", type=Path, default=None, help='scripted answers JSON file: {"answers": [...]}')
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         faults = FaultStore.from_file(args.faults, seed=args.seed) if args.faults else FaultStore(seed=args.seed)
+        answers = AnswerScript.from_file(args.answers) if args.answers else AnswerScript()
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
-    server, thread = serve(BedrockSimulator(faults), args.host, args.port)
-    print(f"Bedrock simulator on http://{args.host}:{server.server_address[1]} (admin: /_sim/faults)", flush=True)
+    server, thread = serve(BedrockSimulator(faults, answers=answers), args.host, args.port)
+    print(
+        f"Bedrock simulator on http://{args.host}:{server.server_address[1]} (admin: /_sim/faults, /_sim/answers)",
+        flush=True,
+    )
     try:
         thread.join()
     except KeyboardInterrupt:

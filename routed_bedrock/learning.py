@@ -410,24 +410,33 @@ def cascade_curve(items: Sequence[Answered], confidences: Sequence[float]) -> li
     return kept
 
 
-def train_cascade(items: Sequence[Answered], *, target: float = 0.95) -> dict[str, Any]:
+def train_cascade(items: Sequence[Answered], *, target: float = 0.95, folds: int = 5) -> dict[str, Any]:
     """Fit the answer-confidence weights (label: the cheap answer is right) and calibrate the escalation threshold.
 
-    The threshold is the confidence below which the fewest answers must escalate for the cascade to keep
-    ``target`` of always-strong quality on these answers (every prompt pays for the cheap call).
+    The threshold is chosen on held-out confidences (``folds``-fold: each answer scored by a model fitted
+    without it): the confidence below which the fewest answers must escalate for the cascade to keep
+    ``target`` of always-strong quality (every prompt pays for the cheap call). The weights shipped are fitted
+    on all the answers.
     """
     from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals
 
-    if not items:
-        raise TrainingError("no answers to fit the cascade on")
+    if len(items) < folds:
+        raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
     signals = [answer_signals(i.prompt, i.answer, i.stop_reason, i.prompt_score) for i in items]
     used = [name for name in SIGNALS if any(s[name] for s in signals)]  # a signal that never fires gets no weight
-    weights, bias = fit_logistic([[s[name] for name in used] for s in signals], [i.weak for i in items])
+    rows = [[s[name] for name in used] for s in signals]
+    labels = [i.weak for i in items]
+    held_out = [0.0] * len(items)
+    for fold in range(folds):
+        kept_rows = [(r, y) for n, (r, y) in enumerate(zip(rows, labels, strict=True)) if n % folds != fold]
+        weights, bias = fit_logistic([r for r, _ in kept_rows], [y for _, y in kept_rows])
+        for n in range(fold, len(items), folds):
+            held_out[n] = sigmoid(bias + sum(w * x for w, x in zip(weights, rows[n], strict=True)))
+    weights, bias = fit_logistic(rows, labels)
     model = ConfidenceModel(dict(zip(used, weights, strict=True)), bias)
-    confidences = [model.score(i.prompt, i.answer, i.stop_reason, i.prompt_score).value for i in items]
-    kept = cascade_curve(items, confidences)
+    kept = cascade_curve(items, held_out)
     m = next((m for m, q in enumerate(kept) if q >= target - 1e-12), len(items))
-    ranked = sorted(confidences)
+    ranked = sorted(held_out)
     if m == 0:
         threshold = 0.0
     elif m >= len(ranked):
@@ -440,6 +449,6 @@ def train_cascade(items: Sequence[Answered], *, target: float = 0.95) -> dict[st
         "calibration": {
             "metric": "quality_kept",
             "target": target,
-            "measured": {"answers": len(items), "escalation_share": round(m / len(items), 4)},
+            "measured": {"answers": len(items), "held_out_escalation_share": round(m / len(items), 4)},
         },
     }

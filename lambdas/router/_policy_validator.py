@@ -1235,6 +1235,11 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                     data__cascade__confidence__weights__promptscore = data__cascade__confidence__weights['prompt_score']
                                     if not isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptscore, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be number', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='type')
+                                if 'prompt_chars' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('prompt_chars')
+                                    data__cascade__confidence__weights__promptchars = data__cascade__confidence__weights['prompt_chars']
+                                    if not isinstance(data__cascade__confidence__weights__promptchars, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptchars, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be number', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='type')
                                 if data__cascade__confidence__weights_keys:
                                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights must not contain ' + str(data__cascade__confidence__weights_keys) + ' properties', value=data__cascade__confidence__weights, name='' + (name_prefix or 'data') + '.cascade.confidence.weights', definition=None, rule='additionalProperties')
                         if data__cascade__confidence_keys:

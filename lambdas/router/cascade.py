@@ -14,6 +14,7 @@ but the last, ``confidence`` scores it from cheap signals of the answer (no mode
 - ``arithmetic_errors``: equations written in the answer (``12 * 4 = 46``, ``<<12*4=48>>``) whose sides
   differ: the cheap model's own working is checked (at most ``MAX_EQUATIONS`` of them);
 - ``answer_chars``: log of the answer's length (long working tends to hold a slip);
+- ``prompt_chars``: log of the prompt's length (longer word problems take more steps to get wrong);
 - ``prompt_score``: the learned router's score for the prompt, when the policy has one.
 
 Confidence is a logistic function of these with weights from the policy (fitted by ``routed-bedrock train``
@@ -42,6 +43,7 @@ SIGNALS = (
     "non_integer_answer",
     "negative_answer",
     "answer_chars",
+    "prompt_chars",
     "prompt_score",
 )
 SHORT_ANSWER_CHARS = 20
@@ -121,6 +123,7 @@ def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: flo
         "non_integer_answer": 1.0 if maths and final is not None and _is_fractional(final) else 0.0,
         "negative_answer": 1.0 if maths and final is not None and final.lstrip("$").startswith("-") else 0.0,
         "answer_chars": math.log1p(len(stripped)),
+        "prompt_chars": math.log1p(len(prompt)),
         "prompt_score": prompt_score if prompt_score is not None else 0.0,
     }
 

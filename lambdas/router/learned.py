@@ -4,8 +4,9 @@ A logistic regression over two kinds of features, both computed here and nowhere
 ``routed_bedrock.learning`` imports this module, so training and serving can never disagree):
 
 - hashed word n-grams: the prompt is lower-cased and split into words and numbers (every number becomes
-  ``0``); unigrams and bigrams of its first ``MAX_WORDS`` words are hashed (CRC-32) into ``2**hash_bits``
-  buckets; the count vector is scaled to unit length, so a long prompt does not outweigh a short one;
+  ``0``); unigrams and bigrams of its first ``MAX_WORDS`` words are hashed (CRC-32, a bigram mixing its two
+  words' CRCs) into ``2**hash_bits`` buckets; the count vector is scaled to unit length, so a long prompt
+  does not outweigh a short one;
 - structural signals (``DENSE_FEATURES``): logs of the size, how many numbers and distinct numbers, commas,
   newlines and the largest number, whether the prompt is a multiple-choice question, and the size signals
   again for multiple-choice prompts only (so one model serves free-form and multiple-choice asks). They are
@@ -28,6 +29,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any, NamedTuple
 
 FEATURES_VERSION = "hashed-words-v1"
@@ -58,6 +60,8 @@ _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _CHOICE_A = re.compile(r"(?:^|\n)\(?A[.):] ")
 _CHOICE_B = re.compile(r"\n\(?B[.):] ")
 _MAX_NUMBER = 1e15
+_START_CRC = zlib.crc32(b"^")
+_MIX = 0x01000193
 
 
 class LearnedRouterError(ValueError):
@@ -108,12 +112,13 @@ class LearnedRouter(NamedTuple):
 
     def explain(self, text: str, total_chars: int | None = None, top: int = 8) -> dict[str, Any]:
         """The score's largest contributions: n-grams (by name) and structural signals."""
-        mask = (1 << self.hash_bits) - 1
         contributions: dict[str, float] = {}
         sparse = hashed_ngrams(text, self.hash_bits)
-        for key in ngram_keys(text):
-            bucket = _bucket(key, mask)
-            contributions[key[1:].strip()] = self.weights[bucket] * sparse[bucket]
+        tokens = _tokens(text)
+        for i, (unigram, bigram) in enumerate(_ngram_buckets(tokens, (1 << self.hash_bits) - 1)):
+            contributions[tokens[i]] = self.weights[unigram] * sparse[unigram]
+            pair = f"{tokens[i - 1] if i else '^'} {tokens[i]}"
+            contributions[pair] = self.weights[bigram] * sparse[bigram]
         ngrams = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:top]
         dense_raw = dense_features(text, total_chars)
         dense = _standardise(dense_raw, self)
@@ -125,7 +130,7 @@ class LearnedRouter(NamedTuple):
         return {
             "bias": round(self.bias, 4),
             "ngrams": [{"ngram": k, "contribution": round(v, 4)} for k, v in ngrams],
-            "signals": signals,
+            "structural": signals,
         }
 
     def as_reason(self) -> dict[str, Any]:
@@ -143,34 +148,41 @@ def sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def _bucket(key: str, mask: int) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & mask
+def _tokens(text: str) -> list[str]:
+    """The prompt's first ``MAX_WORDS`` lower-cased words and numbers, every number as ``0``."""
+    words = islice(_WORD.finditer(text[: MAX_WORDS * 24].lower()), MAX_WORDS)
+    return ["0" if (word := match.group())[0].isdigit() else word for match in words]
 
 
-def ngram_keys(text: str) -> list[str]:
-    """The hashed features' keys: ``w<word>`` unigrams and ``b<prev> <word>`` bigrams (``^`` starts a prompt)."""
-    words = _WORD.findall(text[: MAX_WORDS * 24].lower())[:MAX_WORDS]
-    keys: list[str] = []
-    previous = "^"
-    for word in words:
-        token = "0" if word[0].isdigit() else word
-        keys.append("w" + token)
-        keys.append(f"b{previous} {token}")
-        previous = token
-    return keys
+def _ngram_buckets(tokens: list[str], mask: int) -> list[tuple[int, int]]:
+    """Per token, its unigram bucket and the bucket of the bigram it ends (the first one's starts at ``^``).
+
+    A token's bucket is its CRC-32 (stable across processes, unlike ``hash``); a bigram's mixes the two tokens'
+    CRCs (FNV-style multiply and xor), so each distinct token is hashed once.
+    """
+    crcs: dict[str, int] = {}
+    buckets: list[tuple[int, int]] = []
+    previous = _START_CRC
+    for token in tokens:
+        crc = crcs.get(token)
+        if crc is None:
+            crc = crcs[token] = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+        buckets.append((crc & mask, (((previous * _MIX) & 0xFFFFFFFF) ^ crc) & mask))
+        previous = crc
+    return buckets
 
 
 def hashed_ngrams(text: str, hash_bits: int) -> dict[int, float]:
-    """Bucket -> count of the prompt's n-grams in it, the vector scaled to unit length."""
-    mask = (1 << hash_bits) - 1
+    """Bucket -> count of the prompt's unigrams and bigrams in it, the vector scaled to unit length."""
     counts: dict[int, float] = {}
-    for key in ngram_keys(text):
-        bucket = _bucket(key, mask)
-        counts[bucket] = counts.get(bucket, 0.0) + 1.0
-    norm = math.sqrt(sum(v * v for v in counts.values()))
-    if norm:
+    get = counts.get
+    for unigram, bigram in _ngram_buckets(_tokens(text), (1 << hash_bits) - 1):
+        counts[unigram] = get(unigram, 0.0) + 1.0
+        counts[bigram] = get(bigram, 0.0) + 1.0
+    if counts:
+        scale = 1.0 / math.sqrt(sum(v * v for v in counts.values()))
         for bucket in counts:
-            counts[bucket] /= norm
+            counts[bucket] *= scale
     return counts
 
 
