@@ -86,6 +86,7 @@ class Item(NamedTuple):
     cheap_cost_usd: float
     strong_cost_usd: float
     weak_answer: str | None = None
+    group: str | None = None  # the mmlu subject (its file): training may use it, routing never sees it
 
 
 class PricePair(NamedTuple):
@@ -112,6 +113,7 @@ def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str
     """Read RouteLLM outcome CSVs into items; also say where output token counts came from."""
     items: list[Item] = []
     from_responses: set[bool] = set()
+    grouped = len(paths) > 1  # as routed_bedrock.learning.read_routellm: one file per subject
     for path in paths:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -132,6 +134,7 @@ def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str
                         cheap_cost_usd=prices.cheap.cost_usd(input_tokens, cheap_out),
                         strong_cost_usd=prices.strong.cost_usd(input_tokens, strong_out),
                         weak_answer=row.get(f"{WEAK_COLUMN}_response"),
+                        group=path.stem.removeprefix("mmlu_") if grouped else None,
                     )
                 )
     if from_responses == {True}:
@@ -149,7 +152,7 @@ def dataset_files(data: Path) -> dict[str, list[Path]]:
 
 
 def labelled(items: Sequence[Item]) -> list[Labelled]:
-    return [Labelled(item.prompt, float(item.weak_correct), float(item.strong_correct)) for item in items]
+    return [Labelled(item.prompt, float(item.weak_correct), float(item.strong_correct), item.group) for item in items]
 
 
 def router_scores(name: str, items: Sequence[Item], rules: ComplexityRules) -> list[float]:

@@ -46,11 +46,16 @@ class TrainingError(ValueError):
 
 
 class Labelled(NamedTuple):
-    """One prompt and how well the weak and the strong model answered it (1 right, 0 wrong)."""
+    """One prompt and how well the weak and the strong model answered it (1 right, 0 wrong).
+
+    ``group`` is what the prompt is about when the data says so (an mmlu subject, an evaluator task label):
+    training may pull each label towards its group's rate (``Hyper.group_smoothing``). Serving never sees it.
+    """
 
     prompt: str
     weak: float
     strong: float
+    group: str | None = None
 
     @property
     def needs_strong(self) -> float:
@@ -66,6 +71,7 @@ class Hyper(NamedTuple):
     l2_ngrams: float = 1e-2
     l2_dense: float = 1e-5
     folds: int = 5
+    group_smoothing: float = 1.0  # weight of the group's rate in each training label (0: the prompt's own)
 
 
 def _bool(value: str, where: str) -> float:
@@ -92,6 +98,7 @@ def routellm_files(data: Path) -> dict[str, list[Path]]:
 def read_routellm(paths: Sequence[Path]) -> list[dict[str, str]]:
     """The rows of RouteLLM outcome CSVs, checked for the columns this project reads."""
     rows: list[dict[str, str]] = []
+    grouped = len(paths) > 1  # one file per subject (mmlu): the subject is the group
     for path in paths:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -100,13 +107,20 @@ def read_routellm(paths: Sequence[Path]) -> list[dict[str, str]]:
                 raise TrainingError(f"{path}: missing columns {sorted(missing)}")
             for line, row in enumerate(reader, start=2):
                 row["_where"] = f"{path.name}:{line}"
+                if grouped:
+                    row["_group"] = path.stem.removeprefix("mmlu_")
                 rows.append(row)
     return rows
 
 
 def routellm_labelled(rows: Iterable[Mapping[str, str]]) -> list[Labelled]:
     return [
-        Labelled(row["prompt"], _bool(row[WEAK_COLUMN], row["_where"]), _bool(row[STRONG_COLUMN], row["_where"]))
+        Labelled(
+            row["prompt"],
+            _bool(row[WEAK_COLUMN], row["_where"]),
+            _bool(row[STRONG_COLUMN], row["_where"]),
+            row.get("_group"),
+        )
         for row in rows
     ]
 
@@ -121,6 +135,8 @@ def read_outcomes(path: Path, weak: str, strong: str) -> dict[str, list[Labelled
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TrainingError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TrainingError(f"cannot read {path}: not UTF-8 text (byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -254,6 +270,15 @@ class Trained(NamedTuple):
     held_out: dict[str, list[float]]  # each train prompt's score from the fold model that did not see it
 
 
+def group_rates(items: Sequence[Labelled]) -> dict[str | None, float]:
+    """Per group, the share of its prompts that need the strong model (groups of one are left out)."""
+    totals: dict[str | None, list[float]] = {}
+    for item in items:
+        if item.group is not None:
+            totals.setdefault(item.group, []).append(item.needs_strong)
+    return {group: sum(values) / len(values) for group, values in totals.items() if len(values) > 1}
+
+
 def train_router(
     sets: Mapping[str, Sequence[Labelled]],
     *,
@@ -287,11 +312,15 @@ def train_router(
         dense: list[list[float]] = []
         labels: list[float] = []
         for name in names:
-            for i, item in enumerate(sets[name]):
-                if held_fold is None or i % hyper.folds != held_fold:
-                    sparse.append(vectors[name].sparse[i])
-                    dense.append(vectors[name].dense[i])
-                    labels.append(item.needs_strong)
+            chosen = [i for i in range(len(sets[name])) if held_fold is None or i % hyper.folds != held_fold]
+            rates = group_rates([sets[name][i] for i in chosen])
+            for i in chosen:
+                item = sets[name][i]
+                sparse.append(vectors[name].sparse[i])
+                dense.append(vectors[name].dense[i])
+                rate = rates.get(item.group) if item.group is not None else None
+                smoothing = hyper.group_smoothing if rate is not None else 0.0
+                labels.append((1 - smoothing) * item.needs_strong + smoothing * (rate or 0.0))
         return Vectors(sparse, dense), labels
 
     held_out: dict[str, list[float]] = {name: [0.0] * len(sets[name]) for name in names}

@@ -164,7 +164,10 @@ def _train(args: argparse.Namespace) -> int:
     except (PolicyError, TrainingError) as exc:
         return _fail("train", str(exc))
     text = json.dumps(document, indent=2) + "\n"
-    args.out.write_text(text, encoding="utf-8")
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return _fail("train", f"cannot write {args.out}: {exc.strerror}")
     print(
         f"wrote {args.out} ({len(text.encode()) / 1024:.0f} KB): thresholds moderate "
         f"{trained.thresholds['moderate']:.4f}, complex {trained.thresholds['complex']:.4f}"
@@ -256,9 +259,12 @@ def _score(args: argparse.Namespace) -> int:
     out: TextIO
     if args.out is None:
         _write(lines, sys.stdout)
-    else:
+        return 0
+    try:
         with args.out.open("w", encoding="utf-8") as out:
             _write(lines, out)
+    except OSError as exc:
+        return _fail("score", f"cannot write {args.out}: {exc.strerror}")
     return 0
 
 

@@ -81,11 +81,14 @@ _CONCLUSION = re.compile(
     rf"^\W*(?:so|therefore|thus|hence|in total|altogether|overall|the total|total)\b.*{_NUMBER}[^\d\n]{{0,30}}[.!]\s*$",
     re.IGNORECASE,
 )
-_OPERAND = r"\d{1,12}(?:\.\d{1,6})?"
-# "a op b (op c ...) = r": the left side is numbers joined by + - * / x and parentheses, the right a number.
-_EQUATION = re.compile(
-    rf"((?:\(\s*)*{_OPERAND}(?:\s*\)*\s*[-+*/×x]\s*(?:\(\s*)*{_OPERAND})+\s*\)*)\s*=\s*\$?({_OPERAND})(?![\d.]*\d)"
-)
+# A number in working: digits with optional thousands commas and decimals (at most 12 digits before the point).
+_OPERAND = r"(?:\d{1,3}(?:,\d{3}){1,3}|\d{1,12})(?:\.\d{1,6})?"
+EQUATION_WINDOW = 80  # characters before an "=" read as its left side: bounds the work per equation
+# The right side of an equation: "= 12", "= $1,200.50" (not followed by more digits or a decimal point's digits).
+_RESULT = re.compile(rf"=\s*\$?({_OPERAND})(?![\d,]*\d)(?!\.\d)")
+# The left side: the longest run of numbers, operators, parentheses, "$" and spaces ending right before "=".
+_LEFT = re.compile(r"[\d.,+\-*/×x()$ \t]+$")
+_SENTENCE_END = re.compile(r"[.,](?=\s)")
 _TOKEN = re.compile(rf"{_OPERAND}|[-+*/×x()]")
 
 
@@ -159,15 +162,29 @@ def _is_fractional(number: str) -> bool:
 
 
 def arithmetic_errors(answer: str) -> int:
-    """How many written equations (at most ``MAX_EQUATIONS``) do not hold."""
+    """How many written equations (at most ``MAX_EQUATIONS``, each read within ``EQUATION_WINDOW``) do not hold.
+
+    Linear in the answer: each "=" is found once and its left side read from a bounded window before it.
+    """
     errors = 0
-    for count, match in enumerate(_EQUATION.finditer(answer)):
-        if count >= MAX_EQUATIONS:
+    checked = 0
+    for seen, match in enumerate(_RESULT.finditer(answer)):
+        if seen >= 5 * MAX_EQUATIONS:  # "=" signs that are not equations also cost a window's read
             break
-        left = _evaluate(match.group(1))
+        window = answer[max(0, match.start() - EQUATION_WINDOW) : match.start()]
+        found = _LEFT.search(window)
+        if found is None:
+            continue
+        expression = _SENTENCE_END.split(found.group())[-1]  # "3. 1 + 1" -> " 1 + 1": a full stop ends a sentence
+        if not any(op in expression for op in "+-*/×x"):
+            continue
+        left = _evaluate(expression)
         if left is None:
             continue
-        right = Fraction(match.group(2))
+        checked += 1
+        if checked > MAX_EQUATIONS:
+            break
+        right = Fraction(match.group(1).replace(",", ""))
         tolerance = max(Fraction(1, 100), abs(right) / 1000)
         if abs(left - right) > tolerance:
             errors += 1
@@ -189,6 +206,9 @@ def _evaluate(expression: str) -> Fraction | None:
 
     def atom() -> Fraction:
         token = peek()
+        if token == "-":  # a negative number
+            take()
+            return -atom()
         if token == "(":
             take()
             value = expr()
@@ -198,7 +218,7 @@ def _evaluate(expression: str) -> Fraction | None:
             return value
         if token is None or not token[0].isdigit():
             raise ValueError("operand expected")
-        return Fraction(take())
+        return Fraction(take().replace(",", ""))
 
     def term() -> Fraction:
         value = atom()
@@ -221,8 +241,10 @@ def _evaluate(expression: str) -> Fraction | None:
             value = value + term() if take() == "+" else value - term()
         return value
 
+    if not tokens or len(tokens) > EQUATION_WINDOW:
+        return None
     try:
         value = expr()
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, RecursionError):
         return None
     return value if position == len(tokens) else None

@@ -122,10 +122,10 @@ class LearnedRouter(NamedTuple):
         ngrams = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:top]
         dense_raw = dense_features(text, total_chars)
         dense = _standardise(dense_raw, self)
-        signals = {
+        signals = {  # every structural signal that moves the score: an absent one (0) still counts once standardised
             name: {"value": round(raw, 3), "contribution": round(w * x, 4)}
             for name, raw, w, x in zip(DENSE_FEATURES, dense_raw, self.dense_weights, dense, strict=True)
-            if raw
+            if round(w * x, 4)
         }
         return {
             "bias": round(self.bias, 4),

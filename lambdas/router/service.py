@@ -249,7 +249,7 @@ class RouterService:
         }
         if cascade_reason is not None:
             explained["cascade"] = cascade_reason
-        failed = tuple(a for a in result.attempts if a.outcome != "ok")
+        failed = tuple(a for a in spent.attempts + result.attempts if a.outcome != "ok")
         if result.reply is None or result.answered_by is None:
             if result.caller_error is not None:
                 return bad_request(f"no model accepted the input: {result.caller_error}", failed_attempts=failed)
@@ -336,17 +336,14 @@ class RouterService:
             if confidence.value >= cascade.threshold:
                 step["accepted"] = True
                 return result, reason
-            step["escalated"] = _escalation_reason(confidence.signals, confidence.value, cascade.threshold)
+            step["escalated"] = _escalation_reason(confidence.signals, cascade, confidence.value)
             later = tuple(c for c in decision.plan if c.step > call.step)
             escalated = run(later)
-            spent.add(result)
-            if escalated.reply is None:
+            if escalated.reply is None:  # the earlier answer is returned after all, the failed calls after its own
                 step["escalation_failed"] = escalated.stop_reason or "no later step answered"
-                spent.attempts.extend(escalated.attempts)
-                spent.input_tokens -= reply.input_tokens  # the earlier answer is returned after all
-                spent.output_tokens -= reply.output_tokens
-                spent.cost_usd -= call.model.cost_usd(reply.input_tokens, reply.output_tokens)
+                result.attempts.extend(escalated.attempts)
                 return result, reason
+            spent.add(result)  # paid for, not returned
             result = escalated
         if result.answered_by is not None:
             steps.append({"model": result.answered_by.model.key, "final": True})
@@ -392,10 +389,12 @@ _SIGNAL_REASONS = {
 }
 
 
-def _escalation_reason(signals: Mapping[str, float], confidence: float, threshold: float) -> str:
-    named = [text for name, text in _SIGNAL_REASONS.items() if signals.get(name)]
+def _escalation_reason(signals: Mapping[str, float], cascade: CascadeSettings, confidence: float) -> str:
+    """The signals present that lowered the confidence (those the policy weighs negatively), or "low confidence"."""
+    weights = cascade.confidence.weights
+    named = [text for name, text in _SIGNAL_REASONS.items() if signals.get(name) and weights.get(name, 0.0) < 0]
     why = ", ".join(named) if named else "low confidence"
-    return f"{why} (confidence {confidence:.3f} < {threshold})"
+    return f"{why} (confidence {confidence:.3f} < {cascade.threshold})"
 
 
 def _answer_estimate_usd(decision: Decision, request: GenerateInput) -> float:

@@ -1,0 +1,546 @@
+"""The math-cascade route through the real handler: the cheap answer kept or escalated, every answer paid."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.router import handler
+from lambdas.router import metric_names as m
+from lambdas.router.budget import scopes_for
+from lambdas.router.classifier import estimate_tokens
+from lambdas.router.executor import ModelCallError, ModelReply
+from lambdas.router.live_state import LiveStateTracker
+from lambdas.router.policy import DEFAULT_POLICY_PATH, Policy, compile_policy
+from lambdas.router.policy_store import PolicyStore, file_fetcher
+from lambdas.router.service import RouterService
+from lambdas.router.state_store import InMemoryBackend
+from local_endpoint.server import LocalLambdaContext
+
+from .conftest import FakeBedrock, api_event
+
+NOVA_MICRO = "us.amazon.nova-micro-v1:0"
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+CLIPS = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+MATHS = {"prompt": CLIPS, "use_case": "math"}
+CONFIDENT = ModelReply(
+    text="Natalia sold 48 + 24 = 72 clips.\n#### 72", input_tokens=60, output_tokens=20, stop_reason="end_turn"
+)
+STRONG = ModelReply(
+    text="In May she sold 48 / 2 = 24 clips, so 48 + 24 = 72 in all.\n#### 72",
+    input_tokens=60,
+    output_tokens=40,
+    stop_reason="end_turn",
+)
+
+Call = Callable[..., tuple[int, dict[str, str], dict[str, Any]]]
+
+
+def script(bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch, replies: dict[str, ModelReply]) -> None:
+    """Have the fake Bedrock answer each named model with its reply; failures it was told of still raise."""
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        reply = answer(call, timeout_s, **kwargs)  # records the call, raises when told to fail
+        return replies.get(call.model.key, reply)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+
+
+def cost(policy: Policy, model: str, reply: ModelReply) -> float:
+    spec = policy.models[model]
+    return (
+        reply.input_tokens * spec.price_per_1k_input_usd + reply.output_tokens * spec.price_per_1k_output_usd
+    ) / 1000
+
+
+def attempts(body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(a["model"], a["region"], a["outcome"]) for a in body["decision"]["attempts"]]
+
+
+def emf_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith('{"_aws"')]
+
+
+@pytest.fixture
+def make_invoke(bedrock: FakeBedrock, tmp_path: Path) -> Iterator[Callable[..., Call]]:
+    """A handler on the default policy (changed by ``mutate``), with live state in ``store`` when given."""
+
+    def make(mutate: Callable[[dict[str, Any]], None] | None = None, store: InMemoryBackend | None = None) -> Call:
+        document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+        if mutate is not None:
+            mutate(document)
+        policy_file = tmp_path / "policy.json"
+        policy_file.write_text(json.dumps(document), encoding="utf-8")
+        service = RouterService(
+            policies=PolicyStore(file_fetcher(policy_file), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0) if store is not None else None,
+            sleep=lambda _s: None,
+        )
+        handler.configure(service)
+
+        def call(body: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
+            result = handler.lambda_handler(api_event("POST", "/generate", body), LocalLambdaContext("req-123"))
+            return result["statusCode"], result.get("headers") or {}, json.loads(result["body"])
+
+        return call
+
+    yield make
+    handler.configure(None)
+
+
+# --- Kept or escalated ---------------------------------------------------------------------------------------
+
+
+def test_a_confident_cheap_answer_is_returned_after_one_call(invoke, bedrock, monkeypatch, default_policy):
+    # Given nova-micro answers the word problem with its working and a final answer
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT})
+    # When asked with use_case math
+    status, headers, body = invoke("POST", "/generate", MATHS)
+    # Then the cheap answer is returned after one call
+    assert status == 200
+    assert body["output"] == CONFIDENT.text
+    assert body["model_used"] == NOVA_MICRO and headers["X-Selected-Model"] == NOVA_MICRO
+    assert body["route"] == "math-cascade"
+    assert [call["model"] for call in bedrock.calls] == ["nova-micro"]
+    assert body["usage"] == {"input_tokens": 60, "output_tokens": 20}
+    assert body["cost_usd"] == pytest.approx(cost(default_policy, "nova-micro", CONFIDENT))
+    # And the decision shows the step accepted with its confidence over the threshold
+    cascade = body["decision"]["cascade"]
+    settings = default_policy.routes["math-cascade"].cascade
+    assert cascade["threshold"] == settings.threshold
+    assert cascade["calibration"] == {
+        "metric": settings.calibration["metric"],
+        "target": settings.calibration["target"],
+    }
+    [step] = cascade["steps"]
+    assert step["model"] == "nova-micro" and step["accepted"] is True
+    assert cascade["threshold"] <= step["confidence"] <= 1
+    assert "escalated" not in step
+
+
+@pytest.mark.parametrize(
+    ("cheap_text", "reason"),
+    [
+        ("She sold some clips in April and fewer in May.", "no final answer to a maths ask"),
+        ("Natalia sold 48 + 24 = 70 clips.\n#### 70", "its arithmetic does not hold"),
+    ],
+)
+def test_a_doubtful_cheap_answer_escalates_and_both_calls_are_paid(
+    invoke, bedrock, monkeypatch, default_policy, cheap_text, reason
+):
+    # Given nova-micro's answer is doubtful (no final number, or working that does not add up)
+    cheap = ModelReply(text=cheap_text, input_tokens=60, output_tokens=15, stop_reason="end_turn")
+    script(bedrock, monkeypatch, {"nova-micro": cheap, "claude-sonnet-4-5": STRONG})
+    # When asked
+    status, _, body = invoke("POST", "/generate", MATHS)
+    # Then Sonnet's answer is returned, after both calls
+    assert status == 200
+    assert body["output"] == STRONG.text
+    assert body["model_used"] == SONNET
+    assert body["fallback_used"] is False and body["degraded"] is False
+    assert [(call["model"], call["region"]) for call in bedrock.calls] == [
+        ("nova-micro", "us-east-1"),
+        ("claude-sonnet-4-5", "us-east-1"),
+    ]
+    # And usage and cost count both answers
+    assert body["usage"] == {"input_tokens": 120, "output_tokens": 55}
+    assert body["cost_usd"] == pytest.approx(
+        cost(default_policy, "nova-micro", cheap) + cost(default_policy, "claude-sonnet-4-5", STRONG)
+    )
+    # And the decision says why it escalated, and lists both calls
+    cascade = body["decision"]["cascade"]
+    first, last = cascade["steps"]
+    assert first["model"] == "nova-micro"
+    assert first["confidence"] < cascade["threshold"]
+    assert reason in first["escalated"]
+    assert f"< {cascade['threshold']}" in first["escalated"]
+    assert "accepted" not in first
+    assert last == {"model": "claude-sonnet-4-5", "final": True}
+    assert attempts(body) == [("nova-micro", "us-east-1", "ok"), ("claude-sonnet-4-5", "us-east-1", "ok")]
+
+
+def test_a_cheap_answer_cut_at_max_tokens_escalates(invoke, bedrock, monkeypatch):
+    # Given nova-micro ran out of tokens in the middle of its working
+    cut = ModelReply(
+        text="Natalia sold 48 clips in April. In May she sold half as many: 48 / 2 = 24 clips. Altogether she",
+        input_tokens=60,
+        output_tokens=2048,
+        stop_reason="max_tokens",
+    )
+    script(bedrock, monkeypatch, {"nova-micro": cut, "claude-sonnet-4-5": STRONG})
+    # When asked
+    _, _, body = invoke("POST", "/generate", MATHS)
+    # Then it escalates, and the step says it was cut
+    assert body["model_used"] == SONNET
+    assert body["stop_reason"] == "end_turn"
+    first = body["decision"]["cascade"]["steps"][0]
+    assert first["signals"]["truncated"] == 1.0
+    assert "escalated" in first
+
+
+def test_truncation_alone_escalates_when_the_policy_weights_it(make_invoke, bedrock, monkeypatch):
+    # Given a policy whose confidence model distrusts a cut answer
+    def weigh_truncation(document: dict[str, Any]) -> None:
+        document["routes"]["math-cascade"]["cascade"]["confidence"]["weights"]["truncated"] = -5.0
+
+    invoke = make_invoke(weigh_truncation)
+    # And nova-micro's otherwise confident answer stopped at max_tokens
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT._replace(stop_reason="max_tokens")})
+    # When asked
+    _, _, body = invoke(MATHS)
+    # Then it escalates because it was cut
+    assert body["model_used"] == SONNET
+    first = body["decision"]["cascade"]["steps"][0]
+    assert first["escalated"].startswith("stopped at max_tokens (confidence")
+
+
+def test_the_learned_prompt_score_feeds_the_confidence(invoke, bedrock, monkeypatch):
+    # Given the default policy's learned router scores the prompt
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT})
+    _, _, body = invoke("POST", "/generate", MATHS)
+    complexity = body["decision"]["complexity"]
+    assert complexity["router"] == "learned"
+    # Then the cascade's step carries that score as a signal
+    step = body["decision"]["cascade"]["steps"][0]
+    assert step["signals"]["prompt_score"] == pytest.approx(complexity["score"], abs=1e-3)
+
+
+# --- Failures ------------------------------------------------------------------------------------------------
+
+
+def fail_the_strong_step(bedrock: FakeBedrock) -> None:
+    for model in ("claude-sonnet-4-5", "claude-haiku-4-5", "nova-pro"):
+        bedrock.fail(model)
+
+
+DOUBTFUL = ModelReply(
+    text="She sold some clips in April and fewer in May.", input_tokens=60, output_tokens=15, stop_reason="end_turn"
+)
+
+
+def test_a_failed_escalation_returns_the_cheap_answer(invoke, bedrock, monkeypatch, default_policy):
+    # Given a doubtful cheap answer, and Sonnet and its fallbacks down in every region
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL})
+    fail_the_strong_step(bedrock)
+    # When asked
+    status, _, body = invoke("POST", "/generate", MATHS)
+    # Then the cheap answer is returned rather than the degraded message
+    assert status == 200
+    assert body["output"] == DOUBTFUL.text
+    assert body["model_used"] == NOVA_MICRO
+    assert body["degraded"] is False and body["fallback_used"] is False
+    # And only the answer that came back is paid for
+    assert body["usage"] == {"input_tokens": 60, "output_tokens": 15}
+    assert body["cost_usd"] == pytest.approx(cost(default_policy, "nova-micro", DOUBTFUL))
+    # And the step says it escalated and that the escalation failed
+    [step] = body["decision"]["cascade"]["steps"]
+    assert "escalated" in step
+    assert step["escalation_failed"] == "plan_exhausted"
+    assert [call["model"] for call in bedrock.calls] == ["nova-micro"] + [
+        model for model in ("claude-sonnet-4-5", "claude-haiku-4-5", "nova-pro") for _region in range(2)
+    ]
+
+
+def test_a_failed_escalation_lists_each_attempt_once_in_order(invoke, bedrock, monkeypatch):
+    # Given a doubtful cheap answer and every later step down
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL})
+    fail_the_strong_step(bedrock)
+    # When asked
+    _, _, body = invoke("POST", "/generate", MATHS)
+    # Then the attempts are the calls made, each once, in the order they were made
+    assert attempts(body) == [("nova-micro", "us-east-1", "ok")] + [
+        (model, region, "regional")
+        for model in ("claude-sonnet-4-5", "claude-haiku-4-5", "nova-pro")
+        for region in ("us-east-1", "us-west-2")
+    ]
+
+
+@pytest.mark.parametrize("where", ["escalation", "cheap_step"])
+def test_failed_calls_of_an_escalated_request_are_counted_in_the_metrics(invoke, bedrock, monkeypatch, capsys, where):
+    # Given a doubtful cheap answer and a failed call: in the failed escalation, or the cheap model's first region
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
+    if where == "escalation":
+        fail_the_strong_step(bedrock)
+        failed = ("claude-sonnet-4-5", SONNET, "us-east-1")
+    else:
+        bedrock.fail("nova-micro", "us-east-1")
+        failed = ("nova-micro", NOVA_MICRO, "us-east-1")
+    capsys.readouterr()
+    # When asked
+    _, _, body = invoke("POST", "/generate", MATHS)
+    assert (failed[0], failed[2], "regional") in attempts(body)
+    # Then the failed call is in the request's FailedAttempts and has its ModelCallFailures line, as for any request
+    lines = emf_lines(capsys.readouterr().out)
+    request_line = next(line for line in lines if m.REQUESTS in line)
+    assert request_line[m.FAILED_ATTEMPTS] not in (0.0, [0.0])
+    failures = [line for line in lines if m.MODEL_CALL_FAILURES in line]
+    assert any(line[m.MODEL_DIMENSION] == failed[1] and line[m.REGION_DIMENSION] == failed[2] for line in failures)
+
+
+def test_a_failed_cheap_region_escalates_without_calling_the_cheap_model_again(invoke, bedrock, monkeypatch):
+    # Given nova-micro down in us-east-1 and doubtful from us-west-2
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
+    bedrock.fail("nova-micro", "us-east-1")
+    # When asked
+    _, _, body = invoke("POST", "/generate", MATHS)
+    # Then the escalation runs the later step only
+    assert [(call["model"], call["region"]) for call in bedrock.calls] == [
+        ("nova-micro", "us-east-1"),
+        ("nova-micro", "us-west-2"),
+        ("claude-sonnet-4-5", "us-east-1"),
+    ]
+    assert body["model_used"] == SONNET
+    assert attempts(body) == [
+        ("nova-micro", "us-east-1", "regional"),
+        ("nova-micro", "us-west-2", "ok"),
+        ("claude-sonnet-4-5", "us-east-1", "ok"),
+    ]
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "ServiceUnavailableException", "InternalServerException"])
+def test_a_failing_cheap_model_goes_straight_to_sonnet_whose_answer_is_final(
+    invoke, bedrock, monkeypatch, default_policy, code
+):
+    # Given nova-micro failing in both regions, and Sonnet answering doubtfully
+    bedrock.fail("nova-micro", code=code)
+    script(bedrock, monkeypatch, {"claude-sonnet-4-5": DOUBTFUL})
+    # When asked
+    status, _, body = invoke("POST", "/generate", MATHS)
+    # Then Sonnet's answer is returned as the last step's: not scored, not escalated
+    assert status == 200
+    assert body["output"] == DOUBTFUL.text
+    assert body["model_used"] == SONNET and body["fallback_used"] is False
+    assert body["decision"]["cascade"]["steps"] == [{"model": "claude-sonnet-4-5", "final": True}]
+    assert [call["model"] for call in bedrock.calls if call["model"] != "nova-micro"] == ["claude-sonnet-4-5"]
+    assert {call["region"] for call in bedrock.calls if call["model"] == "nova-micro"} == {"us-east-1", "us-west-2"}
+    # And only Sonnet's answer is paid for
+    assert body["usage"] == {"input_tokens": 60, "output_tokens": 15}
+    assert body["cost_usd"] == pytest.approx(cost(default_policy, "claude-sonnet-4-5", DOUBTFUL))
+
+
+def test_an_escalation_answered_by_a_fallback_is_reported_as_a_fallback(invoke, bedrock, monkeypatch, default_policy):
+    # Given a doubtful cheap answer and Sonnet down: Claude Haiku 4.5, the last step's fallback, answers
+    haiku = ModelReply(text="#### 72", input_tokens=60, output_tokens=5, stop_reason="end_turn")
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-haiku-4-5": haiku})
+    bedrock.fail("claude-sonnet-4-5")
+    # When asked
+    _, headers, body = invoke("POST", "/generate", MATHS)
+    # Then it is a fallback answer, and both answers are paid for
+    assert body["model_used"] == f"FALLBACK:{HAIKU}"
+    assert body["fallback_used"] is True and headers["X-Selected-Model"] == HAIKU
+    assert body["usage"] == {"input_tokens": 120, "output_tokens": 20}
+    assert body["cost_usd"] == pytest.approx(
+        cost(default_policy, "nova-micro", DOUBTFUL) + cost(default_policy, "claude-haiku-4-5", haiku)
+    )
+    assert body["decision"]["cascade"]["steps"][-1] == {"model": "claude-haiku-4-5", "final": True}
+
+
+def test_a_model_pinned_by_the_caller_answers_without_a_cascade(invoke, bedrock, monkeypatch):
+    # Given the caller names nova-micro, whose answer is doubtful
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL})
+    # When asked
+    status, _, body = invoke("POST", "/generate", {**MATHS, "model": "nova-micro"})
+    # Then that answer is returned as it is: one call, no cascade
+    assert status == 200
+    assert body["model_used"] == NOVA_MICRO and body["output"] == DOUBTFUL.text
+    assert len(bedrock.calls) == 1
+    assert "cascade" not in body["decision"]
+    assert body["decision"]["rule"] == "explicit_model"
+
+
+def test_a_cheap_answer_nesting_parentheses_deeply_is_still_answered(invoke, bedrock, monkeypatch):
+    # Given nova-micro writes an equation nested 400 parentheses deep
+    nested = "(" * 400 + "48 + 24" + ")" * 400 + " = 72\n#### 72"
+    script(bedrock, monkeypatch, {"nova-micro": ModelReply(nested, 60, 900, "end_turn")})
+    # When asked, Then an answer comes back (never a 500)
+    status, _, body = invoke("POST", "/generate", MATHS)
+    assert status == 200
+    assert body["degraded"] is False
+
+
+# --- Budget --------------------------------------------------------------------------------------------------
+
+
+def today_key(store: InMemoryBackend) -> str:
+    return next(key for key in store.spend if key.startswith("d:") and ":" not in key[2:])
+
+
+def spend(store: InMemoryBackend, usd: float) -> None:
+    policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8")))
+    for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None):
+        store.spend[scope.key] = usd
+
+
+def test_an_escalated_answer_charges_both_calls_to_the_budget(make_invoke, bedrock, monkeypatch, default_policy):
+    # Given live state, and a doubtful cheap answer that escalates
+    store = InMemoryBackend()
+    invoke = make_invoke(store=store)
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
+    # When asked
+    _, _, body = invoke(MATHS)
+    handler.service().live_state.flush()
+    # Then the day's spend holds both answers' cost
+    both = cost(default_policy, "nova-micro", DOUBTFUL) + cost(default_policy, "claude-sonnet-4-5", STRONG)
+    assert body["cost_usd"] == pytest.approx(both)
+    assert store.spend[today_key(store)] == pytest.approx(both)
+
+
+def test_a_failed_escalation_charges_the_cheap_answer_only(make_invoke, bedrock, monkeypatch, default_policy):
+    store = InMemoryBackend()
+    invoke = make_invoke(store=store)
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL})
+    fail_the_strong_step(bedrock)
+    invoke(MATHS)
+    handler.service().live_state.flush()
+    assert store.spend[today_key(store)] == pytest.approx(cost(default_policy, "nova-micro", DOUBTFUL))
+
+
+def test_near_the_cap_a_cascade_reserves_the_dearest_answer_of_each_step(
+    make_invoke, bedrock, monkeypatch, default_policy
+):
+    # Given 85% of the daily budget spent, and no tier cap before 100% (so the cascade still runs)
+    def only_degrade_at_the_cap(document: dict[str, Any]) -> None:
+        document["budget"]["modes"] = [{"at_percent": 100, "action": "degrade"}]
+
+    store = InMemoryBackend()
+    invoke = make_invoke(only_degrade_at_the_cap, store=store)
+    spend(store, 170.0)
+    seen: list[float] = []
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        seen.append(store.spend[today_key(store)])
+        return answer(call, timeout_s, **kwargs)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    # When a doubtful answer escalates
+    _, _, body = invoke(MATHS)
+    # Then during both calls the counter held one answer of each step at its dearest: nova-micro's and Sonnet's
+    # (dearer than its fallbacks), each the estimated input plus all of the route's 2048 max_tokens
+    tokens = estimate_tokens(len(CLIPS))
+    estimate = sum(
+        (tokens * spec.price_per_1k_input_usd + 2048 * spec.price_per_1k_output_usd) / 1000
+        for spec in (default_policy.models["nova-micro"], default_policy.models["claude-sonnet-4-5"])
+    )
+    assert seen == [pytest.approx(170.0 + estimate)] * 2
+    # And once settled the counter holds both answers' cost
+    handler.service().live_state.flush()
+    assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])
+
+
+# --- Fuzz ----------------------------------------------------------------------------------------------------
+
+
+def _random_text(rng: random.Random) -> str:
+    alphabet = 'abc xyz 0123456789 +-*/=().,$#\n\t\x00\u00e9\u4e2d\U0001f600\ud800\udfff"\\{}[]'
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["text", "int", "huge", "float", "bool", "null", "list", "dict"]
+    kind = rng.choice(kinds if depth < 4 else kinds[:6])
+    if kind == "text":
+        return _random_text(rng)
+    if kind == "int":
+        return rng.randint(-(2**40), 2**40)
+    if kind == "huge":
+        return rng.choice([10**400, -(10**300), 2**63, 1e308, -1e-308])
+    if kind == "float":
+        return rng.uniform(-5, 5)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {_random_text(rng)[:10]: _random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+
+
+_FIELDS = ("prompt", "use_case", "system", "max_tokens", "temperature", "model", "messages", "images")
+
+
+def _fuzz_body(rng: random.Random) -> tuple[Any, str | None]:
+    """A /generate body (or raw text) derived from a valid maths request."""
+    roll = rng.random()
+    if roll < 0.1:
+        depth = rng.choice([10, 900, 5_000, 50_000])
+        opener, closer = rng.choice([("[", "]"), ('{"a":', "}")])
+        return None, '{"prompt": ' + opener * depth + "1" + closer * depth + ', "use_case": "math"}'
+    if roll < 0.15:
+        text = json.dumps(MATHS)
+        return None, text[: rng.randint(0, len(text))]
+    body: dict[str, Any] = dict(MATHS)
+    if roll < 0.5:  # well-formed: random numbers, text and options, so that many reach the cascade
+        words = [str(rng.randint(0, 10 ** rng.randint(1, 30))) if rng.random() < 0.3 else "clips" for _ in range(40)]
+        body["prompt"] = f"How many {' '.join(rng.sample(words, rng.randint(1, 40)))}? {_random_text(rng)}"
+        body["prompt"] = body["prompt"].replace("\ud800", "").replace("\udfff", "")
+        if rng.random() < 0.5:
+            body["max_tokens"] = rng.randint(1, 8192)
+        if rng.random() < 0.5:
+            body["temperature"] = rng.random()
+        if rng.random() < 0.3:
+            body["system"] = "Answer with #### and the number."
+        return body, None
+    for _ in range(rng.randint(1, 4)):
+        field = rng.choice((*_FIELDS, "unknown"))
+        mutation = rng.random()
+        if mutation < 0.2:
+            body.pop(field, None)
+        elif field == "messages" and mutation < 0.6:
+            body.pop("prompt", None)
+            body["messages"] = [
+                {"role": rng.choice(["user", "assistant", "system", 7]), "content": _random_value(rng)}
+                for _ in range(rng.randint(0, 4))
+            ]
+        elif field == "prompt" and mutation < 0.6:
+            body["prompt"] = CLIPS + _random_text(rng) * rng.randint(1, 50)
+        else:
+            body[field] = _random_value(rng)
+    if rng.random() < 0.8:
+        body["use_case"] = "math"
+    return body, None
+
+
+def _fuzz_answer(rng: random.Random) -> ModelReply:
+    pieces = ["#### 72", "12 * 4 = 46", "(3 + 4) * 2 = 14", "I think", "As an AI", "1/0 = 5", "So 72.", "\ud800"]
+    text = " ".join(rng.choice([*pieces, _random_text(rng)]) for _ in range(rng.randint(0, 12)))
+    return ModelReply(text, rng.randint(1, 5000), rng.randint(0, 5000), rng.choice(["end_turn", "max_tokens"]))
+
+
+def test_fuzzed_maths_requests_answer_200_or_a_json_400(invoke, bedrock, monkeypatch):
+    # Given a fake Bedrock answering each call with a random answer (or failing now and then)
+    rng = random.Random(20261201)
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        answer(call, timeout_s, **kwargs)
+        if rng.random() < 0.1:
+            raise ModelCallError("ServiceUnavailableException", "unavailable")
+        return _fuzz_answer(rng)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    # When 200 random and mutated maths requests are sent
+    for index in range(200):
+        body, raw = _fuzz_body(rng)
+        status, _, reply = invoke("POST", "/generate", body, raw=raw)
+        # Then each is answered or refused with a message, never a 500 or a stack trace
+        shown = raw[:200] if raw is not None else json.dumps(body)[:200]
+        assert status in (200, 400), (index, status, shown, reply)
+        assert "Traceback" not in json.dumps(reply)
+        if status == 400:
+            assert isinstance(reply["message"], str) and reply["message"], (index, shown)
+        else:
+            assert isinstance(reply["output"], str) and reply["route"], (index, shown)

@@ -1,0 +1,473 @@
+"""Cascade routes: the answer-confidence signals, the confidence model, the policy's checks and the plan's steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals, arithmetic_errors
+from lambdas.router.engine import LiveState, RoutingRequest, decide
+from lambdas.router.policy import PolicyError, compile_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+WORD_PROBLEM = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+NOT_MATHS = "Write a short poem about the sea in 3 stanzas."
+MATHS_SIGNALS = ("maths_no_final_answer", "non_integer_answer", "negative_answer")
+
+
+def signals(answer: str, *, prompt: str = WORD_PROBLEM, stop_reason: str = "end_turn") -> dict[str, float]:
+    return answer_signals(prompt, answer, stop_reason)
+
+
+def request(text: str = WORD_PROBLEM, **overrides) -> RoutingRequest:
+    return RoutingRequest(text=text, input_chars=len(text), sticky_key="caller-1", use_case="math", **overrides)
+
+
+# --- Signals -------------------------------------------------------------------------------------------------
+
+
+def test_an_answer_cut_at_max_tokens_is_truncated():
+    # Given the same text, When it stopped at max_tokens or at the end of its turn
+    cut = signals("Natalia sold 48 clips in April and", stop_reason="max_tokens")
+    whole = signals("Natalia sold 48 clips in April and", stop_reason="end_turn")
+    # Then only the first is truncated
+    assert cut["truncated"] == 1.0
+    assert whole["truncated"] == 0.0
+
+
+@pytest.mark.parametrize("answer", ["", "   \n\t  "])
+def test_a_blank_answer_is_empty_and_not_short(answer):
+    # Given an answer with no text, When scored, Then it is empty (not "short")
+    found = signals(answer)
+    assert found["empty"] == 1.0
+    assert found["short"] == 0.0
+
+
+def test_an_answer_under_twenty_characters_is_short():
+    # Given answers of 18 (once stripped), 19 and 20 characters
+    assert signals("  #### 72 clips sold \n")["short"] == 1.0
+    assert signals("x" * 19)["short"] == 1.0
+    # Then twenty characters is no longer short, and neither is either empty
+    assert signals("x" * 20)["short"] == 0.0
+    assert signals("x" * 19)["empty"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I can't help with that request.",
+        "I cannot provide an answer to this.",
+        "As an AI, I do not do homework.",
+        "I'm unable to solve this problem.",
+        "I won't help with that.",
+    ],
+)
+def test_refusal_phrases_are_a_refusal(answer):
+    assert signals(answer)["refusal"] == 1.0
+
+
+def test_a_plain_working_is_no_refusal_and_no_hedge():
+    # Given a confident, worked answer
+    found = signals("In May she sold 48 / 2 = 24 clips, so 48 + 24 = 72 clips.\n#### 72")
+    # Then no refusal or hedge is seen, nor any maths doubt
+    assert found["refusal"] == 0.0
+    assert found["hedging"] == 0.0
+    assert all(found[name] == 0.0 for name in MATHS_SIGNALS)
+    assert found["arithmetic_errors"] == 0.0
+
+
+def test_hedges_are_counted_and_saturate_at_three():
+    # Given one hedge, then five
+    one = signals("I think she sold 72 clips.\n#### 72")
+    five = signals("I think it might be 72, perhaps 70, possibly 74, roughly 72. I'm not sure.\n#### 72")
+    # Then one counts 1 and five count no more than 3
+    assert one["hedging"] == 1.0
+    assert five["hedging"] == 3.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "48 / 2 = 24, and 48 + 24 = 72.\n#### 72",
+        "The answer is 18.",
+        "So she has 12 apples.",
+        "Answer: 72",
+        "Therefore, Natalia sold 72 clips in total.",
+        "She sold 72 clips.\n\\boxed{72}",
+        "She sold **72 clips** altogether.",
+    ],
+)
+def test_a_stated_final_number_answers_a_maths_ask(answer):
+    assert signals(answer)["maths_no_final_answer"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "She sold some clips in April and fewer in May.",
+        "Natalia sold clips in April. In May she sold half as many, which is 24",  # cut before concluding
+        "So she sold a lot of clips.",
+    ],
+)
+def test_a_maths_ask_with_no_final_number_is_flagged(answer):
+    assert signals(answer)["maths_no_final_answer"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "flagged"),
+    [
+        ("#### 2.67", 1.0),
+        ("The answer is 7.5.", 1.0),
+        ("The answer is $12.50.", 0.0),  # cents of a dollar amount are not a fraction of a thing
+        ("So the total is $1,234.50.", 0.0),
+        ("#### 12.0", 0.0),  # a whole number written with a decimal point
+        ("#### 72", 0.0),
+        ("The answer is 12,000.", 0.0),  # a thousands separator, not a decimal
+    ],
+)
+def test_a_fractional_final_number_is_a_non_integer_answer(answer, flagged):
+    assert signals(answer)["non_integer_answer"] == flagged
+
+
+@pytest.mark.parametrize(("answer", "flagged"), [("#### -4", 1.0), ("The answer is -12.", 1.0), ("#### 4", 0.0)])
+def test_a_negative_final_number_is_a_negative_answer(answer, flagged):
+    assert signals(answer)["negative_answer"] == flagged
+
+
+@pytest.mark.parametrize(
+    ("answer", "errors"),
+    [
+        ("12 * 4 = 46", 1),
+        ("12 * 4 = 48", 0),
+        ("<<12*4=48>>48", 0),  # GSM8K's calculator annotation
+        ("<<12*4=46>>46", 1),
+        ("(3 + 4) * 2 = 14", 0),
+        ("3 + 4 * 2 = 11", 0),  # precedence: 3 + 8
+        ("3 + 4 * 2 = 14", 1),
+        ("12 x 4 = 48 and 12 × 4 = 48", 0),
+        ("2 + 2 = 5, then 3 * 3 = 10", 2),
+        ("5 / 0 = 3", 0),  # division by zero is not an equation it can check
+        ("1/3 = 0.33", 0),  # rounding to cents is tolerated
+        ("2/3 = 0.5", 1),
+        ("100 - 25 = 75 dollars", 0),
+        ("12 * 4 = 48.", 0),  # the sentence's full stop is not a decimal point
+    ],
+)
+def test_written_equations_are_checked(answer, errors):
+    assert arithmetic_errors(answer) == errors
+    # And the signal is the same count
+    assert signals(answer)["arithmetic_errors"] == float(errors)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "1,000 + 500 = 1,500",  # thousands separators: the left operand is 1000, not 000
+        "She paid $1,200 + 300 = 1,500 dollars.",
+        "-3 + 5 = 2",  # a negative first operand
+    ],
+)
+def test_equations_that_hold_are_not_arithmetic_errors(answer):
+    # Given a written equation whose sides are equal, When checked, Then it is no error
+    assert arithmetic_errors(answer) == 0
+
+
+def test_arithmetic_errors_count_at_most_forty_equations():
+    # Given 100 wrong equations, When checked, Then at most 40 count
+    assert arithmetic_errors("1 + 1 = 3. " * 100) == 40
+
+
+def test_a_prompt_that_is_not_maths_never_gets_the_maths_signals():
+    # Given answers that would all be doubtful to a word problem
+    for answer in ("A poem with no numbers at all.", "#### 2.67", "#### -4", ""):
+        # When they answer a prompt that is no quantity question
+        found = signals(answer, prompt=NOT_MATHS)
+        # Then no maths signal is raised
+        assert all(found[name] == 0.0 for name in MATHS_SIGNALS), (answer, found)
+
+
+def test_a_quantity_question_without_numbers_is_not_a_maths_ask():
+    found = signals("There are many of them.", prompt="How many planets are there in the solar system?")
+    assert found["maths_no_final_answer"] == 0.0
+
+
+def test_every_signal_is_reported_and_the_prompt_score_is_passed_through():
+    found = answer_signals(WORD_PROBLEM, "#### 72", "end_turn", prompt_score=0.4)
+    assert set(found) == set(SIGNALS)
+    assert found["prompt_score"] == 0.4
+    assert answer_signals(WORD_PROBLEM, "#### 72", "end_turn")["prompt_score"] == 0.0
+    # And the length signal grows with the answer
+    assert signals("#### 72")["answer_chars"] < signals("In May she sold 24. " * 20 + "#### 72")["answer_chars"]
+
+
+# --- Robustness ----------------------------------------------------------------------------------------------
+
+# Each adversarial answer is scored in a child process: a regex that backtracks cannot be interrupted in
+# process, and a hang must fail this test in seconds rather than stall the suite.
+_TIMING_CHILD = r"""
+import random, sys, time
+from lambdas.router.cascade import answer_signals
+
+builders = {
+    "plus_chain": lambda: "1+" * 50_000,
+    "open_parens": lambda: "(" * 50_000 + "1",
+    "equals_chain": lambda: "1 = " * 50_000,
+    "digits": lambda: "7" * 20_000,
+    "random_megabyte": lambda: "".join(random.Random(20261201).choices("0123456789+-*/=(). x\n", k=1_000_000)),
+}
+answer = builders[sys.argv[1]]()
+prompt = sys.argv[2]
+best = float("inf")
+for _ in range(3):  # the best of three: one slow run under a loaded machine is not the code's doing
+    started = time.perf_counter()
+    answer_signals(prompt, answer, "end_turn")
+    best = min(best, time.perf_counter() - started)
+print(best)
+"""
+_CHILD_TIMEOUT_S = 4.0
+
+
+@pytest.mark.parametrize("case", ["plus_chain", "open_parens", "equals_chain", "digits", "random_megabyte"])
+def test_adversarial_answers_are_scored_in_under_100_ms(case):
+    # Given an answer built to make a regex or the evaluator work hard
+    # When its signals are computed
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _TIMING_CHILD, case, WORD_PROBLEM],
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=_CHILD_TIMEOUT_S,
+            check=True,
+        )
+        elapsed = float(done.stdout)
+    except subprocess.TimeoutExpired:
+        elapsed = math.inf  # killed: it took over _CHILD_TIMEOUT_S
+    # Then it takes under 100 ms
+    took = f"over {_CHILD_TIMEOUT_S} s" if math.isinf(elapsed) else f"{elapsed * 1000:.0f} ms"
+    assert elapsed < 0.1, f"scoring the {case} answer took {took}"
+
+
+@pytest.mark.parametrize("depth", [400, 5_000])
+def test_deeply_nested_parentheses_in_an_equation_do_not_raise(depth):
+    # Given an equation whose left side nests deeper than Python's recursion limit allows a recursive evaluator
+    answer = "(" * depth + "1 + 1" + ")" * depth + " = 2"
+    # When checked, Then it is scored (it holds, or is not checked), never an exception
+    assert arithmetic_errors(answer) == 0
+    assert signals(answer)["arithmetic_errors"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer", ["\x00" * 1000, "#### 72\x00", "So she sold 72 clips.\ud800", "\udfff12 * 4 = 46\ud83d", "\ud800" * 5000]
+)
+def test_nul_bytes_and_lone_surrogates_do_not_raise(answer):
+    # Given odd code points in the answer and in the prompt, When scored, Then every signal is a number
+    for prompt in (WORD_PROBLEM, WORD_PROBLEM + "\x00\ud800"):
+        found = answer_signals(prompt, answer, "end_turn")
+        assert all(isinstance(value, float) and math.isfinite(value) for value in found.values())
+    assert signals("\udfff12 * 4 = 46\ud83d")["arithmetic_errors"] == 1.0
+
+
+# --- The confidence model ------------------------------------------------------------------------------------
+
+
+def logistic(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_a_negative_weight_lowers_confidence_when_its_signal_is_present():
+    # Given a model that distrusts hedging
+    model = ConfidenceModel(weights={"hedging": -1.5}, bias=2.0)
+    # When a hedged and a plain answer are scored
+    hedged = model.score(WORD_PROBLEM, "I think she sold 72 clips.\n#### 72", "end_turn")
+    plain = model.score(WORD_PROBLEM, "She sold 72 clips.\n#### 72", "end_turn")
+    # Then the hedged one is less confident, by exactly its weight in the logit
+    assert hedged.value < plain.value
+    assert plain.value == pytest.approx(logistic(2.0))
+    assert hedged.value == pytest.approx(logistic(2.0 - 1.5))
+    assert hedged.signals["hedging"] == 1.0
+
+
+def test_a_positive_weight_raises_confidence():
+    model = ConfidenceModel(weights={"answer_chars": 0.5}, bias=-1.0)
+    short = model.score(NOT_MATHS, "ok", "end_turn")
+    long = model.score(NOT_MATHS, "ok " * 500, "end_turn")
+    assert long.value > short.value
+
+
+def test_a_signal_without_a_weight_does_not_change_confidence():
+    # Given a model that weights only truncation
+    model = ConfidenceModel(weights={"truncated": -3.0}, bias=1.2)
+    # When a refused, hedged, wrong answer with no final number is scored
+    doubtful = model.score(WORD_PROBLEM, "As an AI I'm not sure; perhaps 2 + 2 = 5.", "end_turn")
+    # Then its other signals are seen but count for nothing
+    assert doubtful.signals["refusal"] == 1.0 and doubtful.signals["arithmetic_errors"] == 1.0
+    assert doubtful.value == pytest.approx(logistic(1.2))
+    # And the weighted signal does count
+    assert model.score(WORD_PROBLEM, "#### 72", "max_tokens").value == pytest.approx(logistic(1.2 - 3.0))
+
+
+def test_the_prompt_score_counts_with_its_weight():
+    model = ConfidenceModel(weights={"prompt_score": -2.0}, bias=1.0)
+    easy = model.score(WORD_PROBLEM, "#### 72", "end_turn", prompt_score=0.1)
+    hard = model.score(WORD_PROBLEM, "#### 72", "end_turn", prompt_score=0.9)
+    assert hard.value < easy.value
+    assert hard.value == pytest.approx(logistic(1.0 - 1.8))
+
+
+def test_the_default_policy_trusts_a_worked_answer_and_doubts_a_wrong_one(default_policy):
+    # Given the shipped math-cascade's confidence model and threshold, and the learned router's score for the
+    # prompt (the service passes it on)
+    cascade = default_policy.routes["math-cascade"].cascade
+    prompt_score = decide(default_policy, request()).reasons["complexity"]["score"]
+
+    def confidence(answer: str) -> float:
+        return cascade.confidence.score(WORD_PROBLEM, answer, "end_turn", prompt_score).value
+
+    # When a correct worked answer, the same with a slip, and one with no final number are scored
+    # Then only the correct one clears the threshold
+    assert confidence("Natalia sold 48 + 24 = 72 clips.\n#### 72") >= cascade.threshold
+    assert confidence("Natalia sold 48 + 24 = 70 clips.\n#### 70") < cascade.threshold
+    assert confidence("She sold some clips in April and fewer in May.") < cascade.threshold
+
+
+# --- Policy validation ---------------------------------------------------------------------------------------
+
+
+def test_default_policy_routes_maths_to_a_calibrated_cascade(default_policy):
+    route = default_policy.routes[default_policy.use_cases["math"]]
+    assert route.name == "math-cascade"
+    assert [c.model for c in route.candidates] == ["nova-micro", "claude-sonnet-4-5"]
+    assert route.cascade is not None
+    assert 0.0 < route.cascade.threshold < 1.0
+    assert set(route.cascade.confidence.weights) <= set(SIGNALS)
+    assert route.cascade.calibration["metric"] in ("quality_kept", "escalation_share")
+
+
+def test_rejects_a_cascade_route_with_one_candidate(policy_document):
+    # Given the cascade cut to its cheap model
+    policy_document["routes"]["math-cascade"]["candidates"] = [{"model": "nova-micro"}]
+    # When compiled, Then the route is named
+    with pytest.raises(PolicyError, match=r"routes\.math-cascade is a cascade.*at least two candidates"):
+        compile_policy(policy_document)
+
+
+def test_rejects_a_cascade_route_with_weighted_candidates(policy_document):
+    # Given a canary split on the cascade
+    policy_document["routes"]["math-cascade"]["candidates"] = [
+        {"model": "nova-micro", "weight": 90},
+        {"model": "claude-sonnet-4-5", "weight": 10},
+    ]
+    with pytest.raises(PolicyError, match=r"routes\.math-cascade is a cascade.*no weights"):
+        compile_policy(policy_document)
+
+
+def test_rejects_an_unknown_signal_in_the_confidence_weights(policy_document):
+    policy_document["routes"]["math-cascade"]["cascade"]["confidence"]["weights"]["vibes"] = -1.0
+    with pytest.raises(PolicyError, match=r"routes\.math-cascade\.cascade\.confidence\.weights") as raised:
+        compile_policy(policy_document)
+    assert "vibes" in str(raised.value)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, "0.5"])
+def test_rejects_a_threshold_outside_zero_to_one(policy_document, threshold):
+    policy_document["routes"]["math-cascade"]["cascade"]["threshold"] = threshold
+    with pytest.raises(PolicyError, match=r"routes\.math-cascade\.cascade\.threshold"):
+        compile_policy(policy_document)
+
+
+def test_every_signal_may_be_weighted(policy_document):
+    # Given a weight on every signal the scorer reports
+    policy_document["routes"]["math-cascade"]["cascade"]["confidence"]["weights"] = {name: -0.5 for name in SIGNALS}
+    # When compiled, Then the schema takes them all
+    route = compile_policy(policy_document).routes["math-cascade"]
+    assert dict(route.cascade.confidence.weights) == dict.fromkeys(SIGNALS, -0.5)
+
+
+def test_the_policy_check_command_rejects_a_one_candidate_cascade(policy_document, tmp_path):
+    # Given a policy file with a one-candidate cascade
+    policy_document["routes"]["math-cascade"]["candidates"] = [{"model": "nova-micro"}]
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy_document), encoding="utf-8")
+    # When checked from the command line, Then it fails naming the route
+    done = subprocess.run(
+        [sys.executable, "-m", "lambdas.router.policy", "check", str(path)],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "routes.math-cascade is a cascade" in done.stdout + done.stderr
+
+
+# --- The plan's steps ----------------------------------------------------------------------------------------
+
+
+def test_a_maths_request_plans_the_cheap_step_then_the_strong_one(default_policy):
+    # Given a word problem with use_case math
+    decision = decide(default_policy, request())
+    # Then the plan runs as a cascade: nova-micro in both regions (step 0), then Sonnet (step 1), whose
+    # fallbacks join the last step and are that step's fallbacks, not the cheap model's
+    assert decision.route == "math-cascade"
+    assert decision.cascade is default_policy.routes["math-cascade"].cascade
+    assert [(c.model.key, c.region, c.step, c.fallback) for c in decision.plan] == [
+        ("nova-micro", "us-east-1", 0, False),
+        ("nova-micro", "us-west-2", 0, False),
+        ("claude-sonnet-4-5", "us-east-1", 1, False),
+        ("claude-sonnet-4-5", "us-west-2", 1, False),
+        ("claude-haiku-4-5", "us-east-1", 1, True),
+        ("claude-haiku-4-5", "us-west-2", 1, True),
+        ("nova-pro", "us-east-1", 1, True),
+        ("nova-pro", "us-west-2", 1, True),
+    ]
+    assert "cascade" not in decision.reasons
+
+
+def test_a_model_pinned_by_the_caller_disables_the_cascade(default_policy):
+    decision = decide(default_policy, request(model="claude-haiku-4-5"))
+    assert decision.cascade is None
+    assert decision.primary_model == "claude-haiku-4-5"
+    assert decision.plan[0].model.key == "claude-haiku-4-5"
+
+
+def test_a_budget_capped_at_economy_skips_the_cascade_with_a_reason(default_policy):
+    # Given 95% of the daily budget spent: models are capped at the economy tier
+    decision = decide(default_policy, request(), LiveState(budget_used_percent=95.0, budget_scope="daily"))
+    # Then only the cheap step is left, so the cascade is skipped and says why
+    assert decision.cascade is None
+    assert "fewer than two" in decision.reasons["cascade"]["skipped"]
+    assert {c.model.key for c in decision.plan} == {"nova-micro"}
+
+
+def test_a_cascade_whose_cheap_model_cannot_take_the_request_is_skipped(default_policy):
+    # Given an image with the word problem: nova-micro reads text only
+    decision = decide(default_policy, request(images=1))
+    # Then the one step left is no cascade
+    assert decision.cascade is None
+    assert "skipped" in decision.reasons["cascade"]
+    assert decision.plan[0].model.key == "claude-sonnet-4-5"
+
+
+def test_open_circuits_on_the_strong_model_leave_its_fallbacks_as_the_last_step(default_policy):
+    # Given Sonnet's circuits open in both regions
+    state = LiveState(open_circuits=frozenset({("claude-sonnet-4-5", "us-east-1"), ("claude-sonnet-4-5", "us-west-2")}))
+    decision = decide(default_policy, request(), state)
+    # Then the cascade still escalates: to the last step's fallbacks
+    assert decision.cascade is not None
+    assert [(c.model.key, c.step) for c in decision.plan if c.step == 1] == [
+        ("claude-haiku-4-5", 1),
+        ("claude-haiku-4-5", 1),
+        ("nova-pro", 1),
+        ("nova-pro", 1),
+    ]
