@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from fractions import Fraction
 from typing import NamedTuple
 
 from .learned import sigmoid
@@ -49,7 +48,6 @@ SIGNALS = (
 SHORT_ANSWER_CHARS = 20
 MAX_EQUATIONS = 40
 SCAN_CHARS = 20_000
-_MAX_OPERAND_DIGITS = 12
 
 _REFUSAL = re.compile(
     r"\b(?:I can(?:no|')t (?:help|assist|provide|answer)|I(?:'m| am) (?:unable|not able) to|as an AI\b|"
@@ -90,6 +88,7 @@ _RESULT = re.compile(rf"=\s*\$?({_OPERAND})(?![\d,]*\d)(?!\.\d)")
 _LEFT = re.compile(r"[\d.,+\-*/×x()$ \t]+$")
 _SENTENCE_END = re.compile(r"[.,](?=\s)")
 _TOKEN = re.compile(rf"{_OPERAND}|[-+*/×x()]")
+_BINARY = re.compile(rf"\s*\$?({_OPERAND})\s*([-+*/×x])\s*\$?({_OPERAND})\s*$")
 
 
 class Confidence(NamedTuple):
@@ -184,15 +183,28 @@ def arithmetic_errors(answer: str) -> int:
         checked += 1
         if checked > MAX_EQUATIONS:
             break
-        right = Fraction(match.group(1).replace(",", ""))
-        tolerance = max(Fraction(1, 100), abs(right) / 1000)
+        right = float(match.group(1).replace(",", ""))
+        tolerance = max(0.01, abs(right) / 1000)
         if abs(left - right) > tolerance:
             errors += 1
     return errors
 
 
-def _evaluate(expression: str) -> Fraction | None:
-    """Exact value of + - * / over decimals with parentheses; None when it is not such an expression."""
+def _evaluate(expression: str) -> float | None:
+    """Value of + - * / over decimals with parentheses; None when it is not such an expression.
+
+    Floats suffice: at most 80 characters of 12-digit operands, compared with a tolerance of 0.1% or 0.01.
+    """
+    simple = _BINARY.match(expression)
+    if simple is not None:  # "a op b", most written working: no parser needed
+        a, operator, b = float(simple[1].replace(",", "")), simple[2], float(simple[3].replace(",", ""))
+        if operator == "+":
+            return a + b
+        if operator == "-":
+            return a - b
+        if operator == "/":
+            return a / b if b else None
+        return a * b
     tokens: list[str] = _TOKEN.findall(expression)
     position = 0
 
@@ -204,7 +216,7 @@ def _evaluate(expression: str) -> Fraction | None:
         position += 1
         return tokens[position - 1]
 
-    def atom() -> Fraction:
+    def atom() -> float:
         token = peek()
         if token == "-":  # a negative number
             take()
@@ -218,9 +230,9 @@ def _evaluate(expression: str) -> Fraction | None:
             return value
         if token is None or not token[0].isdigit():
             raise ValueError("operand expected")
-        return Fraction(take().replace(",", ""))
+        return float(take().replace(",", ""))
 
-    def term() -> Fraction:
+    def term() -> float:
         value = atom()
         while peek() in ("*", "/", "x", "×"):
             operator = take()
@@ -231,11 +243,9 @@ def _evaluate(expression: str) -> Fraction | None:
                 value /= right
             else:
                 value *= right
-            if abs(value.numerator) > 10**_MAX_OPERAND_DIGITS * 10**_MAX_OPERAND_DIGITS:
-                raise ValueError("too large")
         return value
 
-    def expr() -> Fraction:
+    def expr() -> float:
         value = term()
         while peek() in ("+", "-"):
             value = value + term() if take() == "+" else value - term()

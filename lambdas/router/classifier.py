@@ -78,18 +78,20 @@ def classify(text: str, rules: ComplexityRules, *, total_chars: int | None = Non
     """
     chars = len(text) if total_chars is None else total_chars
     tokens = estimate_tokens(chars, images)
-    heuristic = _heuristic(text, rules, tokens)
     learned = rules.learned
     if learned is None:
-        return heuristic
+        return _heuristic(text, rules, tokens)
     score = learned.score(text, chars)
     learned_class = learned.klass(score)
     reason = {"learned_class": learned_class, **learned.as_reason()}
     klass = learned_class
-    if learned.heuristic_floor:
+    signals: dict[str, float] = {}
+    if learned.heuristic_floor and learned_class != COMPLEXITY_CLASSES[-1]:  # complex cannot be raised
+        heuristic = _heuristic(text, rules, tokens)
         reason["heuristic"] = {"score": round(heuristic.score, 3), "class": heuristic.klass}
         klass = max(learned_class, heuristic.klass, key=COMPLEXITY_CLASSES.index)
-    return Complexity(score=score, klass=klass, estimated_tokens=tokens, signals=heuristic.signals, learned=reason)
+        signals = heuristic.signals
+    return Complexity(score=score, klass=klass, estimated_tokens=tokens, signals=signals, learned=reason)
 
 
 def _heuristic(text: str, rules: ComplexityRules, tokens: int) -> Complexity:

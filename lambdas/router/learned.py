@@ -29,11 +29,11 @@ import sys
 import zlib
 from array import array
 from collections.abc import Mapping
-from itertools import islice
 from typing import Any, NamedTuple
 
 FEATURES_VERSION = "hashed-words-v1"
-MAX_WORDS = 400  # words and numbers read from the prompt's start: bounds the cost on any input
+MAX_WORDS = 256  # words and numbers read from the prompt's start: bounds the cost on any input
+WORD_SCAN_CHARS = 2_048  # characters they are read from (256 words of ~6 characters with their spaces)
 SCAN_CHARS = 8_000  # characters read for the structural signals (their size signal uses the full length)
 MAX_HASH_BITS = 16
 MIN_HASH_BITS = 8
@@ -55,7 +55,8 @@ DENSE_FEATURES = (
 )
 _SIZE_FEATURES = 6  # the first six dense features, repeated for multiple-choice prompts
 
-_WORD = re.compile(r"[a-z]+|\d+")
+_WORD = re.compile(r"[a-z]+|0")  # after every run of digits became one "0"
+_DIGITS = re.compile(r"\d+")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _CHOICE_A = re.compile(r"(?:^|\n)\(?A[.):] ")
 _CHOICE_B = re.compile(r"\n\(?B[.):] ")
@@ -97,9 +98,16 @@ class LearnedRouter(NamedTuple):
 
     def score(self, text: str, total_chars: int | None = None) -> float:
         """Probability in [0, 1] that the prompt needs the strong model."""
-        sparse, dense = self.features(text, total_chars)
-        weights = self.weights
-        z = self.bias + sum(weights[k] * v for k, v in sparse.items())
+        counts: dict[int, int] = {}
+        get = counts.get
+        for unigram, bigram in _ngram_buckets(_tokens(text), (1 << self.hash_bits) - 1):
+            counts[unigram] = get(unigram, 0) + 1
+            counts[bigram] = get(bigram, 0) + 1
+        z = self.bias
+        if counts:  # the unit-length n-gram vector's dot product, without building it
+            weights = self.weights
+            z += sum(weights[k] * c for k, c in counts.items()) / math.sqrt(sum(c * c for c in counts.values()))
+        dense = _standardise(dense_features(text, total_chars), self)
         z += sum(w * x for w, x in zip(self.dense_weights, dense, strict=True))
         return sigmoid(z)
 
@@ -150,8 +158,8 @@ def sigmoid(z: float) -> float:
 
 def _tokens(text: str) -> list[str]:
     """The prompt's first ``MAX_WORDS`` lower-cased words and numbers, every number as ``0``."""
-    words = islice(_WORD.finditer(text[: MAX_WORDS * 24].lower()), MAX_WORDS)
-    return ["0" if (word := match.group())[0].isdigit() else word for match in words]
+    tokens: list[str] = _WORD.findall(_DIGITS.sub("0", text[:WORD_SCAN_CHARS].lower()))
+    return tokens[:MAX_WORDS]
 
 
 def _ngram_buckets(tokens: list[str], mask: int) -> list[tuple[int, int]]:

@@ -357,15 +357,27 @@ def test_heuristic_floor_raises_a_lower_learned_class(policy_document):
 
 
 def test_heuristic_floor_never_lowers_the_learned_class(policy_document):
-    # Given a learned router that calls everything complex, with the heuristic floor on
+    # Given a learned router that calls everything moderate, with the heuristic floor on
     learned = policy_document["rules"]["complexity"]["learned"]
-    learned["thresholds"] = {"moderate": 0.0, "complex": 0.0}
+    learned["thresholds"] = {"moderate": 0.0, "complex": 1.0}
     policy = compile_policy(policy_document)
     # When a greeting (simple to the heuristic) is classified
     reason = classify("Hello!", policy.complexity).as_reason()
     # Then the learned class stands
     assert reason["heuristic"]["class"] == "simple"
+    assert reason["class"] == "moderate"
+
+
+def test_a_learned_complex_is_final_and_skips_the_heuristic(policy_document):
+    # Given a learned router that calls everything complex
+    learned = policy_document["rules"]["complexity"]["learned"]
+    learned["thresholds"] = {"moderate": 0.0, "complex": 0.0}
+    policy = compile_policy(policy_document)
+    # When a greeting is classified
+    reason = classify("Hello!", policy.complexity).as_reason()
+    # Then it is complex, and the heuristic (which could not raise it) was not run
     assert reason["class"] == "complex"
+    assert "heuristic" not in reason
 
 
 def test_without_the_floor_the_learned_class_alone_decides(policy_document):
