@@ -53,18 +53,20 @@ from lambdas.router.policy import (  # noqa: E402
     Policy,
     load_policy_file,
 )
+from routed_bedrock.cascade_training import train_cascade  # noqa: E402
 from routed_bedrock.learning import (  # noqa: E402
+    Hyper,
+    Trained,
+    policy_section,
+    train_router,
+)
+from routed_bedrock.outcome_data import (  # noqa: E402
     STRONG_COLUMN,
     WEAK_COLUMN,
     Answered,
-    Hyper,
     Labelled,
-    Trained,
-    policy_section,
     routellm_files,
     split,
-    train_cascade,
-    train_router,
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "routellm"

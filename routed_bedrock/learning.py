@@ -1,9 +1,8 @@
 """Training and calibrating the learned pre-call router (``lambdas/router/learned.py`` serves it).
 
 Data: labelled outcomes, each a prompt with how well a cheap ("weak") and a strong model answered it:
-RouteLLM's per-prompt files (``../shared/datasets/routellm``) or the evaluator's ``outcomes.jsonl``. Each
-set is split 50/50 by a seeded shuffle (``split``, the same one ``benchmarks/routing_quality.py`` scores
-on); only the train half is read here.
+RouteLLM's per-prompt files or the evaluator's ``outcomes.jsonl`` (``outcome_data``), the train half of
+each set's seeded 50/50 split. The cascade's confidence is fitted in ``cascade_training``.
 
 Model: logistic regression of "the strong model is right and the weak one is wrong" on the features of
 ``learned.py``, fitted by AdaGrad SGD with L2 (``Hyper``), the weights averaged over the second half of the
@@ -19,13 +18,10 @@ threshold is the lowest across sets, so every set meets the target; the measured
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from lambdas.router.learned import (
     DENSE_FEATURES,
@@ -35,31 +31,7 @@ from lambdas.router.learned import (
     hashed_ngrams,
     sigmoid,
 )
-
-WEAK_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
-STRONG_COLUMN = "gpt-4-1106-preview"
-_T = TypeVar("_T")
-
-
-class TrainingError(ValueError):
-    """The training data or options are unusable; the message says which file, line or value."""
-
-
-class Labelled(NamedTuple):
-    """One prompt and how well the weak and the strong model answered it (1 right, 0 wrong).
-
-    ``group`` is what the prompt is about when the data says so (an mmlu subject, an evaluator task label):
-    training may pull each label towards its group's rate (``Hyper.group_smoothing``). Serving never sees it.
-    """
-
-    prompt: str
-    weak: float
-    strong: float
-    group: str | None = None
-
-    @property
-    def needs_strong(self) -> float:
-        return 1.0 if self.strong >= 0.5 > self.weak else 0.0
+from routed_bedrock.outcome_data import Labelled, TrainingError
 
 
 class Hyper(NamedTuple):
@@ -72,96 +44,6 @@ class Hyper(NamedTuple):
     l2_dense: float = 1e-5
     folds: int = 5
     group_smoothing: float = 1.0  # weight of the group's rate in each training label (0: the prompt's own)
-
-
-def _bool(value: str, where: str) -> float:
-    if value in ("True", "False"):
-        return 1.0 if value == "True" else 0.0
-    raise TrainingError(f"{where}: expected 'True' or 'False', got {value!r}")
-
-
-def routellm_files(data: Path) -> dict[str, list[Path]]:
-    """The CSV files of each RouteLLM set; fails clearly when the directory is absent or incomplete."""
-    sets = {
-        "gsm8k": [data / "gsm8k" / "gsm8k_responses.csv"],
-        "mmlu": sorted((data / "mmlu").glob("*.csv")),
-    }
-    for name, paths in sets.items():
-        if not paths or not all(p.is_file() for p in paths):
-            raise FileNotFoundError(
-                f"routellm data for {name!r} not found under {data} (expected ../shared/datasets/routellm beside "
-                "the repository, or pass --data DIR)"
-            )
-    return sets
-
-
-def read_routellm(paths: Sequence[Path]) -> list[dict[str, str]]:
-    """The rows of RouteLLM outcome CSVs, checked for the columns this project reads."""
-    rows: list[dict[str, str]] = []
-    grouped = len(paths) > 1  # one file per subject (mmlu): the subject is the group
-    for path in paths:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"prompt", WEAK_COLUMN, STRONG_COLUMN} - set(reader.fieldnames or ())
-            if missing:
-                raise TrainingError(f"{path}: missing columns {sorted(missing)}")
-            for line, row in enumerate(reader, start=2):
-                row["_where"] = f"{path.name}:{line}"
-                if grouped:
-                    row["_group"] = path.stem.removeprefix("mmlu_")
-                rows.append(row)
-    return rows
-
-
-def routellm_labelled(rows: Iterable[Mapping[str, str]]) -> list[Labelled]:
-    return [
-        Labelled(
-            row["prompt"],
-            _bool(row[WEAK_COLUMN], row["_where"]),
-            _bool(row[STRONG_COLUMN], row["_where"]),
-            row.get("_group"),
-        )
-        for row in rows
-    ]
-
-
-def read_outcomes(path: Path, weak: str, strong: str) -> dict[str, list[Labelled]]:
-    """The evaluator's ``outcomes.jsonl`` as labelled prompts per task label, for one (weak, strong) pair.
-
-    Prompts where either model has no score (a failed call) are left out.
-    """
-    sets: dict[str, list[Labelled]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TrainingError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise TrainingError(f"cannot read {path}: not UTF-8 text (byte {exc.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            prompt = record["prompt"]
-            models = record["models"]
-            scores = [models.get(name, {}).get("score") for name in (weak, strong)]
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise TrainingError(f"{path}:{number}: not an outcome line ({exc.__class__.__name__}: {exc})") from None
-        if not isinstance(prompt, str) or not all(isinstance(s, int | float) for s in scores):
-            continue
-        task = str(record.get("task") or "default")
-        sets.setdefault(task, []).append(Labelled(prompt, float(scores[0]), float(scores[1])))
-    if not sets:
-        raise TrainingError(f"{path}: no prompt has scores for both {weak!r} and {strong!r}")
-    return sets
-
-
-def split(items: Sequence[_T], seed: int, set_name: str) -> tuple[list[_T], list[_T]]:
-    """A fixed 50/50 train/test split by a seeded shuffle (string seeds are stable across runs and platforms)."""
-    order = list(range(len(items)))
-    random.Random(f"{seed}:split:{set_name}").shuffle(order)
-    half = len(order) // 2
-    return [items[i] for i in order[:half]], [items[i] for i in order[half:]]
 
 
 class Vectors(NamedTuple):
@@ -373,111 +255,5 @@ def policy_section(trained: Trained, hyper: Hyper, *, seed: int, source: str, tr
             "label": "strong model right and weak model wrong",
             "hyperparameters": hyper._asdict(),
             "trained_at": trained_at,
-        },
-    }
-
-
-class Answered(NamedTuple):
-    """A cheap model's answer to a prompt, whether it was right, and whether the strong model was."""
-
-    prompt: str
-    answer: str
-    stop_reason: str
-    prompt_score: float | None
-    weak: float
-    strong: float
-
-
-def routellm_answers(rows: Sequence[Mapping[str, str]], prompt_scores: Sequence[float | None]) -> list[Answered]:
-    """The weak model's responses from RouteLLM rows that carry them (gsm8k); its stop reason is unknown there."""
-    return [
-        Answered(
-            row["prompt"],
-            row[f"{WEAK_COLUMN}_response"],
-            "end_turn",
-            score,
-            _bool(row[WEAK_COLUMN], row["_where"]),
-            _bool(row[STRONG_COLUMN], row["_where"]),
-        )
-        for row, score in zip(rows, prompt_scores, strict=True)
-    ]
-
-
-def fit_logistic(
-    rows: Sequence[Sequence[float]], labels: Sequence[float], *, l2: float = 1e-2, iterations: int = 300
-) -> tuple[list[float], float]:
-    """Full-batch gradient descent on standardised columns, returned as weights and bias on the raw columns."""
-    n, width = len(rows), len(rows[0])
-    mean = [sum(r[j] for r in rows) / n for j in range(width)]
-    std = [math.sqrt(sum((r[j] - mean[j]) ** 2 for r in rows) / n) or 1.0 for j in range(width)]
-    z = [[(r[j] - mean[j]) / std[j] for j in range(width)] for r in rows]
-    w, b = [0.0] * width, 0.0
-    for _ in range(iterations):
-        gw, gb = [0.0] * width, 0.0
-        for x, y in zip(z, labels, strict=True):
-            g = sigmoid(b + sum(a * c for a, c in zip(w, x, strict=True))) - y
-            gb += g
-            for j in range(width):
-                gw[j] += g * x[j]
-        w = [w[j] - 0.5 * (gw[j] / n + l2 * w[j]) for j in range(width)]
-        b -= 0.5 * gb / n
-    raw = [w[j] / std[j] for j in range(width)]
-    return raw, b - sum(w[j] * mean[j] / std[j] for j in range(width))
-
-
-def cascade_curve(items: Sequence[Answered], confidences: Sequence[float]) -> list[float]:
-    """Quality kept with the m least confident answers escalated to the strong model, m = 0..n."""
-    strong_total = sum(item.strong for item in items)
-    if not strong_total:
-        raise TrainingError("the strong model has no correct answer: nothing to calibrate the cascade against")
-    order = sorted(range(len(items)), key=lambda i: confidences[i])
-    total = sum(item.weak for item in items)
-    kept = [total / strong_total]
-    for i in order:
-        total += items[i].strong - items[i].weak
-        kept.append(total / strong_total)
-    return kept
-
-
-def train_cascade(items: Sequence[Answered], *, target: float = 0.95, folds: int = 5) -> dict[str, Any]:
-    """Fit the answer-confidence weights (label: the cheap answer is right) and calibrate the escalation threshold.
-
-    The threshold is chosen on held-out confidences (``folds``-fold: each answer scored by a model fitted
-    without it): the confidence below which the fewest answers must escalate for the cascade to keep
-    ``target`` of always-strong quality (every prompt pays for the cheap call). The weights shipped are fitted
-    on all the answers.
-    """
-    from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals
-
-    if len(items) < folds:
-        raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
-    signals = [answer_signals(i.prompt, i.answer, i.stop_reason, i.prompt_score) for i in items]
-    used = [name for name in SIGNALS if any(s[name] for s in signals)]  # a signal that never fires gets no weight
-    rows = [[s[name] for name in used] for s in signals]
-    labels = [i.weak for i in items]
-    held_out = [0.0] * len(items)
-    for fold in range(folds):
-        kept_rows = [(r, y) for n, (r, y) in enumerate(zip(rows, labels, strict=True)) if n % folds != fold]
-        weights, bias = fit_logistic([r for r, _ in kept_rows], [y for _, y in kept_rows])
-        for n in range(fold, len(items), folds):
-            held_out[n] = sigmoid(bias + sum(w * x for w, x in zip(weights, rows[n], strict=True)))
-    weights, bias = fit_logistic(rows, labels)
-    model = ConfidenceModel(dict(zip(used, weights, strict=True)), bias)
-    kept = cascade_curve(items, held_out)
-    m = next((m for m, q in enumerate(kept) if q >= target - 1e-12), len(items))
-    ranked = sorted(held_out)
-    if m == 0:
-        threshold = 0.0
-    elif m >= len(ranked):
-        threshold = 1.0
-    else:
-        threshold = (ranked[m - 1] + ranked[m]) / 2
-    return {
-        "threshold": round(threshold, 6),
-        "confidence": {"bias": round(bias, 6), "weights": {k: round(v, 6) for k, v in model.weights.items()}},
-        "calibration": {
-            "metric": "quality_kept",
-            "target": target,
-            "measured": {"answers": len(items), "held_out_escalation_share": round(m / len(items), 4)},
         },
     }

@@ -23,20 +23,22 @@ from typing import Any, TextIO
 
 from lambdas.router.engine import RoutingError, RoutingRequest, decide
 from lambdas.router.policy import Policy, PolicyError, compile_policy, load_policy_file
+from routed_bedrock.cascade_training import train_cascade
 from routed_bedrock.learning import (
     Hyper,
-    Labelled,
     Trained,
-    TrainingError,
     policy_section,
+    train_router,
+)
+from routed_bedrock.outcome_data import (
+    Labelled,
+    TrainingError,
     read_outcomes,
     read_routellm,
     routellm_answers,
     routellm_files,
     routellm_labelled,
     split,
-    train_cascade,
-    train_router,
 )
 
 EXIT_USAGE = 2

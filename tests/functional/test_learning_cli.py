@@ -13,7 +13,7 @@ import pytest
 
 from lambdas.router.policy import DEFAULT_POLICY_PATH, load_policy_file
 from routed_bedrock.cli import main
-from routed_bedrock.learning import STRONG_COLUMN, WEAK_COLUMN
+from routed_bedrock.outcome_data import STRONG_COLUMN, WEAK_COLUMN
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [

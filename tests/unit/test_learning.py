@@ -10,19 +10,21 @@ import pytest
 
 from lambdas.router.learned import compile_learned, dense_features, hashed_ngrams
 from routed_bedrock.learning import (
+    Hyper,
+    policy_section,
+    share_for_quality,
+    threshold_for_share,
+    train_router,
+)
+from routed_bedrock.outcome_data import (
     STRONG_COLUMN,
     WEAK_COLUMN,
-    Hyper,
     Labelled,
     TrainingError,
-    policy_section,
     read_outcomes,
     read_routellm,
     routellm_labelled,
-    share_for_quality,
     split,
-    threshold_for_share,
-    train_router,
 )
 
 FILLER = ["apple", "river", "blue", "quick", "table", "green", "stone", "light", "paper", "music", "cloud", "north"]
