@@ -10,6 +10,8 @@ from typing import Any, TypeAlias
 
 from lambdas.router.policy import Policy, PolicyError, compile_policy, document_digest
 
+MAX_POLICY_BYTES = 1_048_576
+"""AppConfig's hosted configuration store takes configurations of at most 1 MB."""
 POLICY_PROFILE_NAME = "routing-policy"
 """The AppConfig configuration profile that holds the routing policy (``APPCONFIG_PROFILE`` of the router)."""
 
@@ -41,8 +43,8 @@ class RoutingPolicyDocument:
         """Load and validate ``source``: a document (returned as is), a dict, or the path of a JSON file.
 
         Raises:
-            ValueError: the file cannot be read or is not a JSON object, or the policy is invalid (the message
-                names the field and value).
+            ValueError: the file cannot be read or is not a JSON object, the policy is invalid (the message
+                names the field and value), or its text is over AppConfig's 1 MB.
         """
         if isinstance(source, RoutingPolicyDocument):
             return source
@@ -51,7 +53,14 @@ class RoutingPolicyDocument:
             policy = compile_policy(document)
         except PolicyError as exc:
             raise ValueError(str(exc)) from None
-        return cls(text=json.dumps(document, indent=2), policy=policy)
+        text = json.dumps(document, indent=2)
+        size = len(text.encode("utf-8"))
+        if size > MAX_POLICY_BYTES:
+            raise ValueError(
+                f"the policy is {size:,} bytes as JSON; AppConfig's hosted configuration store takes at most "
+                f"{MAX_POLICY_BYTES:,}"
+            )
+        return cls(text=text, policy=policy)
 
 
 PolicySource: TypeAlias = RoutingPolicyDocument | Mapping[str, Any] | str | Path

@@ -262,3 +262,15 @@ def test_routing_policy_keeps_versions_when_asked():
         "AWS::AppConfig::ConfigurationProfile", {"DeletionProtectionCheck": "ACCOUNT_DEFAULT"}
     )
     template.has_resource_properties("AWS::AppConfig::Environment", {"DeletionProtectionCheck": "ACCOUNT_DEFAULT"})
+
+
+def test_policy_document_over_appconfigs_1_mb_is_refused_at_synth():
+    # Given a valid policy padded past the hosted store's 1 MB (a long description per model stays valid JSON)
+    document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["routes"] = {
+        **document["routes"],
+        **{f"pad-{i}": {"description": "x" * 500, "candidates": [{"model": "nova-micro"}]} for i in range(2500)},
+    }
+    # When it is loaded for a construct, Then a ValueError names its size and the limit
+    with pytest.raises(ValueError, match=r"bytes as JSON; AppConfig's hosted configuration store takes at most 1,048,"):
+        RoutingPolicyDocument.of(document)

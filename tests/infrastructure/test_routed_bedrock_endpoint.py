@@ -302,6 +302,8 @@ def test_policy_is_hosted_in_appconfig_with_the_draft_04_json_schema_validator(t
     schema = json.loads(validator["Content"])
     assert schema == json.loads((DEFAULT_POLICY_PATH.parents[1] / "schemas" / "policy.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    # AppConfig takes at most 32,768 characters of validator content (AWS::AppConfig::ConfigurationProfile)
+    assert len(validator["Content"]) <= 32_768
     hosted = next(iter(template.find_resources("AWS::AppConfig::HostedConfigurationVersion").values()))["Properties"]
     assert json.loads(hosted["Content"]) == shipped_policy
     assert hosted["ContentType"] == "application/json"
