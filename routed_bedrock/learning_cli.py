@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from lambdas.router.engine import RoutingError, RoutingRequest, decide
 from lambdas.router.policy import Policy, PolicyError, compile_policy, load_policy_file
 from routed_bedrock.cascade_training import train_cascade
+from routed_bedrock.cli_support import fail
 from routed_bedrock.learning import (
     Hyper,
     Trained,
@@ -41,7 +42,6 @@ from routed_bedrock.outcome_data import (
     split,
 )
 
-EXIT_USAGE = 2
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "routellm"
 MAX_PROMPT_CHARS = 400_000
 
@@ -108,11 +108,6 @@ def _share(text: str) -> float:
     return value
 
 
-def _fail(command: str, message: str) -> int:
-    print(f"routed-bedrock {command}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def training_sets(args: argparse.Namespace) -> tuple[dict[str, list[Labelled]], str]:
     """The train halves of the chosen data, and a description of where they came from."""
     if args.outcomes is not None:
@@ -164,12 +159,12 @@ def _train(args: argparse.Namespace) -> int:
             )
         compile_policy(document)
     except (PolicyError, TrainingError) as exc:
-        return _fail("train", str(exc))
+        return fail("train", str(exc))
     text = json.dumps(document, indent=2) + "\n"
     try:
         args.out.write_text(text, encoding="utf-8")
     except OSError as exc:
-        return _fail("train", f"cannot write {args.out}: {exc.strerror}")
+        return fail("train", f"cannot write {args.out}: {exc.strerror}")
     print(
         f"wrote {args.out} ({len(text.encode()) / 1024:.0f} KB): thresholds moderate "
         f"{trained.thresholds['moderate']:.4f}, complex {trained.thresholds['complex']:.4f}"
@@ -257,7 +252,7 @@ def _score(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)
         lines = [score_line(policy, identifier, prompt, args) for identifier, prompt in prompts]
     except (PolicyError, TrainingError, RoutingError) as exc:
-        return _fail("score", str(exc))
+        return fail("score", str(exc))
     out: TextIO
     if args.out is None:
         _write(lines, sys.stdout)
@@ -266,7 +261,7 @@ def _score(args: argparse.Namespace) -> int:
         with args.out.open("w", encoding="utf-8") as out:
             _write(lines, out)
     except OSError as exc:
-        return _fail("score", f"cannot write {args.out}: {exc.strerror}")
+        return fail("score", f"cannot write {args.out}: {exc.strerror}")
     return 0
 
 

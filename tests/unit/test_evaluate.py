@@ -12,17 +12,25 @@ from pathlib import Path
 import pytest
 
 from lambdas.router.policy import compile_policy, load_policy_file
-from routed_bedrock import evaluate
-from routed_bedrock.evaluate import (
-    Answer,
+from routed_bedrock.evaluation.checkpoint import (
+    CHECKPOINT_FILE,
     CallRecord,
     Checkpoint,
-    DatasetError,
-    EvaluationError,
-    Example,
-    ModelStats,
     Settings,
+    check_checkpoint,
+    latest_records,
+    prompt_digest,
+    read_checkpoint,
 )
+from routed_bedrock.evaluation.dataset import Example, load_dataset
+from routed_bedrock.evaluation.errors import DatasetError, EvaluationError
+from routed_bedrock.evaluation.metric import CORRECT_AT, score_answer, token_f1
+from routed_bedrock.evaluation.models import Answer, select_models
+from routed_bedrock.evaluation.outputs import RESULT_COLUMNS, outcomes_jsonl, results_csv
+from routed_bedrock.evaluation.progress import ProgressLine
+from routed_bedrock.evaluation.proposal import TaskPick, propose, proposed_policy
+from routed_bedrock.evaluation.runner import pending_tasks, run_calls
+from routed_bedrock.evaluation.scoring import ModelStats, score_outcomes
 from routed_bedrock.preflight import CallFailed
 
 SETTINGS = Settings(max_tokens=512, temperature=0.0)
@@ -74,7 +82,7 @@ def examples(n: int, task: str | None = "math") -> list[Example]:
     ],
 )
 def test_scores_numeric_references_by_the_answers_final_number(answer, reference, expected):
-    assert evaluate.score_answer(answer, reference) == expected
+    assert score_answer(answer, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -93,7 +101,7 @@ def test_scores_numeric_references_by_the_answers_final_number(answer, reference
     ],
 )
 def test_scores_letter_references_by_the_chosen_letter(answer, reference, expected):
-    assert evaluate.score_answer(answer, reference) == expected
+    assert score_answer(answer, reference) == expected
 
 
 @pytest.mark.parametrize(
@@ -108,12 +116,12 @@ def test_scores_letter_references_by_the_chosen_letter(answer, reference, expect
     ],
 )
 def test_scores_free_text_references_by_squad_token_f1(answer, reference, expected):
-    assert evaluate.score_answer(answer, reference) == pytest.approx(expected)
+    assert score_answer(answer, reference) == pytest.approx(expected)
 
 
 def test_a_half_f1_answer_counts_as_correct():
-    assert evaluate.CORRECT_AT == 0.5
-    assert evaluate.token_f1("it is paris", "paris") >= evaluate.CORRECT_AT
+    assert CORRECT_AT == 0.5
+    assert token_f1("it is paris", "paris") >= CORRECT_AT
 
 
 # --- the dataset ----------------------------------------------------------------------------------------
@@ -131,7 +139,7 @@ def test_reads_a_dataset_with_default_ids_blank_lines_and_optional_tasks(tmp_pat
         ],
     )
     # When it is read
-    loaded = evaluate.load_dataset(path)
+    loaded = load_dataset(path)
     # Then ids default to the line number and a missing task is None
     assert loaded == [
         Example("a", "2+2?", "4", "math", 1),
@@ -161,7 +169,7 @@ def test_rejects_a_bad_line_naming_the_file_line_and_problem(tmp_path, line, exp
     path = write_dataset(tmp_path, ['{"prompt": "fine", "reference": "ok"}', line])
     # When it is read
     with pytest.raises(DatasetError) as error:
-        evaluate.load_dataset(path)
+        load_dataset(path)
     # Then the message names the file, line 2 and the problem
     assert f"{path}:2: " in str(error.value)
     assert expected in str(error.value)
@@ -178,7 +186,7 @@ def test_rejects_every_bad_line_at_once_including_duplicate_ids(tmp_path):
         ],
     )
     with pytest.raises(DatasetError) as error:
-        evaluate.load_dataset(path)
+        load_dataset(path)
     message = str(error.value)
     assert "has 3 bad line(s)" in message
     assert f"{path}:2: not valid JSON" in message
@@ -190,19 +198,19 @@ def test_rejects_invalid_utf8_an_empty_dataset_and_a_missing_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"prompt": "ok", "reference": "y"}\n{"prompt": "\xff"}\n')
     with pytest.raises(DatasetError, match=r"bad\.jsonl:2: not valid UTF-8"):
-        evaluate.load_dataset(bad)
+        load_dataset(bad)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     with pytest.raises(DatasetError, match="holds no prompts"):
-        evaluate.load_dataset(empty)
+        load_dataset(empty)
     with pytest.raises(DatasetError, match="cannot read dataset"):
-        evaluate.load_dataset(tmp_path / "missing.jsonl")
+        load_dataset(tmp_path / "missing.jsonl")
 
 
 def test_rejects_a_model_key_not_in_the_catalog(default_policy):
     with pytest.raises(EvaluationError, match="'gpt-9' not in the policy's catalog"):
-        evaluate.select_models(default_policy, ["nova-micro", "gpt-9"])
-    assert [m.key for m in evaluate.select_models(default_policy, ["claude-opus-4-5", "nova-micro"])] == [
+        select_models(default_policy, ["nova-micro", "gpt-9"])
+    assert [m.key for m in select_models(default_policy, ["claude-opus-4-5", "nova-micro"])] == [
         "nova-micro",
         "claude-opus-4-5",
     ]
@@ -212,17 +220,17 @@ def test_rejects_a_model_key_not_in_the_catalog(default_policy):
 
 
 def models_of(policy, *keys):
-    return evaluate.select_models(policy, list(keys))
+    return select_models(policy, list(keys))
 
 
 def run(tmp_path, items, models, fake, *, workers=1):
-    path = tmp_path / "out" / evaluate.CHECKPOINT_FILE
-    records, _ = evaluate.read_checkpoint(path)
-    evaluate.check_checkpoint(records, items, models, SETTINGS, path=path)
-    tasks = evaluate.pending_tasks(items, models, records)
+    path = tmp_path / "out" / CHECKPOINT_FILE
+    records, _ = read_checkpoint(path)
+    check_checkpoint(records, items, models, SETTINGS, path=path)
+    tasks = pending_tasks(items, models, records)
     checkpoint = Checkpoint(path)
     try:
-        return evaluate.run_calls(tasks, fake, checkpoint, SETTINGS, workers=workers)
+        return run_calls(tasks, fake, checkpoint, SETTINGS, workers=workers)
     finally:
         checkpoint.close()
 
@@ -242,7 +250,7 @@ def test_an_interrupted_run_resumes_with_only_the_calls_it_had_not_finished(tmp_
     # Then it stops early, and the calls it finished (the one in flight included) are in the checkpoint
     assert result.interrupted and result.abandoned == 0
     assert 4 <= result.made == len(first.calls) < 12
-    records, _ = evaluate.read_checkpoint(tmp_path / "out" / evaluate.CHECKPOINT_FILE)
+    records, _ = read_checkpoint(tmp_path / "out" / CHECKPOINT_FILE)
     assert len(records) == result.made
     # When the same run is made again
     second = FakeModels()
@@ -253,11 +261,11 @@ def test_an_interrupted_run_resumes_with_only_the_calls_it_had_not_finished(tmp_
     assert set(first.calls) | set(second.calls) == {(m.key, e.prompt) for e in items for m in models}
     assert not set(first.calls) & set(second.calls)
     # And a third run has nothing left to call
-    assert evaluate.pending_tasks(items, models, evaluate.read_checkpoint(records_path(tmp_path))[0]) == []
+    assert pending_tasks(items, models, read_checkpoint(records_path(tmp_path))[0]) == []
 
 
 def records_path(tmp_path):
-    return tmp_path / "out" / evaluate.CHECKPOINT_FILE
+    return tmp_path / "out" / CHECKPOINT_FILE
 
 
 def test_failed_calls_are_error_rows_that_the_next_run_makes_again(tmp_path, default_policy):
@@ -270,8 +278,8 @@ def test_failed_calls_are_error_rows_that_the_next_run_makes_again(tmp_path, def
     run(tmp_path, items, models, retry)
     # Then only the failed calls are made again, and the answers replace the error rows
     assert sorted(retry.calls) == [("claude-sonnet-4-5", f"question {i}") for i in (1, 2, 3)]
-    records, _ = evaluate.read_checkpoint(records_path(tmp_path))
-    outcomes = evaluate.score_outcomes(items, models, records, default_task="general")
+    records, _ = read_checkpoint(records_path(tmp_path))
+    outcomes = score_outcomes(items, models, records, default_task="general")
     assert [(o.model.key, o.score) for o in outcomes if o.example.id == "q1"] == [
         ("nova-micro", 0.0),
         ("claude-sonnet-4-5", 1.0),
@@ -281,7 +289,7 @@ def test_failed_calls_are_error_rows_that_the_next_run_makes_again(tmp_path, def
 def test_an_error_never_replaces_an_answer():
     answered = record("q1", "m", error=None)
     failed = record("q1", "m", error="ThrottlingException: slow down")
-    assert evaluate.latest_records([failed, answered, failed]) == {("q1", "m"): answered}
+    assert latest_records([failed, answered, failed]) == {("q1", "m"): answered}
 
 
 def record(example_id, model, *, error=None, prompt="question 1", model_id="us.amazon.nova-micro-v1:0"):
@@ -290,7 +298,7 @@ def record(example_id, model, *, error=None, prompt="question 1", model_id="us.a
         model=model,
         model_id=model_id,
         region="us-east-1",
-        prompt_sha256=evaluate.prompt_digest(prompt),
+        prompt_sha256=prompt_digest(prompt),
         max_tokens=512,
         temperature=0.0,
         text="" if error else "#### 7",
@@ -304,32 +312,32 @@ def record(example_id, model, *, error=None, prompt="question 1", model_id="us.a
 
 def test_ignores_a_torn_last_line_with_a_warning_and_repairs_the_file(tmp_path):
     # Given a checkpoint whose last write was cut short
-    path = tmp_path / evaluate.CHECKPOINT_FILE
+    path = tmp_path / CHECKPOINT_FILE
     whole = json.dumps(record("q1", "nova-micro")._asdict())
     path.write_text(whole + "\n" + whole[: len(whole) // 2], encoding="utf-8")
     # When it is read
-    records, warnings = evaluate.read_checkpoint(path)
+    records, warnings = read_checkpoint(path)
     # Then the whole record is kept, the torn line dropped with a warning, and the next append is its own line
     assert records == [record("q1", "nova-micro")]
     assert len(warnings) == 1 and "torn last line" in warnings[0]
     checkpoint = Checkpoint(path)
     checkpoint.append(record("q2", "nova-micro"))
     checkpoint.close()
-    assert [r.id for r in evaluate.read_checkpoint(path)[0]] == ["q1", "q2"]
+    assert [r.id for r in read_checkpoint(path)[0]] == ["q1", "q2"]
 
 
 def test_keeps_a_whole_last_record_that_only_lacks_its_newline(tmp_path):
-    path = tmp_path / evaluate.CHECKPOINT_FILE
+    path = tmp_path / CHECKPOINT_FILE
     path.write_text(json.dumps(record("q1", "nova-micro")._asdict()), encoding="utf-8")
-    records, warnings = evaluate.read_checkpoint(path)
+    records, warnings = read_checkpoint(path)
     assert records == [record("q1", "nova-micro")] and warnings == []
     assert path.read_text().endswith("\n")
 
 
 def test_skips_a_line_that_is_not_a_call_record_with_a_warning(tmp_path):
-    path = tmp_path / evaluate.CHECKPOINT_FILE
+    path = tmp_path / CHECKPOINT_FILE
     path.write_text('{"id": "q1"}\n' + json.dumps(record("q2", "nova-micro")._asdict()) + "\n")
-    records, warnings = evaluate.read_checkpoint(path)
+    records, warnings = read_checkpoint(path)
     assert [r.id for r in records] == ["q2"]
     assert warnings == [f"{path}:1: not a call record; ignored (that call will be made again)"]
 
@@ -348,7 +356,7 @@ def test_rejects_a_checkpoint_of_another_run(default_policy, tmp_path, changed, 
     stale = base._replace(**{k: v for k, v in changed.items() if k != "prompt"})
     # When it is checked against this run
     with pytest.raises(EvaluationError) as error:
-        evaluate.check_checkpoint(
+        check_checkpoint(
             [stale], examples(1), models_of(default_policy, "nova-micro"), SETTINGS, path=tmp_path / "calls.jsonl"
         )
     # Then the refusal says what differs and what to do
@@ -358,7 +366,7 @@ def test_rejects_a_checkpoint_of_another_run(default_policy, tmp_path, changed, 
 
 def test_a_checkpoint_may_hold_other_prompts_and_models(default_policy, tmp_path):
     others = [record("q99", "nova-micro", prompt="gone"), record("q1", "not-selected", model_id="x.y")]
-    evaluate.check_checkpoint(others, examples(1), models_of(default_policy, "nova-micro"), SETTINGS, path=tmp_path)
+    check_checkpoint(others, examples(1), models_of(default_policy, "nova-micro"), SETTINGS, path=tmp_path)
 
 
 # --- results files --------------------------------------------------------------------------------------
@@ -369,12 +377,12 @@ def test_results_csv_and_outcomes_jsonl_carry_the_documented_fields(default_poli
     items, models = examples(1, task=None), models_of(default_policy, "nova-micro", "claude-sonnet-4-5")
     records = [record("q1", "nova-micro"), record("q1", "claude-sonnet-4-5", error="AccessDeniedException: no")]
     records[1] = records[1]._replace(model_id=models[1].model_id)
-    outcomes = evaluate.score_outcomes(items, models, records, default_task="general")
+    outcomes = score_outcomes(items, models, records, default_task="general")
     # When the files are built
-    rows = evaluate.results_csv(outcomes).splitlines()
-    lines = evaluate.outcomes_jsonl(outcomes).splitlines()
+    rows = results_csv(outcomes).splitlines()
+    lines = outcomes_jsonl(outcomes).splitlines()
     # Then the CSV has a row per (prompt, model), the failed one unscored
-    assert rows[0] == ",".join(evaluate.RESULT_COLUMNS)
+    assert rows[0] == ",".join(RESULT_COLUMNS)
     assert rows[1].startswith("q1,general,nova-micro,us.amazon.nova-micro-v1:0,us-east-1,1.0,true,12.5,10,5,")
     assert rows[2].endswith(",,,12.5,0,0,0.00000000,,AccessDeniedException: no")
     # And the label file has a line per prompt with exactly the documented keys, failed models absent
@@ -396,7 +404,7 @@ def test_results_csv_and_outcomes_jsonl_carry_the_documented_fields(default_poli
 def test_progress_line_shows_done_errors_elapsed_and_eta():
     stream = io.StringIO()
     now = [100.0]
-    line = evaluate.ProgressLine(10, stream, clock=lambda: now[0])
+    line = ProgressLine(10, stream, clock=lambda: now[0])
     now[0] = 104.0
     line(4, 1)
     line.close()
@@ -420,17 +428,17 @@ def test_picks_the_cheapest_model_within_the_tolerance_of_the_best():
         }
     }
     # When the proposal is made with a 0.02 tolerance
-    (pick,) = evaluate.propose(table, tolerance=0.02, min_samples=5)
+    (pick,) = propose(table, tolerance=0.02, min_samples=5)
     # Then the cheapest within tolerance wins, not the cheapest overall
     assert (pick.model, pick.best_model, pick.within_tolerance) == ("cheap", "strong", ("cheap", "strong"))
     assert pick.cost_ratio == pytest.approx(0.1)
     # And with no tolerance the best is picked
-    assert evaluate.propose(table, tolerance=0.0)[0].model == "strong"
+    assert propose(table, tolerance=0.0)[0].model == "strong"
 
 
 def test_tolerance_is_inclusive_despite_float_rounding():
     table = {"t": {"cheap": stats("cheap", 0.98, 0.001), "strong": stats("strong", 1.0, 0.01)}}
-    assert evaluate.propose(table, tolerance=0.02)[0].model == "cheap"
+    assert propose(table, tolerance=0.02)[0].model == "cheap"
 
 
 def test_models_with_too_few_answers_are_not_considered():
@@ -439,29 +447,27 @@ def test_models_with_too_few_answers_are_not_considered():
         "math": {"cheap": stats("cheap", 1.0, 0.001, n=3), "strong": stats("strong", 0.8, 0.01)},
         "rare": {"cheap": stats("cheap", 1.0, 0.001, n=2)},
     }
-    picks = {p.task: p for p in evaluate.propose(table, min_samples=5)}
+    picks = {p.task: p for p in propose(table, min_samples=5)}
     assert picks["math"].model == "strong"
     assert picks["rare"].model is None and picks["rare"].note == "no model has 5 answers"
 
 
 def test_equal_scores_pick_the_cheaper_model_as_best_and_pick():
     table = {"t": {"strong": stats("strong", 1.0, 0.01), "cheap": stats("cheap", 1.0, 0.001)}}
-    (pick,) = evaluate.propose(table, tolerance=0.0)
+    (pick,) = propose(table, tolerance=0.0)
     assert (pick.model, pick.best_model, pick.cost_ratio) == ("cheap", "cheap", 1.0)
 
 
 def test_the_proposed_policy_validates_and_routes_each_task_to_its_pick(default_policy, tmp_path):
     # Given picks for a task on a static route (code -> deep), the default one on auto, and a new one
     picks = [
-        evaluate.TaskPick(
-            "code", "claude-haiku-4-5", 0.9, "claude-opus-4-5", 0.91, 0.2, ("claude-haiku-4-5", "nova-pro")
-        ),
-        evaluate.TaskPick("general", "nova-micro", 0.8, "nova-micro", 0.8, 1.0, ("nova-micro",)),
-        evaluate.TaskPick("math", "nova-lite", 0.7, "nova-lite", 0.7, 1.0, ("nova-lite",)),
-        evaluate.TaskPick("rare", None, None, None, None, None, (), "no model has 5 answers"),
+        TaskPick("code", "claude-haiku-4-5", 0.9, "claude-opus-4-5", 0.91, 0.2, ("claude-haiku-4-5", "nova-pro")),
+        TaskPick("general", "nova-micro", 0.8, "nova-micro", 0.8, 1.0, ("nova-micro",)),
+        TaskPick("math", "nova-lite", 0.7, "nova-lite", 0.7, 1.0, ("nova-lite",)),
+        TaskPick("rare", None, None, None, None, None, (), "no model has 5 answers"),
     ]
     # When the policy is proposed
-    document = evaluate.proposed_policy(default_policy, picks, dataset="mine.jsonl", today=date(2026, 12, 24))
+    document = proposed_policy(default_policy, picks, dataset="mine.jsonl", today=date(2026, 12, 24))
     # Then it passes the project's validation, as a dict and as a file
     compile_policy(document)
     path = tmp_path / "proposed.json"
@@ -487,6 +493,6 @@ def test_the_proposed_policy_validates_and_routes_each_task_to_its_pick(default_
 
 def test_reproposing_replaces_the_previous_eval_suffix(default_policy, policy_document):
     policy_document["policy_version"] = "v" * 50 + ".eval-20260101"
-    document = evaluate.proposed_policy(compile_policy(policy_document), [], dataset="d", today=date(2027, 1, 2))
+    document = proposed_policy(compile_policy(policy_document), [], dataset="d", today=date(2027, 1, 2))
     assert document["policy_version"] == "v" * 50 + ".eval-20270102"
     compile_policy(document)
