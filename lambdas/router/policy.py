@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -220,6 +221,7 @@ def validate_document(document: Any, *, schema_checked: bool = False) -> None:
     Raises:
         PolicyError: naming the field and the offending value.
     """
+    _check_finite(document, "")
     if schema_checked:
         _check_references(document)
         return
@@ -233,6 +235,18 @@ def validate_document(document: Any, *, schema_checked: bool = False) -> None:
         rule = exc.message.removeprefix(exc.name).strip()
         raise PolicyError(f"invalid policy: {field} {rule} (got {_show(exc.value)})") from None
     _check_references(document)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """NaN and infinities pass a schema's "number" and JSON cannot carry them: name the first one found."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(f"invalid policy: {where.lstrip('.') or '(document)'} must be a finite number (got {value})")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]")
 
 
 def _show(value: Any) -> str:
@@ -474,6 +488,10 @@ def _compile_budget(budget: Mapping[str, Any]) -> Budget:
     )
 
 
+def _reject_constant(name: str) -> Any:
+    raise PolicyError(f"invalid policy: not valid JSON ({name} is not a JSON number)")
+
+
 def document_digest(raw: bytes | str) -> str:
     """SHA-256 of the policy document's bytes, as the construct computes it for the document it validated."""
     return hashlib.sha256(raw.encode("utf-8") if isinstance(raw, str) else raw).hexdigest()
@@ -493,7 +511,7 @@ def parse_policy(raw: bytes | str, *, trusted_digest: str | None = None) -> Poli
         PolicyError: the text is not JSON or the document is invalid.
     """
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PolicyError(f"invalid policy: not valid JSON ({exc})") from None
     schema_checked = trusted_digest is not None and document_digest(raw) == trusted_digest

@@ -215,3 +215,20 @@ def test_generated_validators_match_the_schemas():
     for module, schema_file in generate_validators.GENERATED.items():
         current = (generate_validators.ROUTER / module).read_text(encoding="utf-8")
         assert current == generate_validators.render(schema_file), f"{module} is stale: run `make validators`"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused_in_policy_text(constant):
+    # Given policy text with a constant Python's JSON decoder would accept
+    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8").replace('"daily_usd": 200', f'"daily_usd": {constant}')
+    # When parsed, Then it is not JSON
+    with pytest.raises(PolicyError, match=f"{constant} is not a JSON number"):
+        parse_policy(text)
+
+
+def test_non_finite_numbers_are_refused_in_a_policy_dict(policy_document):
+    # Given a dict (as the construct takes one) whose learned router carries a NaN weight: it passes "type: number"
+    policy_document["rules"]["complexity"]["learned"]["dense"]["weights"][3] = float("nan")
+    # When compiled, Then the error names the field
+    with pytest.raises(PolicyError, match=r"rules\.complexity\.learned\.dense\.weights\[3\] must be a finite number"):
+        compile_policy(policy_document)
