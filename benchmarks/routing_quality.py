@@ -78,7 +78,6 @@ FLAT_OUTPUT_TOKENS = 300
 QUALITY_TARGET = 0.95
 GRID_PERCENT = range(101)
 ROUTERS = ("heuristic", "length", "random", "oracle", "learned")
-CASCADE_ROUTERS = ("cascade",)  # only on sets whose files carry the weak model's answers
 
 
 class Item(NamedTuple):
@@ -146,11 +145,6 @@ def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str
     else:
         source = f"response length / 4 where present, else flat {FLAT_OUTPUT_TOKENS}"
     return items, source
-
-
-def dataset_files(data: Path) -> dict[str, list[Path]]:
-    """The CSV files of each set; fails clearly when the data directory is absent or incomplete."""
-    return routellm_files(data)
 
 
 def labelled(items: Sequence[Item]) -> list[Labelled]:
@@ -430,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     splits: dict[str, tuple[list[Item], list[Item]]] = {}
     sources: dict[str, str] = {}
-    for set_name, paths in dataset_files(args.data).items():
+    for set_name, paths in routellm_files(args.data).items():
         items, sources[set_name] = read_rows(paths, prices)
         splits[set_name] = split(items, args.seed, set_name)
     training_started = time.perf_counter()

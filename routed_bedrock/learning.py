@@ -161,6 +161,15 @@ def group_rates(items: Sequence[Labelled]) -> dict[str | None, float]:
     return {group: sum(values) / len(values) for group, values in totals.items() if len(values) > 1}
 
 
+MIN_CALIBRATION_PROMPTS = 20
+"""A set (dataset or task label) with fewer train prompts still trains the model but sets no threshold: a
+handful of prompts would pull the lowest threshold across sets anywhere."""
+
+
+def _calibratable(items: Sequence[Labelled]) -> bool:
+    return len(items) >= MIN_CALIBRATION_PROMPTS and any(item.strong for item in items)
+
+
 def train_router(
     sets: Mapping[str, Sequence[Labelled]],
     *,
@@ -173,7 +182,8 @@ def train_router(
 
     Args:
         sets: labelled prompts per set (dataset or task label).
-        targets: quality kept per class threshold; default complex 0.95, moderate 0.98.
+        targets: quality kept per class threshold; default complex 0.95, moderate 0.98. Each threshold is the
+            lowest that meets its target on every set with ``MIN_CALIBRATION_PROMPTS`` and a strong-correct answer.
     """
     hyper = hyper or Hyper()
     targets = dict(targets or {"complex": 0.95, "moderate": 0.98})
@@ -216,10 +226,16 @@ def train_router(
     final = fit(*pooled(None), hyper, seed)
     thresholds: dict[str, float] = {}
     calibration: dict[str, dict[str, Any]] = {}
+    calibrated = [name for name in names if _calibratable(sets[name])]
+    if not calibrated:
+        raise TrainingError(
+            f"no set can calibrate a threshold: each needs at least {MIN_CALIBRATION_PROMPTS} prompts and a "
+            "correct answer from the strong model"
+        )
     for klass, target in targets.items():
         per_set: dict[str, Any] = {}
         candidates = []
-        for name in names:
+        for name in calibrated:
             share = share_for_quality(sets[name], held_out[name], target)
             scores = [final.score(vectors[name].sparse[i], vectors[name].dense[i]) for i in range(len(sets[name]))]
             candidates.append(threshold_for_share(scores, share))

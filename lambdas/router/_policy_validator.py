@@ -755,6 +755,11 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                             data__complexity__learned__bias = data__complexity__learned['bias']
                             if not isinstance(data__complexity__learned__bias, (int, float, Decimal)) or isinstance(data__complexity__learned__bias, bool):
                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.bias must be number', value=data__complexity__learned__bias, name='' + (name_prefix or 'data') + '.complexity.learned.bias', definition=None, rule='type')
+                            if isinstance(data__complexity__learned__bias, (int, float, Decimal)):
+                                if data__complexity__learned__bias < -100:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.bias must be bigger than or equal to -100', value=data__complexity__learned__bias, name='' + (name_prefix or 'data') + '.complexity.learned.bias', definition=None, rule='minimum')
+                                if data__complexity__learned__bias > 100:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.bias must be smaller than or equal to 100', value=data__complexity__learned__bias, name='' + (name_prefix or 'data') + '.complexity.learned.bias', definition=None, rule='maximum')
                         if 'weights' in data__complexity__learned_keys:
                             data__complexity__learned_keys.remove('weights')
                             data__complexity__learned__weights = data__complexity__learned['weights']
@@ -781,6 +786,8 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                                     if isinstance(data__complexity__learned__weights__scale, (int, float, Decimal)):
                                         if data__complexity__learned__weights__scale <= 0:
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be bigger than 0', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='minimum')
+                                        if data__complexity__learned__weights__scale > 1:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be smaller than or equal to 1', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='maximum')
                                 if 'data' in data__complexity__learned__weights_keys:
                                     data__complexity__learned__weights_keys.remove('data')
                                     data__complexity__learned__weights__data = data__complexity__learned__weights['data']
@@ -822,6 +829,11 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                                         for data__complexity__learned__dense__weights_x, data__complexity__learned__dense__weights_item in enumerate(data__complexity__learned__dense__weights):
                                             if not isinstance(data__complexity__learned__dense__weights_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__weights_item, bool):
                                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__weights_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                            if isinstance(data__complexity__learned__dense__weights_item, (int, float, Decimal)):
+                                                if data__complexity__learned__dense__weights_item < -100:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + ' must be bigger than or equal to -100', value=data__complexity__learned__dense__weights_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + '', definition=None, rule='minimum')
+                                                if data__complexity__learned__dense__weights_item > 100:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + ' must be smaller than or equal to 100', value=data__complexity__learned__dense__weights_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.weights[{data__complexity__learned__dense__weights_x}]'.format(**locals()) + '', definition=None, rule='maximum')
                                 if 'mean' in data__complexity__learned__dense_keys:
                                     data__complexity__learned__dense_keys.remove('mean')
                                     data__complexity__learned__dense__mean = data__complexity__learned__dense['mean']
@@ -837,6 +849,11 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                                         for data__complexity__learned__dense__mean_x, data__complexity__learned__dense__mean_item in enumerate(data__complexity__learned__dense__mean):
                                             if not isinstance(data__complexity__learned__dense__mean_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__mean_item, bool):
                                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__mean_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                            if isinstance(data__complexity__learned__dense__mean_item, (int, float, Decimal)):
+                                                if data__complexity__learned__dense__mean_item < -1000000:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + ' must be bigger than or equal to -1000000', value=data__complexity__learned__dense__mean_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + '', definition=None, rule='minimum')
+                                                if data__complexity__learned__dense__mean_item > 1000000:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + ' must be smaller than or equal to 1000000', value=data__complexity__learned__dense__mean_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.mean[{data__complexity__learned__dense__mean_x}]'.format(**locals()) + '', definition=None, rule='maximum')
                                 if 'std' in data__complexity__learned__dense_keys:
                                     data__complexity__learned__dense_keys.remove('std')
                                     data__complexity__learned__dense__std = data__complexity__learned__dense['std']
@@ -852,6 +869,11 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                                         for data__complexity__learned__dense__std_x, data__complexity__learned__dense__std_item in enumerate(data__complexity__learned__dense__std):
                                             if not isinstance(data__complexity__learned__dense__std_item, (int, float, Decimal)) or isinstance(data__complexity__learned__dense__std_item, bool):
                                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + ' must be number', value=data__complexity__learned__dense__std_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                            if isinstance(data__complexity__learned__dense__std_item, (int, float, Decimal)):
+                                                if data__complexity__learned__dense__std_item < 1e-06:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + ' must be bigger than or equal to 1e-06', value=data__complexity__learned__dense__std_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + '', definition=None, rule='minimum')
+                                                if data__complexity__learned__dense__std_item > 1000000:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + ' must be smaller than or equal to 1000000', value=data__complexity__learned__dense__std_item, name='' + (name_prefix or 'data') + '.complexity.learned.dense.std[{data__complexity__learned__dense__std_x}]'.format(**locals()) + '', definition=None, rule='maximum')
                                 if data__complexity__learned__dense_keys:
                                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.dense must not contain ' + str(data__complexity__learned__dense_keys) + ' properties', value=data__complexity__learned__dense, name='' + (name_prefix or 'data') + '.complexity.learned.dense', definition=None, rule='additionalProperties')
                         if 'thresholds' in data__complexity__learned_keys:
@@ -1172,6 +1194,11 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                             data__cascade__confidence__bias = data__cascade__confidence['bias']
                             if not isinstance(data__cascade__confidence__bias, (int, float, Decimal)) or isinstance(data__cascade__confidence__bias, bool):
                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.bias must be number', value=data__cascade__confidence__bias, name='' + (name_prefix or 'data') + '.cascade.confidence.bias', definition=None, rule='type')
+                            if isinstance(data__cascade__confidence__bias, (int, float, Decimal)):
+                                if data__cascade__confidence__bias < -100:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.bias must be bigger than or equal to -100', value=data__cascade__confidence__bias, name='' + (name_prefix or 'data') + '.cascade.confidence.bias', definition=None, rule='minimum')
+                                if data__cascade__confidence__bias > 100:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.bias must be smaller than or equal to 100', value=data__cascade__confidence__bias, name='' + (name_prefix or 'data') + '.cascade.confidence.bias', definition=None, rule='maximum')
                         if 'weights' in data__cascade__confidence_keys:
                             data__cascade__confidence_keys.remove('weights')
                             data__cascade__confidence__weights = data__cascade__confidence['weights']
@@ -1185,61 +1212,121 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                     data__cascade__confidence__weights__truncated = data__cascade__confidence__weights['truncated']
                                     if not isinstance(data__cascade__confidence__weights__truncated, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__truncated, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated must be number', value=data__cascade__confidence__weights__truncated, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__truncated, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__truncated < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated must be bigger than or equal to -100', value=data__cascade__confidence__weights__truncated, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__truncated > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated must be smaller than or equal to 100', value=data__cascade__confidence__weights__truncated, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.truncated', definition=None, rule='maximum')
                                 if 'empty' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('empty')
                                     data__cascade__confidence__weights__empty = data__cascade__confidence__weights['empty']
                                     if not isinstance(data__cascade__confidence__weights__empty, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__empty, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.empty must be number', value=data__cascade__confidence__weights__empty, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.empty', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__empty, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__empty < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.empty must be bigger than or equal to -100', value=data__cascade__confidence__weights__empty, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.empty', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__empty > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.empty must be smaller than or equal to 100', value=data__cascade__confidence__weights__empty, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.empty', definition=None, rule='maximum')
                                 if 'short' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('short')
                                     data__cascade__confidence__weights__short = data__cascade__confidence__weights['short']
                                     if not isinstance(data__cascade__confidence__weights__short, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__short, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.short must be number', value=data__cascade__confidence__weights__short, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.short', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__short, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__short < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.short must be bigger than or equal to -100', value=data__cascade__confidence__weights__short, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.short', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__short > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.short must be smaller than or equal to 100', value=data__cascade__confidence__weights__short, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.short', definition=None, rule='maximum')
                                 if 'refusal' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('refusal')
                                     data__cascade__confidence__weights__refusal = data__cascade__confidence__weights['refusal']
                                     if not isinstance(data__cascade__confidence__weights__refusal, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__refusal, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal must be number', value=data__cascade__confidence__weights__refusal, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__refusal, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__refusal < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal must be bigger than or equal to -100', value=data__cascade__confidence__weights__refusal, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__refusal > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal must be smaller than or equal to 100', value=data__cascade__confidence__weights__refusal, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.refusal', definition=None, rule='maximum')
                                 if 'hedging' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('hedging')
                                     data__cascade__confidence__weights__hedging = data__cascade__confidence__weights['hedging']
                                     if not isinstance(data__cascade__confidence__weights__hedging, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__hedging, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging must be number', value=data__cascade__confidence__weights__hedging, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__hedging, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__hedging < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging must be bigger than or equal to -100', value=data__cascade__confidence__weights__hedging, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__hedging > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging must be smaller than or equal to 100', value=data__cascade__confidence__weights__hedging, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.hedging', definition=None, rule='maximum')
                                 if 'maths_no_final_answer' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('maths_no_final_answer')
                                     data__cascade__confidence__weights__mathsnofinalanswer = data__cascade__confidence__weights['maths_no_final_answer']
                                     if not isinstance(data__cascade__confidence__weights__mathsnofinalanswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__mathsnofinalanswer, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer must be number', value=data__cascade__confidence__weights__mathsnofinalanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__mathsnofinalanswer, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__mathsnofinalanswer < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer must be bigger than or equal to -100', value=data__cascade__confidence__weights__mathsnofinalanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__mathsnofinalanswer > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer must be smaller than or equal to 100', value=data__cascade__confidence__weights__mathsnofinalanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.maths_no_final_answer', definition=None, rule='maximum')
                                 if 'arithmetic_errors' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('arithmetic_errors')
                                     data__cascade__confidence__weights__arithmeticerrors = data__cascade__confidence__weights['arithmetic_errors']
                                     if not isinstance(data__cascade__confidence__weights__arithmeticerrors, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__arithmeticerrors, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors must be number', value=data__cascade__confidence__weights__arithmeticerrors, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__arithmeticerrors, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__arithmeticerrors < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors must be bigger than or equal to -100', value=data__cascade__confidence__weights__arithmeticerrors, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__arithmeticerrors > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors must be smaller than or equal to 100', value=data__cascade__confidence__weights__arithmeticerrors, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.arithmetic_errors', definition=None, rule='maximum')
                                 if 'non_integer_answer' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('non_integer_answer')
                                     data__cascade__confidence__weights__nonintegeranswer = data__cascade__confidence__weights['non_integer_answer']
                                     if not isinstance(data__cascade__confidence__weights__nonintegeranswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__nonintegeranswer, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer must be number', value=data__cascade__confidence__weights__nonintegeranswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__nonintegeranswer, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__nonintegeranswer < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer must be bigger than or equal to -100', value=data__cascade__confidence__weights__nonintegeranswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__nonintegeranswer > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer must be smaller than or equal to 100', value=data__cascade__confidence__weights__nonintegeranswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.non_integer_answer', definition=None, rule='maximum')
                                 if 'negative_answer' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('negative_answer')
                                     data__cascade__confidence__weights__negativeanswer = data__cascade__confidence__weights['negative_answer']
                                     if not isinstance(data__cascade__confidence__weights__negativeanswer, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__negativeanswer, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be number', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__negativeanswer, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__negativeanswer < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be bigger than or equal to -100', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__negativeanswer > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be smaller than or equal to 100', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='maximum')
                                 if 'answer_chars' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('answer_chars')
                                     data__cascade__confidence__weights__answerchars = data__cascade__confidence__weights['answer_chars']
                                     if not isinstance(data__cascade__confidence__weights__answerchars, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__answerchars, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be number', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__answerchars, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__answerchars < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be bigger than or equal to -100', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__answerchars > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be smaller than or equal to 100', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='maximum')
                                 if 'prompt_score' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('prompt_score')
                                     data__cascade__confidence__weights__promptscore = data__cascade__confidence__weights['prompt_score']
                                     if not isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptscore, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be number', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__promptscore < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__promptscore > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='maximum')
                                 if 'prompt_chars' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('prompt_chars')
                                     data__cascade__confidence__weights__promptchars = data__cascade__confidence__weights['prompt_chars']
                                     if not isinstance(data__cascade__confidence__weights__promptchars, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptchars, bool):
                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be number', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__promptchars, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__promptchars < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__promptchars > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='maximum')
                                 if data__cascade__confidence__weights_keys:
                                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights must not contain ' + str(data__cascade__confidence__weights_keys) + ' properties', value=data__cascade__confidence__weights, name='' + (name_prefix or 'data') + '.cascade.confidence.weights', definition=None, rule='additionalProperties')
                         if data__cascade__confidence_keys:

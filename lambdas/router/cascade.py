@@ -18,8 +18,9 @@ but the last, ``confidence`` scores it from cheap signals of the answer (no mode
 - ``prompt_score``: the learned router's score for the prompt, when the policy has one.
 
 Confidence is a logistic function of these with weights from the policy (fitted by ``routed-bedrock train``
-on answers whose correctness is known); an answer below the route's ``threshold`` escalates to the next
-candidate. Each step's confidence, signals and reason are reported in the decision.
+on answers whose correctness is known), except that ``VETO_SIGNALS`` (truncated, empty, refusal) set it to 0;
+an answer below the route's ``threshold`` escalates to the next candidate. Each step's confidence, signals
+and reason are reported in the decision.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SIGNALS = (
     "prompt_chars",
     "prompt_score",
 )
+VETO_SIGNALS = ("truncated", "empty", "refusal")
 SHORT_ANSWER_CHARS = 20
 MAX_EQUATIONS = 40
 SCAN_CHARS = 20_000
@@ -68,12 +70,13 @@ _MATHS_ASK = re.compile(
 _NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
 # An explicit final answer: "#### 18", "the answer is 18", "Answer: 18", "\boxed{18}", "**18**", or a last line
 # that concludes ("So ...", "Therefore ...", "In total ...") with a number and ends the sentence.
+# Separators are one bounded class, never runs of optional parts: "answer" + 600 spaces must not backtrack.
 _FINAL_ANSWER = re.compile(
-    rf"####\s*{_NUMBER}|answer(?: is)?\s*[:=]?\s*\**\s*{_NUMBER}|\\boxed\{{\s*{_NUMBER}"
-    rf"|\*\*\s*{_NUMBER}[^*\n]{{0,20}}\*\*",
+    rf"####[ \t]{{0,12}}{_NUMBER}|answer(?: is)?[\s:=*]{{0,12}}{_NUMBER}|\\boxed\{{[ \t]{{0,12}}{_NUMBER}"
+    rf"|\*\*[ \t]{{0,12}}{_NUMBER}[^*\n]{{0,20}}\*\*",
     re.IGNORECASE,
 )
-_MARKED_NUMBER = re.compile(rf"(?:####|answer(?: is)?\s*[:=]?)\s*\**\s*({_NUMBER})", re.IGNORECASE)
+_MARKED_NUMBER = re.compile(rf"(?:####|answer(?: is)?)[\s:=*]{{0,12}}({_NUMBER})", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUMBER)
 _CONCLUSION = re.compile(
     rf"^\W*(?:so|therefore|thus|hence|in total|altogether|overall|the total|total)\b.*{_NUMBER}[^\d\n]{{0,30}}[.!]\s*$",
@@ -97,13 +100,20 @@ class Confidence(NamedTuple):
 
 
 class ConfidenceModel(NamedTuple):
-    """The policy's ``cascade.confidence``: weights per signal name and a bias."""
+    """The policy's ``cascade.confidence``: weights per signal name and a bias.
+
+    ``VETO_SIGNALS`` are rules, not weights: an answer cut at ``max_tokens``, empty, or a refusal has
+    confidence 0 and always escalates, whatever the fitted weights say (the answers they were fitted on may
+    hold no such case, which leaves those signals no weight at all).
+    """
 
     weights: Mapping[str, float]
     bias: float
 
     def score(self, prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> Confidence:
         found = answer_signals(prompt, answer, stop_reason, prompt_score)
+        if any(found[name] for name in VETO_SIGNALS):
+            return Confidence(0.0, found)
         z = self.bias + sum(self.weights.get(name, 0.0) * value for name, value in found.items())
         return Confidence(sigmoid(z), found)
 
@@ -137,7 +147,7 @@ def has_final_number(answer: str) -> bool:
     tail = answer[-600:]
     if _FINAL_ANSWER.search(tail):
         return True
-    return bool(_CONCLUSION.search(tail.rstrip().rsplit("\n", 1)[-1]))
+    return bool(_CONCLUSION.search(tail.rstrip().rsplit("\n", 1)[-1][-300:]))
 
 
 def final_number(answer: str) -> str | None:

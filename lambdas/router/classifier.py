@@ -67,7 +67,9 @@ def estimate_tokens(chars: int, images: int = 0) -> int:
     return -(-chars // CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE
 
 
-def classify(text: str, rules: ComplexityRules, *, total_chars: int | None = None, images: int = 0) -> Complexity:
+def classify(
+    text: str, rules: ComplexityRules, *, total_chars: int | None = None, images: int = 0, ask: str | None = None
+) -> Complexity:
     """Score a prompt's complexity.
 
     Args:
@@ -75,13 +77,15 @@ def classify(text: str, rules: ComplexityRules, *, total_chars: int | None = Non
         rules: the policy's complexity rules.
         total_chars: the full input size when ``text`` is only part of it; defaults to ``len(text)``.
         images: number of attached images (they count towards size, not towards signals).
+        ask: the newest user turn alone: the learned router reads it (and its length) instead of ``text``, as it
+            was trained on bare prompts; the heuristic and the size estimate still read everything.
     """
     chars = len(text) if total_chars is None else total_chars
     tokens = estimate_tokens(chars, images)
     learned = rules.learned
     if learned is None:
         return _heuristic(text, rules, tokens)
-    score = learned.score(text, chars)
+    score = learned.score(text, chars) if ask is None else learned.score(ask)
     learned_class = learned.klass(score)
     reason = {"learned_class": learned_class, **learned.as_reason()}
     klass = learned_class

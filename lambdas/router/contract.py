@@ -43,6 +43,11 @@ class GenerateInput(NamedTuple):
         user_turns = [content for role, content in self.messages if role == "user"]
         return "\n".join(([self.system] if self.system else []) + user_turns)
 
+    @property
+    def ask(self) -> str:
+        """The newest user turn: what the learned router and the cascade were trained to read (a bare prompt)."""
+        return self.messages[-1][1]
+
 
 def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any]:
     """Decode a JSON object body.

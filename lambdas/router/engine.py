@@ -55,6 +55,8 @@ class RoutingRequest(NamedTuple):
         max_tokens: the caller's output limit, or None for the route's.
         sticky_key: caller identity that keeps one caller on one canary variant.
         latency_budget_ms: the caller's latency budget, or None for the route's SLA.
+        ask: the newest user turn alone, for the learned router (trained on bare prompts: a system prompt or
+            earlier turns would shift its size and wording signals); None reads ``text``.
     """
 
     text: str
@@ -66,6 +68,7 @@ class RoutingRequest(NamedTuple):
     max_tokens: int | None = None
     sticky_key: str = ""
     latency_budget_ms: int | None = None
+    ask: str | None = None
 
 
 class LiveState(NamedTuple):
@@ -172,7 +175,9 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
     """
     state = state or LiveState()
     reasons: dict[str, Any] = {}
-    complexity = classify(request.text, policy.complexity, total_chars=request.input_chars, images=request.images)
+    complexity = classify(
+        request.text, policy.complexity, total_chars=request.input_chars, images=request.images, ask=request.ask
+    )
     reasons["complexity"] = complexity.as_reason()
     route = _select_route(policy, request, complexity, reasons)
 
@@ -260,6 +265,8 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
 
     primary = chain[0]
     cascade = route.cascade if pinned is None else None
+    if route.cascade is not None and pinned is not None:
+        reasons["cascade"] = {"skipped": "the caller named a model"}
     steps = _cascade_steps(route, chain) if cascade is not None else {}
     if cascade is not None and len(set(steps.values())) < 2:
         reasons["cascade"] = {"skipped": "fewer than two of its steps can take this request"}
@@ -277,6 +284,11 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
     if circuit_skips:
         reasons.setdefault("skipped", []).extend(circuit_skips)
     plan = _latency_order(plan, route, request, state, reasons)
+    if cascade is not None:
+        plan.sort(key=lambda call: call.step)  # stable: latency moves a call within its step, never past one
+        if len({call.step for call in plan}) < 2:
+            reasons["cascade"] = {"skipped": "fewer than two of its steps can be called (open circuits)"}
+            cascade = None
     reasons["plan"] = [f"{call.model.key}@{call.region}" for call in plan]
     return Decision(
         route=route.name,

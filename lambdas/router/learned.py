@@ -35,8 +35,6 @@ FEATURES_VERSION = "hashed-words-v1"
 MAX_WORDS = 256  # words and numbers read from the prompt's start: bounds the cost on any input
 WORD_SCAN_CHARS = 2_048  # characters they are read from (256 words of ~6 characters with their spaces)
 SCAN_CHARS = 8_000  # characters read for the structural signals (their size signal uses the full length)
-MAX_HASH_BITS = 16
-MIN_HASH_BITS = 8
 WEIGHT_ENCODING = "int16-le-base64"
 DENSE_FEATURES = (
     "log_chars",
@@ -53,7 +51,6 @@ DENSE_FEATURES = (
     "mc_log_newlines",
     "mc_log_max_number",
 )
-_SIZE_FEATURES = 6  # the first six dense features, repeated for multiple-choice prompts
 
 _WORD = re.compile(r"[a-z]+|0")  # after every run of digits became one "0"
 _DIGITS = re.compile(r"\d+")
@@ -91,10 +88,6 @@ class LearnedRouter(NamedTuple):
     calibration: Mapping[str, Calibration]
     trained: Mapping[str, Any]
     heuristic_floor: bool = True
-
-    def features(self, text: str, total_chars: int | None = None) -> tuple[dict[int, float], list[float]]:
-        """The hashed n-gram vector (bucket -> value) and the standardised structural signals."""
-        return hashed_ngrams(text, self.hash_bits), _standardise(dense_features(text, total_chars), self)
 
     def score(self, text: str, total_chars: int | None = None) -> float:
         """Probability in [0, 1] that the prompt needs the strong model."""

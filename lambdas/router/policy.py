@@ -237,10 +237,17 @@ def validate_document(document: Any, *, schema_checked: bool = False) -> None:
     _check_references(document)
 
 
+_MAX_SAFE_INTEGER = 2**53
+
+
 def _check_finite(value: Any, where: str) -> None:
-    """NaN and infinities pass a schema's "number" and JSON cannot carry them: name the first one found."""
+    """NaN and infinities pass a schema's "number" and JSON cannot carry them; integers past 2**53 lose digits in
+    most JSON readers and overflow a float: name the first such number found."""
     if isinstance(value, float) and not math.isfinite(value):
         raise PolicyError(f"invalid policy: {where.lstrip('.') or '(document)'} must be a finite number (got {value})")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_SAFE_INTEGER:
+        shown = str(value) if len(str(value)) <= 24 else f"an integer of {len(str(value))} digits"
+        raise PolicyError(f"invalid policy: {where.lstrip('.')} must be at most 2**53 in size (got {shown})")
     if isinstance(value, Mapping):
         for key, item in value.items():
             _check_finite(item, f"{where}.{key}")

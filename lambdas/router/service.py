@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
+from .cascade import VETO_SIGNALS
 from .classifier import estimate_tokens
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
 from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingRequest, decide
@@ -169,6 +170,7 @@ class RouterService:
             max_tokens=request.max_tokens,
             sticky_key=caller.sticky_key,
             latency_budget_ms=latency_budget_ms,
+            ask=request.ask,
         )
         try:
             decision = decide(policy, routing_request, state)
@@ -237,9 +239,9 @@ class RouterService:
         result = run(decision.plan)
         spent = _Spent()
         cascade_reason: dict[str, Any] | None = None
-        if decision.cascade is not None:
+        if decision.cascade is not None and decision.plan:
             result, cascade_reason = self._cascade(
-                decision, decision.cascade, prompt=request.text, result=result, run=run, spent=spent
+                decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent
             )
         latency_ms = (self._clock() - started) * 1000.0
         explained = {
@@ -390,9 +392,13 @@ _SIGNAL_REASONS = {
 
 
 def _escalation_reason(signals: Mapping[str, float], cascade: CascadeSettings, confidence: float) -> str:
-    """The signals present that lowered the confidence (those the policy weighs negatively), or "low confidence"."""
+    """The signals present that lowered the confidence (a veto, or a negative weight), or "low confidence"."""
     weights = cascade.confidence.weights
-    named = [text for name, text in _SIGNAL_REASONS.items() if signals.get(name) and weights.get(name, 0.0) < 0]
+    named = [
+        text
+        for name, text in _SIGNAL_REASONS.items()
+        if signals.get(name) and (name in VETO_SIGNALS or weights.get(name, 0.0) < 0)
+    ]
     why = ", ".join(named) if named else "low confidence"
     return f"{why} (confidence {confidence:.3f} < {cascade.threshold})"
 

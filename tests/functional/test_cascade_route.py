@@ -356,7 +356,7 @@ def test_a_model_pinned_by_the_caller_answers_without_a_cascade(invoke, bedrock,
     assert status == 200
     assert body["model_used"] == NOVA_MICRO and body["output"] == DOUBTFUL.text
     assert len(bedrock.calls) == 1
-    assert "cascade" not in body["decision"]
+    assert body["decision"]["cascade"] == {"skipped": "the caller named a model"}
     assert body["decision"]["rule"] == "explicit_model"
 
 

@@ -267,7 +267,7 @@ def test_fails_to_train_on_outcomes_without_both_models(tmp_path, capsys, missin
 
 def test_fails_to_train_cleanly_when_out_cannot_be_written(tmp_path, capsys):
     # Given good outcomes and an --out path in a directory that does not exist
-    outcomes = write_outcomes(tmp_path / "outcomes.jsonl", n=60)
+    outcomes = write_outcomes(tmp_path / "outcomes.jsonl", n=100)  # 25 train prompts a task: enough to calibrate
     out = tmp_path / "missing" / "policy.json"
     args = ["--outcomes", str(outcomes), "--weak", "nova-micro", "--strong", "claude-sonnet-4-5"]
     # When trained

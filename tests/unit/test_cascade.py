@@ -305,15 +305,33 @@ def test_a_positive_weight_raises_confidence():
 
 
 def test_a_signal_without_a_weight_does_not_change_confidence():
-    # Given a model that weights only truncation
-    model = ConfidenceModel(weights={"truncated": -3.0}, bias=1.2)
-    # When a refused, hedged, wrong answer with no final number is scored
-    doubtful = model.score(WORD_PROBLEM, "As an AI I'm not sure; perhaps 2 + 2 = 5.", "end_turn")
+    # Given a model that weights only hedging
+    model = ConfidenceModel(weights={"hedging": -3.0}, bias=1.2)
+    # When a wrong answer with no final number, but no hedge, is scored
+    doubtful = model.score(WORD_PROBLEM, "Well, 2 + 2 = 5", "end_turn")
     # Then its other signals are seen but count for nothing
-    assert doubtful.signals["refusal"] == 1.0 and doubtful.signals["arithmetic_errors"] == 1.0
+    assert doubtful.signals["arithmetic_errors"] == 1.0 and doubtful.signals["maths_no_final_answer"] == 1.0
     assert doubtful.value == pytest.approx(logistic(1.2))
     # And the weighted signal does count
-    assert model.score(WORD_PROBLEM, "#### 72", "max_tokens").value == pytest.approx(logistic(1.2 - 3.0))
+    assert model.score(WORD_PROBLEM, "I'm not sure. #### 72", "end_turn").value == pytest.approx(logistic(1.2 - 3.0))
+
+
+@pytest.mark.parametrize(
+    ("answer", "stop_reason", "veto"),
+    [
+        ("#### 72", "max_tokens", "truncated"),
+        ("  ", "end_turn", "empty"),
+        ("I can't help with that.", "end_turn", "refusal"),
+    ],
+)
+def test_a_veto_signal_escalates_whatever_the_weights(answer, stop_reason, veto):
+    # Given a model so confident that no weighted signal could bring it below any threshold
+    model = ConfidenceModel(weights={}, bias=50.0)
+    # When an answer carrying a veto is scored (on a prompt that is not maths)
+    confidence = model.score("Write a limerick about the sea.", answer, stop_reason)
+    # Then its confidence is 0
+    assert confidence.signals[veto] == 1.0
+    assert confidence.value == 0.0
 
 
 def test_the_prompt_score_counts_with_its_weight():
@@ -471,3 +489,36 @@ def test_open_circuits_on_the_strong_model_leave_its_fallbacks_as_the_last_step(
         ("nova-pro", 1),
         ("nova-pro", 1),
     ]
+
+
+def test_a_cascade_with_every_circuit_open_degrades_rather_than_failing(default_policy):
+    # Given every (model, region) of the policy behind an open circuit
+    circuits = frozenset((key, region) for key, spec in default_policy.models.items() for region in spec.regions)
+    # When a math ask is routed
+    decision = decide(
+        default_policy,
+        RoutingRequest(text=WORD_PROBLEM, input_chars=len(WORD_PROBLEM), use_case="math"),
+        LiveState(open_circuits=circuits),
+    )
+    # Then the plan is empty and no cascade is left to run
+    assert decision.plan == ()
+    assert decision.cascade is None
+    assert decision.reasons["cascade"]["skipped"].startswith("fewer than two of its steps")
+
+
+def test_latency_moves_a_call_within_its_cascade_step_never_past_it(default_policy):
+    # Given Nova Micro far slower than the route's latency budget in both regions
+    slow = {
+        ("nova-micro", "us-east-1"): 9000.0,
+        ("nova-micro", "us-west-2"): 9000.0,
+        ("claude-sonnet-4-5", "us-east-1"): 9000.0,
+    }
+    request = RoutingRequest(text=WORD_PROBLEM, input_chars=len(WORD_PROBLEM), use_case="math", latency_budget_ms=1000)
+    # When routed
+    decision = decide(default_policy, request, LiveState(latency_ms=slow))
+    # Then the cheap step still comes first (the cascade stays a cascade), and the slow Sonnet region moved within
+    # the strong step
+    assert decision.cascade is not None
+    assert [c.step for c in decision.plan] == sorted(c.step for c in decision.plan)
+    strong = [(c.model.key, c.region) for c in decision.plan if c.step == 1]
+    assert strong.index(("claude-sonnet-4-5", "us-east-1")) == len(strong) - 1

@@ -432,3 +432,39 @@ def test_shipped_learned_router_compiles_with_one_weight_per_bucket(default_poli
     assert router is not None
     assert len(router.weights) == 1 << router.hash_bits
     assert any(router.weights)
+
+
+def test_the_learned_router_reads_the_newest_user_turn_not_the_system_prompt(default_policy):
+    # Given a bare ask, and the same ask behind a system prompt and an earlier turn
+    ask = "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?"
+    context = "You are a patient maths tutor for a school. Explain every step.\nEarlier question about fractions"
+    bare = decide(default_policy, RoutingRequest(text=ask, input_chars=len(ask), ask=ask))
+    wrapped_text = f"{context}\n{ask}"
+    wrapped = decide(default_policy, RoutingRequest(text=wrapped_text, input_chars=len(wrapped_text), ask=ask))
+    # Then the learned score is the same: it was trained on bare prompts
+    assert wrapped.reasons["complexity"]["score"] == bare.reasons["complexity"]["score"]
+    # And the size estimate still counts everything
+    assert (
+        wrapped.reasons["complexity"]["estimated_input_tokens"] > bare.reasons["complexity"]["estimated_input_tokens"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("bias", 10**400, "must be at most 2\\*\\*53 in size"),
+        ("bias", 1e6, "must be smaller than or equal to 100"),
+        ("weights.scale", 1e308, "must be smaller than or equal to 1"),
+        ("dense.std", [1e-320] * 13, "must be bigger than or equal to 1e-06"),
+    ],
+)
+def test_numbers_that_would_make_scores_inf_or_nan_are_refused(policy_document, field, value, message):
+    # Given a learned section with a number JSON and the schema's types would take
+    section = policy_document["rules"]["complexity"]["learned"]
+    *parents, leaf = field.split(".")
+    for parent in parents:
+        section = section[parent]
+    section[leaf] = value
+    # When compiled, Then it is refused, naming the field
+    with pytest.raises(PolicyError, match=message):
+        compile_policy(policy_document)

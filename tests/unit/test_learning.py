@@ -158,7 +158,9 @@ def test_rejects_no_training_prompts():
 
 def test_rejects_a_set_where_the_strong_model_is_never_right():
     never = [Labelled(f"prompt {word}", 0.0, 0.0) for word in FILLER * 5]
-    with pytest.raises(TrainingError, match="strong model has no correct answer"):
+    with pytest.raises(
+        TrainingError, match="no set can calibrate a threshold: each needs at least 20 prompts and a correct"
+    ):
         train_router({"never": never}, hyper=SMALL)
 
 
@@ -323,3 +325,20 @@ def test_fails_on_a_routellm_file_without_the_model_columns(tmp_path: Path):
     path.write_text("prompt,answer\nq1,4\n", encoding="utf-8")
     with pytest.raises(TrainingError, match="missing columns"):
         read_routellm([path])
+
+
+def test_a_tiny_or_strong_wrong_set_trains_but_sets_no_threshold():
+    # Given a calibratable set and two that cannot calibrate: 3 prompts, and 60 the strong model never gets right
+    good = [
+        Labelled(f"hard question {i} " + FILLER[i % 12], 0.0, 1.0)
+        if i % 3 == 0
+        else Labelled(f"easy question {i} " + FILLER[i % 12], 1.0, 1.0)
+        for i in range(60)
+    ]
+    tiny = [Labelled("hard tiny one", 0.0, 1.0), Labelled("easy tiny two", 1.0, 1.0), Labelled("tiny three", 1.0, 1.0)]
+    hopeless = [Labelled(f"impossible {i}", 0.0, 0.0) for i in range(60)]
+    # When trained on all three
+    trained = train_router({"good": good, "tiny": tiny, "hopeless": hopeless}, seed=0, hyper=SMALL)
+    # Then only the calibratable set set the thresholds, and every set trained the model
+    assert set(trained.calibration["complex"]["measured"]) == {"good"}
+    assert trained.train_prompts == {"good": 60, "tiny": 3, "hopeless": 60}
