@@ -31,7 +31,6 @@ responses), a flat 300 on mmlu.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -65,7 +64,9 @@ from routed_bedrock.outcome_data import (  # noqa: E402
     WEAK_COLUMN,
     Answered,
     Labelled,
+    read_routellm,
     routellm_files,
+    routellm_labelled,
     split,
 )
 
@@ -95,14 +96,6 @@ class PricePair(NamedTuple):
     strong: ModelSpec
 
 
-def _bool(value: str, where: str) -> bool:
-    if value == "True":
-        return True
-    if value == "False":
-        return False
-    raise ValueError(f"{where}: expected 'True' or 'False', got {value!r}")
-
-
 def _output_tokens(row: dict[str, str], column: str) -> tuple[int, bool]:
     response = row.get(f"{column}_response")
     if response is None:
@@ -111,33 +104,27 @@ def _output_tokens(row: dict[str, str], column: str) -> tuple[int, bool]:
 
 
 def read_rows(paths: Sequence[Path], prices: PricePair) -> tuple[list[Item], str]:
-    """Read RouteLLM outcome CSVs into items; also say where output token counts came from."""
+    """RouteLLM outcome rows (``outcome_data``'s reader: the trainer's) as priced items; and where output token
+    counts came from."""
     items: list[Item] = []
     from_responses: set[bool] = set()
-    grouped = len(paths) > 1  # as routed_bedrock.learning.read_routellm: one file per subject
-    for path in paths:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"prompt", WEAK_COLUMN, STRONG_COLUMN} - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{path}: missing columns {sorted(missing)}")
-            for line, row in enumerate(reader, start=2):
-                where = f"{path.name}:{line}"
-                input_tokens = estimate_tokens(len(row["prompt"]))
-                cheap_out, cheap_measured = _output_tokens(row, WEAK_COLUMN)
-                strong_out, strong_measured = _output_tokens(row, STRONG_COLUMN)
-                from_responses.update((cheap_measured, strong_measured))
-                items.append(
-                    Item(
-                        prompt=row["prompt"],
-                        weak_correct=_bool(row[WEAK_COLUMN], where),
-                        strong_correct=_bool(row[STRONG_COLUMN], where),
-                        cheap_cost_usd=prices.cheap.cost_usd(input_tokens, cheap_out),
-                        strong_cost_usd=prices.strong.cost_usd(input_tokens, strong_out),
-                        weak_answer=row.get(f"{WEAK_COLUMN}_response"),
-                        group=path.stem.removeprefix("mmlu_") if grouped else None,
-                    )
-                )
+    rows = read_routellm(paths)
+    for row, outcome in zip(rows, routellm_labelled(rows), strict=True):
+        input_tokens = estimate_tokens(len(row["prompt"]))
+        cheap_out, cheap_measured = _output_tokens(row, WEAK_COLUMN)
+        strong_out, strong_measured = _output_tokens(row, STRONG_COLUMN)
+        from_responses.update((cheap_measured, strong_measured))
+        items.append(
+            Item(
+                prompt=row["prompt"],
+                weak_correct=outcome.weak == 1.0,
+                strong_correct=outcome.strong == 1.0,
+                cheap_cost_usd=prices.cheap.cost_usd(input_tokens, cheap_out),
+                strong_cost_usd=prices.strong.cost_usd(input_tokens, strong_out),
+                weak_answer=row.get(f"{WEAK_COLUMN}_response"),
+                group=outcome.group,
+            )
+        )
     if from_responses == {True}:
         source = "each model's response length / 4"
     elif from_responses == {False}:
