@@ -39,7 +39,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import metric_names as m
 from .live_state import LiveStateTracker
 from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
-from .service import CallerContext, Outcome, RouterService
+from .service import CallerContext, Outcome, PaidAnswer, RouterService
 from .state_store import InMemoryBackend, StateBackend
 
 # /health publishes no metric on purpose; Powertools would warn about it on every call.
@@ -215,6 +215,8 @@ def _record(outcome: Outcome, request_id: str) -> None:
             metrics.add_metadata(key="attempts", value=decision.get("attempts"))
         if outcome.outcome == m.OUTCOME_DEGRADED:
             logger.warning("answered with the degraded message", extra={"attempts": decision.get("attempts")})
+    for answer in outcome.escalated:
+        _record_escalated(answer, outcome.route)
     for attempt in outcome.failed_attempts:
         _count_one(
             m.MODEL_CALL_FAILURES,
@@ -224,6 +226,20 @@ def _record(outcome: Outcome, request_id: str) -> None:
                 m.FAILURE_CLASS_DIMENSION: attempt.outcome,
             },
         )
+
+
+def _record_escalated(answer: PaidAnswer, route: str | None) -> None:
+    """A cascade answer paid for and escalated past: its tokens and cost under its own model, in a line of its own
+    (the request's line carries the returned answer's), so cost by model and by route both add up."""
+    spend = EphemeralMetrics(namespace=metrics.namespace, service=metrics.service)
+    spend.add_metric(name=m.INPUT_TOKENS, unit=MetricUnit.Count, value=answer.input_tokens)
+    spend.add_metric(name=m.OUTPUT_TOKENS, unit=MetricUnit.Count, value=answer.output_tokens)
+    spend.add_metric(name=m.COST_USD, unit=MetricUnit.NoUnit, value=answer.cost_usd)
+    service_name = {m.SERVICE_DIMENSION: metrics.service or "router"}
+    spend.add_dimensions(**service_name, **{m.ROUTE_DIMENSION: route or "none"})
+    spend.add_dimensions(**service_name, **{m.MODEL_DIMENSION: answer.model_id})
+    spend.add_dimensions(**service_name, **{m.MODEL_DIMENSION: answer.model_id, m.REGION_DIMENSION: answer.region})
+    spend.flush_metrics()
 
 
 def _count_one(name: str, dimensions: dict[str, str]) -> None:

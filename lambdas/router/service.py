@@ -41,8 +41,22 @@ class ModelGateway(Protocol):
     ) -> ModelReply: ...
 
 
+class PaidAnswer(NamedTuple):
+    """An answer a cascade paid for and escalated past: metrics count its tokens and cost under its own model."""
+
+    model_id: str
+    region: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
 class Outcome(NamedTuple):
-    """What happened, for the response and for metrics."""
+    """What happened, for the response and for metrics.
+
+    ``input_tokens``, ``output_tokens`` and ``cost_usd`` are the returned answer's own; a cascade's escalated
+    answers are in ``escalated`` (the body's ``usage`` and ``cost_usd`` sum them all).
+    """
 
     status: int
     body: dict[str, Any]
@@ -58,6 +72,7 @@ class Outcome(NamedTuple):
     failed_attempts: tuple[AttemptRecord, ...] = ()
     budget_used_percent: float | None = None
     spend_today_usd: float | None = None
+    escalated: tuple[PaidAnswer, ...] = ()
 
 
 class CallerContext(NamedTuple):
@@ -267,12 +282,13 @@ class RouterService:
 
         call = result.answered_by
         reply = result.reply
-        cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens) + spent.cost_usd
+        own_cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
+        cost = own_cost + sum(answer.cost_usd for answer in spent.answers)
         charge.usd = cost  # settled when the request ends (``generate``); a cascade's every answer counts
-        reply = reply._replace(
-            input_tokens=reply.input_tokens + spent.input_tokens,
-            output_tokens=reply.output_tokens + spent.output_tokens,
-        )
+        usage = {
+            "input_tokens": reply.input_tokens + sum(answer.input_tokens for answer in spent.answers),
+            "output_tokens": reply.output_tokens + sum(answer.output_tokens for answer in spent.answers),
+        }
         model_used = f"{FALLBACK_PREFIX}{call.model.model_id}" if call.fallback else call.model.model_id
         body = {
             "output": reply.text,
@@ -281,7 +297,7 @@ class RouterService:
             "region": call.region,
             "fallback_used": call.fallback,
             "degraded": False,
-            "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+            "usage": usage,
             "cost_usd": round(cost, 8),
             "latency_ms": round(latency_ms, 1),
             "stop_reason": reply.stop_reason,
@@ -297,11 +313,12 @@ class RouterService:
             region=call.region,
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
-            cost_usd=cost,
+            cost_usd=own_cost,
             latency_ms=latency_ms,
             failed_attempts=failed,
             budget_used_percent=used_percent,
             spend_today_usd=spend_today,
+            escalated=tuple(spent.answers),
         )
 
     @staticmethod
@@ -357,17 +374,15 @@ class _Spent:
 
     def __init__(self) -> None:
         self.attempts: list[AttemptRecord] = []
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cost_usd = 0.0
+        self.answers: list[PaidAnswer] = []
 
     def add(self, result: ExecutionResult) -> None:
         self.attempts.extend(result.attempts)
         if result.reply is not None and result.answered_by is not None:
-            reply = result.reply
-            self.input_tokens += reply.input_tokens
-            self.output_tokens += reply.output_tokens
-            self.cost_usd += result.answered_by.model.cost_usd(reply.input_tokens, reply.output_tokens)
+            reply, call = result.reply, result.answered_by
+            cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
+            tokens = (reply.input_tokens, reply.output_tokens)
+            self.answers.append(PaidAnswer(call.model.model_id, call.region, *tokens, cost))
 
 
 class _Charge:

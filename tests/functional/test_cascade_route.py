@@ -544,3 +544,30 @@ def test_fuzzed_maths_requests_answer_200_or_a_json_400(invoke, bedrock, monkeyp
             assert isinstance(reply["message"], str) and reply["message"], (index, shown)
         else:
             assert isinstance(reply["output"], str) and reply["route"], (index, shown)
+
+
+def test_an_escalated_answers_cost_is_counted_under_its_own_model(invoke, bedrock, monkeypatch, capsys, default_policy):
+    # Given a doubtful cheap answer that escalates to Sonnet
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
+    capsys.readouterr()
+    # When asked
+    _, _, body = invoke("POST", "/generate", MATHS)
+    lines = emf_lines(capsys.readouterr().out)
+    # Then the request's line carries Sonnet's own tokens and cost, under Sonnet
+    request_line = next(line for line in lines if m.REQUESTS in line)
+    assert request_line[m.MODEL_DIMENSION] == SONNET
+    assert one(request_line[m.COST_USD]) == pytest.approx(cost(default_policy, "claude-sonnet-4-5", STRONG))
+    assert one(request_line[m.INPUT_TOKENS]) == STRONG.input_tokens
+    # And Nova Micro's paid answer has a line of its own, under Nova Micro and the route
+    [escalated] = [line for line in lines if m.COST_USD in line and m.REQUESTS not in line]
+    assert escalated[m.MODEL_DIMENSION] == NOVA_MICRO
+    assert escalated[m.ROUTE_DIMENSION] == "math-cascade"
+    assert one(escalated[m.COST_USD]) == pytest.approx(cost(default_policy, "nova-micro", DOUBTFUL))
+    assert one(escalated[m.OUTPUT_TOKENS]) == DOUBTFUL.output_tokens
+    # And the answer's body still sums both, as the caller pays both
+    assert body["cost_usd"] == pytest.approx(one(escalated[m.COST_USD]) + one(request_line[m.COST_USD]))
+
+
+def one(value: Any) -> Any:
+    """An EMF metric's value: Powertools writes a list when it collected one in a line."""
+    return value[0] if isinstance(value, list) else value
