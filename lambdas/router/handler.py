@@ -37,9 +37,10 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_m
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
+from .cascade_run import PaidAnswer
 from .live_state import LiveStateTracker
 from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
-from .service import CallerContext, Outcome, PaidAnswer, RouterService
+from .service import CallerContext, Outcome, RouterService
 from .state_store import InMemoryBackend, StateBackend
 
 # /health publishes no metric on purpose; Powertools would warn about it on every call.
