@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from lambdas.router.policy import Policy
+from routed_bedrock.bedrock_runtime import ClientSetupError, runtime_clients
 
 PROBE_PROMPT = "Hi"
 
@@ -191,37 +192,19 @@ def botocore_call(regions: Sequence[str], *, endpoint_url: str | None = None, ti
         PreflightError: botocore is not installed, or (real Bedrock) no credentials are found.
     """
     try:
-        import botocore.session
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-        from botocore.exceptions import ConnectionError as EndpointUnreachable
-    except ImportError:
-        raise PreflightError(
-            "the preflight needs botocore: pip install 'routed-bedrock-endpoint[runtime]' (or botocore)"
-        ) from None
-
-    session = botocore.session.get_session()
-    credentials: dict[str, str] = {}
-    if endpoint_url:
-        credentials = {"aws_access_key_id": "preflight", "aws_secret_access_key": "preflight"}
-    elif session.get_credentials() is None:
-        raise PreflightError(
-            "no AWS credentials found: configure the default credential chain (AWS_PROFILE, aws configure, "
-            "SSO, ...) or pass --endpoint-url to check against the local simulator"
+        clients = runtime_clients(
+            regions,
+            endpoint_url=endpoint_url,
+            timeout_s=timeout_s,
+            retries={"total_max_attempts": 1},
+            tool="preflight",
+            agent="preflight",
+            verb="check",
         )
-    config = Config(
-        connect_timeout=min(3.0, timeout_s),
-        read_timeout=timeout_s,
-        retries={"total_max_attempts": 1},
-        user_agent_extra="routed-bedrock-preflight",
-    )
-    # Clients are made here, on one thread: creating them is not thread-safe; calling them is.
-    clients: dict[str, Any] = {
-        region: session.create_client(
-            "bedrock-runtime", region_name=region, endpoint_url=endpoint_url, config=config, **credentials
-        )
-        for region in dict.fromkeys(regions)
-    }
+    except ClientSetupError as exc:
+        raise PreflightError(str(exc)) from None
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as EndpointUnreachable
 
     def call(probe: Probe) -> None:
         try:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from lambdas.router.policy import ModelSpec, Policy
+from routed_bedrock.bedrock_runtime import ClientSetupError, runtime_clients
 from routed_bedrock.evaluation.errors import EvaluationError
 from routed_bedrock.preflight import CallFailed
 
@@ -64,36 +65,18 @@ def botocore_converse(
         EvaluationError: botocore is not installed, or (real Bedrock) no credentials are found.
     """
     try:
-        import botocore.session
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        raise EvaluationError(
-            "the evaluator needs botocore: pip install 'routed-bedrock-endpoint[runtime]' (or botocore)"
-        ) from None
-
-    session = botocore.session.get_session()
-    credentials: dict[str, str] = {}
-    if endpoint_url:
-        credentials = {"aws_access_key_id": "evaluate", "aws_secret_access_key": "evaluate"}
-    elif session.get_credentials() is None:
-        raise EvaluationError(
-            "no AWS credentials found: configure the default credential chain (AWS_PROFILE, aws configure, "
-            "SSO, ...) or pass --endpoint-url to evaluate against the local simulator"
+        clients = runtime_clients(
+            (spec.regions[0] for spec in models),
+            endpoint_url=endpoint_url,
+            timeout_s=timeout_s,
+            retries={"mode": "standard", "total_max_attempts": retries + 1},
+            tool="evaluator",
+            agent="evaluate",
+            verb="evaluate",
         )
-    config = Config(
-        connect_timeout=min(3.0, timeout_s),
-        read_timeout=timeout_s,
-        retries={"mode": "standard", "total_max_attempts": retries + 1},
-        user_agent_extra="routed-bedrock-evaluate",
-    )
-    # Clients are made here, on one thread: creating them is not thread-safe; calling them is.
-    clients: dict[str, Any] = {
-        region: session.create_client(
-            "bedrock-runtime", region_name=region, endpoint_url=endpoint_url, config=config, **credentials
-        )
-        for region in dict.fromkeys(spec.regions[0] for spec in models)
-    }
+    except ClientSetupError as exc:
+        raise EvaluationError(str(exc)) from None
+    from botocore.exceptions import BotoCoreError, ClientError
 
     def call(spec: ModelSpec, prompt: str) -> Answer:
         limit = min(max_tokens, spec.max_output_tokens or max_tokens)
