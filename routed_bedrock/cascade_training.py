@@ -14,6 +14,7 @@ from typing import Any
 
 from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals
 from lambdas.router.learned import sigmoid
+from routed_bedrock.learning import quality_curve
 from routed_bedrock.outcome_data import Answered, TrainingError
 
 
@@ -39,20 +40,6 @@ def fit_logistic(
     return raw, b - sum(w[j] * mean[j] / std[j] for j in range(width))
 
 
-def cascade_curve(items: Sequence[Answered], confidences: Sequence[float]) -> list[float]:
-    """Quality kept with the m least confident answers escalated to the strong model, m = 0..n."""
-    strong_total = sum(item.strong for item in items)
-    if not strong_total:
-        raise TrainingError("the strong model has no correct answer: nothing to calibrate the cascade against")
-    order = sorted(range(len(items)), key=lambda i: confidences[i])
-    total = sum(item.weak for item in items)
-    kept = [total / strong_total]
-    for i in order:
-        total += items[i].strong - items[i].weak
-        kept.append(total / strong_total)
-    return kept
-
-
 def train_cascade(items: Sequence[Answered], *, target: float = 0.95, folds: int = 5) -> dict[str, Any]:
     """Fit the answer-confidence weights (label: the cheap answer is right) and calibrate the escalation threshold.
 
@@ -75,7 +62,12 @@ def train_cascade(items: Sequence[Answered], *, target: float = 0.95, folds: int
             held_out[n] = sigmoid(bias + sum(w * x for w, x in zip(weights, rows[n], strict=True)))
     weights, bias = fit_logistic(rows, labels)
     model = ConfidenceModel(dict(zip(used, weights, strict=True)), bias)
-    kept = cascade_curve(items, held_out)
+    # The least confident answers escalate first: the curve of routing by doubt (ties keep the answers' order).
+    kept = quality_curve(
+        items,
+        [-confidence for confidence in held_out],
+        unusable="the strong model has no correct answer: nothing to calibrate the cascade against",
+    )
     m = next((m for m, q in enumerate(kept) if q >= target - 1e-12), len(items))
     ranked = sorted(held_out)
     if m == 0:

@@ -31,7 +31,7 @@ from lambdas.router.learned import (
     hashed_ngrams,
     sigmoid,
 )
-from routed_bedrock.outcome_data import Labelled, TrainingError
+from routed_bedrock.outcome_data import Answered, Labelled, TrainingError
 
 
 class Hyper(NamedTuple):
@@ -115,11 +115,20 @@ def fit(vectors: Vectors, labels: Sequence[float], hyper: Hyper, seed: int) -> M
     return Model(avg_w, avg_dw, mean, std, avg_b)
 
 
-def quality_curve(items: Sequence[Labelled], scores: Sequence[float]) -> list[float]:
-    """Quality kept (routed quality / always-strong quality) with the top m prompts by score sent strong, m = 0..n."""
+def quality_curve(
+    items: Sequence[Labelled | Answered],
+    scores: Sequence[float],
+    *,
+    unusable: str = "the strong model has no correct answer in a set: nothing to calibrate against",
+) -> list[float]:
+    """Quality kept (routed quality / always-strong quality) with the top m prompts by score sent strong, m = 0..n.
+
+    Raises:
+        TrainingError: ``unusable``, when the strong model has no correct answer among ``items``.
+    """
     strong_total = sum(item.strong for item in items)
     if not strong_total:
-        raise TrainingError("the strong model has no correct answer in a set: nothing to calibrate against")
+        raise TrainingError(unusable)
     order = sorted(range(len(items)), key=lambda i: -scores[i])
     total = sum(item.weak for item in items)
     kept = [total / strong_total]
