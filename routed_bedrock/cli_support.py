@@ -10,23 +10,26 @@ from typing import TextIO
 EXIT_USAGE = 2
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 600, got {text}")
-    return value
+def float_in(low: float, high: float, *, low_allowed: bool) -> Callable[[str], float]:
+    """An argument type for a number up to ``high``, from ``low`` (``low_allowed``) or above it."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if low_allowed and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        if not low_allowed and not low < value <= high:
+            raise argparse.ArgumentTypeError(f"must be above {low:g} and at most {high:g}, got {text}")
+        return value
 
-def positive_int(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 64, got {text!r}")
-    return int(text)
+    return parse
 
 
 def int_from(low: int, high: int) -> Callable[[str], int]:
+    """An argument type for a whole number from ``low`` to ``high`` (digits only: no sign, no underscores)."""
+
     def parse(text: str) -> int:
         if not text.isdigit() or not low <= int(text) <= high:
             raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {text!r}")
@@ -35,14 +38,10 @@ def int_from(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
-    return value
+positive_float = float_in(0, 600, low_allowed=False)  # seconds
+positive_int = int_from(1, 64)  # workers
+fraction = float_in(0, 1, low_allowed=True)  # temperature, tolerance
+share = float_in(0, 1, low_allowed=False)  # quality targets
 
 
 def model_keys(text: str) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from lambdas.router.engine import RoutingError, RoutingRequest, decide
 from lambdas.router.policy import Policy, PolicyError, compile_policy, load_policy_file
 from routed_bedrock.cascade_training import train_cascade
-from routed_bedrock.cli_support import fail
+from routed_bedrock.cli_support import fail, share
 from routed_bedrock.learning import (
     Hyper,
     Trained,
@@ -63,13 +63,13 @@ def register(commands: Any) -> None:
     train.add_argument("--weak", metavar="MODEL", help="with --outcomes: the cheap model's catalog key")
     train.add_argument("--strong", metavar="MODEL", help="with --outcomes: the strong model's catalog key")
     train.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
-    train.add_argument("--target", type=_share, default=0.95, help="quality kept at the complex threshold")
-    train.add_argument("--moderate-target", type=_share, default=0.98, help="quality kept at the moderate threshold")
+    train.add_argument("--target", type=share, default=0.95, help="quality kept at the complex threshold")
+    train.add_argument("--moderate-target", type=share, default=0.98, help="quality kept at the moderate threshold")
     train.add_argument("--hash-bits", type=int, choices=range(8, 17), default=Hyper().hash_bits, metavar="8..16")
     train.add_argument("--trained-at", default=None, metavar="DATE", help="date recorded in the policy (default today)")
     train.add_argument(
         "--cascade-target",
-        type=_share,
+        type=share,
         default=0.96,
         help="quality kept on held-out answers at the cascade's threshold (default 0.96: 0.95 plus a margin for "
         "the sampling error of ~660 answers, which moved a 0.95 calibration to 93%% on the test half)",
@@ -96,16 +96,6 @@ def register(commands: Any) -> None:
     score.add_argument("--explain", action="store_true", help="add the signals behind each score")
     score.add_argument("--out", type=Path, default=None, metavar="FILE", help="write here instead of stdout")
     score.set_defaults(run=_score)
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
 
 
 def training_sets(args: argparse.Namespace) -> tuple[dict[str, list[Labelled]], str]:
@@ -151,9 +141,9 @@ def _train(args: argparse.Namespace) -> int:
         document["rules"]["complexity"]["learned"] = section
         if args.cascade_route:
             cascade = fit_cascade(args, document, trained)
-            share = cascade["calibration"]["measured"]["held_out_escalation_share"]
+            escalated = cascade["calibration"]["measured"]["held_out_escalation_share"]
             print(
-                f"  cascade {args.cascade_route}: threshold {cascade['threshold']:.4f}, escalates {share:.1%} of "
+                f"  cascade {args.cascade_route}: threshold {cascade['threshold']:.4f}, escalates {escalated:.1%} of "
                 "the train answers (held out)",
                 file=sys.stderr,
             )
