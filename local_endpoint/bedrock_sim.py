@@ -74,6 +74,21 @@ _MAX_CALL_RECORDS = 1000
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
+def _json_fields(data: object, cls: type[Any], what: str) -> dict[str, Any]:
+    """``data`` as a JSON object holding only ``cls``'s (a dataclass's) fields; ``ValueError`` names what is wrong.
+
+    ``what`` is the thing's name with its article ("a fault"), as the messages use it.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        noun = what.split(" ", 1)[1]
+        raise ValueError(f"unknown {noun} field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return data
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fault:
     """What goes wrong for calls to a model in a region (``*`` matches any)."""
@@ -98,12 +113,7 @@ class Fault:
         Raises:
             ValueError: naming the unknown field or the bad value.
         """
-        if not isinstance(data, dict):
-            raise ValueError(f"a fault must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fault field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        data = _json_fields(data, cls, "a fault")
         model, region = data.get("model", "*"), data.get("region", "*")
         if not isinstance(model, str) or not model:
             raise ValueError(f"fault model must be a model id or '*', got {model!r}")
@@ -221,12 +231,7 @@ class ScriptedAnswer:
         Raises:
             ValueError: naming the unknown field or the bad value.
         """
-        if not isinstance(data, dict):
-            raise ValueError(f"an answer rule must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown answer rule field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        data = _json_fields(data, cls, "an answer rule")
         text, model = data.get("text"), data.get("model", "*")
         contains, stop = data.get("prompt_contains", ""), data.get("stop_reason", "end_turn")
         if not isinstance(text, str) or not text.strip():
