@@ -221,10 +221,10 @@ def validate_document(document: Any, *, schema_checked: bool = False) -> None:
     Raises:
         PolicyError: naming the field and the offending value.
     """
-    _check_finite(document, "")
-    if schema_checked:
+    if schema_checked:  # the construct checked this very text, numbers included, at synth
         _check_references(document)
         return
+    _check_finite(document, "")
     # Generated from SCHEMA_PATH by tools/generate_validators.py; imported lazily: only loads need it.
     from ._policy_validator import JsonSchemaValueException, validate
 
