@@ -273,13 +273,15 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         cascade = None
     plan: list[PlannedCall] = []
     circuit_skips: list[dict[str, str]] = []
+    # A cascade's later candidates are steps, not fallbacks: only its fallbacks list counts as one.
+    steps_not_fallbacks = frozenset(route_models(route)) if cascade is not None else frozenset()
     for spec in chain:
+        step = steps.get(spec.key, 0)
+        fallback = spec is not primary and spec.key not in steps_not_fallbacks
         for region in spec.regions:
             if (spec.key, region) in state.open_circuits:
                 circuit_skips.append({"model": spec.key, "region": region, "reason": "circuit open"})
                 continue
-            step = steps.get(spec.key, 0)
-            fallback = spec is not primary and (cascade is None or spec.key not in route_models(route))
             plan.append(PlannedCall(model=spec, region=region, fallback=fallback, step=step))
     if circuit_skips:
         reasons.setdefault("skipped", []).extend(circuit_skips)
