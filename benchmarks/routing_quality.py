@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lambdas.router.cascade import ConfidenceModel  # noqa: E402
+from lambdas.router.cascade import compile_confidence  # noqa: E402
 from lambdas.router.classifier import classify, estimate_tokens  # noqa: E402
 from lambdas.router.learned import LearnedRouter, compile_learned  # noqa: E402
 from lambdas.router.policy import (  # noqa: E402
@@ -270,8 +270,8 @@ def train_routers(splits: dict[str, tuple[list[Item], list[Item]]], seed: int, t
             if item.weak_answer is not None
         ]
         if answered:
-            fitted = train_cascade(answered, target=QUALITY_TARGET)
-            confidence = ConfidenceModel(fitted["confidence"]["weights"], fitted["confidence"]["bias"])
+            fitted = train_cascade(answered, target=QUALITY_TARGET, seed=seed)
+            confidence = compile_confidence(fitted["confidence"])
             cascade = CascadeSettings(fitted["threshold"], confidence, fitted["calibration"])
     return Learned(router, cascade, trained)
 

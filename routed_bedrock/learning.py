@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from lambdas.router.learned import (
-    DENSE_FEATURES,
     FEATURES_VERSION,
     dense_features,
     encode_weights,
@@ -74,7 +73,7 @@ def fit(vectors: Vectors, labels: Sequence[float], hyper: Hyper, seed: int) -> M
     n = len(labels)
     if n == 0:
         raise TrainingError("no training prompts")
-    width = len(DENSE_FEATURES)
+    width = len(vectors.dense[0])
     mean = [sum(d[j] for d in vectors.dense) / n for j in range(width)]
     std = []
     for j in range(width):

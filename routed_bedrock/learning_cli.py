@@ -175,7 +175,7 @@ def fit_cascade(args: argparse.Namespace, document: dict[str, Any], trained: Tra
     data = args.data or DEFAULT_DATA
     rows = split(read_routellm(routellm_files(data)["gsm8k"]), args.seed, "gsm8k")[0]
     answers = routellm_answers(rows, trained.held_out["gsm8k"])
-    cascade = train_cascade(answers, target=args.cascade_target)
+    cascade = train_cascade(answers, target=args.cascade_target, seed=args.seed)
     route["cascade"] = cascade
     for candidate in route["candidates"]:
         candidate.pop("weight", None)

@@ -763,46 +763,7 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                         if 'weights' in data__complexity__learned_keys:
                             data__complexity__learned_keys.remove('weights')
                             data__complexity__learned__weights = data__complexity__learned['weights']
-                            if not isinstance(data__complexity__learned__weights, dict):
-                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must be object', value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='type')
-                            data__complexity__learned__weights_is_dict = isinstance(data__complexity__learned__weights, dict)
-                            if data__complexity__learned__weights_is_dict:
-                                data__complexity__learned__weights__missing_keys = set(['encoding', 'scale', 'data']) - data__complexity__learned__weights.keys()
-                                if data__complexity__learned__weights__missing_keys:
-                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must contain ' + (str(sorted(data__complexity__learned__weights__missing_keys)) + ' properties'), value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='required')
-                                data__complexity__learned__weights_keys = set(data__complexity__learned__weights.keys())
-                                if 'encoding' in data__complexity__learned__weights_keys:
-                                    data__complexity__learned__weights_keys.remove('encoding')
-                                    data__complexity__learned__weights__encoding = data__complexity__learned__weights['encoding']
-                                    if not isinstance(data__complexity__learned__weights__encoding, str):
-                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.encoding must be string', value=data__complexity__learned__weights__encoding, name='' + (name_prefix or 'data') + '.complexity.learned.weights.encoding', definition=None, rule='type')
-                                    if data__complexity__learned__weights__encoding not in ['int16-le-base64']:
-                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.weights.encoding must be one of ['int16-le-base64']", value=data__complexity__learned__weights__encoding, name='' + (name_prefix or 'data') + '.complexity.learned.weights.encoding', definition=None, rule='enum')
-                                if 'scale' in data__complexity__learned__weights_keys:
-                                    data__complexity__learned__weights_keys.remove('scale')
-                                    data__complexity__learned__weights__scale = data__complexity__learned__weights['scale']
-                                    if not isinstance(data__complexity__learned__weights__scale, (int, float, Decimal)) or isinstance(data__complexity__learned__weights__scale, bool):
-                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be number', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='type')
-                                    if isinstance(data__complexity__learned__weights__scale, (int, float, Decimal)):
-                                        if data__complexity__learned__weights__scale <= 0:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be bigger than 0', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='minimum')
-                                        if data__complexity__learned__weights__scale > 1:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.scale must be smaller than or equal to 1', value=data__complexity__learned__weights__scale, name='' + (name_prefix or 'data') + '.complexity.learned.weights.scale', definition=None, rule='maximum')
-                                if 'data' in data__complexity__learned__weights_keys:
-                                    data__complexity__learned__weights_keys.remove('data')
-                                    data__complexity__learned__weights__data = data__complexity__learned__weights['data']
-                                    if not isinstance(data__complexity__learned__weights__data, str):
-                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be string', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='type')
-                                    if isinstance(data__complexity__learned__weights__data, str):
-                                        data__complexity__learned__weights__data_len = len(data__complexity__learned__weights__data)
-                                        if data__complexity__learned__weights__data_len < 4:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be longer than or equal to 4 characters', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='minLength')
-                                        if data__complexity__learned__weights__data_len > 174764:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must be shorter than or equal to 174764 characters', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='maxLength')
-                                        if not REGEX_PATTERNS['^[A-Za-z0-9+/]*={0,2}$'].search(data__complexity__learned__weights__data):
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights.data must match pattern ^[A-Za-z0-9+/]*={0,2}$', value=data__complexity__learned__weights__data, name='' + (name_prefix or 'data') + '.complexity.learned.weights.data', definition=None, rule='pattern')
-                                if data__complexity__learned__weights_keys:
-                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.weights must not contain ' + str(data__complexity__learned__weights_keys) + ' properties', value=data__complexity__learned__weights, name='' + (name_prefix or 'data') + '.complexity.learned.weights', definition=None, rule='additionalProperties')
+                            validate___definitions_hashed_weights(data__complexity__learned__weights, custom_formats, (name_prefix or 'data') + '.complexity.learned.weights')
                         if 'dense' in data__complexity__learned_keys:
                             data__complexity__learned_keys.remove('dense')
                             data__complexity__learned__dense = data__complexity__learned['dense']
@@ -1019,6 +980,49 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
             data__allowmodeloverride = data['allow_model_override']
             if not isinstance(data__allowmodeloverride, bool):
                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.allow_model_override must be boolean', value=data__allowmodeloverride, name='' + (name_prefix or 'data') + '.allow_model_override', definition=None, rule='type')
+        if data_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
+    return data
+
+def validate___definitions_hashed_weights(data, custom_formats={}, name_prefix=None):
+    if not isinstance(data, dict):
+        raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must be object', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='type')
+    data_is_dict = isinstance(data, dict)
+    if data_is_dict:
+        data__missing_keys = set(['encoding', 'scale', 'data']) - data.keys()
+        if data__missing_keys:
+            raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must contain ' + (str(sorted(data__missing_keys)) + ' properties'), value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='required')
+        data_keys = set(data.keys())
+        if 'encoding' in data_keys:
+            data_keys.remove('encoding')
+            data__encoding = data['encoding']
+            if not isinstance(data__encoding, str):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.encoding must be string', value=data__encoding, name='' + (name_prefix or 'data') + '.encoding', definition=None, rule='type')
+            if data__encoding not in ['int16-le-base64']:
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".encoding must be one of ['int16-le-base64']", value=data__encoding, name='' + (name_prefix or 'data') + '.encoding', definition=None, rule='enum')
+        if 'scale' in data_keys:
+            data_keys.remove('scale')
+            data__scale = data['scale']
+            if not isinstance(data__scale, (int, float, Decimal)) or isinstance(data__scale, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.scale must be number', value=data__scale, name='' + (name_prefix or 'data') + '.scale', definition=None, rule='type')
+            if isinstance(data__scale, (int, float, Decimal)):
+                if data__scale <= 0:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.scale must be bigger than 0', value=data__scale, name='' + (name_prefix or 'data') + '.scale', definition=None, rule='minimum')
+                if data__scale > 1:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.scale must be smaller than or equal to 1', value=data__scale, name='' + (name_prefix or 'data') + '.scale', definition=None, rule='maximum')
+        if 'data' in data_keys:
+            data_keys.remove('data')
+            data__data = data['data']
+            if not isinstance(data__data, str):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.data must be string', value=data__data, name='' + (name_prefix or 'data') + '.data', definition=None, rule='type')
+            if isinstance(data__data, str):
+                data__data_len = len(data__data)
+                if data__data_len < 4:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.data must be longer than or equal to 4 characters', value=data__data, name='' + (name_prefix or 'data') + '.data', definition=None, rule='minLength')
+                if data__data_len > 174764:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.data must be shorter than or equal to 174764 characters', value=data__data, name='' + (name_prefix or 'data') + '.data', definition=None, rule='maxLength')
+                if not REGEX_PATTERNS['^[A-Za-z0-9+/]*={0,2}$'].search(data__data):
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.data must match pattern ^[A-Za-z0-9+/]*={0,2}$', value=data__data, name='' + (name_prefix or 'data') + '.data', definition=None, rule='pattern')
         if data_keys:
             raise JsonSchemaValueException('' + (name_prefix or 'data') + ' must not contain ' + str(data_keys) + ' properties', value=data, name='' + (name_prefix or 'data') + '', definition=None, rule='additionalProperties')
     return data
@@ -1297,6 +1301,76 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be bigger than or equal to -100', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='minimum')
                                         if data__cascade__confidence__weights__negativeanswer > 100:
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer must be smaller than or equal to 100', value=data__cascade__confidence__weights__negativeanswer, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.negative_answer', definition=None, rule='maximum')
+                                if 'final_in_prompt' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('final_in_prompt')
+                                    data__cascade__confidence__weights__finalinprompt = data__cascade__confidence__weights['final_in_prompt']
+                                    if not isinstance(data__cascade__confidence__weights__finalinprompt, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__finalinprompt, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt must be number', value=data__cascade__confidence__weights__finalinprompt, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__finalinprompt, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__finalinprompt < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt must be bigger than or equal to -100', value=data__cascade__confidence__weights__finalinprompt, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__finalinprompt > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt must be smaller than or equal to 100', value=data__cascade__confidence__weights__finalinprompt, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_in_prompt', definition=None, rule='maximum')
+                                if 'final_unworked' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('final_unworked')
+                                    data__cascade__confidence__weights__finalunworked = data__cascade__confidence__weights['final_unworked']
+                                    if not isinstance(data__cascade__confidence__weights__finalunworked, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__finalunworked, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked must be number', value=data__cascade__confidence__weights__finalunworked, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__finalunworked, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__finalunworked < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked must be bigger than or equal to -100', value=data__cascade__confidence__weights__finalunworked, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__finalunworked > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked must be smaller than or equal to 100', value=data__cascade__confidence__weights__finalunworked, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_unworked', definition=None, rule='maximum')
+                                if 'self_correction' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('self_correction')
+                                    data__cascade__confidence__weights__selfcorrection = data__cascade__confidence__weights['self_correction']
+                                    if not isinstance(data__cascade__confidence__weights__selfcorrection, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__selfcorrection, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction must be number', value=data__cascade__confidence__weights__selfcorrection, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__selfcorrection, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__selfcorrection < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction must be bigger than or equal to -100', value=data__cascade__confidence__weights__selfcorrection, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__selfcorrection > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction must be smaller than or equal to 100', value=data__cascade__confidence__weights__selfcorrection, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.self_correction', definition=None, rule='maximum')
+                                if 'answer_lines' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('answer_lines')
+                                    data__cascade__confidence__weights__answerlines = data__cascade__confidence__weights['answer_lines']
+                                    if not isinstance(data__cascade__confidence__weights__answerlines, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__answerlines, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines must be number', value=data__cascade__confidence__weights__answerlines, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__answerlines, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__answerlines < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines must be bigger than or equal to -100', value=data__cascade__confidence__weights__answerlines, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__answerlines > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines must be smaller than or equal to 100', value=data__cascade__confidence__weights__answerlines, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_lines', definition=None, rule='maximum')
+                                if 'worked_results' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('worked_results')
+                                    data__cascade__confidence__weights__workedresults = data__cascade__confidence__weights['worked_results']
+                                    if not isinstance(data__cascade__confidence__weights__workedresults, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__workedresults, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results must be number', value=data__cascade__confidence__weights__workedresults, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__workedresults, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__workedresults < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results must be bigger than or equal to -100', value=data__cascade__confidence__weights__workedresults, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__workedresults > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results must be smaller than or equal to 100', value=data__cascade__confidence__weights__workedresults, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.worked_results', definition=None, rule='maximum')
+                                if 'prompt_numbers' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('prompt_numbers')
+                                    data__cascade__confidence__weights__promptnumbers = data__cascade__confidence__weights['prompt_numbers']
+                                    if not isinstance(data__cascade__confidence__weights__promptnumbers, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptnumbers, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers must be number', value=data__cascade__confidence__weights__promptnumbers, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__promptnumbers, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__promptnumbers < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptnumbers, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__promptnumbers > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptnumbers, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_numbers', definition=None, rule='maximum')
+                                if 'final_magnitude' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('final_magnitude')
+                                    data__cascade__confidence__weights__finalmagnitude = data__cascade__confidence__weights['final_magnitude']
+                                    if not isinstance(data__cascade__confidence__weights__finalmagnitude, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__finalmagnitude, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude must be number', value=data__cascade__confidence__weights__finalmagnitude, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__finalmagnitude, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__finalmagnitude < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude must be bigger than or equal to -100', value=data__cascade__confidence__weights__finalmagnitude, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__finalmagnitude > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude must be smaller than or equal to 100', value=data__cascade__confidence__weights__finalmagnitude, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.final_magnitude', definition=None, rule='maximum')
                                 if 'answer_chars' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('answer_chars')
                                     data__cascade__confidence__weights__answerchars = data__cascade__confidence__weights['answer_chars']
@@ -1307,16 +1381,6 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be bigger than or equal to -100', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='minimum')
                                         if data__cascade__confidence__weights__answerchars > 100:
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars must be smaller than or equal to 100', value=data__cascade__confidence__weights__answerchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.answer_chars', definition=None, rule='maximum')
-                                if 'prompt_score' in data__cascade__confidence__weights_keys:
-                                    data__cascade__confidence__weights_keys.remove('prompt_score')
-                                    data__cascade__confidence__weights__promptscore = data__cascade__confidence__weights['prompt_score']
-                                    if not isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptscore, bool):
-                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be number', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='type')
-                                    if isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)):
-                                        if data__cascade__confidence__weights__promptscore < -100:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='minimum')
-                                        if data__cascade__confidence__weights__promptscore > 100:
-                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='maximum')
                                 if 'prompt_chars' in data__cascade__confidence__weights_keys:
                                     data__cascade__confidence__weights_keys.remove('prompt_chars')
                                     data__cascade__confidence__weights__promptchars = data__cascade__confidence__weights['prompt_chars']
@@ -1327,8 +1391,45 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='minimum')
                                         if data__cascade__confidence__weights__promptchars > 100:
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptchars, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_chars', definition=None, rule='maximum')
+                                if 'prompt_score' in data__cascade__confidence__weights_keys:
+                                    data__cascade__confidence__weights_keys.remove('prompt_score')
+                                    data__cascade__confidence__weights__promptscore = data__cascade__confidence__weights['prompt_score']
+                                    if not isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)) or isinstance(data__cascade__confidence__weights__promptscore, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be number', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__weights__promptscore, (int, float, Decimal)):
+                                        if data__cascade__confidence__weights__promptscore < -100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be bigger than or equal to -100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='minimum')
+                                        if data__cascade__confidence__weights__promptscore > 100:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score must be smaller than or equal to 100', value=data__cascade__confidence__weights__promptscore, name='' + (name_prefix or 'data') + '.cascade.confidence.weights.prompt_score', definition=None, rule='maximum')
                                 if data__cascade__confidence__weights_keys:
                                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.weights must not contain ' + str(data__cascade__confidence__weights_keys) + ' properties', value=data__cascade__confidence__weights, name='' + (name_prefix or 'data') + '.cascade.confidence.weights', definition=None, rule='additionalProperties')
+                        if 'ngrams' in data__cascade__confidence_keys:
+                            data__cascade__confidence_keys.remove('ngrams')
+                            data__cascade__confidence__ngrams = data__cascade__confidence['ngrams']
+                            if not isinstance(data__cascade__confidence__ngrams, dict):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams must be object', value=data__cascade__confidence__ngrams, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams', definition=None, rule='type')
+                            data__cascade__confidence__ngrams_is_dict = isinstance(data__cascade__confidence__ngrams, dict)
+                            if data__cascade__confidence__ngrams_is_dict:
+                                data__cascade__confidence__ngrams__missing_keys = set(['hash_bits', 'weights']) - data__cascade__confidence__ngrams.keys()
+                                if data__cascade__confidence__ngrams__missing_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams must contain ' + (str(sorted(data__cascade__confidence__ngrams__missing_keys)) + ' properties'), value=data__cascade__confidence__ngrams, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams', definition=None, rule='required')
+                                data__cascade__confidence__ngrams_keys = set(data__cascade__confidence__ngrams.keys())
+                                if 'hash_bits' in data__cascade__confidence__ngrams_keys:
+                                    data__cascade__confidence__ngrams_keys.remove('hash_bits')
+                                    data__cascade__confidence__ngrams__hashbits = data__cascade__confidence__ngrams['hash_bits']
+                                    if not isinstance(data__cascade__confidence__ngrams__hashbits, int) or isinstance(data__cascade__confidence__ngrams__hashbits, bool):
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits must be integer', value=data__cascade__confidence__ngrams__hashbits, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits', definition=None, rule='type')
+                                    if isinstance(data__cascade__confidence__ngrams__hashbits, (int, float, Decimal)):
+                                        if data__cascade__confidence__ngrams__hashbits < 8:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits must be bigger than or equal to 8', value=data__cascade__confidence__ngrams__hashbits, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits', definition=None, rule='minimum')
+                                        if data__cascade__confidence__ngrams__hashbits > 16:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits must be smaller than or equal to 16', value=data__cascade__confidence__ngrams__hashbits, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams.hash_bits', definition=None, rule='maximum')
+                                if 'weights' in data__cascade__confidence__ngrams_keys:
+                                    data__cascade__confidence__ngrams_keys.remove('weights')
+                                    data__cascade__confidence__ngrams__weights = data__cascade__confidence__ngrams['weights']
+                                    validate___definitions_hashed_weights(data__cascade__confidence__ngrams__weights, custom_formats, (name_prefix or 'data') + '.cascade.confidence.ngrams.weights')
+                                if data__cascade__confidence__ngrams_keys:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence.ngrams must not contain ' + str(data__cascade__confidence__ngrams_keys) + ' properties', value=data__cascade__confidence__ngrams, name='' + (name_prefix or 'data') + '.cascade.confidence.ngrams', definition=None, rule='additionalProperties')
                         if data__cascade__confidence_keys:
                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.confidence must not contain ' + str(data__cascade__confidence_keys) + ' properties', value=data__cascade__confidence, name='' + (name_prefix or 'data') + '.cascade.confidence', definition=None, rule='additionalProperties')
                 if 'calibration' in data__cascade_keys:

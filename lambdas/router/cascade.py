@@ -13,12 +13,21 @@ but the last, ``confidence`` scores it from cheap signals of the answer (no mode
   part (other than cents of a dollar amount) or is negative: word problems rarely have such answers;
 - ``arithmetic_errors``: equations written in the answer (``12 * 4 = 46``, ``<<12*4=48>>``) whose sides
   differ: the cheap model's own working is checked (at most ``MAX_EQUATIONS`` of them);
+- ``final_in_prompt``: for a maths-like ask, the final number is one of the prompt's own numbers (a given
+  copied back rather than worked out);
+- ``final_unworked``: the answer writes equations but its final number is none of their results (the
+  conclusion does not follow from the working);
+- ``self_correction``: "however", "actually", "wait", "mistake", "re-evaluate": the answer changed course;
+- ``answer_lines``, ``worked_results``, ``prompt_numbers``, ``final_magnitude``: logs of the answer's
+  non-empty lines, its equation results, the prompt's numbers and the final number's size;
 - ``answer_chars``: log of the answer's length (long working tends to hold a slip);
 - ``prompt_chars``: log of the prompt's length (longer word problems take more steps to get wrong);
 - ``prompt_score``: the learned router's score for the prompt, when the policy has one.
 
-Confidence is a logistic function of these with weights from the policy (fitted by ``routed-bedrock train``
-on answers whose correctness is known), except that ``VETO_SIGNALS`` (truncated, empty, refusal) set it to 0;
+Confidence is a logistic function of these and, when the policy's ``confidence.ngrams`` holds them, of
+hashed word n-grams of the answer (the learned router's features, ``learned.hashed_ngrams``: phrasing that
+goes with wrong answers), with weights fitted by ``routed-bedrock train`` on answers whose correctness is
+known, except that ``VETO_SIGNALS`` (truncated, empty, refusal) set it to 0;
 an answer below the route's ``threshold`` escalates to the next candidate. Each step's confidence, signals
 and reason are reported in the decision.
 """
@@ -28,9 +37,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from .learned import sigmoid
+from .learned import decode_weights, hashed_ngrams, sigmoid
 
 SIGNALS = (
     "truncated",
@@ -42,6 +51,13 @@ SIGNALS = (
     "arithmetic_errors",
     "non_integer_answer",
     "negative_answer",
+    "final_in_prompt",
+    "final_unworked",
+    "self_correction",
+    "answer_lines",
+    "worked_results",
+    "prompt_numbers",
+    "final_magnitude",
     "answer_chars",
     "prompt_chars",
     "prompt_score",
@@ -78,6 +94,9 @@ _FINAL_ANSWER = re.compile(
 )
 _MARKED_NUMBER = re.compile(rf"(?:####|answer(?: is)?)[\s:=*]{{0,12}}({_NUMBER})", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUMBER)
+_SELF_CORRECTION = re.compile(
+    r"\b(?:however|actually|wait|correction|mistake|re-?evaluate|re-?calculate|let me re)", re.IGNORECASE
+)
 _CONCLUSION = re.compile(
     rf"^\W*(?:so|therefore|thus|hence|in total|altogether|overall|the total|total)\b.*{_NUMBER}[^\d\n]{{0,30}}[.!]\s*$",
     re.IGNORECASE,
@@ -100,22 +119,44 @@ class Confidence(NamedTuple):
 
 
 class ConfidenceModel(NamedTuple):
-    """The policy's ``cascade.confidence``: weights per signal name and a bias.
+    """The policy's ``cascade.confidence``: weights per signal name, a bias, and optional answer n-gram weights.
 
     ``VETO_SIGNALS`` are rules, not weights: an answer cut at ``max_tokens``, empty, or a refusal has
     confidence 0 and always escalates, whatever the fitted weights say (the answers they were fitted on may
-    hold no such case, which leaves those signals no weight at all).
+    hold no such case, which leaves those signals no weight at all). ``ngrams`` holds one weight per bucket of
+    ``learned.hashed_ngrams(answer, hash_bits)`` (empty: signals only).
     """
 
     weights: Mapping[str, float]
     bias: float
+    ngrams: tuple[float, ...] = ()
+    hash_bits: int = 0
 
     def score(self, prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> Confidence:
         found = answer_signals(prompt, answer, stop_reason, prompt_score)
         if any(found[name] for name in VETO_SIGNALS):
             return Confidence(0.0, found)
         z = self.bias + sum(self.weights.get(name, 0.0) * value for name, value in found.items())
+        if self.ngrams:
+            ngrams = self.ngrams
+            z += sum(ngrams[bucket] * value for bucket, value in hashed_ngrams(answer, self.hash_bits).items())
         return Confidence(sigmoid(z), found)
+
+
+def compile_confidence(document: Mapping[str, Any]) -> ConfidenceModel:
+    """Compile a schema-valid ``cascade.confidence`` object.
+
+    Raises:
+        LearnedRouterError: the n-gram weights are not one per bucket of ``ngrams.hash_bits`` (or bad base64).
+    """
+    ngrams = document.get("ngrams")
+    bits = int(ngrams["hash_bits"]) if ngrams is not None else 0
+    return ConfidenceModel(
+        weights={name: float(value) for name, value in document["weights"].items()},
+        bias=float(document["bias"]),
+        ngrams=decode_weights(ngrams["weights"], 1 << bits) if ngrams is not None else (),
+        hash_bits=bits,
+    )
 
 
 def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> dict[str, float]:
@@ -124,6 +165,9 @@ def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: flo
     stripped = text.strip()
     maths = bool(_MATHS_ASK.search(prompt[:SCAN_CHARS])) and bool(re.search(r"\d", prompt[:SCAN_CHARS]))
     final = final_number(stripped) if maths else None
+    final_value = _value(final) if final is not None else None
+    results = worked_results(text)
+    given = {v for v in map(_value, _ANY_NUMBER.findall(prompt[:SCAN_CHARS])) if v is not None} if maths else set()
     return {
         "truncated": 1.0 if stop_reason == "max_tokens" else 0.0,
         "empty": 0.0 if stripped else 1.0,
@@ -134,6 +178,13 @@ def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: flo
         "arithmetic_errors": float(arithmetic_errors(text)),
         "non_integer_answer": 1.0 if maths and final is not None and _is_fractional(final) else 0.0,
         "negative_answer": 1.0 if maths and final is not None and final.lstrip("$").startswith("-") else 0.0,
+        "final_in_prompt": 1.0 if final_value is not None and final_value in given else 0.0,
+        "final_unworked": 1.0 if final_value is not None and results and final_value not in results else 0.0,
+        "self_correction": 1.0 if _SELF_CORRECTION.search(text) else 0.0,
+        "answer_lines": math.log1p(sum(1 for line in stripped.splitlines() if line.strip())),
+        "worked_results": math.log1p(len(results)),
+        "prompt_numbers": math.log1p(len(given)) if maths else 0.0,
+        "final_magnitude": math.log1p(min(abs(final_value), 1e15)) if final_value is not None else 0.0,
         "answer_chars": math.log1p(len(stripped)),
         "prompt_chars": math.log1p(len(prompt)),
         "prompt_score": prompt_score if prompt_score is not None else 0.0,
@@ -158,6 +209,23 @@ def final_number(answer: str) -> str | None:
         return str(marked[-1])
     numbers = _ANY_NUMBER.findall(tail[-300:])
     return str(numbers[-1]) if numbers else None
+
+
+def worked_results(answer: str) -> set[float]:
+    """The values right of the answer's ``=`` signs (its first ``5 * MAX_EQUATIONS``): what its working found."""
+    found: set[float] = set()
+    for seen, match in enumerate(_RESULT.finditer(answer)):
+        if seen >= 5 * MAX_EQUATIONS:
+            break
+        found.add(float(match.group(1).replace(",", "")))
+    return found
+
+
+def _value(number: str) -> float | None:
+    """``"-$1,200.50"`` -> -1200.5; None for a number too long to be a quantity (over 30 characters)."""
+    if len(number) > 30:
+        return None
+    return float(number.replace(",", "").replace("$", ""))
 
 
 def _is_fractional(number: str) -> bool:

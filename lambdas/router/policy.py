@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .cascade import ConfidenceModel
+from .cascade import ConfidenceModel, compile_confidence
 from .learned import LearnedRouter, LearnedRouterError, compile_learned
 
 _HERE = Path(__file__).resolve().parent
@@ -404,7 +404,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             max_tokens=r.get("max_tokens"),
             temperature=r.get("temperature"),
             latency_sla_ms=r.get("latency_sla_ms"),
-            cascade=_cascade(r.get("cascade")),
+            cascade=_cascade(name, r.get("cascade")),
         )
         for name, r in document["routes"].items()
     }
@@ -455,15 +455,16 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
     )
 
 
-def _cascade(document: Mapping[str, Any] | None) -> CascadeSettings | None:
+def _cascade(route: str, document: Mapping[str, Any] | None) -> CascadeSettings | None:
     if document is None:
         return None
-    confidence = document["confidence"]
+    try:
+        confidence = compile_confidence(document["confidence"])
+    except LearnedRouterError as exc:
+        raise PolicyError(f"invalid policy: routes.{route}.cascade.confidence.ngrams: {exc}") from None
     return CascadeSettings(
         threshold=float(document["threshold"]),
-        confidence=ConfidenceModel(
-            weights={k: float(v) for k, v in confidence["weights"].items()}, bias=float(confidence["bias"])
-        ),
+        confidence=confidence,
         calibration=dict(document.get("calibration", {})),
     )
 

@@ -34,7 +34,11 @@ CLIPS = (
 )
 MATHS = {"prompt": CLIPS, "use_case": "math"}
 CONFIDENT = ModelReply(
-    text="Natalia sold 48 + 24 = 72 clips.\n#### 72", input_tokens=60, output_tokens=20, stop_reason="end_turn"
+    text="In April, Natalia sold 48 clips.\nIn May, she sold half as many: 48 / 2 = 24 clips.\n"
+    "Altogether she sold 48 + 24 = 72 clips.\n#### 72",
+    input_tokens=60,
+    output_tokens=40,
+    stop_reason="end_turn",
 )
 STRONG = ModelReply(
     text="In May she sold 48 / 2 = 24 clips, so 48 + 24 = 72 in all.\n#### 72",
@@ -114,7 +118,7 @@ def test_a_confident_cheap_answer_is_returned_after_one_call(invoke, bedrock, mo
     assert body["model_used"] == NOVA_MICRO and headers["X-Selected-Model"] == NOVA_MICRO
     assert body["route"] == "math-cascade"
     assert [call["model"] for call in bedrock.calls] == ["nova-micro"]
-    assert body["usage"] == {"input_tokens": 60, "output_tokens": 20}
+    assert body["usage"] == {"input_tokens": 60, "output_tokens": 40}
     assert body["cost_usd"] == pytest.approx(cost(default_policy, "nova-micro", CONFIDENT))
     # And the decision shows the step accepted with its confidence over the threshold
     cascade = body["decision"]["cascade"]

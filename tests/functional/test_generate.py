@@ -127,7 +127,7 @@ def test_input_every_model_rejects_is_a_400_with_the_reason(invoke, bedrock):
 def test_health_reports_the_policy_version(invoke):
     status, _, body = invoke("GET", "/health")
     assert status == 200
-    assert body == {"status": "ok", "policy_version": "2026-12-01.2", "models": 6}
+    assert body == {"status": "ok", "policy_version": "2026-12-01.3", "models": 6}
 
 
 def test_unknown_path_is_a_json_404(invoke):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals, arithmetic_errors
+from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals, arithmetic_errors, compile_confidence
 from lambdas.router.engine import LiveState, RoutingRequest, decide
+from lambdas.router.learned import encode_weights, hashed_ngrams
 from lambdas.router.policy import PolicyError, compile_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,6 +210,47 @@ def test_every_signal_is_reported_and_the_prompt_score_is_passed_through():
     assert signals("#### 72")["answer_chars"] < signals("In May she sold 24. " * 20 + "#### 72")["answer_chars"]
 
 
+def test_a_final_number_the_working_never_reached_is_unworked():
+    working = "In May she sold 48 / 2 = 24 clips, and 48 + 24 = 72 in all.\n"
+    assert signals(working + "#### 72")["final_unworked"] == 0.0
+    assert signals(working + "#### 70")["final_unworked"] == 1.0
+    # And with no equation written there is nothing to compare against
+    assert signals("She sold 72 clips.\n#### 72")["final_unworked"] == 0.0
+
+
+def test_a_final_number_copied_from_the_prompt_is_flagged():
+    assert signals("She sold 48 clips in April.\n#### 48")["final_in_prompt"] == 1.0
+    assert signals("She sold 72 clips.\n#### 72")["final_in_prompt"] == 0.0
+    # And numbers are compared by value: "$1,200" in the prompt is the answer "1200"
+    prompt = "A bike costs $1,200 and a helmet $80. How much is the bike alone?"
+    assert signals("#### 1200", prompt=prompt)["final_in_prompt"] == 1.0
+    # And a prompt that is not maths gets neither signal
+    assert signals("48 + 24 = 72. #### 48", prompt=NOT_MATHS)["final_in_prompt"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "flagged"),
+    [
+        ("She sold 48 + 24 = 72. However, May was half: 48 + 24 = 72.\n#### 72", 1.0),
+        ("Wait, I made a mistake.\n#### 72", 1.0),
+        ("Let me recalculate: 48 + 24 = 72.\n#### 72", 1.0),
+        ("She sold 48 + 24 = 72 clips.\n#### 72", 0.0),
+    ],
+)
+def test_a_change_of_course_is_self_correction(answer, flagged):
+    assert signals(answer)["self_correction"] == flagged
+
+
+def test_the_size_signals_count_lines_results_and_prompt_numbers():
+    found = signals("48 / 2 = 24\n\n48 + 24 = 72\n#### 72")
+    assert found["answer_lines"] == pytest.approx(math.log1p(3))  # blank lines do not count
+    assert found["worked_results"] == pytest.approx(math.log1p(2))
+    assert found["prompt_numbers"] == pytest.approx(math.log1p(1))  # "48"
+    assert found["final_magnitude"] == pytest.approx(math.log1p(72))
+    # And an absurd final number is capped, not an overflow
+    assert signals("#### " + "9" * 25)["final_magnitude"] == pytest.approx(math.log1p(1e15))
+
+
 # --- Robustness ----------------------------------------------------------------------------------------------
 
 # Each adversarial answer is scored in a child process: a regex that backtracks cannot be interrupted in
@@ -342,6 +385,49 @@ def test_the_prompt_score_counts_with_its_weight():
     assert hard.value == pytest.approx(logistic(1.0 - 1.8))
 
 
+def _ngram_weights(buckets: dict[int, float], bits: int = 8) -> dict:
+    weights = [0.0] * (1 << bits)
+    for bucket, weight in buckets.items():
+        weights[bucket] = weight
+    return {"hash_bits": bits, "weights": encode_weights(weights)}
+
+
+def test_answer_ngram_weights_move_confidence_by_the_answer_s_words():
+    # Given a model whose only n-gram weight is on the buckets of "sorry"
+    answer = "Sorry, she sold 72 clips.\n#### 72"
+    sorry = hashed_ngrams("sorry", 8)
+    model = compile_confidence({"bias": 1.0, "weights": {}, "ngrams": _ngram_weights(dict.fromkeys(sorry, -4.0))})
+    # When answers with and without the word are scored
+    with_word = model.score(WORD_PROBLEM, answer, "end_turn")
+    without = model.score(WORD_PROBLEM, "She sold 72 clips.\n#### 72", "end_turn")
+    # Then only the one holding it loses confidence, by its weights times its unit-length counts
+    assert without.value == pytest.approx(logistic(1.0), abs=1e-3)
+    expected = sum(v * -4.0 for k, v in hashed_ngrams(answer, 8).items() if k in sorry)
+    assert with_word.value == pytest.approx(logistic(1.0 + expected), abs=1e-3)
+    assert with_word.value < without.value
+
+
+def test_a_confidence_without_ngrams_scores_the_signals_alone():
+    model = compile_confidence({"bias": 0.5, "weights": {"hedging": -1.0}})
+    assert model.ngrams == () and model.hash_bits == 0
+    assert model.score(WORD_PROBLEM, "I think 72.\n#### 72", "end_turn").value == pytest.approx(logistic(-0.5))
+
+
+@pytest.mark.parametrize(
+    ("ngrams", "message"),
+    [
+        ({"hash_bits": 9, "weights": encode_weights([0.0] * 256)}, r"holds 256 weights; hash_bits needs 512"),
+        ({"hash_bits": 8, "weights": {"encoding": "int16-le-base64", "scale": 0.1, "data": "@@@@"}}, r"ngrams"),
+        ({"hash_bits": 20, "weights": encode_weights([0.0] * 256)}, r"ngrams\.hash_bits"),
+    ],
+)
+def test_rejects_answer_ngram_weights_that_do_not_fit(policy_document, ngrams, message):
+    policy_document["routes"]["math-cascade"]["cascade"]["confidence"]["ngrams"] = ngrams
+    with pytest.raises(PolicyError, match=r"routes\.math-cascade\.cascade\.confidence") as raised:
+        compile_policy(policy_document)
+    assert re.search(message, str(raised.value))
+
+
 def test_the_default_policy_trusts_a_worked_answer_and_doubts_a_wrong_one(default_policy):
     # Given the shipped math-cascade's confidence model and threshold, and the learned router's score for the
     # prompt (the service passes it on)
@@ -351,11 +437,17 @@ def test_the_default_policy_trusts_a_worked_answer_and_doubts_a_wrong_one(defaul
     def confidence(answer: str) -> float:
         return cascade.confidence.score(WORD_PROBLEM, answer, "end_turn", prompt_score).value
 
-    # When a correct worked answer, the same with a slip, and one with no final number are scored
-    # Then only the correct one clears the threshold
-    assert confidence("Natalia sold 48 + 24 = 72 clips.\n#### 72") >= cascade.threshold
-    assert confidence("Natalia sold 48 + 24 = 70 clips.\n#### 70") < cascade.threshold
-    assert confidence("She sold some clips in April and fewer in May.") < cascade.threshold
+    # When a correct worked answer, the same with a slip, with a final number its working never reached, and
+    # one with no final number are scored
+    working = "In April, Natalia sold 48 clips.\nIn May, she sold half as many: 48 / 2 = 24 clips.\n"
+    right = confidence(working + "Altogether she sold 48 + 24 = 72 clips.\n#### 72")
+    slip = confidence(working + "Altogether she sold 48 + 24 = 70 clips.\n#### 70")
+    unworked = confidence(working + "Altogether she sold 48 + 24 = 72 clips.\n#### 48")
+    no_final = confidence("She sold some clips in April and fewer in May.")
+    # Then only the correct one clears the threshold, and the doubts rank as their signals say
+    assert right >= cascade.threshold
+    assert max(slip, unworked, no_final) < cascade.threshold
+    assert right > slip > no_final
 
 
 # --- Policy validation ---------------------------------------------------------------------------------------
