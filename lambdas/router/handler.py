@@ -16,6 +16,8 @@ Configuration (environment variables, set by the construct or by local mode):
   spend); without it the state lives in this process only (local mode). ``DYNAMODB_ENDPOINT_URL`` points
   the client elsewhere (moto's server in tests); ``ROUTER_STATE_CACHE_SECONDS`` (default 2) is how long
   a read of the table is trusted.
+- ``ROUTER_HEALTH_CACHE_SECONDS`` (default 5) and ``ROUTER_HEALTH_PROBE_INTERVAL_SECONDS`` (default 60): how
+  long a ``/health`` verdict is reused, and how long without a successful model call before it probes Bedrock.
 - Powertools: ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_LOG_LEVEL``.
 
 Tracer is left out on purpose: it costs about 0.45 s of cold start (X-Ray SDK import and patching).
@@ -38,6 +40,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
 from .cascade_run import PaidAnswer
+from .health import DEFAULT_CACHE_S, DEFAULT_PROBE_INTERVAL_S, HealthSettings
 from .live_state import LiveStateTracker
 from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
 from .service import CallerContext, Outcome, RouterService
@@ -111,6 +114,11 @@ def _build_service() -> RouterService:
         gateway=BedrockGateway(endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL") or None),
         live_state=_build_live_state(),
         max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
+        health=HealthSettings(
+            cache_s=float(os.environ.get("ROUTER_HEALTH_CACHE_SECONDS", DEFAULT_CACHE_S)),
+            probe_interval_s=float(os.environ.get("ROUTER_HEALTH_PROBE_INTERVAL_SECONDS", DEFAULT_PROBE_INTERVAL_S)),
+        ),
+        logger=logger,
     )
 
 
@@ -127,11 +135,12 @@ def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
 
 @app.get("/health")
 def health() -> Response[Any]:
-    policy = service().policies.current()
-    body: dict[str, Any] = {"status": "ok", "policy_version": policy.version, "models": len(policy.models)}
-    if service().policies.last_error:
+    """200 when this region can serve ``/generate``, 503 when it cannot (``health.py``); never cached downstream."""
+    verdict = service().health.verdict()
+    body = verdict.body()
+    if verdict.healthy and service().policies.last_error:
         body["policy_warning"] = "the newest policy version could not be used; the last good one is in force"
-    return _json_response(200, body)
+    return _json_response(200 if verdict.healthy else 503, body, {"Cache-Control": "no-store"})
 
 
 @app.post("/generate")

@@ -17,6 +17,7 @@ from .classifier import estimate_tokens
 from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
 from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingRequest, decide
 from .executor import AttemptRecord, ExecutionResult, ModelReply, execute_plan
+from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettings
 from .live_state import LiveStateTracker, Reservation, Snapshot
 from .policy import ModelSpec, Policy
 from .policy_store import PolicyStore
@@ -92,6 +93,8 @@ class RouterService:
         gateway: makes model calls.
         live_state: the instance's view of shared circuits, latency and spend; None routes without it.
         max_body_bytes: request bodies above this are rejected before parsing.
+        health: how ``/health`` caches its verdict and probes Bedrock (``health.HealthSettings``).
+        logger: where health verdict changes are reported; None: nowhere.
         clock: monotonic seconds; sleep: waits; rng: jitter source. Handed in so tests control time.
     """
 
@@ -103,6 +106,8 @@ class RouterService:
         live_state: LiveStateTracker | None = None,
         wall_clock: Callable[[], float] = time.time,
         max_body_bytes: int = 6_000_000,
+        health: HealthSettings | None = None,
+        logger: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -115,6 +120,30 @@ class RouterService:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.last_success_at: float | None = None  # monotonic time of the newest model call that answered
+        self.last_failure_at: float | None = None  # ... and of the newest request no model could answer
+        self.health = HealthMonitor(
+            current_policy=policies.current,
+            open_pairs=self._open_pairs,
+            last_success=lambda: self.last_success_at,
+            last_failure=lambda: self.last_failure_at,
+            probe=self._probe,
+            settings=health or HealthSettings(),
+            clock=clock,
+            logger=logger,
+        )
+
+    def _open_pairs(self, policy: Policy) -> frozenset[tuple[str, str]]:
+        if self.live_state is None:
+            return frozenset()
+        return self.live_state.snapshot(policy, ()).state.open_circuits
+
+    def _probe(self, call: PlannedCall, timeout_s: float) -> ModelReply:
+        reply = self._gateway.converse(
+            call, timeout_s, messages=list(PROBE_MESSAGES), system=[], inference_config=dict(PROBE_INFERENCE)
+        )
+        self.last_success_at = self._clock()
+        return reply
 
     def generate(self, raw_body: str | bytes | None, caller: CallerContext) -> Outcome:
         started = self._clock()
@@ -249,6 +278,8 @@ class RouterService:
                 decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent
             )
         latency_ms = (self._clock() - started) * 1000.0
+        if result.reply is not None or spent.answers:
+            self.last_success_at = self._clock()  # Bedrock answered: /health needs no probe for a while
         explained = {
             **decision.reasons,
             "policy_version": policy.version,
@@ -266,6 +297,8 @@ class RouterService:
                 explained["gave_up"] = "all circuits open"
             elif result.stop_reason:
                 explained["gave_up"] = result.stop_reason
+            if decision.budget_action != "degrade":
+                self.last_failure_at = self._clock()  # no model answered: /health looks again at its next verdict
             return _degraded(policy, decision.route, explained, latency_ms, failed)._replace(
                 budget_used_percent=used_percent, spend_today_usd=spend_today
             )

@@ -11,6 +11,8 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from lambdas.router import handler, policy_store
+from lambdas.router.bedrock import BedrockGateway
+from lambdas.router.executor import ModelReply
 from lambdas.router.policy import DEFAULT_POLICY_PATH, document_digest
 from local_endpoint.server import LocalLambdaContext
 
@@ -43,6 +45,14 @@ def test_router_built_from_the_environment_serves_the_bootstrap_while_appconfig_
     )
     real = handler.appconfig_fetcher
     monkeypatch.setattr(handler, "appconfig_fetcher", lambda **kwargs: real(**kwargs, client=client))
+    # And Bedrock answering /health's probe (this test is about the policy, not about reaching Bedrock)
+    probed = []
+
+    def converse(self, call, timeout_s, **request):
+        probed.append(call.model.key)
+        return ModelReply(text="ok", input_tokens=7, output_tokens=1, stop_reason="max_tokens")
+
+    monkeypatch.setattr(BedrockGateway, "converse", converse)
     handler.configure(None)
     try:
         with stub:
@@ -54,5 +64,6 @@ def test_router_built_from_the_environment_serves_the_bootstrap_while_appconfig_
         assert body["policy_version"] == json.loads(text)["policy_version"]
         assert "policy_warning" not in body
         assert handler.service().policies.source == "bootstrap"
+        assert probed == ["nova-micro"]  # the policy's cheapest model, once
     finally:
         handler.configure(None)
