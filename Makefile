@@ -9,7 +9,7 @@ export CDK_HOME := $(CURDIR)/.cdk-home
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup local test lint format bench synth deploy validators clean
+.PHONY: setup local test lint format bench synth synth-failover deploy validators clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -50,8 +50,15 @@ validators: setup
 synth: setup
 	npx cdk synth --no-notices -q
 
+# The multi-region failover deployment with the placeholder zone and domain of failover.example.json, linted.
+FAILOVER_CONTEXT = $(shell $(PYTHON) -c 'import json; print(" ".join(f"-c {k}={v}" for k, v in json.load(open("failover.example.json")).items()))')
+synth-failover: setup
+	npx cdk synth --no-notices -q -o cdk.out.failover $(FAILOVER_CONTEXT)
+	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk.out.failover/*.template.json
+	@ls cdk.out.failover/*.template.json
+
 deploy: setup
 	npx cdk deploy --no-notices
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .cdk-home .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) node_modules cdk.out cdk.out.failover .cdk-home .pytest_cache .mypy_cache .ruff_cache build dist

@@ -10,13 +10,17 @@ Example::
 from lambdas.router.policy import DEFAULT_POLICY_PATH
 
 from .constructs import (
+    HEALTH_CHECKER_REGIONS,
     POLICY_PROFILE_NAME,
     POWERTOOLS_LAYER_REGIONS,
     POWERTOOLS_VERSION,
     ROLLBACK_ALARMS,
     AuthMode,
     EndpointAuthorization,
+    FailoverRole,
+    FailoverRouting,
     LiveStateTable,
+    RegionalFailover,
     RoutedBedrockEndpoint,
     RouterAlarms,
     RouterDashboard,
@@ -28,13 +32,17 @@ from .constructs import (
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
+    "HEALTH_CHECKER_REGIONS",
     "POLICY_PROFILE_NAME",
     "POWERTOOLS_LAYER_REGIONS",
     "POWERTOOLS_VERSION",
     "ROLLBACK_ALARMS",
     "AuthMode",
     "EndpointAuthorization",
+    "FailoverRole",
+    "FailoverRouting",
     "LiveStateTable",
+    "RegionalFailover",
     "RoutedBedrockEndpoint",
     "RouterAlarms",
     "RouterDashboard",

@@ -99,7 +99,7 @@ class HealthMonitor:
         last_success: Callable[[], float | None],
         probe: Probe | None,
         last_failure: Callable[[], float | None] = lambda: None,
-        settings: HealthSettings = HealthSettings(),
+        settings: HealthSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger: Any = None,
     ) -> None:
@@ -108,7 +108,7 @@ class HealthMonitor:
         self._last_success = last_success
         self._last_failure = last_failure
         self._probe = probe
-        self.settings = settings
+        self.settings = settings or HealthSettings()
         self._clock = clock
         self._logger = logger
         self._lock = threading.Lock()
@@ -153,8 +153,9 @@ class HealthMonitor:
 
     def _recent_success(self, now: float) -> bool:
         last, failed = self._last_success(), self._last_failure()
-        fresh = last is not None and now - last < self.settings.probe_interval_s
-        return fresh and (failed is None or failed < last)
+        if last is None or now - last >= self.settings.probe_interval_s:
+            return False
+        return failed is None or failed < last
 
     def _run_probe(self, policy: Policy, reachable: list[tuple[str, str]]) -> bool:
         key, region = min(reachable, key=lambda pair: (_price(policy, pair[0]), pair))
@@ -164,7 +165,7 @@ class HealthMonitor:
         except ModelCallError as exc:
             # Throttled or refused: Bedrock answered. Timeouts, connection and server errors: it did not.
             return exc.failure_class in (FailureClass.THROTTLED, FailureClass.CALLER)
-        except Exception:  # noqa: BLE001 - anything else the probe raises means no answer came back
+        except Exception:  # anything else the probe raises means no answer came back
             return False
         return True
 
