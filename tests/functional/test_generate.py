@@ -7,6 +7,13 @@ import json
 
 import pytest
 
+from lambdas.router import handler
+from lambdas.router.policy_store import PolicyStore
+from lambdas.router.service import RouterService
+from local_endpoint.server import LocalLambdaContext
+
+from .conftest import api_event
+
 
 def test_simple_prompt_is_answered_by_the_cheap_model(contract_fields, invoke):
     status, headers, body = invoke("POST", "/generate", {"prompt": "Hello!", "use_case": "general"})
@@ -128,6 +135,44 @@ def test_health_reports_the_policy_version(invoke):
     status, _, body = invoke("GET", "/health")
     assert status == 200
     assert body == {"status": "ok", "policy_version": "2026-12-01.3", "models": 6}
+
+
+def test_health_is_503_revealing_nothing_when_bedrock_does_not_answer_the_probe(invoke, bedrock):
+    # Given an idle instance (no request has proved Bedrock reachable) and Bedrock failing everywhere
+    bedrock.fail("*", code="ServiceUnavailableException")
+    # When a health checker calls
+    status, headers, body = invoke("GET", "/health")
+    # Then the region reports it cannot serve, and nothing about why
+    assert status == 503
+    assert body == {"status": "unavailable"}
+    assert headers["Cache-Control"] == "no-store"
+    # And the one probe asked for a single token of the cheapest model
+    [probe] = bedrock.calls
+    assert probe["model"] == "nova-micro" and probe["inference_config"] == {"maxTokens": 1}
+
+
+def test_health_is_503_when_no_policy_can_be_loaded(bedrock):
+    def no_policy() -> bytes:
+        raise OSError("AppConfig unreachable")
+
+    handler.configure(RouterService(policies=PolicyStore(no_policy, max_age_s=300), gateway=bedrock))
+    try:
+        result = handler.lambda_handler(api_event("GET", "/health"), LocalLambdaContext("r"))
+    finally:
+        handler.configure(None)
+    assert result["statusCode"] == 503
+    assert json.loads(result["body"]) == {"status": "unavailable"}
+    assert bedrock.calls == []
+
+
+def test_health_checks_answered_by_traffic_make_no_model_call(invoke, bedrock):
+    # Given a request just answered
+    assert invoke("POST", "/generate", {"prompt": "Hello!"})[0] == 200
+    calls = len(bedrock.calls)
+    # When health checkers call many times, Then they are healthy and no model is called for them
+    for _ in range(5):
+        assert invoke("GET", "/health")[0] == 200
+    assert len(bedrock.calls) == calls
 
 
 def test_unknown_path_is_a_json_404(invoke):
