@@ -28,7 +28,7 @@ the seconds from the fault (or the recovery) to the first checker seeing it, to 
 the client's first request to the new endpoint, and the requests sent in between that failed (not HTTP 200,
 or no answer) or were degraded (HTTP 200 with ``"degraded": true``). Then the worst case the settings allow:
 
-    detection <= health cache + probe timeout (2 s) + interval x threshold + one interval (checker stagger)
+    detection <= health cache + probe timeout (1 s) + interval x threshold + one interval (checker stagger)
     unavailability <= detection + TTL (the client's cached answer)
 
 It assumes traffic reaches the failing region (a request no model answers makes ``/health`` probe Bedrock at

@@ -42,6 +42,7 @@ HEALTH_CHECKER_REGIONS = (
 REQUEST_INTERVALS_S = (10, 30)
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SET_IDENTIFIER_MAX = 128
+_CERTIFICATE_NAME_MAX = 64
 
 
 class FailoverRouting(Enum):
@@ -62,8 +63,9 @@ class FailoverRole(Enum):
 class _RegionalDomainAlias:
     """Alias to an API Gateway regional custom domain, evaluating the target's health.
 
-    Route 53 requires ``EvaluateTargetHealth`` on failover alias records; ``route53_targets.ApiGatewayDomain``
-    leaves it off. The record's health check is what decides; evaluating the target adds API Gateway's own view.
+    aws-cdk-lib refuses a failover alias record without ``EvaluateTargetHealth``, and
+    ``route53_targets.ApiGatewayDomain`` leaves it off. The record's health check is what decides; evaluating
+    the target adds Route 53's view of API Gateway in the region (unhealthy only when the service is down there).
     """
 
     def __init__(self, domain: apigw.DomainName) -> None:
@@ -107,7 +109,8 @@ class RegionalFailover(Construct):
             mean fewer ``/health`` calls (each one a Lambda invocation). Default: - all of them.
         degraded_answers_per_minute: also fail the region when its router returns at least this many degraded
             answers in each of 2 consecutive minutes (a CloudWatch-alarm health check, combined with the HTTPS
-            one in a calculated health check that needs both); None leaves it out. Default: - 10.
+            one in a calculated health check that needs both; no data, as when DNS has moved traffic away,
+            counts as healthy); None leaves it out. Default: - 10.
         security_policy: the custom domain's TLS policy. Default: - ``SecurityPolicy.TLS_1_2``.
         set_identifier: the record's set identifier (1-128 characters). Default: - the stack's region.
 
@@ -204,7 +207,9 @@ class RegionalFailover(Construct):
                 "AlarmHealthCheck",
                 type=route53.HealthCheckType.CLOUDWATCH_METRIC,
                 alarm_identifier=route53.AlarmIdentifier(name=self.degraded_alarm.alarm_name, region=region),
-                insufficient_data_health_status=route53.InsufficientDataHealthStatusEnum.LAST_KNOWN_STATUS,
+                # No data is no traffic: once DNS has moved callers away the region sends no metric at all, and
+                # "last known" would keep it failed for good, whatever /health says.
+                insufficient_data_health_status=route53.InsufficientDataHealthStatusEnum.HEALTHY,
             )
             self.record_health_check = route53.HealthCheck(
                 self,
@@ -269,9 +274,15 @@ def _validate(
     if routing is FailoverRouting.LATENCY and role is not None:
         raise ValueError(f"role must not be set with latency routing (every region is active), got {role}")
     _check_domain(domain_name, hosted_zone)
-    if not interval.is_unresolved() and interval.to_seconds() not in REQUEST_INTERVALS_S:
-        raise ValueError(f"health_check_interval must be 10 or 30 seconds, got {interval.to_seconds()} s")
-    if not isinstance(failure_threshold, int) or not 1 <= failure_threshold <= 10:
+    if not isinstance(interval, Duration):
+        raise ValueError(f"health_check_interval must be a Duration of 10 or 30 seconds, got {interval!r}")
+    if not interval.is_unresolved() and interval.to_milliseconds() not in [1000 * s for s in REQUEST_INTERVALS_S]:
+        raise ValueError(f"health_check_interval must be 10 or 30 seconds, got {interval.to_human_string()}")
+    if (
+        isinstance(failure_threshold, bool)
+        or not isinstance(failure_threshold, int)
+        or not 1 <= failure_threshold <= 10
+    ):
         raise ValueError(f"health_check_failure_threshold must be an integer from 1 to 10, got {failure_threshold!r}")
     if regions is not None:
         unknown = [r for r in regions if r not in HEALTH_CHECKER_REGIONS]
@@ -279,21 +290,36 @@ def _validate(
             raise ValueError(
                 f"health_check_regions {unknown} are not Route 53 checker regions ({', '.join(HEALTH_CHECKER_REGIONS)})"
             )
-        if len(set(regions)) < 3:
+        if len(set(regions)) != len(regions):
+            raise ValueError(f"health_check_regions names a region twice: {list(regions)}")
+        if len(regions) < 3:
             raise ValueError(f"health_check_regions must name at least 3 distinct regions, got {list(regions)}")
-    if degraded_answers_per_minute is not None and not degraded_answers_per_minute > 0:
-        raise ValueError(f"degraded_answers_per_minute must be above 0 (or None), got {degraded_answers_per_minute}")
-    if set_identifier is not None and not 1 <= len(set_identifier) <= _SET_IDENTIFIER_MAX:
+    if degraded_answers_per_minute is not None and (
+        isinstance(degraded_answers_per_minute, bool)
+        or not isinstance(degraded_answers_per_minute, int | float)
+        or not 0 < degraded_answers_per_minute < float("inf")
+    ):
+        raise ValueError(
+            "degraded_answers_per_minute must be a finite number above 0 (or None), "
+            f"got {degraded_answers_per_minute!r}"
+        )
+    if set_identifier is not None and (
+        not isinstance(set_identifier, str) or not 1 <= len(set_identifier) <= _SET_IDENTIFIER_MAX
+    ):
         raise ValueError(f"set_identifier must be 1-128 characters, got {set_identifier!r}")
 
 
 def _check_domain(domain_name: str, hosted_zone: route53.IHostedZone) -> None:
     if not isinstance(domain_name, str) or cdk.Token.is_unresolved(domain_name):
         raise ValueError(f"domain_name must be a literal hostname, got {domain_name!r}")
-    name = domain_name.rstrip(".").lower()
+    name = domain_name.lower()
     labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
-        raise ValueError(f"domain_name '{domain_name}' is not a valid hostname (letters, digits and '-' labels)")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"domain_name '{domain_name}' is not a valid hostname (letters, digits and '-' labels, no trailing dot)"
+        )
+    if len(name) > _CERTIFICATE_NAME_MAX:
+        raise ValueError(f"domain_name '{domain_name}' is over {_CERTIFICATE_NAME_MAX} characters (ACM's limit)")
     zone = hosted_zone.zone_name
     if not cdk.Token.is_unresolved(zone):
         zone_name = zone.rstrip(".").lower()

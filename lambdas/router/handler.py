@@ -115,11 +115,25 @@ def _build_service() -> RouterService:
         live_state=_build_live_state(),
         max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
         health=HealthSettings(
-            cache_s=float(os.environ.get("ROUTER_HEALTH_CACHE_SECONDS", DEFAULT_CACHE_S)),
-            probe_interval_s=float(os.environ.get("ROUTER_HEALTH_PROBE_INTERVAL_SECONDS", DEFAULT_PROBE_INTERVAL_S)),
+            cache_s=_seconds_from_env("ROUTER_HEALTH_CACHE_SECONDS", DEFAULT_CACHE_S),
+            probe_interval_s=_seconds_from_env("ROUTER_HEALTH_PROBE_INTERVAL_SECONDS", DEFAULT_PROBE_INTERVAL_S),
         ),
         logger=logger,
     )
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment, or ``ValueError`` naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {raw!r}")
+    return value
 
 
 def service() -> RouterService:

@@ -10,8 +10,9 @@ The region cannot serve, and ``/health`` answers 503, when:
 - ``bedrock_unreachable``: no model call has succeeded on this instance for ``probe_interval_s`` (or a
   request has found no model to answer it since the last success) and a probe
   (one Converse call of one output token to the policy's cheapest model, in the first of its regions whose
-  circuit is not open) failed within ``probe_timeout_s``. A throttled or refused probe proves Bedrock is
-  reachable; a timeout, a connection failure or a server error does not. Real traffic is the evidence when
+  circuit is not open, then to the cheapest in another region) failed within ``probe_timeout_s``. A probe
+  throttled or rejected for its input proves Bedrock is reachable; a timeout, a connection failure, a server
+  or an access error does not. Real traffic is the evidence when
   there is some: an instance that answers requests never probes, and an idle one probes at most once per
   ``probe_interval_s`` (after a failed probe, once per verdict, so recovery shows within ``cache_s``): health
   checks never call a model on every check.
@@ -43,7 +44,9 @@ PROBE_INFERENCE = {"maxTokens": 1}
 
 DEFAULT_CACHE_S = 5.0
 DEFAULT_PROBE_INTERVAL_S = 60.0
-DEFAULT_PROBE_TIMEOUT_S = 2.0
+DEFAULT_PROBE_TIMEOUT_S = 1.0
+PROBE_PAIRS = 2
+"""Pairs a probe may try, the second in another region or of another model: one bad pair is not the region."""
 
 
 class HealthSettings(NamedTuple):
@@ -52,12 +55,28 @@ class HealthSettings(NamedTuple):
     Attributes:
         cache_s: how long a verdict is reused (every check in between gets it).
         probe_interval_s: with no successful model call for this long, probe Bedrock (and at most this often).
-        probe_timeout_s: the probe's budget: no answer within it is ``bedrock_unreachable``.
+        probe_timeout_s: the probe's whole budget (shared by its ``PROBE_PAIRS`` calls): no answer within it is
+            ``bedrock_unreachable``. Route 53 wants the answer within 2 s of connecting, API Gateway, Lambda and
+            the live-state read included, so it stays well under that.
     """
 
     cache_s: float = DEFAULT_CACHE_S
     probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+
+    def checked(self) -> HealthSettings:
+        """These settings, or ``ValueError`` naming the first that is not a finite number above 0 (or in order).
+
+        Raises:
+            ValueError: a setting that is not finite and above 0, or a probe timeout not under 10 s.
+        """
+        for name in self._fields:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ValueError(f"health setting {name} must be a finite number of seconds above 0, got {value!r}")
+        if self.probe_timeout_s >= 10:
+            raise ValueError(f"health setting probe_timeout_s must be under 10 s, got {self.probe_timeout_s!r}")
+        return self
 
 
 class Verdict(NamedTuple):
@@ -108,26 +127,39 @@ class HealthMonitor:
         self._last_success = last_success
         self._last_failure = last_failure
         self._probe = probe
-        self.settings = settings or HealthSettings()
+        self.settings = (settings or HealthSettings()).checked()
         self._clock = clock
         self._logger = logger
-        self._lock = threading.Lock()
+        self._computing = threading.Lock()
         self._verdict: Verdict | None = None
         self._verdict_at = float("-inf")
         self._probed_at = float("-inf")
         self._probe_ok = True
 
     def verdict(self) -> Verdict:
-        """The cached verdict, recomputed when older than ``cache_s`` (one thread computes, the others wait)."""
-        with self._lock:
+        """The cached verdict, recomputed when older than ``cache_s``.
+
+        One thread computes (it may wait on the live-state table and the probe); the others get the previous
+        verdict meanwhile, and wait only when there is none yet.
+        """
+        previous = self._verdict
+        if previous is not None and self._clock() - self._verdict_at < self.settings.cache_s:
+            return previous
+        if not self._computing.acquire(blocking=previous is None):
+            assert previous is not None
+            return previous
+        try:
+            previous = self._verdict
             now = self._clock()
-            if self._verdict is None or now - self._verdict_at >= self.settings.cache_s:
-                previous = self._verdict
-                self._verdict = self._compute(now)
-                self._verdict_at = self._clock()
-                if previous is None or previous.reason != self._verdict.reason:
-                    self._report(self._verdict)
-            return self._verdict
+            if previous is not None and now - self._verdict_at < self.settings.cache_s:
+                return previous  # another thread computed it while this one waited
+            verdict = self._compute(now)
+            self._verdict, self._verdict_at = verdict, self._clock()
+            if previous is None or previous.reason != verdict.reason:
+                self._report(verdict)
+            return verdict
+        finally:
+            self._computing.release()
 
     def _compute(self, now: float) -> Verdict:
         try:
@@ -158,16 +190,36 @@ class HealthMonitor:
         return failed is None or failed < last
 
     def _run_probe(self, policy: Policy, reachable: list[tuple[str, str]]) -> bool:
-        key, region = min(reachable, key=lambda pair: (_price(policy, pair[0]), pair))
+        """Whether Bedrock answered one of up to ``PROBE_PAIRS`` pairs within the probe budget.
+
+        The cheapest pair first; then the cheapest in another region (else of another model), so one model the
+        account cannot invoke, or one region's outage, is not taken for the region's.
+        """
         assert self._probe is not None
-        try:
-            self._probe(PlannedCall(policy.models[key], region, fallback=False), self.settings.probe_timeout_s)
-        except ModelCallError as exc:
-            # Throttled or refused: Bedrock answered. Timeouts, connection and server errors: it did not.
-            return exc.failure_class in (FailureClass.THROTTLED, FailureClass.CALLER)
-        except Exception:  # anything else the probe raises means no answer came back
-            return False
-        return True
+        ranked = sorted(reachable, key=lambda pair: (_price(policy, pair[0]), pair))
+        tried = [ranked[0]]
+        other = next((p for p in ranked if p[1] != tried[0][1]), None) or next(
+            (p for p in ranked if p[0] != tried[0][0]), None
+        )
+        if other is not None and PROBE_PAIRS > 1:
+            tried.append(other)
+        deadline = self._clock() + self.settings.probe_timeout_s
+        for key, region in tried:
+            budget = deadline - self._clock()
+            if budget <= 0:
+                return False
+            try:
+                self._probe(PlannedCall(policy.models[key], region, fallback=False), budget)
+            except ModelCallError as exc:
+                # Throttled, or rejected for its input: Bedrock answered. Timeouts, connection, server and
+                # access errors: not from this pair.
+                if exc.failure_class in (FailureClass.THROTTLED, FailureClass.CALLER):
+                    return True
+            except Exception:  # anything else the probe raises means no answer came back
+                pass
+            else:
+                return True
+        return False
 
     def _report(self, verdict: Verdict) -> None:
         if self._logger is None:

@@ -146,9 +146,12 @@ def test_health_is_503_revealing_nothing_when_bedrock_does_not_answer_the_probe(
     assert status == 503
     assert body == {"status": "unavailable"}
     assert headers["Cache-Control"] == "no-store"
-    # And the one probe asked for a single token of the cheapest model
-    [probe] = bedrock.calls
-    assert probe["model"] == "nova-micro" and probe["inference_config"] == {"maxTokens": 1}
+    # And the probe asked for a single token of the cheapest model, in its two regions
+    assert [(c["model"], c["region"]) for c in bedrock.calls] == [
+        ("nova-micro", "us-east-1"),
+        ("nova-micro", "us-west-2"),
+    ]
+    assert all(c["inference_config"] == {"maxTokens": 1} for c in bedrock.calls)
 
 
 def test_health_is_503_when_no_policy_can_be_loaded(bedrock):

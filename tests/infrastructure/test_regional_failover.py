@@ -143,7 +143,8 @@ def test_the_calculated_check_needs_health_and_the_degraded_answers_alarm(failov
     assert "Metrics" not in alarm and alarm["Statistic"] == "Sum" and alarm["Period"] == 60
     assert alarm["MetricName"] == "DegradedAnswers"
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
-    assert alarm_check["HealthCheckConfig"]["InsufficientDataHealthStatus"] == "LastKnownStatus"
+    # No data (no traffic once DNS has moved away) must not keep the region failed: it counts as healthy
+    assert alarm_check["HealthCheckConfig"]["InsufficientDataHealthStatus"] == "Healthy"
 
 
 @pytest.mark.parametrize("region", [PRIMARY, SECONDARY])
@@ -243,8 +244,22 @@ _ids = iter(range(1000))
         ({"role": FailoverRole.PRIMARY, "health_check_regions": ["us-east-1", "eu-west-1", "mars-1"]}, r"mars-1"),
         ({"role": FailoverRole.PRIMARY, "domain_name": "llm.example.org"}, r"not in the hosted zone 'example.com'"),
         ({"role": FailoverRole.PRIMARY, "domain_name": "bad_name.example.com"}, r"not a valid hostname"),
-        ({"role": FailoverRole.PRIMARY, "degraded_answers_per_minute": 0}, r"must be above 0 \(or None\), got 0"),
+        ({"role": FailoverRole.PRIMARY, "degraded_answers_per_minute": 0}, r"finite number above 0 \(or None\), got 0"),
         ({"role": FailoverRole.PRIMARY, "set_identifier": "x" * 129}, r"set_identifier must be 1-128"),
+        ({"role": FailoverRole.PRIMARY, "domain_name": "llm.example.com."}, r"no trailing dot"),
+        ({"role": FailoverRole.PRIMARY, "domain_name": "a" * 60 + ".example.com"}, r"over 64 characters"),
+        ({"role": FailoverRole.PRIMARY, "health_check_failure_threshold": True}, r"from 1 to 10, got True"),
+        ({"role": FailoverRole.PRIMARY, "health_check_interval": Duration.millis(10_500)}, r"10 or 30 seconds"),
+        ({"role": FailoverRole.PRIMARY, "degraded_answers_per_minute": float("inf")}, r"finite number above 0"),
+        ({"role": FailoverRole.PRIMARY, "degraded_answers_per_minute": True}, r"finite number above 0"),
+        (
+            {
+                "role": FailoverRole.PRIMARY,
+                "health_check_regions": ["us-east-1", "us-east-1", "eu-west-1", "sa-east-1"],
+            },
+            r"names a region twice",
+        ),
+        ({"role": FailoverRole.PRIMARY, "set_identifier": 7}, r"set_identifier must be 1-128"),
     ],
 )
 def test_bad_props_are_a_value_error_naming_the_prop_and_value(regional, props, message):

@@ -75,9 +75,9 @@ def test_quick_drill_moves_dns_and_the_client_to_the_secondary_and_back(tmp_path
     # The secondary serves throughout the way back
     assert report["failback"]["failed"] == 0, report["failback"]
     assert report["failback"]["degraded"] == 0, report["failback"]
-    # And the worst case is the settings' bound: 0.2 + 2 + 0.5 x 2 + 0.5, then + 0.5 of TTL
-    assert report["worst_case"]["detection_s"] == pytest.approx(3.7)
-    assert report["worst_case_unavailability_s"] == pytest.approx(4.2)
+    # And the worst case is the settings' bound: 0.2 + 1 + 0.5 x 2 + 0.5, then + 0.5 of TTL
+    assert report["worst_case"]["detection_s"] == pytest.approx(2.7)
+    assert report["worst_case_unavailability_s"] == pytest.approx(3.2)
     assert "worst-case unavailability" in done.stdout
     assert "failover" in done.stdout and "failback" in done.stdout
 

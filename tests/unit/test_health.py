@@ -43,8 +43,10 @@ class World:
 
     def probe(self, call, timeout_s):
         self.probes.append((call.model.key, call.region, timeout_s))
-        if self.probe_error is not None:
-            raise self.probe_error
+        error = self.probe_error(call) if callable(self.probe_error) else self.probe_error
+        if error is not None:
+            raise error
+        self.last_success = self.clock.now  # as the service's probe does: an answer is a success
         return "ok"
 
     def monitor(self, **settings) -> h.HealthMonitor:
@@ -152,7 +154,7 @@ def test_a_failed_probe_is_retried_each_verdict_so_recovery_shows_within_the_cac
     world.clock.now += 5.0
     # Then the next verdict is healthy
     assert monitor.verdict().healthy
-    assert len(world.probes) == 3
+    assert len(world.probes) == 5  # two pairs for each failed verdict, then the first pair answers
 
 
 def test_an_unavailable_answer_reveals_nothing_internal(world):
@@ -183,4 +185,137 @@ def test_a_request_no_model_could_answer_makes_the_last_success_no_evidence(worl
     world.probe_error = ModelCallError("ServiceUnavailableException", "down")
     # When the verdict is computed, Then Bedrock is probed at once and found unreachable
     assert monitor.verdict().reason == h.BEDROCK_UNREACHABLE
+    assert [(key, region) for key, region, _ in world.probes] == [
+        ("nova-micro", "us-east-1"),
+        ("nova-micro", "us-west-2"),
+    ]
+
+
+def test_one_bad_pair_is_not_the_region_the_probe_tries_another_region(world):
+    # Given the cheapest model refused in its first region (say, no access there) but served in the next
+    world.probe_error = lambda call: (
+        ModelCallError("AccessDeniedException", "no access") if call.region == "us-east-1" else None
+    )
+    # When the verdict is computed, Then the second pair answers and the region can serve
+    assert world.monitor().verdict().healthy
+    assert [(key, region) for key, region, _ in world.probes] == [
+        ("nova-micro", "us-east-1"),
+        ("nova-micro", "us-west-2"),
+    ]
+
+
+def test_the_probe_pairs_share_one_budget(world):
+    # Given a first pair that times out after using the whole budget
+    def slow(call):
+        world.clock.now += h.DEFAULT_PROBE_TIMEOUT_S
+        return ModelCallError("Timeout", "no reply", FailureClass.REGIONAL)
+
+    world.probe_error = slow
+    # When the verdict is computed, Then no second call is started past the budget
+    assert world.monitor().verdict().reason == h.BEDROCK_UNREACHABLE
     assert len(world.probes) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("cache_s", 0),
+        ("cache_s", float("nan")),
+        ("probe_interval_s", float("inf")),
+        ("probe_timeout_s", -1),
+        ("cache_s", True),
+        ("probe_timeout_s", 10),
+    ],
+)
+def test_bad_settings_are_a_value_error_naming_the_setting(world, setting, value):
+    with pytest.raises(ValueError, match=setting):
+        world.monitor(**{setting: value})
+
+
+def test_while_one_thread_computes_the_others_get_the_previous_verdict(world):
+    import threading
+
+    monitor = world.monitor(cache_s=5.0)
+    first = monitor.verdict()
+    world.clock.now += 6
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking_probe(call):
+        entered.set()
+        release.wait(5)
+        return None
+
+    world.last_success = None
+    world.probe_error = blocking_probe
+    monitor._probed_at = float("-inf")
+    worker = threading.Thread(target=monitor.verdict)
+    worker.start()
+    assert entered.wait(5)
+    # When another check arrives during the computation, Then it is answered at once with the previous verdict
+    assert monitor.verdict() is first
+    release.set()
+    worker.join(5)
+    assert not worker.is_alive()
+
+
+def test_the_service_reports_all_circuits_open_from_the_real_tracker_and_the_probe_decides_after_cooldown():
+    from lambdas.router.live_state import LiveStateTracker
+    from lambdas.router.policy_store import PolicyStore, file_fetcher
+    from lambdas.router.service import RouterService
+    from lambdas.router.state_store import InMemoryBackend
+
+    class Gateway:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.down = True
+
+        def converse(self, call, timeout_s, **request):
+            from lambdas.router.executor import ModelReply
+
+            self.calls += 1
+            if self.down:
+                raise ModelCallError("ServiceUnavailableException", "down")
+            return ModelReply("ok", 7, 1, "max_tokens")
+
+    clock = Clock()
+    gateway = Gateway()
+    tracker = LiveStateTracker(InMemoryBackend(), clock=clock)
+    service = RouterService(
+        policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300, clock=clock),
+        gateway=gateway,
+        live_state=tracker,
+        clock=clock,
+        health=h.HealthSettings(cache_s=1.0),
+    )
+    # Given every (model, region) pair of the policy failing for many callers, until its circuit opens
+    for key, region in ALL_PAIRS:
+        for n in range(25):
+            tracker.record_attempt(POLICY, POLICY.models[key].model_id, region, "regional", 30.0, caller=f"ip:{n}")
+    tracker.flush()
+    # When a health checker calls, Then the region cannot serve, and no model was called to say so
+    verdict = service.health.verdict()
+    assert (verdict.healthy, verdict.reason) == (False, h.ALL_CIRCUITS_OPEN)
+    assert gateway.calls == 0
+    # And once the circuits have cooled down (half-open) with Bedrock back, the probe proves the region serves
+    gateway.down = False
+    clock.now += POLICY.breaker.cooldown_seconds + 1
+    assert service.health.verdict().healthy
+    assert gateway.calls == 1
+
+
+@pytest.mark.parametrize("raw", ["nan", "-1", "0", "inf", "soon"])
+def test_a_bad_health_setting_in_the_environment_names_the_variable(monkeypatch, raw):
+    from lambdas.router import handler
+
+    monkeypatch.setenv("ROUTER_HEALTH_CACHE_SECONDS", raw)
+    with pytest.raises(ValueError, match=r"ROUTER_HEALTH_CACHE_SECONDS must be a finite number of seconds above 0"):
+        handler._seconds_from_env("ROUTER_HEALTH_CACHE_SECONDS", 5.0)
+
+
+def test_an_unset_health_setting_is_the_default(monkeypatch):
+    from lambdas.router import handler
+
+    monkeypatch.delenv("ROUTER_HEALTH_CACHE_SECONDS", raising=False)
+    assert handler._seconds_from_env("ROUTER_HEALTH_CACHE_SECONDS", 5.0) == 5.0
+    monkeypatch.setenv("ROUTER_HEALTH_CACHE_SECONDS", "0.5")
+    assert handler._seconds_from_env("ROUTER_HEALTH_CACHE_SECONDS", 5.0) == 0.5
