@@ -373,8 +373,12 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         return self.api.url
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``grantee`` to call ``POST /generate`` on this stage (``execute-api:Invoke``), what IAM auth checks."""
-        return self._generate_method.grant_execute(grantee)
+        """Allow ``grantee`` to call ``POST /generate`` and the OpenAI-compatible ``/v1`` methods on this stage
+        (``execute-api:Invoke``), what IAM auth checks."""
+        grant = self._generate_method.grant_execute(grantee)
+        for method in self._caller_methods[1:]:
+            grant = grant.combine(method.grant_execute(grantee))
+        return grant
 
     def metric(
         self,
@@ -449,16 +453,25 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         body_validator = self.api.add_request_validator(
             "RequestValidator", validate_request_body=True, validate_request_parameters=True
         )
+        authorization = self._method_authorization()  # one authorizer (Cognito) for every caller method
         self._generate_method = self.api.root.add_resource("generate").add_method(
             "POST",
             integration,
             request_models={"application/json": body_model},
             request_validator=body_validator,
-            **self._method_authorization(),
+            **authorization,
         )
         self._health_method = self.api.root.add_resource("health").add_method(
             "GET", integration, authorization_type=apigw.AuthorizationType.NONE
         )
+        # The OpenAI-compatible API (lambdas/router/openai_api.py), under the same authorization as /generate;
+        # its body is OpenAI's, checked by the router (API Gateway's model would answer in another shape).
+        v1 = self.api.root.add_resource("v1")
+        self._chat_method = (
+            v1.add_resource("chat").add_resource("completions").add_method("POST", integration, **authorization)
+        )
+        self._models_method = v1.add_resource("models").add_method("GET", integration, **authorization)
+        self._caller_methods = (self._generate_method, self._chat_method, self._models_method)
         self.api_key: apigw.IApiKey | None = None
         if self.auth.mode is AuthMode.API_KEY:
             plan = self.api.add_usage_plan(
@@ -516,30 +529,33 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         mode = self.auth.mode
         if mode is AuthMode.API_KEY:
             reason = (
-                "POST /generate requires an API key (x-api-key) bound to a usage plan with throttling: the "
-                "construct's default authorization, chosen in the auth prop."
+                "POST /generate and the /v1 methods require an API key (x-api-key) bound to a usage plan with "
+                "throttling: the construct's default authorization, chosen in the auth prop."
             )
-            validations(self._generate_method).acknowledge(
-                cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
-                cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
-            )
-        elif mode is AuthMode.IAM:
-            validations(self._generate_method).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions-COG4",
-                    reason="POST /generate is authorized by IAM (SigV4) as chosen in the auth prop; callers are "
-                    "allowed with grant_invoke.",
+            for method in self._caller_methods:
+                validations(method).acknowledge(
+                    cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
+                    cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
                 )
-            )
+        elif mode is AuthMode.IAM:
+            for method in self._caller_methods:
+                validations(method).acknowledge(
+                    cdk.Acknowledgment(
+                        id="AwsSolutions-COG4",
+                        reason="POST /generate and the /v1 methods are authorized by IAM (SigV4) as chosen in the "
+                        "auth prop; callers are allowed with grant_invoke.",
+                    )
+                )
         elif mode is AuthMode.NONE:
             reason = (
-                "POST /generate is open because the app chose EndpointAuthorization.none() explicitly (for "
-                "example behind a private network or a gateway that authenticates); never the default."
+                "POST /generate and the /v1 methods are open because the app chose EndpointAuthorization.none() "
+                "explicitly (for example behind a private network or a gateway that authenticates); never the default."
             )
-            validations(self._generate_method).acknowledge(
-                cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
-                cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
-            )
+            for method in self._caller_methods:
+                validations(method).acknowledge(
+                    cdk.Acknowledgment(id="AwsSolutions-APIG4", reason=reason),
+                    cdk.Acknowledgment(id="AwsSolutions-COG4", reason=reason),
+                )
 
 
 def _validate_props(

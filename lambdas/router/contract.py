@@ -23,6 +23,10 @@ class BadRequest(ValueError):
     """The caller sent something the router cannot accept (HTTP 400)."""
 
 
+class UnknownModel(BadRequest):
+    """The caller named a model the policy does not offer (HTTP 404)."""
+
+
 class Image(NamedTuple):
     format: str
     data: bytes
@@ -36,6 +40,9 @@ class GenerateInput(NamedTuple):
     model: str | None
     max_tokens: int | None
     temperature: float | None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    route: str | None = None  # a route the caller names (the OpenAI API's model), or None
 
     @property
     def text(self) -> str:

@@ -57,6 +57,7 @@ class RoutingRequest(NamedTuple):
         latency_budget_ms: the caller's latency budget, or None for the route's SLA.
         ask: the newest user turn alone, for the learned router (trained on bare prompts: a system prompt or
             earlier turns would shift its size and wording signals); None reads ``text``.
+        route: a route the caller names (the OpenAI API's ``model``), or None: the use case and tier decide.
     """
 
     text: str
@@ -69,6 +70,7 @@ class RoutingRequest(NamedTuple):
     sticky_key: str = ""
     latency_budget_ms: int | None = None
     ask: str | None = None
+    route: str | None = None
 
 
 class LiveState(NamedTuple):
@@ -150,6 +152,12 @@ def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexit
         shown = named if len(named) <= 40 else named[:37] + "..."
         raise RoutingError(f"unknown user tier '{shown}' in {policy.tier_header} (expected one of: {known})")
     reasons["tier"] = tier
+    if request.route is not None:
+        if request.route not in policy.routes:
+            named = request.route if len(request.route) <= 80 else request.route[:77] + "..."
+            raise RoutingError(f"route '{named}' is not in the policy (expected one of: {', '.join(policy.routes)})")
+        reasons["rule"] = "explicit_route"
+        return policy.routes[request.route]
     if target != AUTO_ROUTE:
         reasons["rule"] = "use_case"
         return policy.routes[target]

@@ -39,6 +39,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_m
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
+from . import openai_api
 from .cascade_run import PaidAnswer
 from .health import DEFAULT_CACHE_S, DEFAULT_PROBE_INTERVAL_S, HealthSettings
 from .live_state import LiveStateTracker
@@ -160,19 +161,43 @@ def health() -> Response[Any]:
 @app.post("/generate")
 def generate() -> Response[Any]:
     event = app.current_event
-    context: LambdaContext | None = app.lambda_context
-    outcome = service().generate(
-        event.body,
-        CallerContext(
-            headers=event.headers,  # Powertools' headers mapping is case-insensitive
-            sticky_key=_sticky_key(event),
-            remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
-            api_key_id=event.request_context.identity.api_key_id or None,
-            principal=_principal(event),
-        ),
-    )
+    outcome = service().generate(event.body, _caller(event))
     _record(outcome, event.request_context.request_id)
     return _json_response(outcome.status, outcome.body, outcome.headers or {})
+
+
+@app.post(openai_api.CHAT_PATH)
+def chat_completions() -> Response[Any]:
+    """OpenAI's chat completions over the same routing, budgets and breakers (``openai_api.py``)."""
+    event = app.current_event
+    request_id = event.request_context.request_id
+    outcome = service().generate(event.body, _caller(event), parse=openai_api.parse_chat)
+    _record(outcome, request_id)
+    headers = dict(outcome.headers or {})
+    if outcome.status != 200:
+        return _json_response(outcome.status, openai_api.error_body(outcome.status, outcome.body["message"]), headers)
+    if outcome.outcome == m.OUTCOME_DEGRADED:  # an OpenAI client takes no answer for an answer: 503, retry later
+        message = f"no model could answer: {outcome.body['output']}"
+        return _json_response(503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"})
+    headers.pop("X-Selected-Model", None)
+    headers.update({"x-selected-model": outcome.model or "", "x-route": outcome.route or ""})
+    return _json_response(200, openai_api.chat_completion(outcome.body, request_id=request_id), headers)
+
+
+@app.get(openai_api.MODELS_PATH)
+def models() -> Response[Any]:
+    return _json_response(200, openai_api.models_list(service().policies.current()))
+
+
+def _caller(event: Any) -> CallerContext:
+    context: LambdaContext | None = app.lambda_context
+    return CallerContext(
+        headers=event.headers,  # Powertools' headers mapping is case-insensitive
+        sticky_key=_sticky_key(event),
+        remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
+        api_key_id=event.request_context.identity.api_key_id or None,
+        principal=_principal(event),
+    )
 
 
 def _sticky_key(event: Any) -> str:
@@ -301,23 +326,30 @@ def _record_budget_and_state(outcome: Outcome) -> None:
         _count_one(m.CIRCUITS_OPENED, {m.MODEL_DIMENSION: model_id, m.REGION_DIMENSION: region})
 
 
+def _error(status: int, error: str, message: str, **extra: Any) -> Response[Any]:
+    """An error in the shape of the API asked: OpenAI's under ``/v1/``, the router's own elsewhere."""
+    if app.current_event.path.startswith("/v1/"):
+        return _json_response(status, openai_api.error_body(status, message))
+    return _json_response(status, {"error": error, "message": message, **extra})
+
+
 @app.not_found
 def not_found(exc: Exception) -> Response[Any]:
     event = app.current_event
-    return _json_response(404, {"error": "NotFound", "message": f"no route for {event.http_method} {event.path}"})
+    return _error(404, "NotFound", f"no route for {event.http_method} {event.path}")
 
 
 @app.exception_handler(PolicyUnavailable)  # type: ignore[untyped-decorator]
 def policy_unavailable(exc: PolicyUnavailable) -> Response[Any]:
     logger.error("no routing policy available", extra={"error": str(exc)})
-    return _json_response(503, {"error": "PolicyUnavailable", "message": "the routing policy is not available yet"})
+    return _error(503, "PolicyUnavailable", "the routing policy is not available yet")
 
 
 @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def unexpected(exc: Exception) -> Response[Any]:
     logger.exception("unhandled error")
     request_id = app.current_event.request_context.request_id
-    return _json_response(500, {"error": "InternalError", "message": "internal error", "request_id": request_id})
+    return _error(500, "InternalError", "internal error", request_id=request_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -14,7 +14,15 @@ from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
 from .cascade_run import PaidAnswer, Spent, run_cascade
 from .classifier import estimate_tokens
-from .contract import BadRequest, GenerateInput, converse_messages, converse_system, parse_body, parse_generate
+from .contract import (
+    BadRequest,
+    GenerateInput,
+    UnknownModel,
+    converse_messages,
+    converse_system,
+    parse_body,
+    parse_generate,
+)
 from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingRequest, decide
 from .executor import AttemptRecord, ExecutionResult, ModelReply, execute_plan
 from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettings
@@ -40,6 +48,10 @@ class ModelGateway(Protocol):
         system: list[dict[str, str]],
         inference_config: dict[str, Any],
     ) -> ModelReply: ...
+
+
+RequestParser = Callable[[dict[str, Any], Policy], GenerateInput]
+"""Reads a decoded JSON body into the request, for the policy in force (``openai_api.parse_chat``)."""
 
 
 class Outcome(NamedTuple):
@@ -145,12 +157,21 @@ class RouterService:
         self.last_success_at = self._clock()
         return reply
 
-    def generate(self, raw_body: str | bytes | None, caller: CallerContext) -> Outcome:
+    def generate(
+        self, raw_body: str | bytes | None, caller: CallerContext, *, parse: RequestParser | None = None
+    ) -> Outcome:
+        """Answer one request; ``parse`` reads its body (default: the ``/generate`` contract).
+
+        ``parse`` raises ``BadRequest`` (HTTP 400) or ``UnknownModel`` (404) naming the problem.
+        """
         started = self._clock()
         policy = self.policies.current()
         try:
-            request = parse_generate(parse_body(raw_body, max_body_bytes=self._max_body_bytes), policy.limits)
+            body = parse_body(raw_body, max_body_bytes=self._max_body_bytes)
+            request = parse(body, policy) if parse is not None else parse_generate(body, policy.limits)
             latency_budget_ms = _latency_budget(caller.headers.get(LATENCY_BUDGET_HEADER))
+        except UnknownModel as exc:
+            return bad_request(str(exc), status=404)
         except BadRequest as exc:
             return bad_request(str(exc))
         tier_header = caller.headers.get(policy.tier_header)
@@ -205,6 +226,7 @@ class RouterService:
             sticky_key=caller.sticky_key,
             latency_budget_ms=latency_budget_ms,
             ask=request.ask,
+            route=request.route,
         )
         try:
             decision = decide(policy, routing_request, state)
@@ -415,6 +437,10 @@ def _inference_config(
     temperature = request.temperature if request.temperature is not None else route_temperature
     if temperature is not None:
         config["temperature"] = temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
     return config
 
 
@@ -448,12 +474,12 @@ MAX_MESSAGE_CHARS = 500
 """A 400's message (and the log's ``reason``) is cut here: messages quote the caller's input, which is large."""
 
 
-def bad_request(message: str, *, failed_attempts: tuple[AttemptRecord, ...] = ()) -> Outcome:
+def bad_request(message: str, *, failed_attempts: tuple[AttemptRecord, ...] = (), status: int = 400) -> Outcome:
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     return Outcome(
-        status=400,
-        body={"error": "BadRequest", "message": message},
+        status=status,
+        body={"error": "BadRequest" if status == 400 else "NotFound", "message": message},
         outcome=m.OUTCOME_ERROR,
         failed_attempts=failed_attempts,
     )

@@ -275,19 +275,21 @@ def test_appconfig_read_is_scoped_to_its_own_profile_in_a_policy_the_function_do
     assert read_policy in stage["DependsOn"]
 
 
-def test_grant_invoke_allows_execute_api_on_post_generate_of_this_stage_only(variant):
+def test_grant_invoke_allows_execute_api_on_the_caller_methods_of_this_stage_only(variant):
     caller = logical_id(variant.template, "AWS::IAM::Role", "Caller")
     [policy] = [
         p
         for p in variant.template.find_resources("AWS::IAM::Policy").values()
         if p["Properties"]["Roles"] == [{"Ref": caller}]
     ]
-    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "execute-api:Invoke"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert {s["Action"] for s in statements} == {"execute-api:Invoke"}
+    resources = [r for s in statements for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
     stage = logical_id(variant.template, "AWS::ApiGateway::Stage")
     api = logical_id(variant.template, "AWS::ApiGateway::RestApi")
-    assert resolve_arn(statement["Resource"]) == (
-        f"arn:{PARTITION}:execute-api:{{AWS::Region}}:{ACCOUNT}:{{{api}}}/{{{stage}}}/POST/generate"
+    prefix = f"arn:{PARTITION}:execute-api:{{AWS::Region}}:{ACCOUNT}:{{{api}}}/{{{stage}}}"
+    assert sorted(resolve_arn(r) for r in resources) == sorted(
+        f"{prefix}/{method}" for method in ("POST/generate", "POST/v1/chat/completions", "GET/v1/models")
     )
 
 
@@ -803,3 +805,20 @@ def test_skips_validation_of_unresolved_tokens():
         stack, "Llm", policy=DEFAULT_POLICY_PATH, router_memory_size_mib=memory.value_as_number
     )
     assert endpoint.router_function.node.id == "Router"
+
+
+def test_the_openai_methods_share_the_authorization_of_generate(variant):
+    resources = variant.template.to_json()["Resources"]
+    paths = {k: r["Properties"]["PathPart"] for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::Resource"}
+    methods = {
+        (paths.get(r["Properties"]["ResourceId"].get("Ref")), r["Properties"]["HttpMethod"]): r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGateway::Method"
+    }
+    generate = methods[("generate", "POST")]
+    for key in (("completions", "POST"), ("models", "GET")):
+        method = methods[key]
+        assert method["AuthorizationType"] == generate["AuthorizationType"], key
+        assert method.get("ApiKeyRequired") == generate.get("ApiKeyRequired"), key
+        assert method.get("AuthorizerId") == generate.get("AuthorizerId"), key
+        assert method["Integration"]["Uri"] == generate["Integration"]["Uri"], key

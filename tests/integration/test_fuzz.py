@@ -55,7 +55,10 @@ class Answer:
             pytest.fail(f"answer is not JSON: {context}")
         assert isinstance(document, dict), context
         if self.status >= 400:
-            assert isinstance(document.get("message"), str) and document["message"].strip(), context
+            # The router's own {"error", "message"}, or OpenAI's {"error": {"message", ...}} under /v1
+            error = document.get("error")
+            message = error.get("message") if isinstance(error, dict) else document.get("message")
+            assert isinstance(message, str) and message.strip(), context
         return document
 
 
@@ -179,6 +182,31 @@ def test_mutated_valid_bodies_get_json_answers_never_a_5xx(client):
     rng = random.Random(SEED + 1)
     for _ in range(MUTATED_BODIES):
         client.send("POST", "/generate", mutate(rng, VALID_BODY), {"Content-Type": "application/json"}).check()
+
+
+CHAT_BODY = {
+    "model": "auto",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+    ],
+    "max_tokens": 64,
+    "temperature": 0.5,
+    "stop": ["\n\n"],
+}
+
+
+def test_chat_completions_answer_random_and_mutated_bodies_with_json_never_a_5xx(client):
+    rng = random.Random(SEED + 3)
+    for _ in range(RANDOM_BODIES // 2):
+        body = json.dumps(random_json(rng)).encode() if rng.random() < 0.7 else rng.randbytes(rng.randrange(64))
+        client.send("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"}).check()
+    for _ in range(MUTATED_BODIES // 2):
+        answer = client.send(
+            "POST", "/v1/chat/completions", mutate(rng, CHAT_BODY), {"Content-Type": "application/json"}
+        )
+        body = answer.check()
+        assert answer.status == 200 or set(body) == {"error"}, body  # OpenAI's error shape, always
 
 
 def test_random_header_values_get_json_answers_never_a_5xx(client):

@@ -1,0 +1,286 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models`` over the same router.
+
+A chat completion body is read into the router's own request (``contract.GenerateInput``) and checked by the
+same rules as ``/generate`` (``contract.parse_generate``: sizes, turns, text, images), so both APIs accept
+and refuse alike. ``model`` is one of what ``/v1/models`` lists:
+
+- ``auto``: the policy decides (use case ``rules.default_use_case``, tier and complexity), as ``/generate``;
+- a route name of the policy (``fast``, ``deep``, ``math-cascade``, ...): that route, cascade included;
+- a model key or id of the policy's catalog, when the policy allows callers to choose a model
+  (``rules.allow_model_override``): that model first, the route's others as fallbacks.
+
+Anything else is a 404 ``model_not_found``. Supported: ``system``/``developer``, ``user`` and ``assistant``
+messages whose content is a string or a list of ``text`` and ``image_url`` parts (``data:`` URLs of PNG,
+JPEG, GIF or WebP: the router does not fetch URLs); ``max_tokens`` / ``max_completion_tokens``,
+``temperature`` (0-1, what Bedrock's models take), ``top_p``, ``stop`` (up to 4); ``n`` of 1. Fields that do
+not change the answer (``user``, ``seed``, ``metadata``, ``store``, ``stream_options`` without ``stream``,
+zero penalties) are ignored; tools, response formats, log probabilities, several choices and streaming are
+a 400 naming the field. The answer is OpenAI's ``chat.completion`` with ``usage``, plus a ``routing``
+extension (route, model, region, fallback, cost, latency and the decision), and headers ``x-selected-model``
+and ``x-route``. Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from typing import Any
+
+from .contract import BadRequest, GenerateInput, UnknownModel, parse_generate
+from .policy import AUTO_ROUTE, Policy
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+OWNER = "routed-bedrock"
+MAX_STOP_SEQUENCES = 4
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+_DATA_URL = re.compile(r"^data:image/([a-z]+);base64,", re.IGNORECASE)
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_IGNORED = frozenset({"user", "seed", "metadata", "store", "service_tier", "parallel_tool_calls"})
+_ZERO_ONLY = ("presence_penalty", "frequency_penalty")
+_UNSUPPORTED = {
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "response_format": "response formats are not supported: ask for the format in the prompt",
+    "logprobs": "log probabilities are not supported",
+    "top_logprobs": "log probabilities are not supported",
+    "logit_bias": "logit bias is not supported",
+    "audio": "audio output is not supported",
+    "modalities": "output modalities are not supported",
+    "prediction": "predicted outputs are not supported",
+    "reasoning_effort": "reasoning effort is not supported",
+    "web_search_options": "web search is not supported",
+}
+_KNOWN = frozenset(
+    {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n", "stream"}
+    | {"stream_options", *_IGNORED, *_ZERO_ONLY, *_UNSUPPORTED}
+)
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "content_filtered": "content_filter",
+    "guardrail_intervened": "content_filter",
+    "tool_use": "tool_calls",
+}
+ERROR_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "model_not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "budget_exceeded"),
+    500: ("server_error", "internal_error"),
+    503: ("server_error", "service_unavailable"),
+}
+
+
+def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
+    """Read a ``/v1/chat/completions`` body into the router's request, checked as ``/generate`` checks its own.
+
+    Raises:
+        UnknownModel: ``model`` is not one ``/v1/models`` lists (404).
+        BadRequest: anything else wrong, naming the field (400).
+    """
+    unknown = sorted(set(body) - _KNOWN)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(name[:40] for name in unknown[:5])}")
+    for name, why in _UNSUPPORTED.items():
+        if body.get(name) not in (None, False, [], {}):
+            raise BadRequest(f"{name}: {why}")
+    for name in _ZERO_ONLY:
+        if body.get(name) not in (None, 0, 0.0):
+            raise BadRequest(f"{name}: only 0 is supported (got {body[name]!r})")
+    if body.get("stream") not in (None, False):
+        raise BadRequest("stream: streamed answers are not available yet; send stream false or leave it out")
+    if body.get("n") not in (None, 1):
+        raise BadRequest(f"n: only 1 choice is supported (got {body['n']!r})")
+    route, model = _resolve_model(body.get("model"), policy)
+    system, turns, images = _messages(body.get("messages"))
+    generate: dict[str, Any] = {"messages": [{"role": role, "content": text} for role, text in turns]}
+    if system:
+        generate["system"] = system
+    if images:
+        generate["images"] = images
+    if model is not None:
+        generate["model"] = model
+    max_tokens = _max_tokens(body)
+    if max_tokens is not None:
+        generate["max_tokens"] = max_tokens
+    temperature = _number(body, "temperature", 0.0, 1.0)
+    if temperature is not None:
+        generate["temperature"] = temperature
+    request = parse_generate(generate, policy.limits)
+    return request._replace(top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body.get("stop")), route=route)
+
+
+def _resolve_model(value: Any, policy: Policy) -> tuple[str | None, str | None]:
+    """(route, model) for ``model``: ``auto`` is neither, a route name the route, a catalog model the model."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"model is required: a string, one of GET {MODELS_PATH} (got {_show(value)})")
+    if value == AUTO_ROUTE:
+        return None, None
+    if value in policy.routes:
+        return value, None
+    if policy.allow_model_override and policy.model_by_id_or_key(value) is not None:
+        return None, value
+    raise UnknownModel(f"The model '{value[:80]}' does not exist: GET {MODELS_PATH} lists the models of this endpoint")
+
+
+def _messages(value: Any) -> tuple[str | None, list[tuple[str, str]], list[dict[str, str]]]:
+    """System text, (role, text) turns and data-URL images (attached to the newest user turn by the router)."""
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"messages is required: a non-empty array of messages (got {_show(value)})")
+    systems: list[str] = []
+    turns: list[tuple[str, str]] = []
+    images: list[dict[str, str]] = []
+    for index, message in enumerate(value):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise BadRequest(f"{where} must be an object with a role and a content (got {_show(message)})")
+        raw_role = message.get("role")
+        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
+        if role is None:
+            raise BadRequest(
+                f"{where}.role must be system, developer, user or assistant (got {_show(message.get('role'))})"
+            )
+        extra = sorted(set(message) - {"role", "content", "name"})
+        if extra:
+            raise BadRequest(f"{where} has unsupported field(s): {', '.join(name[:40] for name in extra[:5])}")
+        text = _content(message.get("content"), where, images if role == "user" else None)
+        if role == "system":
+            systems.append(text)
+        else:
+            turns.append((role, text))
+    if not any(role == "user" for role, _ in turns):
+        raise BadRequest("messages needs at least one user message")
+    if images and turns[-1][0] != "user":
+        raise BadRequest("images must be in a user message, and the last message must come from the user")
+    return ("\n\n".join(systems) if systems else None), turns, images
+
+
+def _content(value: Any, where: str, images: list[dict[str, str]] | None) -> str:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"{where}.content must be a string or a non-empty array of parts (got {_show(value)})")
+    texts: list[str] = []
+    for index, part in enumerate(value):
+        at = f"{where}.content[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and images is not None:
+            images.append(_image(part.get("image_url"), at))
+        elif kind == "image_url":
+            raise BadRequest(f"{at}: images are accepted in user messages only")
+        else:
+            raise BadRequest(f"{at} must be a text part or an image_url part (got {_show(part)})")
+    if not texts:
+        raise BadRequest(f"{where}.content has no text part: send the question with the image")
+    return "\n".join(texts)
+
+
+def _image(value: Any, at: str) -> dict[str, str]:
+    url = value.get("url") if isinstance(value, dict) else None
+    if not isinstance(url, str):
+        raise BadRequest(f"{at}.image_url must be an object with a url (got {_show(value)})")
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise BadRequest(f"{at}.image_url.url must be a data: URL (data:image/png;base64,...): URLs are not fetched")
+    kind = _IMAGE_FORMATS.get(match.group(1).lower())
+    if kind is None:
+        raise BadRequest(f"{at}: image/{match.group(1)[:20]} is not supported (png, jpeg, gif or webp)")
+    data = url[match.end() :]
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{at}.image_url.url holds data that is not valid base64") from None
+    return {"format": kind, "data": data}
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    values = {name: body[name] for name in ("max_completion_tokens", "max_tokens") if body.get(name) is not None}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadRequest(f"{name} must be a whole number of at least 1 (got {_show(value)})")
+    if len(set(values.values())) > 1:
+        raise BadRequest("max_tokens and max_completion_tokens differ: send one of them")
+    return next(iter(values.values()), None)
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise BadRequest(f"{name} must be a number from {low:g} to {high:g} (got {_show(value)})")
+    return float(value)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or not 1 <= len(stops) <= MAX_STOP_SEQUENCES
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise BadRequest(f"stop must be a non-empty string or an array of 1-4 of them (got {_show(value)})")
+    return tuple(stops)
+
+
+def _show(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def models_list(policy: Policy) -> dict[str, Any]:
+    """``GET /v1/models``: ``auto``, every route, and the catalog's models when callers may choose one."""
+    ids = [AUTO_ROUTE, *policy.routes]
+    if policy.allow_model_override:
+        ids += [key for key in policy.models if key not in ids]
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in ids],
+    }
+
+
+def chat_completion(body: dict[str, Any], *, request_id: str, now: float | None = None) -> dict[str, Any]:
+    """A ``/generate``-shaped answer as OpenAI's ``chat.completion``, the routing in the ``routing`` extension."""
+    usage = body.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(now if now is not None else time.time()),
+        "model": str(body.get("model_used", "")).removeprefix("FALLBACK:"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": body.get("output", "")},
+                "finish_reason": FINISH_REASONS.get(str(body.get("stop_reason")), "stop"),
+            }
+        ],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "routing": {
+            "route": body.get("route"),
+            "model_used": body.get("model_used"),
+            "region": body.get("region"),
+            "fallback_used": body.get("fallback_used", False),
+            "cost_usd": body.get("cost_usd"),
+            "latency_ms": body.get("latency_ms"),
+            "decision": body.get("decision"),
+        },
+    }
+
+
+def error_body(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape for an HTTP status."""
+    kind, code = ERROR_TYPES.get(status, ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400])
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -1,0 +1,229 @@
+"""The OpenAI-compatible API through the real handler, driven by the official ``openai`` SDK.
+
+The SDK's HTTP client is given a transport that turns each request into an API Gateway proxy event for
+``handler.lambda_handler``, so the SDK parses exactly what API Gateway would return.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from lambdas.router import handler
+from lambdas.router.budget import scopes_for
+from lambdas.router.live_state import LiveStateTracker
+from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
+from lambdas.router.policy_store import PolicyStore, file_fetcher
+from lambdas.router.service import RouterService
+from lambdas.router.state_store import InMemoryBackend
+from local_endpoint.server import LocalLambdaContext, proxy_event
+
+from .conftest import FakeBedrock
+
+NOVA_MICRO = "us.amazon.nova-micro-v1:0"
+# A 1x1 PNG
+PIXEL = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+    )
+).decode()
+
+
+def transport(events: list[dict]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        headers = {k: v for k, v in request.headers.items()}
+        event = proxy_event(request.method, path, headers, request.content, source_ip="203.0.113.9", request_id="r1")
+        events.append(event)
+        result = handler.lambda_handler(event, LocalLambdaContext("r1"))
+        out = {k: v[-1] for k, v in (result.get("multiValueHeaders") or {}).items()}
+        out.update(result.get("headers") or {})
+        return httpx.Response(result["statusCode"], headers=out, content=result["body"].encode())
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+def store() -> InMemoryBackend:
+    return InMemoryBackend()
+
+
+@pytest.fixture
+def client(bedrock: FakeBedrock, store: InMemoryBackend) -> Iterator[openai.OpenAI]:
+    handler.configure(
+        RouterService(
+            policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+            sleep=lambda _s: None,
+        )
+    )
+    http = httpx.Client(transport=transport([]))
+    yield openai.OpenAI(base_url="http://router.test/v1", api_key="sk-local", http_client=http, max_retries=0)
+    handler.configure(None)
+
+
+def test_a_plain_chat_is_routed_and_answered_with_usage_and_the_routing(client, bedrock):
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Hello!"}]
+    )
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == f"answer from {NOVA_MICRO}"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == NOVA_MICRO
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (100, 50)
+    assert completion.usage.total_tokens == 150
+    assert raw.headers["x-selected-model"] == NOVA_MICRO and raw.headers["x-route"] == "fast"
+    routing = completion.model_extra["routing"]
+    assert routing["route"] == "fast" and routing["decision"]["rule"] == "tier_complexity"
+    assert routing["cost_usd"] > 0
+
+
+def test_system_messages_and_the_inference_settings_reach_converse(client, bedrock):
+    client.chat.completions.create(
+        model="fast",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
+        ],
+        max_completion_tokens=64,
+        temperature=0.2,
+        top_p=0.9,
+        stop=["\n\n"],
+    )
+    [call] = bedrock.calls
+    assert call["system"] == [{"text": "Be brief."}]
+    assert [m["role"] for m in call["messages"]] == ["user", "assistant", "user"]
+    assert call["messages"][-1]["content"] == [{"text": "Name a colour."}]
+    assert call["inference_config"] == {"maxTokens": 64, "temperature": 0.2, "topP": 0.9, "stopSequences": ["\n\n"]}
+
+
+def test_a_route_name_pins_the_route_and_a_model_key_the_model(client, bedrock):
+    deep = client.chat.completions.with_raw_response.create(model="deep", messages=[{"role": "user", "content": "Hi"}])
+    assert deep.headers["x-route"] == "deep"
+    assert deep.parse().model_extra["routing"]["decision"]["rule"] == "explicit_route"
+    pinned = client.chat.completions.create(model="nova-pro", messages=[{"role": "user", "content": "Hi"}])
+    assert pinned.model_extra["routing"]["decision"]["rule"] == "explicit_model"
+    assert bedrock.calls[-1]["model"] == "nova-pro"
+
+
+def test_an_image_part_as_a_data_url_goes_to_a_vision_model(client, bedrock):
+    client.chat.completions.create(
+        model="auto",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+                ],
+            }
+        ],
+    )
+    [call] = bedrock.calls
+    image = call["messages"][-1]["content"][0]["image"]
+    assert image["format"] == "png" and image["source"]["bytes"] == base64.b64decode(PIXEL)
+
+
+def test_models_list_names_auto_the_routes_and_the_catalog(client):
+    ids = [model.id for model in client.models.list()]
+    policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text()))
+    assert ids[0] == "auto"
+    assert set(policy.routes) <= set(ids) and set(policy.models) <= set(ids)
+
+
+def test_an_unknown_model_is_a_404_model_not_found(client, bedrock):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+    assert raised.value.code == "model_not_found"
+    assert "gpt-4o" in raised.value.message
+    assert bedrock.calls == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"temperature": 1.5}, "temperature"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"n": 2}, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
+        ({"messages": [{"role": ["user"], "content": "x"}]}, "role"),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "unsupported field"),
+        ({"messages": "Hi"}, "messages is required"),
+        ({"model": ""}, "model is required"),
+        ({"max_tokens": 10, "max_completion_tokens": 20}, "differ"),
+        ({"messages": [{"role": "system", "content": "only a system prompt"}]}, "user message"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ]
+            },
+            "data: URL",
+        ),
+        ({"stream": True}, "stream"),
+    ],
+)
+def test_a_bad_request_is_a_400_in_openai_s_shape_naming_the_field(client, bedrock, overrides, named):
+    arguments = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], **overrides}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(**arguments)
+    assert named in raised.value.message
+    assert raised.value.body["type"] == "invalid_request_error"
+    assert bedrock.calls == []
+
+
+def test_a_spent_budget_that_refuses_is_a_429_with_retry_after(bedrock, store, tmp_path):
+    document = json.loads(DEFAULT_POLICY_PATH.read_text())
+    document["budget"]["modes"][2] = {"at_percent": 100, "action": "reject"}
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document))
+    handler.configure(
+        RouterService(
+            policies=PolicyStore(file_fetcher(path), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+        )
+    )
+    policy = compile_policy(document)
+    for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None):
+        store.spend[scope.key] = 250.0
+    client = openai.OpenAI(
+        base_url="http://router.test/v1", api_key="k", http_client=httpx.Client(transport=transport([])), max_retries=0
+    )
+    try:
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+    finally:
+        handler.configure(None)
+    assert raised.value.code == "budget_exceeded"
+    assert 0 < int(raised.value.response.headers["Retry-After"]) <= 86_400
+    assert bedrock.calls == []
+
+
+def test_no_model_answering_is_a_503_the_sdk_may_retry(client, bedrock):
+    bedrock.fail("*")
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}])
+    assert raised.value.status_code == 503
+    assert raised.value.response.headers["Retry-After"] == "5"
+    assert "no model could answer" in raised.value.message
+
+
+def test_generate_keeps_its_own_contract_and_errors(client):
+    # An unknown /v1 path is a 404 in OpenAI's shape, an unknown other path in the router's
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.get("/nope", cast_to=dict)
+    assert raised.value.body["type"] == "invalid_request_error"
