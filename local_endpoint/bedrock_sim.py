@@ -5,6 +5,11 @@ requests are ``POST /model/{modelId}/converse`` with the model id percent-encode
 the SigV4 ``Authorization`` header's credential scope, and errors carry ``x-amzn-ErrorType`` and a JSON
 ``message`` so botocore raises ``ThrottlingException``, ``ServiceUnavailableException``, ... as from AWS.
 
+``POST /model/{modelId}/converse-stream`` (ConverseStream) answers the same text in the AWS event-stream
+encoding (``application/vnd.amazon.eventstream``: messageStart, ``STREAM_CHUNK_CHARS``-character
+contentBlockDelta events, contentBlockStop, messageStop, metadata), all written at once; a fault's
+``stream_fails_after`` ends it with a ``modelStreamErrorException`` event after that many deltas.
+
 Answers are deterministic and start with ``[sim <modelId> @ <region>]`` so routing is visible. Token
 counts are plausible: input = ceil(characters / 4) over system and message text plus 1,600 per image;
 output = 20..400 from a hash of the prompt, never above ``maxTokens``.
@@ -40,6 +45,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -65,7 +71,9 @@ ERROR_STATUS: dict[str, int] = {
 }
 TOKENS_PER_IMAGE = 1600
 DEFAULT_REGION = "us-east-1"
-_CONVERSE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/converse$")
+_CONVERSE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)$")
+STREAM_CHUNK_CHARS = 16
+"""Characters of answer text per ``contentBlockDelta`` event of a ConverseStream answer."""
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/bedrock/aws4_request")
 _REGION = re.compile(r"^(\*|[a-z]{2}(-gov)?-[a-z]+-\d)$")
 _MAX_CALL_RECORDS = 1000
@@ -101,6 +109,7 @@ class Fault:
     error: str | None = None
     max_input_tokens: int | None = None
     on_demand: bool = True
+    stream_fails_after: int | None = None  # ConverseStream: a modelStreamErrorException after this many deltas
 
     @property
     def key(self) -> tuple[str, str]:
@@ -137,6 +146,11 @@ class Fault:
         on_demand = data.get("on_demand", True)
         if not isinstance(on_demand, bool):
             raise ValueError(f"fault on_demand must be true or false, got {on_demand!r}")
+        fails_after = data.get("stream_fails_after")
+        if fails_after is not None and (
+            isinstance(fails_after, bool) or not isinstance(fails_after, int) or not 0 <= fails_after <= 100_000
+        ):
+            raise ValueError(f"fault stream_fails_after must be an integer from 0 to 100000, got {fails_after!r}")
         return cls(
             model=model,
             region=region,
@@ -146,6 +160,7 @@ class Fault:
             error=error,
             max_input_tokens=limit,
             on_demand=on_demand,
+            stream_fails_after=fails_after,
         )
 
 
@@ -369,14 +384,15 @@ class BedrockSimulator:
                 return self._admin(method, path, body)
             match = _CONVERSE_PATH.match(path)
             if method == "POST" and match:
-                return self._converse(unquote(match.group("model")), _region(headers), body)
+                stream = match.group("operation") == "converse-stream"
+                return self._converse(unquote(match.group("model")), _region(headers), body, stream=stream)
             return _json(404, {"message": f"no such operation: {method} {path}"})
         except Exception as exc:  # never a stack trace on the wire
             return _error("InternalServerException", f"simulator error: {type(exc).__name__}")
 
     # --- Converse -------------------------------------------------------------------------------
 
-    def _converse(self, model: str, region: str, body: bytes) -> Response:
+    def _converse(self, model: str, region: str, body: bytes, *, stream: bool = False) -> Response:
         started = time.perf_counter()
         try:
             request = _parse_converse(model, body)
@@ -386,6 +402,15 @@ class BedrockSimulator:
             self.calls.add(CallRecord(model, region, exc.code))
             return _error(exc.code, exc.message)
         text, output_tokens, stop = self._scripted(model, request) or _answer(model, region, request)
+        if stream:
+            fails_after = next(
+                (f.stream_fails_after for f in self.faults.matching(model, region) if f.stream_fails_after is not None),
+                None,
+            )
+            self.calls.add(CallRecord(model, region, "ok" if fails_after is None else "stream_error"))
+            latency_ms = max(1, round((time.perf_counter() - started) * 1000))
+            events = stream_events(text, stop, input_tokens, output_tokens, latency_ms, fails_after=fails_after)
+            return 200, {"Content-Type": "application/vnd.amazon.eventstream"}, events
         self.calls.add(CallRecord(model, region, "ok"))
         payload = {
             "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
@@ -690,6 +715,56 @@ def _answer(model: str, region: str, request: Mapping[str, Any]) -> tuple[str, i
     echo = " ".join(last_user.split())[:60]
     text = f'[sim {model} @ {region}] {_OPENINGS[digest[4] % len(_OPENINGS)]} You asked: "{echo}"'
     return text, output_tokens, stop
+
+
+def event_message(headers: Mapping[str, str], payload: bytes) -> bytes:
+    """One message of the AWS event-stream encoding (what botocore's ``EventStream`` parses).
+
+    Prelude (total length, headers length, CRC-32 of those 8 bytes), string headers (name length, name,
+    type 7, value length, value), the payload, and a CRC-32 of everything before it; all big-endian.
+    """
+    encoded = b"".join(
+        bytes([len(name)]) + name.encode() + b"\x07" + len(value.encode()).to_bytes(2, "big") + value.encode()
+        for name, value in headers.items()
+    )
+    total = 12 + len(encoded) + len(payload) + 4
+    prelude = total.to_bytes(4, "big") + len(encoded).to_bytes(4, "big")
+    prelude += zlib.crc32(prelude).to_bytes(4, "big")
+    message = prelude + encoded + payload
+    return message + zlib.crc32(message).to_bytes(4, "big")
+
+
+def _event(kind: str, payload: Mapping[str, Any]) -> bytes:
+    headers = {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}
+    return event_message(headers, json.dumps(payload).encode())
+
+
+def stream_events(
+    text: str,
+    stop_reason: str,
+    input_tokens: int,
+    output_tokens: int,
+    latency_ms: int,
+    *,
+    fails_after: int | None = None,
+) -> bytes:
+    """A ConverseStream answer: messageStart, ``STREAM_CHUNK_CHARS``-character deltas, contentBlockStop,
+    messageStop and metadata; or, with ``fails_after``, a ``modelStreamErrorException`` after that many deltas.
+    """
+    events = [_event("messageStart", {"role": "assistant"})]
+    chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)] or [""]
+    for n, chunk in enumerate(chunks):
+        if fails_after is not None and n >= fails_after:
+            headers = {":exception-type": "modelStreamErrorException", ":content-type": "application/json"}
+            payload = {"message": "simulated failure in the middle of the stream", "originalStatusCode": 500}
+            events.append(event_message({**headers, ":message-type": "exception"}, json.dumps(payload).encode()))
+            return b"".join(events)
+        events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": chunk}}))
+    events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
+    events.append(_event("messageStop", {"stopReason": stop_reason}))
+    usage = {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}
+    events.append(_event("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}))
+    return b"".join(events)
 
 
 def _json(status: int, payload: Mapping[str, Any]) -> Response:

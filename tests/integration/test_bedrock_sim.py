@@ -12,6 +12,7 @@ import urllib.request
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import EventStreamError
 
 from local_endpoint.bedrock_sim import BedrockSimulator, Fault, serve
 
@@ -309,3 +310,64 @@ def test_simulator_rejects_untrustworthy_framing_with_a_json_4xx(sim, simulator,
     answer_status, answer = raw_request(url, head)
     assert answer_status == status
     assert expected in answer["message"]
+
+
+# --- ConverseStream ----------------------------------------------------------------------------------------
+
+
+def converse_stream(bedrock, model: str = NOVA, text: str = "Hello there", max_tokens: int = 500):
+    response = bedrock.converse_stream(
+        modelId=model,
+        messages=[{"role": "user", "content": [{"text": text}]}],
+        inferenceConfig={"maxTokens": max_tokens},
+    )
+    return list(response["stream"])
+
+
+def test_converse_stream_speaks_the_event_stream_botocore_parses(sim, simulator):
+    _, url = sim
+    bedrock = client(url, "us-west-2")
+    # When the same ask is streamed and answered whole
+    events = converse_stream(bedrock, HAIKU_PROFILE)
+    whole = converse(bedrock, HAIKU_PROFILE)
+    # Then botocore parses the events in Bedrock's order, and the deltas add up to the same answer
+    kinds = [next(iter(event)) for event in events]
+    assert kinds[0] == "messageStart" and kinds[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
+    assert len(deltas) > 1
+    assert "".join(deltas) == whole["output"]["message"]["content"][0]["text"]
+    assert events[-2]["messageStop"]["stopReason"] == whole["stopReason"]
+    assert events[-1]["metadata"]["usage"] == whole["usage"]
+    assert simulator.calls.count(model=HAIKU_PROFILE, region="us-west-2", outcome="ok") == 2
+
+
+def test_converse_stream_faults_before_the_stream_raise_as_from_aws(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault(model=NOVA, error="ThrottlingException"))
+    with pytest.raises(client(url).exceptions.ThrottlingException):
+        converse_stream(client(url))
+
+
+def test_a_mid_stream_failure_is_a_model_stream_error_after_the_first_deltas(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault.from_json({"model": NOVA, "stream_fails_after": 2}))
+    bedrock = client(url)
+    response = bedrock.converse_stream(
+        modelId=NOVA,
+        messages=[{"role": "user", "content": [{"text": "Hello there"}]}],
+        inferenceConfig={"maxTokens": 500},
+    )
+    seen = []
+    # botocore raises an EventStreamError carrying the exception event's type, as it does for Bedrock's own
+    with pytest.raises(EventStreamError) as raised:
+        for event in response["stream"]:
+            seen.append(next(iter(event)))
+    assert raised.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert seen == ["messageStart", "contentBlockDelta", "contentBlockDelta"]
+    assert simulator.calls.count(model=NOVA, outcome="stream_error") == 1
+
+
+@pytest.mark.parametrize("value", [-1, True, "2", 100_001])
+def test_rejects_a_bad_stream_fault(value):
+    with pytest.raises(ValueError, match="stream_fails_after"):
+        Fault.from_json({"stream_fails_after": value})
