@@ -755,11 +755,13 @@ def stream_events(
     chunks = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)] or [""]
     for n, chunk in enumerate(chunks):
         if fails_after is not None and n >= fails_after:
-            headers = {":exception-type": "modelStreamErrorException", ":content-type": "application/json"}
-            payload = {"message": "simulated failure in the middle of the stream", "originalStatusCode": 500}
-            events.append(event_message({**headers, ":message-type": "exception"}, json.dumps(payload).encode()))
-            return b"".join(events)
+            break
         events.append(_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": chunk}}))
+    if fails_after is not None:  # after that many deltas, or after the last one when the answer is shorter
+        headers = {":exception-type": "modelStreamErrorException", ":content-type": "application/json"}
+        payload = {"message": "simulated failure in the middle of the stream", "originalStatusCode": 500}
+        events.append(event_message({**headers, ":message-type": "exception"}, json.dumps(payload).encode()))
+        return b"".join(events)
     events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
     events.append(_event("messageStop", {"stopReason": stop_reason}))
     usage = {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}

@@ -44,7 +44,7 @@ from .cascade_run import PaidAnswer
 from .health import DEFAULT_CACHE_S, DEFAULT_PROBE_INTERVAL_S, HealthSettings
 from .live_state import LiveStateTracker
 from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
-from .service import CallerContext, Outcome, RouterService
+from .service import CallerContext, Outcome, RouterService, seconds_to_reset
 from .state_store import InMemoryBackend, StateBackend
 
 # /health publishes no metric on purpose; Powertools would warn about it on every call.
@@ -172,11 +172,18 @@ def chat_completions() -> Response[Any]:
     event = app.current_event
     request_id = event.request_context.request_id
     outcome = service().generate(event.body, _caller(event), parse=openai_api.parse_chat)
+    metrics.add_metadata(key="api", value="openai")
     _record(outcome, request_id)
     headers = dict(outcome.headers or {})
     if outcome.status != 200:
         return _json_response(outcome.status, openai_api.error_body(outcome.status, outcome.body["message"]), headers)
-    if outcome.outcome == m.OUTCOME_DEGRADED:  # an OpenAI client takes no answer for an answer: 503, retry later
+    if outcome.outcome == m.OUTCOME_DEGRADED:  # an OpenAI client takes no answer for an answer
+        decision = outcome.body.get("decision") or {}
+        if decision.get("gave_up") == "budget":  # the policy degrades at the cap: no retry helps until it resets
+            scope = str((decision.get("budget") or {}).get("scope") or "daily")
+            retry = {"Retry-After": str(seconds_to_reset(scope, time.time())), "x-should-retry": "false"}
+            message = f"the {scope} spend budget is used up; the policy answers no model until it resets"
+            return _json_response(429, openai_api.error_body(429, message), {**headers, **retry})
         message = f"no model could answer: {outcome.body['output']}"
         return _json_response(503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"})
     headers.pop("X-Selected-Model", None)

@@ -38,7 +38,12 @@ MAX_STOP_SEQUENCES = 4
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 _DATA_URL = re.compile(r"^data:image/([a-z]+);base64,", re.IGNORECASE)
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_IGNORED = frozenset({"user", "seed", "metadata", "store", "service_tier", "parallel_tool_calls"})
+_IGNORED = frozenset(
+    {"user", "seed", "metadata", "store", "service_tier", "parallel_tool_calls", "safety_identifier"}
+    | {"prompt_cache_key", "prompt_cache_retention"}
+)
+# Fields OpenAI's own answers carry on messages, harmless when replayed empty in a history.
+_EMPTY_MESSAGE_FIELDS = frozenset({"refusal", "tool_calls", "annotations", "audio", "function_call"})
 _ZERO_ONLY = ("presence_penalty", "frequency_penalty")
 _UNSUPPORTED = {
     "tools": "tool calling is not supported",
@@ -66,6 +71,7 @@ FINISH_REASONS = {
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
     "tool_use": "tool_calls",
+    "model_context_window_exceeded": "length",
 }
 ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -99,6 +105,8 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
         raise BadRequest("stream: streamed answers are not available yet; send stream false or leave it out")
     if body.get("n") not in (None, 1):
         raise BadRequest(f"n: only 1 choice is supported (got {body['n']!r})")
+    if body.get("temperature") is not None and body.get("top_p") is not None:
+        raise BadRequest("temperature and top_p: send one of them (Claude models on Bedrock refuse both together)")
     route, model = _resolve_model(body.get("model"), policy)
     system, turns, images = _messages(body.get("messages"))
     generate: dict[str, Any] = {"messages": [{"role": role, "content": text} for role, text in turns]}
@@ -109,6 +117,9 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
     if model is not None:
         generate["model"] = model
     max_tokens = _max_tokens(body)
+    if max_tokens is not None and max_tokens > policy.limits.max_output_tokens:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        raise BadRequest(f"{name} {max_tokens} is over the limit of {policy.limits.max_output_tokens}")
     if max_tokens is not None:
         generate["max_tokens"] = max_tokens
     temperature = _number(body, "temperature", 0.0, 1.0)
@@ -148,10 +159,19 @@ def _messages(value: Any) -> tuple[str | None, list[tuple[str, str]], list[dict[
             raise BadRequest(
                 f"{where}.role must be system, developer, user or assistant (got {_show(message.get('role'))})"
             )
-        extra = sorted(set(message) - {"role", "content", "name"})
+        extra = sorted(
+            name
+            for name in set(message) - {"role", "content", "name"}
+            if not (name in _EMPTY_MESSAGE_FIELDS and message[name] in (None, "", [], {}))
+        )
         if extra:
             raise BadRequest(f"{where} has unsupported field(s): {', '.join(name[:40] for name in extra[:5])}")
+        before = len(images)
         text = _content(message.get("content"), where, images if role == "user" else None)
+        if len(images) > before and index != len(value) - 1:
+            raise BadRequest(f"{where}: images are accepted in the last message only (the one being answered)")
+        if not text.strip():
+            raise BadRequest(f"{where}.content must not be blank")
         if role == "system":
             systems.append(text)
         else:
@@ -229,9 +249,12 @@ def _stop(value: Any) -> tuple[str, ...]:
     if (
         not isinstance(stops, list)
         or not 1 <= len(stops) <= MAX_STOP_SEQUENCES
-        or not all(isinstance(s, str) and s for s in stops)
+        or not all(isinstance(s, str) and s.strip() for s in stops)
     ):
-        raise BadRequest(f"stop must be a non-empty string or an array of 1-4 of them (got {_show(value)})")
+        raise BadRequest(
+            f"stop must be a string with non-blank text or an array of 1-4 of them (got {_show(value)}): "
+            "Claude models on Bedrock refuse whitespace-only stop sequences"
+        )
     return tuple(stops)
 
 

@@ -402,18 +402,21 @@ def _latency_budget(raw: str | None) -> int | None:
     return value
 
 
-def budget_refusal(state: LiveState, now: float) -> Outcome:
-    """HTTP 429: a budget is spent and the policy says to refuse; Retry-After is the next period's start."""
-    scope = state.budget_scope or "budget"
-    day = int(now // 86_400)
+def seconds_to_reset(scope: str, now: float) -> int:
+    """Seconds until the budget ``scope`` (a label ending in ``daily`` or ``monthly``) starts a new period (UTC)."""
     if scope.endswith("monthly"):
         import calendar  # only on this rare path: it is not worth its import on every cold start
 
         year, month = time.gmtime(now)[:2]
         next_start = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
-        retry_after = max(1, int(next_start - now))
-    else:
-        retry_after = max(1, int((day + 1) * 86_400 - now))
+        return max(1, int(next_start - now))
+    return max(1, int((int(now // 86_400) + 1) * 86_400 - now))
+
+
+def budget_refusal(state: LiveState, now: float) -> Outcome:
+    """HTTP 429: a budget is spent and the policy says to refuse; Retry-After is the next period's start."""
+    scope = state.budget_scope or "budget"
+    retry_after = seconds_to_reset(scope, now)
     percent = state.budget_used_percent or 100.0
     return Outcome(
         status=429,
@@ -434,7 +437,9 @@ def _inference_config(
 ) -> dict[str, Any]:
     limit = call.model.max_output_tokens
     config: dict[str, Any] = {"maxTokens": min(max_tokens, limit) if limit else max_tokens}
-    temperature = request.temperature if request.temperature is not None else route_temperature
+    # A caller's top_p replaces the route's temperature: Claude 4.5 models refuse the two together.
+    default = route_temperature if request.top_p is None else None
+    temperature = request.temperature if request.temperature is not None else default
     if temperature is not None:
         config["temperature"] = temperature
     if request.top_p is not None:

@@ -98,14 +98,38 @@ def test_system_messages_and_the_inference_settings_reach_converse(client, bedro
         ],
         max_completion_tokens=64,
         temperature=0.2,
-        top_p=0.9,
-        stop=["\n\n"],
+        stop=["END"],
     )
     [call] = bedrock.calls
     assert call["system"] == [{"text": "Be brief."}]
     assert [m["role"] for m in call["messages"]] == ["user", "assistant", "user"]
     assert call["messages"][-1]["content"] == [{"text": "Name a colour."}]
-    assert call["inference_config"] == {"maxTokens": 64, "temperature": 0.2, "topP": 0.9, "stopSequences": ["\n\n"]}
+    assert call["inference_config"] == {"maxTokens": 64, "temperature": 0.2, "stopSequences": ["END"]}
+
+
+def test_a_callers_top_p_replaces_the_route_temperature_on_a_claude_route(client, bedrock):
+    # Claude Sonnet 4.5 refuses temperature and top_p together: the deep route's own temperature is left out
+    client.chat.completions.create(model="deep", messages=[{"role": "user", "content": "Hi"}], top_p=0.9)
+    call = bedrock.calls[0]
+    assert call["model"] == "claude-sonnet-4-5"
+    assert call["inference_config"]["topP"] == 0.9 and "temperature" not in call["inference_config"]
+    # And without top_p the route's temperature is sent as before
+    client.chat.completions.create(model="deep", messages=[{"role": "user", "content": "Hi"}])
+    assert "temperature" in bedrock.calls[-1]["inference_config"]
+
+
+def test_a_replayed_openai_history_and_the_sdk_s_extra_fields_are_accepted(client, bedrock):
+    client.chat.completions.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello.", "refusal": None, "tool_calls": [], "annotations": []},
+            {"role": "user", "content": "And now?"},
+        ],
+        safety_identifier="user-1",
+        prompt_cache_key="k",
+    )
+    assert [m["role"] for m in bedrock.calls[0]["messages"]] == ["user", "assistant", "user"]
 
 
 def test_a_route_name_pins_the_route_and_a_model_key_the_model(client, bedrock):
@@ -160,7 +184,7 @@ def test_an_unknown_model_is_a_404_model_not_found(client, bedrock):
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
         ({"messages": [{"role": ["user"], "content": "x"}]}, "role"),
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "unsupported field"),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": [{"id": "c1"}]}]}, "unsupported field"),
         ({"messages": "Hi"}, "messages is required"),
         ({"model": ""}, "model is required"),
         ({"max_tokens": 10, "max_completion_tokens": 20}, "differ"),
@@ -174,6 +198,26 @@ def test_an_unknown_model_is_a_404_model_not_found(client, bedrock):
             "data: URL",
         ),
         ({"stream": True}, "stream"),
+        ({"temperature": 0.5, "top_p": 0.9}, "send one of them"),
+        ({"stop": ["\n"]}, "whitespace-only"),
+        ({"max_completion_tokens": 10**9}, "max_completion_tokens 1000000000 is over the limit"),
+        ({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "}]}, "messages[1]"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Look"},
+                            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+                        ],
+                    },
+                    {"role": "assistant", "content": "I see."},
+                    {"role": "user", "content": "Again?"},
+                ]
+            },
+            "last message only",
+        ),
     ],
 )
 def test_a_bad_request_is_a_400_in_openai_s_shape_naming_the_field(client, bedrock, overrides, named):
@@ -222,8 +266,39 @@ def test_no_model_answering_is_a_503_the_sdk_may_retry(client, bedrock):
     assert "no model could answer" in raised.value.message
 
 
-def test_generate_keeps_its_own_contract_and_errors(client):
-    # An unknown /v1 path is a 404 in OpenAI's shape, an unknown other path in the router's
+def test_errors_take_the_shape_of_the_api_asked_and_generate_keeps_its_own(client, bedrock):
+    # An unknown /v1 path is a 404 in OpenAI's shape
     with pytest.raises(openai.NotFoundError) as raised:
         client.get("/nope", cast_to=dict)
     assert raised.value.body["type"] == "invalid_request_error"
+    # And /generate answers and fails in its own contract, untouched
+    http = httpx.Client(transport=transport([]))
+    bad = http.post("http://router.test/generate", json={"prompt": ""})
+    assert bad.status_code == 400 and set(bad.json()) == {"error", "message"} and bad.json()["error"] == "BadRequest"
+    good = http.post("http://router.test/generate", json={"prompt": "Hello!"})
+    assert good.status_code == 200 and good.json()["output"] == f"answer from {NOVA_MICRO}"
+
+
+def test_a_budget_that_degrades_at_the_cap_is_a_429_the_sdk_does_not_retry(bedrock, store):
+    handler.configure(
+        RouterService(
+            policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+        )
+    )
+    policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text()))
+    for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None):
+        store.spend[scope.key] = 250.0  # the default policy degrades at 100%
+    client = openai.OpenAI(
+        base_url="http://router.test/v1", api_key="k", http_client=httpx.Client(transport=transport([])), max_retries=2
+    )
+    try:
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+    finally:
+        handler.configure(None)
+    assert raised.value.code == "budget_exceeded"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert 0 < int(raised.value.response.headers["Retry-After"]) <= 86_400
+    assert bedrock.calls == []

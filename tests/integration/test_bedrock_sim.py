@@ -367,6 +367,22 @@ def test_a_mid_stream_failure_is_a_model_stream_error_after_the_first_deltas(sim
     assert simulator.calls.count(model=NOVA, outcome="stream_error") == 1
 
 
+def test_a_stream_fault_past_the_last_delta_still_fails_the_stream(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault.from_json({"model": NOVA, "stream_fails_after": 100_000}))
+    bedrock = client(url)
+    response = bedrock.converse_stream(
+        modelId=NOVA,
+        messages=[{"role": "user", "content": [{"text": "Hello there"}]}],
+        inferenceConfig={"maxTokens": 500},
+    )
+    seen = []
+    with pytest.raises(EventStreamError):
+        for event in response["stream"]:
+            seen.append(next(iter(event)))
+    assert seen[0] == "messageStart" and set(seen[1:]) == {"contentBlockDelta"}
+
+
 @pytest.mark.parametrize("value", [-1, True, "2", 100_001])
 def test_rejects_a_bad_stream_fault(value):
     with pytest.raises(ValueError, match="stream_fails_after"):
