@@ -7,8 +7,9 @@ the SigV4 ``Authorization`` header's credential scope, and errors carry ``x-amzn
 
 ``POST /model/{modelId}/converse-stream`` (ConverseStream) answers the same text in the AWS event-stream
 encoding (``application/vnd.amazon.eventstream``: messageStart, ``STREAM_CHUNK_CHARS``-character
-contentBlockDelta events, contentBlockStop, messageStop, metadata), all written at once; a fault's
-``stream_fails_after`` ends it with a ``modelStreamErrorException`` event after that many deltas.
+contentBlockDelta events, contentBlockStop, messageStop, metadata), written at once, or paced by a fault's
+``stream_delay_ms`` (a wait before each delta after the first, the events sent chunked as they are made); a
+fault's ``stream_fails_after`` ends it with a ``modelStreamErrorException`` event after that many deltas.
 
 Answers are deterministic and start with ``[sim <modelId> @ <region>]`` so routing is visible. Token
 counts are plausible: input = ceil(characters / 4) over system and message text plus 1,600 per image;
@@ -47,7 +48,7 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 from pathlib import Path
@@ -110,6 +111,7 @@ class Fault:
     max_input_tokens: int | None = None
     on_demand: bool = True
     stream_fails_after: int | None = None  # ConverseStream: a modelStreamErrorException after this many deltas
+    stream_delay_ms: int = 0  # ConverseStream: the wait before each delta after the first (paced, chunked)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -151,6 +153,9 @@ class Fault:
             isinstance(fails_after, bool) or not isinstance(fails_after, int) or not 0 <= fails_after <= 100_000
         ):
             raise ValueError(f"fault stream_fails_after must be an integer from 0 to 100000, got {fails_after!r}")
+        delay = data.get("stream_delay_ms", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= 60_000:
+            raise ValueError(f"fault stream_delay_ms must be an integer from 0 to 60000, got {delay!r}")
         return cls(
             model=model,
             region=region,
@@ -161,6 +166,7 @@ class Fault:
             max_input_tokens=limit,
             on_demand=on_demand,
             stream_fails_after=fails_after,
+            stream_delay_ms=delay,
         )
 
 
@@ -351,7 +357,8 @@ class SimulatedError(Exception):
         self.message = message
 
 
-Response = tuple[int, dict[str, str], bytes]
+Response = tuple[int, dict[str, str], bytes | Iterator[bytes]]
+"""Status, headers and the body: bytes, or pieces written as they are made (a paced ConverseStream)."""
 
 
 class BedrockSimulator:
@@ -409,8 +416,10 @@ class BedrockSimulator:
             )
             self.calls.add(CallRecord(model, region, "ok" if fails_after is None else "stream_error"))
             latency_ms = max(1, round((time.perf_counter() - started) * 1000))
+            delay_ms = max((f.stream_delay_ms for f in self.faults.matching(model, region)), default=0)
             events = stream_events(text, stop, input_tokens, output_tokens, latency_ms, fails_after=fails_after)
-            return 200, {"Content-Type": "application/vnd.amazon.eventstream"}, events
+            stream_body = _paced(events, delay_ms / 1000.0, self._sleep) if delay_ms else b"".join(events)
+            return 200, {"Content-Type": "application/vnd.amazon.eventstream"}, stream_body
         self.calls.add(CallRecord(model, region, "ok"))
         payload = {
             "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
@@ -747,7 +756,7 @@ def stream_events(
     latency_ms: int,
     *,
     fails_after: int | None = None,
-) -> bytes:
+) -> list[bytes]:
     """A ConverseStream answer: messageStart, ``STREAM_CHUNK_CHARS``-character deltas, contentBlockStop,
     messageStop and metadata; or, with ``fails_after``, a ``modelStreamErrorException`` after that many deltas.
     """
@@ -761,12 +770,23 @@ def stream_events(
         headers = {":exception-type": "modelStreamErrorException", ":content-type": "application/json"}
         payload = {"message": "simulated failure in the middle of the stream", "originalStatusCode": 500}
         events.append(event_message({**headers, ":message-type": "exception"}, json.dumps(payload).encode()))
-        return b"".join(events)
+        return events
     events.append(_event("contentBlockStop", {"contentBlockIndex": 0}))
     events.append(_event("messageStop", {"stopReason": stop_reason}))
     usage = {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}
     events.append(_event("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}))
-    return b"".join(events)
+    return events
+
+
+def _paced(events: list[bytes], delay_s: float, sleep: Callable[[float], None]) -> Iterator[bytes]:
+    """The events one at a time, waiting ``delay_s`` before each text delta but the first."""
+    deltas = 0
+    for event in events:
+        if b"contentBlockDelta" in event[:120]:
+            if deltas:
+                sleep(delay_s)
+            deltas += 1
+        yield event
 
 
 def _json(status: int, payload: Mapping[str, Any]) -> Response:

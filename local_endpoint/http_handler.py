@@ -16,7 +16,7 @@ burst of clients connecting at once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -107,12 +107,22 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
             return None
         return body
 
-    def send_all(self, status: int, headers: Iterable[tuple[str, str]], body: bytes, *, close: bool = False) -> None:
-        """Send one response; the handler sets ``Content-Length`` and ``Connection`` itself."""
+    def send_all(
+        self, status: int, headers: Iterable[tuple[str, str]], body: bytes | Iterator[bytes], *, close: bool = False
+    ) -> None:
+        """Send one response; the handler sets ``Content-Length`` and ``Connection`` itself.
+
+        A body given as an iterator of byte strings is sent as it is made, in chunked transfer encoding (each
+        piece flushed at once); if making it fails part way, the connection is closed without the last chunk,
+        so the client sees a broken response rather than a short one that looks whole.
+        """
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(name, value)
+        if not isinstance(body, bytes):
+            self._send_chunked(body, close=close)
+            return
         self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")
@@ -120,6 +130,22 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _send_chunked(self, pieces: Iterator[bytes], *, close: bool) -> None:
+        self.send_header("Transfer-Encoding", "chunked")
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        try:
+            for piece in pieces:
+                if piece:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+        except Exception:  # the maker failed: end the connection so the answer cannot pass for complete
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The base class's own rejections, as JSON and as the client's error (4xx)."""

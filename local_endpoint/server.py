@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -134,7 +134,8 @@ class LocalEndpoint:
 
     def dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> tuple[int, list[tuple[str, str]], bytes | Iterator[bytes]]:
+        """Status, headers and body; the simulator's paced ConverseStream body comes as pieces (sent chunked)."""
         route = urlsplit(path).path
         if self.simulator is not None and self.simulator.handles(method, route):
             status, sim_headers, sim_body = self.simulator.handle(method, route, headers, body)

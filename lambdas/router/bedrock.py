@@ -18,8 +18,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .aws_clients import new_client
 from .engine import PlannedCall
@@ -130,6 +130,125 @@ class BedrockGateway:
         except BotoCoreError as exc:  # connection refused, DNS, protocol errors: the region is unreachable
             raise ModelCallError(type(exc).__name__, str(exc), FailureClass.REGIONAL) from None
         return _reply_from(response)
+
+    def converse_stream(
+        self,
+        call: PlannedCall,
+        first_token_timeout_s: float,
+        *,
+        idle_timeout_s: float,
+        messages: Sequence[Mapping[str, Any]],
+        system: Sequence[Mapping[str, Any]],
+        inference_config: Mapping[str, Any],
+    ) -> ModelStream:
+        """Open a ConverseStream call and wait at most ``first_token_timeout_s`` for its first text.
+
+        Bedrock can hold a request without answering or throttling it; a stream that has not started in time
+        is a timeout (REGIONAL: the caller moves on to its next candidate). After the start, each read waits at
+        most ``idle_timeout_s`` (the client's read timeout).
+
+        Raises:
+            ModelCallError: the call failed, or no text came within ``first_token_timeout_s``.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
+
+        request: dict[str, Any] = {
+            "modelId": call.model.model_id,
+            "messages": list(messages),
+            "inferenceConfig": dict(inference_config),
+        }
+        if system:
+            request["system"] = list(system)
+        client = self.client(call.region, idle_timeout_s, min(self._connect_timeout_s, first_token_timeout_s))
+
+        def start() -> tuple[str, Any, Mapping[str, Any]]:
+            response = client.converse_stream(**request)
+            events = iter(response["stream"])
+            for event in events:
+                for piece in _stream_events(event):
+                    if piece.text:
+                        return piece.text, events, response
+                if "messageStop" in event:  # an empty answer: nothing will follow but the metadata
+                    return "", events, response
+            raise ModelCallError("EmptyStream", "the stream ended before any text", FailureClass.REGIONAL)
+
+        try:
+            first, events, response = _call_within(first_token_timeout_s + GUARD_GRACE_S, start)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise ModelCallError(error.get("Code", "ClientError"), error.get("Message", str(exc))) from None
+        except EventStreamError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", "EventStreamError"), error.get("Message", str(exc))
+            raise ModelCallError(code, message, FailureClass.REGIONAL) from None
+        except TimeoutError:
+            raise ModelCallError(
+                "FirstTokenTimeout",
+                f"no text within the first-token timeout of {first_token_timeout_s * 1000:.0f} ms",
+                FailureClass.REGIONAL,
+            ) from None
+        except BotoCoreError as exc:
+            raise ModelCallError(type(exc).__name__, str(exc), FailureClass.REGIONAL) from None
+        return ModelStream(first, events, response)
+
+
+class StreamEvent(NamedTuple):
+    """One piece of a streamed answer: text, or (at the end) the stop reason and the token counts."""
+
+    text: str = ""
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class ModelStream:
+    """A ConverseStream answer whose first text has arrived: iterate for ``StreamEvent`` s, first one first.
+
+    Iterating may raise ``ModelCallError`` (failure class REGIONAL) when the stream breaks after its start: an
+    exception event from Bedrock, or no bytes within the client's read timeout. ``close`` drops the connection.
+    """
+
+    def __init__(self, first_text: str, events: Any, response: Mapping[str, Any]) -> None:
+        self.first_text = first_text
+        self._events = events
+        self._response = response
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        from botocore.exceptions import BotoCoreError, EventStreamError, ReadTimeoutError
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
+
+        yield StreamEvent(text=self.first_text)
+        try:
+            for event in self._events:
+                yield from _stream_events(event)
+        except EventStreamError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", "EventStreamError"), error.get("Message", str(exc))
+            raise ModelCallError(code, message, FailureClass.REGIONAL) from None
+        except (ReadTimeoutError, Urllib3ReadTimeout, TimeoutError) as exc:  # the event stream reads urllib3 directly
+            raise ModelCallError("Timeout", f"the stream stalled: {exc}", FailureClass.REGIONAL) from None
+        except (BotoCoreError, Urllib3Error, OSError) as exc:
+            raise ModelCallError(type(exc).__name__, str(exc), FailureClass.REGIONAL) from None
+
+    def close(self) -> None:
+        stream = self._response.get("stream")
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()
+
+
+def _stream_events(event: Mapping[str, Any]) -> Iterator[StreamEvent]:
+    if "contentBlockDelta" in event:
+        text = event["contentBlockDelta"].get("delta", {}).get("text")
+        if text:
+            yield StreamEvent(text=text)
+    elif "messageStop" in event:
+        yield StreamEvent(stop_reason=str(event["messageStop"].get("stopReason", "end_turn")))
+    elif "metadata" in event:
+        usage = event["metadata"].get("usage", {})
+        yield StreamEvent(
+            input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0))
+        )
 
 
 def _grid_ms(seconds: float) -> int:

@@ -387,3 +387,39 @@ def test_a_stream_fault_past_the_last_delta_still_fails_the_stream(sim, simulato
 def test_rejects_a_bad_stream_fault(value):
     with pytest.raises(ValueError, match="stream_fails_after"):
         Fault.from_json({"stream_fails_after": value})
+
+
+def test_a_paced_stream_arrives_in_pieces_over_time(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault.from_json({"model": NOVA, "stream_delay_ms": 60}))
+    bedrock = client(url)
+    started = time.perf_counter()
+    response = bedrock.converse_stream(
+        modelId=NOVA,
+        messages=[{"role": "user", "content": [{"text": "Hello there"}]}],
+        inferenceConfig={"maxTokens": 500},
+    )
+    arrivals = []
+    for event in response["stream"]:
+        if "contentBlockDelta" in event:
+            arrivals.append(time.perf_counter() - started)
+    # Then the first delta comes before the stream is over, and the rest one pause apart
+    assert len(arrivals) >= 3
+    assert arrivals[0] < 0.05 * (len(arrivals) - 1)
+    assert arrivals[-1] - arrivals[0] >= 0.06 * (len(arrivals) - 1) * 0.9
+
+
+@pytest.mark.parametrize("value", [-1, True, 60_001, 1.5])
+def test_rejects_a_bad_stream_delay(value):
+    with pytest.raises(ValueError, match="stream_delay_ms"):
+        Fault.from_json({"stream_delay_ms": value})
+
+
+def test_make_local_s_server_streams_the_simulator_s_converse_stream_too(local_endpoint):
+    local_endpoint.fault(model=NOVA, stream_delay_ms=20)
+    try:
+        events = converse_stream(client(local_endpoint.base_url))
+    finally:
+        local_endpoint.clear_faults()
+    kinds = [next(iter(event)) for event in events]
+    assert kinds[0] == "messageStart" and kinds[-1] == "metadata" and kinds.count("contentBlockDelta") > 1
