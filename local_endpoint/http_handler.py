@@ -34,6 +34,14 @@ class LocalHTTPServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer that hung up (a client that stopped reading a stream) is not an error worth a traceback."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class BadFraming(Exception):
     """The request's body cannot be located or read; answer ``status`` and close the connection."""

@@ -31,6 +31,19 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 INTEGRATION_TIMEOUT_MS = 29_000
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+StreamHandler = Callable[[dict[str, Any], Any], tuple[int, dict[str, str], "bytes | Iterator[bytes]"]]
+CHAT_PATH = "/v1/chat/completions"
+
+
+def _asks_stream(body: bytes) -> bool:
+    """Whether a chat completion body asks for a stream (anything unreadable is the handler's to refuse)."""
+    if b'"stream"' not in body:
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("stream") is True
 
 
 class LocalLambdaContext:
@@ -109,14 +122,21 @@ class LocalEndpoint:
         handler: the Lambda handler.
         simulator: the Bedrock simulator served on the same port, or None.
         state_admin: what answers ``GET``/``DELETE /_local/state``, or None.
+        stream_handler: answers ``POST /v1/chat/completions`` with ``"stream": true`` as the events are made
+            (``handler.stream_chat_completions``); None leaves them to ``handler`` (sent at once).
     """
 
     def __init__(
-        self, handler: LambdaHandler, simulator: Any | None = None, state_admin: LiveStateAdmin | None = None
+        self,
+        handler: LambdaHandler,
+        simulator: Any | None = None,
+        state_admin: LiveStateAdmin | None = None,
+        stream_handler: StreamHandler | None = None,
     ) -> None:
         self.handler = handler
         self.simulator = simulator
         self.state_admin = state_admin
+        self.stream_handler = stream_handler
 
     def _state_admin(self, admin: LiveStateAdmin, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
         if method not in ("GET", "DELETE"):
@@ -144,6 +164,13 @@ class LocalEndpoint:
             return self._state_admin(self.state_admin, method)
         request_id = str(uuid.uuid4())
         event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)
+        if self.stream_handler is not None and method == "POST" and route == CHAT_PATH and _asks_stream(body):
+            try:
+                status, answer_headers, answer = self.stream_handler(event, LocalLambdaContext(request_id))
+            except Exception as exc:
+                print(f"router failed: {exc!r}", file=sys.stderr)
+                return _json(502, {"message": "Internal server error"})
+            return status, list(answer_headers.items()), answer
         try:
             result = self.handler(event, LocalLambdaContext(request_id))
         except Exception as exc:  # what API Gateway answers when the function itself fails
@@ -222,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         show_metrics=args.show_metrics,
     )
-    from lambdas.router.handler import lambda_handler, service
+    from lambdas.router.handler import lambda_handler, service, stream_chat_completions
 
     simulator = None
     if args.bedrock == "sim":
@@ -238,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracker = service().live_state
         state_admin = admin_for(tracker) if tracker is not None else None
-        endpoint = LocalEndpoint(lambda_handler, simulator, state_admin=state_admin)
+        endpoint = LocalEndpoint(
+            lambda_handler, simulator, state_admin=state_admin, stream_handler=stream_chat_completions
+        )
         server = make_server(endpoint, args.host, args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)

@@ -486,6 +486,16 @@ def validate___definitions_resilience(data, custom_formats={}, name_prefix=None)
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.attempt_timeout_ms must be bigger than or equal to 100', value=data__attempttimeoutms, name='' + (name_prefix or 'data') + '.attempt_timeout_ms', definition=None, rule='minimum')
                 if data__attempttimeoutms > 900000:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.attempt_timeout_ms must be smaller than or equal to 900000', value=data__attempttimeoutms, name='' + (name_prefix or 'data') + '.attempt_timeout_ms', definition=None, rule='maximum')
+        if 'first_token_timeout_ms' in data_keys:
+            data_keys.remove('first_token_timeout_ms')
+            data__firsttokentimeoutms = data['first_token_timeout_ms']
+            if not isinstance(data__firsttokentimeoutms, int) or isinstance(data__firsttokentimeoutms, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.first_token_timeout_ms must be integer', value=data__firsttokentimeoutms, name='' + (name_prefix or 'data') + '.first_token_timeout_ms', definition=None, rule='type')
+            if isinstance(data__firsttokentimeoutms, (int, float, Decimal)):
+                if data__firsttokentimeoutms < 100:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.first_token_timeout_ms must be bigger than or equal to 100', value=data__firsttokentimeoutms, name='' + (name_prefix or 'data') + '.first_token_timeout_ms', definition=None, rule='minimum')
+                if data__firsttokentimeoutms > 900000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.first_token_timeout_ms must be smaller than or equal to 900000', value=data__firsttokentimeoutms, name='' + (name_prefix or 'data') + '.first_token_timeout_ms', definition=None, rule='maximum')
         if 'total_deadline_ms' in data_keys:
             data_keys.remove('total_deadline_ms')
             data__totaldeadlinems = data['total_deadline_ms']

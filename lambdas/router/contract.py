@@ -43,6 +43,8 @@ class GenerateInput(NamedTuple):
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     route: str | None = None  # a route the caller names (the OpenAI API's model), or None
+    stream: bool = False  # answer as a stream (the OpenAI API's stream: true)
+    include_usage: bool = False  # a streamed answer ends with a usage chunk (stream_options.include_usage)
 
     @property
     def text(self) -> str:

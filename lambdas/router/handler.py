@@ -26,9 +26,11 @@ Tracer is left out on purpose: it costs about 0.45 s of cold start (X-Ray SDK im
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import metric_names as m
@@ -161,34 +164,133 @@ def health() -> Response[Any]:
 @app.post("/generate")
 def generate() -> Response[Any]:
     event = app.current_event
-    outcome = service().generate(event.body, _caller(event))
+    outcome = service().generate(event.body, _caller(event, app.lambda_context))
     _record(outcome, event.request_context.request_id)
     return _json_response(outcome.status, outcome.body, outcome.headers or {})
 
 
 @app.post(openai_api.CHAT_PATH)
 def chat_completions() -> Response[Any]:
-    """OpenAI's chat completions over the same routing, budgets and breakers (``openai_api.py``)."""
+    """OpenAI's chat completions over the same routing, budgets and breakers (``openai_api.py``).
+
+    Through API Gateway's buffered Lambda integration a ``stream: true`` answer is the same server-sent
+    events, sent at once; front ends that stream (local mode) call ``stream_chat_completions`` instead.
+    """
     event = app.current_event
+    status, body, headers = _openai_answer(event, app.lambda_context)
+    if isinstance(body, dict):
+        return _json_response(status, body, headers)
+    return Response(status_code=status, content_type=SSE_CONTENT_TYPE, body=b"".join(body).decode(), headers=headers)
+
+
+SSE_CONTENT_TYPE = "text/event-stream"
+
+
+def stream_chat_completions(event: dict[str, Any], context: Any) -> tuple[int, dict[str, str], bytes | Iterator[bytes]]:
+    """``POST /v1/chat/completions`` for a front end that can send the answer as it is made (local mode).
+
+    Returns the status, headers and either the JSON body or the server-sent events as they come; the
+    request's metrics line is written when the stream ends.
+    """
+    _forget_unflushed_metrics()
+    status, body, headers = _openai_answer(APIGatewayProxyEvent(event), context, flush=True)
+    if isinstance(body, dict):
+        metrics.flush_metrics()
+        return status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+    return status, {"Content-Type": SSE_CONTENT_TYPE, "Cache-Control": "no-cache", **headers}, body
+
+
+def _openai_answer(
+    event: Any, context: Any, *, flush: bool = False
+) -> tuple[int, dict[str, Any] | Iterator[bytes], dict[str, str]]:
+    """The status, the JSON body (or the server-sent events of a streamed answer) and the headers."""
     request_id = event.request_context.request_id
-    outcome = service().generate(event.body, _caller(event), parse=openai_api.parse_chat)
+    outcome = service().generate(event.body, _caller(event, context), parse=openai_api.parse_chat)
     metrics.add_metadata(key="api", value="openai")
-    _record(outcome, request_id)
     headers = dict(outcome.headers or {})
     if outcome.status != 200:
-        return _json_response(outcome.status, openai_api.error_body(outcome.status, outcome.body["message"]), headers)
+        _record(outcome, request_id)
+        return outcome.status, openai_api.error_body(outcome.status, outcome.body["message"]), headers
     if outcome.outcome == m.OUTCOME_DEGRADED:  # an OpenAI client takes no answer for an answer
+        _record(outcome, request_id)
         decision = outcome.body.get("decision") or {}
         if decision.get("gave_up") == "budget":  # the policy degrades at the cap: no retry helps until it resets
             scope = str((decision.get("budget") or {}).get("scope") or "daily")
             retry = {"Retry-After": str(seconds_to_reset(scope, time.time())), "x-should-retry": "false"}
             message = f"the {scope} spend budget is used up; the policy answers no model until it resets"
-            return _json_response(429, openai_api.error_body(429, message), {**headers, **retry})
+            return 429, openai_api.error_body(429, message), {**headers, **retry}
         message = f"no model could answer: {outcome.body['output']}"
-        return _json_response(503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"})
+        return 503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"}
     headers.pop("X-Selected-Model", None)
     headers.update({"x-selected-model": outcome.model or "", "x-route": outcome.route or ""})
-    return _json_response(200, openai_api.chat_completion(outcome.body, request_id=request_id), headers)
+    wants_stream = _wants_stream(event.body)
+    if outcome.stream is None and not wants_stream:
+        _record(outcome, request_id)
+        return 200, openai_api.chat_completion(outcome.body, request_id=request_id), headers
+    return 200, _events(outcome, request_id, include_usage=_wants_usage(event.body), flush=flush), headers
+
+
+def _events(outcome: Outcome, request_id: str, *, include_usage: bool, flush: bool) -> Iterator[bytes]:
+    """The answer's server-sent events; the metrics line once it has ended (a whole answer: at once)."""
+    live = outcome.stream
+    if live is None:  # answered whole (a cascade reads the full answer before it can return one): one chunk
+        _record(outcome, request_id)
+        body = outcome.body
+        usage = body.get("usage") or {}
+        yield from openai_api.sse(
+            body,
+            iter([body.get("output") or ""]),
+            lambda: (str(body.get("stop_reason")), usage.get("input_tokens", 0), usage.get("output_tokens", 0), None),
+            request_id=request_id,
+            include_usage=include_usage,
+        )
+        if flush:
+            metrics.flush_metrics()
+        return
+
+    def end() -> tuple[str, int, int, str | None]:
+        ended = live.end
+        assert ended is not None
+        error = None if ended.error is None else f"the answer broke off: {ended.error.code}"
+        return ended.stop_reason, ended.input_tokens, ended.output_tokens, error
+
+    try:
+        yield from openai_api.sse(live.details, live.pieces(), end, request_id=request_id, include_usage=include_usage)
+    finally:
+        ended = live.end
+        if ended is not None:
+            if ended.error is not None:
+                metrics.add_metric(name=m.STREAM_FAILURES, unit=MetricUnit.Count, value=1)
+            _record(
+                outcome._replace(
+                    input_tokens=ended.input_tokens,
+                    output_tokens=ended.output_tokens,
+                    cost_usd=ended.cost_usd,
+                    latency_ms=ended.latency_ms,
+                    body={**outcome.body, "output": ended.text, "stop_reason": ended.stop_reason},
+                ),
+                request_id,
+            )
+        if flush:
+            metrics.flush_metrics()
+
+
+def _wants_stream(raw: str | None) -> bool:
+    return _body_field(raw, "stream") is True
+
+
+def _wants_usage(raw: str | None) -> bool:
+    options = _body_field(raw, "stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _body_field(raw: str | None, name: str) -> Any:
+    """A top-level field of a body the service has already accepted (so it is a JSON object)."""
+    try:
+        body = json.loads(raw or "{}")
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
 
 
 @app.get(openai_api.MODELS_PATH)
@@ -196,8 +298,7 @@ def models() -> Response[Any]:
     return _json_response(200, openai_api.models_list(service().policies.current()))
 
 
-def _caller(event: Any) -> CallerContext:
-    context: LambdaContext | None = app.lambda_context
+def _caller(event: Any, context: LambdaContext | None) -> CallerContext:
     return CallerContext(
         headers=event.headers,  # Powertools' headers mapping is case-insensitive
         sticky_key=_sticky_key(event),

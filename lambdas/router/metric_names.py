@@ -34,6 +34,7 @@ OUTPUT_TOKENS: Final = "OutputTokens"
 COST_USD: Final = "CostUsd"
 FALLBACKS: Final = "Fallbacks"
 DEGRADED: Final = "DegradedAnswers"
+STREAM_FAILURES: Final = "StreamFailures"  # streamed answers that broke off after their first byte
 FAILED_ATTEMPTS: Final = "FailedAttempts"
 
 # Per failed model call, dimensioned [service, Model, Region, FailureClass].

@@ -13,19 +13,22 @@ Anything else is a 404 ``model_not_found``. Supported: ``system``/``developer``,
 messages whose content is a string or a list of ``text`` and ``image_url`` parts (``data:`` URLs of PNG,
 JPEG, GIF or WebP: the router does not fetch URLs); ``max_tokens`` / ``max_completion_tokens``,
 ``temperature`` (0-1, what Bedrock's models take), ``top_p``, ``stop`` (up to 4); ``n`` of 1. Fields that do
-not change the answer (``user``, ``seed``, ``metadata``, ``store``, ``stream_options`` without ``stream``,
-zero penalties) are ignored; tools, response formats, log probabilities, several choices and streaming are
-a 400 naming the field. The answer is OpenAI's ``chat.completion`` with ``usage``, plus a ``routing``
-extension (route, model, region, fallback, cost, latency and the decision), and headers ``x-selected-model``
-and ``x-route``. Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+not change the answer (``user``, ``seed``, ``metadata``, ``store``,
+zero penalties) are ignored; tools, response formats, log probabilities and several choices are a 400
+naming the field. ``stream: true`` answers in server-sent events (``sse``). The answer is OpenAI's
+``chat.completion`` with ``usage``, plus a ``routing`` extension (route, model, region, fallback, cost,
+latency and the decision), and headers ``x-selected-model`` and ``x-route``. Errors are OpenAI's
+``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .contract import BadRequest, GenerateInput, UnknownModel, parse_generate
@@ -81,6 +84,7 @@ ERROR_TYPES = {
     413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "budget_exceeded"),
     500: ("server_error", "internal_error"),
+    502: ("server_error", "upstream_error"),
     503: ("server_error", "service_unavailable"),
 }
 
@@ -101,8 +105,10 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
     for name in _ZERO_ONLY:
         if body.get(name) not in (None, 0, 0.0):
             raise BadRequest(f"{name}: only 0 is supported (got {body[name]!r})")
-    if body.get("stream") not in (None, False):
-        raise BadRequest("stream: streamed answers are not available yet; send stream false or leave it out")
+    stream = body.get("stream")
+    if stream not in (None, True, False):
+        raise BadRequest(f"stream must be true or false (got {_show(stream)})")
+    include_usage = _stream_options(body.get("stream_options"), bool(stream))
     if body.get("n") not in (None, 1):
         raise BadRequest(f"n: only 1 choice is supported (got {body['n']!r})")
     if body.get("temperature") is not None and body.get("top_p") is not None:
@@ -126,7 +132,27 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
     if temperature is not None:
         generate["temperature"] = temperature
     request = parse_generate(generate, policy.limits)
-    return request._replace(top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body.get("stop")), route=route)
+    return request._replace(
+        top_p=_number(body, "top_p", 0.0, 1.0),
+        stop=_stop(body.get("stop")),
+        route=route,
+        stream=bool(stream),
+        include_usage=include_usage,
+    )
+
+
+def _stream_options(value: Any, stream: bool) -> bool:
+    """Whether a streamed answer ends with a usage chunk (``stream_options.include_usage``)."""
+    if value is None:
+        return False
+    if not isinstance(value, dict) or set(value) - {"include_usage", "include_obfuscation"}:
+        raise BadRequest(f"stream_options must be an object with include_usage (got {_show(value)})")
+    include = value.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise BadRequest(f"stream_options.include_usage must be true or false (got {_show(include)})")
+    if include and not stream:
+        raise BadRequest("stream_options is only allowed with stream: true")
+    return include
 
 
 def _resolve_model(value: Any, policy: Policy) -> tuple[str | None, str | None]:
@@ -307,3 +333,48 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
     """OpenAI's error shape for an HTTP status."""
     kind, code = ERROR_TYPES.get(status, ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400])
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+def sse(
+    start: dict[str, Any],
+    pieces: Iterator[str],
+    end: Callable[[], tuple[str, int, int, str | None]],
+    *,
+    request_id: str,
+    include_usage: bool,
+    now: float | None = None,
+) -> Iterator[bytes]:
+    """OpenAI's ``chat.completion.chunk`` events for a streamed answer, ending with ``data: [DONE]``.
+
+    ``start`` is the answer's routing (its first chunk carries it in ``routing``); ``pieces`` the text as it
+    comes; ``end()`` then gives (stop reason, input tokens, output tokens, error message or None). A failure
+    after the first byte ends the stream with an OpenAI-shaped error event, then ``[DONE]``.
+    """
+    created = int(now if now is not None else time.time())
+    base = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": str(start.get("model_used", "")).removeprefix("FALLBACK:"),
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    yield chunk({"role": "assistant", "content": ""}, routing=start)
+    for piece in pieces:
+        yield chunk({"content": piece})
+    stop, prompt, completion, error = end()
+    if error is not None:
+        yield _sse({"error": {"message": error, "type": "server_error", "param": None, "code": "stream_error"}})
+    else:
+        yield chunk({}, FINISH_REASONS.get(stop, "stop"))
+        if include_usage:
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            yield _sse({**base, "choices": [], "usage": usage})
+    yield _sse("[DONE]")

@@ -113,6 +113,7 @@ class Resilience(NamedTuple):
     total_deadline_ms: int
     max_attempts: int
     degraded_message: str
+    first_token_timeout_ms: int = 5000
 
 
 class BreakerSettings(NamedTuple):
@@ -441,6 +442,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             total_deadline_ms=resilience.get("total_deadline_ms", 25000),
             max_attempts=resilience.get("max_attempts", 8),
             degraded_message=resilience["degraded_message"],
+            first_token_timeout_ms=resilience.get("first_token_timeout_ms", 5000),
         ),
         limits=RequestLimits(
             max_prompt_chars=limits.get("max_prompt_chars", 400_000),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
@@ -29,6 +29,10 @@ from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettin
 from .live_state import LiveStateTracker, Reservation, Snapshot
 from .policy import ModelSpec, Policy
 from .policy_store import PolicyStore
+from .streaming import LiveStream, StreamEnd
+
+if TYPE_CHECKING:  # the Bedrock adapter imports botocore: the handler loads it only when it builds the gateway
+    from .bedrock import ModelStream
 
 DEGRADED_MODEL = "DEGRADED_SERVICE"
 FALLBACK_PREFIX = "FALLBACK:"
@@ -48,6 +52,17 @@ class ModelGateway(Protocol):
         system: list[dict[str, str]],
         inference_config: dict[str, Any],
     ) -> ModelReply: ...
+
+    def converse_stream(
+        self,
+        call: PlannedCall,
+        first_token_timeout_s: float,
+        *,
+        idle_timeout_s: float,
+        messages: list[dict[str, Any]],
+        system: list[dict[str, str]],
+        inference_config: dict[str, Any],
+    ) -> ModelStream: ...
 
 
 RequestParser = Callable[[dict[str, Any], Policy], GenerateInput]
@@ -76,6 +91,7 @@ class Outcome(NamedTuple):
     budget_used_percent: float | None = None
     spend_today_usd: float | None = None
     escalated: tuple[PaidAnswer, ...] = ()
+    stream: LiveStream | None = None  # a streamed answer under way (``stream: true``): the body is its start
 
 
 class CallerContext(NamedTuple):
@@ -180,6 +196,7 @@ class RouterService:
         )
         snapshot = self.live_state.snapshot(policy, scopes) if self.live_state is not None else None
         charge = _Charge()
+        charge.probes = snapshot.probes if snapshot is not None else set()
         try:
             return self._route(
                 policy,
@@ -193,7 +210,7 @@ class RouterService:
                 charge=charge,
             )
         finally:
-            if self.live_state is not None:
+            if self.live_state is not None and not charge.deferred:
                 if charge.reservation is not None:
                     self.live_state.settle(charge.reservation, charge.usd)
                 if snapshot is not None:
@@ -251,14 +268,25 @@ class RouterService:
         messages = converse_messages(request)
         system = converse_system(request)
 
+        streaming = request.stream and decision.cascade is None  # a cascade must read a whole answer first
+        opened: list[ModelStream] = []  # the stream that started answering is the last one
+
         def invoke(call: PlannedCall, timeout_s: float) -> ModelReply:
-            return self._gateway.converse(
-                call,
-                timeout_s,
-                messages=messages,
-                system=system,
-                inference_config=_inference_config(call, decision.max_tokens, request, decision.temperature),
-            )
+            config = _inference_config(call, decision.max_tokens, request, decision.temperature)
+            if streaming:
+                # The attempt ends when the first text arrives (or at the first-token timeout): the rest streams
+                first_s = min(policy.resilience.first_token_timeout_ms / 1000.0, float(timeout_s))
+                stream = self._gateway.converse_stream(
+                    call,
+                    first_s,
+                    idle_timeout_s=policy.resilience.attempt_timeout_ms / 1000.0,
+                    messages=messages,
+                    system=system,
+                    inference_config=config,
+                )
+                opened.append(stream)
+                return ModelReply(text=stream.first_text, input_tokens=0, output_tokens=0, stop_reason="streaming")
+            return self._gateway.converse(call, timeout_s, messages=messages, system=system, inference_config=config)
 
         tracker = self.live_state
         skip = on_attempt = None
@@ -327,6 +355,19 @@ class RouterService:
 
         call = result.answered_by
         reply = result.reply
+        if streaming and opened:
+            return self._live_stream(
+                policy,
+                request=request,
+                decision=decision,
+                call=call,
+                stream=opened[-1],
+                explained=explained,
+                started=started,
+                budget_ms=budget_ms,
+                charge=charge,
+                caller=caller,
+            )
         own_cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)
         cost = own_cost + sum(answer.cost_usd for answer in spent.answers)
         charge.usd = cost  # settled when the request ends (``generate``); a cascade's every answer counts
@@ -366,13 +407,86 @@ class RouterService:
             escalated=tuple(spent.answers),
         )
 
+    def _live_stream(
+        self,
+        policy: Policy,
+        *,
+        request: GenerateInput,
+        decision: Decision,
+        call: PlannedCall,
+        stream: ModelStream,
+        explained: dict[str, Any],
+        started: float,
+        budget_ms: float,
+        charge: _Charge,
+        caller: CallerContext,
+    ) -> Outcome:
+        """The answer as a ``LiveStream``; the budget, the breaker and the metrics are settled when it ends."""
+        tracker = self.live_state
+        snapshot_probes = charge.probes
+        charge.deferred = True
+        model_used = f"{FALLBACK_PREFIX}{call.model.model_id}" if call.fallback else call.model.model_id
+        details = {
+            "model_used": model_used,
+            "route": decision.route,
+            "region": call.region,
+            "fallback_used": call.fallback,
+            "decision": explained,
+        }
+
+        def finish(end: StreamEnd) -> None:
+            if end.error is None:
+                self.last_success_at = self._clock()
+            elif tracker is not None:  # a stream that broke is a failed call for the breaker
+                tracker.record_attempt(
+                    policy,
+                    call.model.model_id,
+                    call.region,
+                    end.error.failure_class.value,
+                    end.latency_ms,
+                    probes=snapshot_probes,
+                    caller=caller.principal,
+                )
+            if tracker is not None:
+                if charge.reservation is not None:
+                    tracker.settle(charge.reservation, end.cost_usd)
+                else:
+                    charge.usd = end.cost_usd
+                tracker.release(snapshot_probes)
+
+        live = LiveStream(
+            call,
+            stream,
+            deadline=started + budget_ms / 1000.0,
+            clock=self._clock,
+            started=started,
+            estimate_input_tokens=estimate_tokens(len(request.text), len(request.images)),
+            finish=finish,
+            details=details,
+        )
+        return Outcome(
+            status=200,
+            body={**details, "output": None, "degraded": False},
+            headers={"X-Selected-Model": call.model.model_id},
+            outcome=m.OUTCOME_FALLBACK if call.fallback else m.OUTCOME_OK,
+            route=decision.route,
+            model=call.model.model_id,
+            region=call.region,
+            stream=live,
+        )
+
 
 class _Charge:
-    """What one request reserved and spent; settled when it ends, however it ends."""
+    """What one request reserved and spent; settled when it ends, however it ends.
+
+    ``deferred``: a streamed answer is still running when ``generate`` returns; its end settles instead.
+    """
 
     def __init__(self) -> None:
         self.reservation: Reservation | None = None
         self.usd = 0.0
+        self.deferred = False
+        self.probes: set[tuple[str, str]] = set()  # the request's half-open probes, released when it ends
 
 
 def _answer_estimate_usd(decision: Decision, request: GenerateInput) -> float:

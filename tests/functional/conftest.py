@@ -13,6 +13,7 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "router-test")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "RoutedBedrockTest")
 
 from lambdas.router import handler
+from lambdas.router.bedrock import StreamEvent
 from lambdas.router.engine import PlannedCall
 from lambdas.router.executor import ModelCallError, ModelReply
 from lambdas.router.policy import DEFAULT_POLICY_PATH
@@ -52,6 +53,36 @@ class FakeBedrock:
         return ModelReply(
             text=f"answer from {call.model.model_id}", input_tokens=100, output_tokens=50, stop_reason="end_turn"
         )
+
+
+class FakeStream:
+    """A started stream of one answer: its first piece, the rest, then the stop reason and usage."""
+
+    def __init__(self, text: str) -> None:
+        self.first_text = text[:6]
+        self._rest = [text[6:]] if text[6:] else []
+        self.closed = False
+
+    def __iter__(self):
+        yield StreamEvent(text=self.first_text)
+        for piece in self._rest:
+            yield StreamEvent(text=piece)
+        yield StreamEvent(stop_reason="end_turn")
+        yield StreamEvent(input_tokens=100, output_tokens=50)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _converse_stream(self, call, first_token_timeout_s, *, idle_timeout_s, messages, system, inference_config):
+    reply = self.converse(
+        call, first_token_timeout_s, messages=messages, system=system, inference_config=inference_config
+    )
+    self.calls[-1]["stream"] = True
+    return FakeStream(reply.text)
+
+
+FakeBedrock.converse_stream = _converse_stream  # type: ignore[attr-defined]
 
 
 def api_event(

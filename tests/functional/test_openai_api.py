@@ -16,7 +16,9 @@ import openai
 import pytest
 
 from lambdas.router import handler
+from lambdas.router.bedrock import StreamEvent
 from lambdas.router.budget import scopes_for
+from lambdas.router.executor import FailureClass
 from lambdas.router.live_state import LiveStateTracker
 from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
 from lambdas.router.policy_store import PolicyStore, file_fetcher
@@ -197,7 +199,7 @@ def test_an_unknown_model_is_a_404_model_not_found(client, bedrock):
             },
             "data: URL",
         ),
-        ({"stream": True}, "stream"),
+        ({"stream": "yes"}, "stream must be true or false"),
         ({"temperature": 0.5, "top_p": 0.9}, "send one of them"),
         ({"stop": ["\n"]}, "whitespace-only"),
         ({"max_completion_tokens": 10**9}, "max_completion_tokens 1000000000 is over the limit"),
@@ -302,3 +304,72 @@ def test_a_budget_that_degrades_at_the_cap_is_a_429_the_sdk_does_not_retry(bedro
     assert raised.value.response.headers["x-should-retry"] == "false"
     assert 0 < int(raised.value.response.headers["Retry-After"]) <= 86_400
     assert bedrock.calls == []
+
+
+def test_a_stream_through_the_lambda_handler_is_the_same_events_sent_at_once(client, bedrock):
+    chunks = list(
+        client.chat.completions.create(
+            model="fast",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"answer from {NOVA_MICRO}"
+    assert chunks[-1].usage.total_tokens == 150
+    assert bedrock.calls[0]["stream"] is True
+
+
+def test_stream_options_without_stream_is_a_400(client):
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "Hi"}], stream_options={"include_usage": True}
+        )
+
+
+def test_a_model_that_does_not_start_in_time_is_passed_over_before_the_first_byte(client, bedrock):
+    # Given nova-micro holding every stream past the first-token timeout (the gateway raises it as REGIONAL)
+    bedrock.fail("nova-micro", code="FirstTokenTimeout")
+    chunks = list(
+        client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    )
+    # Then both its regions were tried, and the stream came from the fallback, whole
+    assert [c["model"] for c in bedrock.calls][:2] == ["nova-micro", "nova-micro"]
+    routing = chunks[0].model_extra["routing"]
+    assert routing["fallback_used"] is True
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("answer from")
+
+
+def test_a_streamed_answer_is_charged_to_the_budget_when_it_ends(client, bedrock, store):
+    stream = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    list(stream)
+    handler.service().live_state.flush()
+    policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text()))
+    expected = policy.models["nova-micro"].cost_usd(100, 50)
+    [daily] = [scope for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None)][:1]
+    assert store.spend[daily.key] == pytest.approx(expected)
+
+
+def test_a_stream_that_breaks_is_counted_and_reported_to_the_breaker(client, bedrock, capsys, monkeypatch):
+    from lambdas.router.executor import ModelCallError
+
+    from .conftest import FakeStream
+
+    class Breaking(FakeStream):
+        def __iter__(self):
+            yield StreamEvent(text=self.first_text)
+            raise ModelCallError("modelStreamErrorException", "broke", FailureClass.REGIONAL)
+
+    original = type(bedrock).converse_stream
+
+    def breaking(self, call, *args, **kwargs):
+        original(self, call, *args, **kwargs)
+        return Breaking("answer from a model")
+
+    monkeypatch.setattr(type(bedrock), "converse_stream", breaking)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    with pytest.raises(openai.APIError, match="broke off"):
+        list(client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}], stream=True))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    request_line = next(line for line in lines if "StreamFailures" in line)
+    assert request_line["StreamFailures"] == [1.0] or request_line["StreamFailures"] == 1.0
