@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/concurrency_drill.py --out concurrency_drill.json
 	$(PY) benchmarks/routing_quality.py --out routing_quality.json
 	$(PY) benchmarks/failover_drill.py --out failover_drill.json
+	$(PY) benchmarks/stream_overhead.py --out stream_overhead.json
 
 validators: setup
 	$(PY) tools/generate_validators.py

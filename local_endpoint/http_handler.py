@@ -144,16 +144,19 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
         try:
+            self.end_headers()
             for piece in pieces:
                 if piece:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                     self.wfile.flush()
-        except Exception:  # the maker failed: end the connection so the answer cannot pass for complete
+            self.wfile.write(b"0\r\n\r\n")
+        except Exception:  # the maker failed or the client left: end the connection, never a short answer
             self.close_connection = True
-            return
-        self.wfile.write(b"0\r\n\r\n")
+        finally:
+            end = getattr(pieces, "close", None)
+            if callable(end):
+                end()  # the maker ends its work (a model stream, a budget reservation) even if unread
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The base class's own rejections, as JSON and as the client's error (4xx)."""

@@ -161,19 +161,28 @@ class BedrockGateway:
             request["system"] = list(system)
         client = self.client(call.region, idle_timeout_s, min(self._connect_timeout_s, first_token_timeout_s))
 
-        def start() -> tuple[str, Any, Mapping[str, Any]]:
+        abandoned = threading.Event()
+
+        def start() -> tuple[str, Any, Mapping[str, Any], tuple[StreamEvent, ...]]:
             response = client.converse_stream(**request)
             events = iter(response["stream"])
+            found: tuple[str, Any, Mapping[str, Any], tuple[StreamEvent, ...]] | None = None
             for event in events:
-                for piece in _stream_events(event):
-                    if piece.text:
-                        return piece.text, events, response
+                pieces = list(_stream_events(event))
+                if any(piece.text for piece in pieces):
+                    found = (next(piece.text for piece in pieces if piece.text), events, response, ())
+                    break
                 if "messageStop" in event:  # an empty answer: nothing will follow but the metadata
-                    return "", events, response
-            raise ModelCallError("EmptyStream", "the stream ended before any text", FailureClass.REGIONAL)
+                    found = ("", events, response, tuple(pieces))
+                    break
+            if found is None:
+                raise ModelCallError("EmptyStream", "the stream ended before any text", FailureClass.REGIONAL)
+            if abandoned.is_set():  # the caller moved on at the first-token timeout: drop the connection
+                response["stream"].close()
+            return found
 
         try:
-            first, events, response = _call_within(first_token_timeout_s + GUARD_GRACE_S, start)
+            first, events, response, pending = _call_within(first_token_timeout_s + GUARD_GRACE_S, start)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             raise ModelCallError(error.get("Code", "ClientError"), error.get("Message", str(exc))) from None
@@ -182,6 +191,7 @@ class BedrockGateway:
             code, message = error.get("Code", "EventStreamError"), error.get("Message", str(exc))
             raise ModelCallError(code, message, FailureClass.REGIONAL) from None
         except TimeoutError:
+            abandoned.set()
             raise ModelCallError(
                 "FirstTokenTimeout",
                 f"no text within the first-token timeout of {first_token_timeout_s * 1000:.0f} ms",
@@ -189,7 +199,7 @@ class BedrockGateway:
             ) from None
         except BotoCoreError as exc:
             raise ModelCallError(type(exc).__name__, str(exc), FailureClass.REGIONAL) from None
-        return ModelStream(first, events, response)
+        return ModelStream(first, events, response, pending)
 
 
 class StreamEvent(NamedTuple):
@@ -208,10 +218,13 @@ class ModelStream:
     exception event from Bedrock, or no bytes within the client's read timeout. ``close`` drops the connection.
     """
 
-    def __init__(self, first_text: str, events: Any, response: Mapping[str, Any]) -> None:
+    def __init__(
+        self, first_text: str, events: Any, response: Mapping[str, Any], pending: tuple[StreamEvent, ...] = ()
+    ) -> None:
         self.first_text = first_text
         self._events = events
         self._response = response
+        self._pending = pending  # read while waiting for the first text (an empty answer's stop reason)
 
     def __iter__(self) -> Iterator[StreamEvent]:
         from botocore.exceptions import BotoCoreError, EventStreamError, ReadTimeoutError
@@ -219,6 +232,7 @@ class ModelStream:
         from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
 
         yield StreamEvent(text=self.first_text)
+        yield from self._pending
         try:
             for event in self._events:
                 yield from _stream_events(event)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from .live_state import LiveStateTracker
 from .policy_store import BOOTSTRAP_POLICY_ENV, PolicyStore, PolicyUnavailable, appconfig_fetcher, file_fetcher
 from .service import CallerContext, Outcome, RouterService, seconds_to_reset
 from .state_store import InMemoryBackend, StateBackend
+from .streaming import CLIENT_GONE
 
 # /health publishes no metric on purpose; Powertools would warn about it on every call.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -189,15 +191,45 @@ SSE_CONTENT_TYPE = "text/event-stream"
 def stream_chat_completions(event: dict[str, Any], context: Any) -> tuple[int, dict[str, str], bytes | Iterator[bytes]]:
     """``POST /v1/chat/completions`` for a front end that can send the answer as it is made (local mode).
 
-    Returns the status, headers and either the JSON body or the server-sent events as they come; the
-    request's metrics line is written when the stream ends.
+    Returns the status, headers and either the JSON body or the server-sent events as they come (an iterator
+    whose ``close`` ends the answer if the caller goes away before reading it all); the request's metrics
+    line is written when the answer has ended.
     """
-    _forget_unflushed_metrics()
-    status, body, headers = _openai_answer(APIGatewayProxyEvent(event), context, flush=True)
+    json_headers = {"Content-Type": "application/json"}
+    try:
+        status, body, headers = _openai_answer(APIGatewayProxyEvent(event), context, flush=True)
+    except PolicyUnavailable as exc:
+        logger.error("no routing policy available", extra={"error": str(exc)})
+        error = openai_api.error_body(503, "the routing policy is not available yet")
+        return 503, json_headers, json.dumps(error).encode()
+    except Exception:
+        logger.exception("unhandled error")
+        return 500, json_headers, json.dumps(openai_api.error_body(500, "internal error")).encode()
     if isinstance(body, dict):
-        metrics.flush_metrics()
-        return status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+        return status, {**json_headers, **headers}, json.dumps(body).encode()
     return status, {"Content-Type": SSE_CONTENT_TYPE, "Cache-Control": "no-cache", **headers}, body
+
+
+_METRICS_LOCK = threading.Lock()
+"""Local mode streams concurrently: each streamed request's metrics line is built and written under it."""
+
+
+def _emit(outcome: Outcome, request_id: str, *, flush: bool, stream_failed: bool = False) -> None:
+    """The request's metrics line: recorded now (the Lambda handler writes it) or, with ``flush``, written now."""
+
+    def record() -> None:
+        metrics.add_metadata(key="api", value="openai")
+        if stream_failed:
+            metrics.add_metric(name=m.STREAM_FAILURES, unit=MetricUnit.Count, value=1)
+        _record(outcome, request_id)
+
+    if not flush:
+        record()
+        return
+    with _METRICS_LOCK:
+        _forget_unflushed_metrics()
+        record()
+        metrics.flush_metrics()
 
 
 def _openai_answer(
@@ -206,13 +238,12 @@ def _openai_answer(
     """The status, the JSON body (or the server-sent events of a streamed answer) and the headers."""
     request_id = event.request_context.request_id
     outcome = service().generate(event.body, _caller(event, context), parse=openai_api.parse_chat)
-    metrics.add_metadata(key="api", value="openai")
     headers = dict(outcome.headers or {})
     if outcome.status != 200:
-        _record(outcome, request_id)
+        _emit(outcome, request_id, flush=flush)
         return outcome.status, openai_api.error_body(outcome.status, outcome.body["message"]), headers
     if outcome.outcome == m.OUTCOME_DEGRADED:  # an OpenAI client takes no answer for an answer
-        _record(outcome, request_id)
+        _emit(outcome, request_id, flush=flush)
         decision = outcome.body.get("decision") or {}
         if decision.get("gave_up") == "budget":  # the policy degrades at the cap: no retry helps until it resets
             scope = str((decision.get("budget") or {}).get("scope") or "daily")
@@ -223,56 +254,89 @@ def _openai_answer(
         return 503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"}
     headers.pop("X-Selected-Model", None)
     headers.update({"x-selected-model": outcome.model or "", "x-route": outcome.route or ""})
-    wants_stream = _wants_stream(event.body)
-    if outcome.stream is None and not wants_stream:
-        _record(outcome, request_id)
+    if outcome.stream is None and not _wants_stream(event.body):
+        _emit(outcome, request_id, flush=flush)
         return 200, openai_api.chat_completion(outcome.body, request_id=request_id), headers
-    return 200, _events(outcome, request_id, include_usage=_wants_usage(event.body), flush=flush), headers
+    return 200, _Events(outcome, request_id, include_usage=_wants_usage(event.body), flush=flush), headers
 
 
-def _events(outcome: Outcome, request_id: str, *, include_usage: bool, flush: bool) -> Iterator[bytes]:
-    """The answer's server-sent events; the metrics line once it has ended (a whole answer: at once)."""
-    live = outcome.stream
-    if live is None:  # answered whole (a cascade reads the full answer before it can return one): one chunk
-        _record(outcome, request_id)
-        body = outcome.body
-        usage = body.get("usage") or {}
-        yield from openai_api.sse(
-            body,
-            iter([body.get("output") or ""]),
-            lambda: (str(body.get("stop_reason")), usage.get("input_tokens", 0), usage.get("output_tokens", 0), None),
-            request_id=request_id,
-            include_usage=include_usage,
-        )
-        if flush:
-            metrics.flush_metrics()
-        return
+class _Events(Iterator[bytes]):
+    """A streamed answer's server-sent events; its metrics line once it has ended, however it ends.
 
-    def end() -> tuple[str, int, int, str | None]:
-        ended = live.end
-        assert ended is not None
-        error = None if ended.error is None else f"the answer broke off: {ended.error.code}"
-        return ended.stop_reason, ended.input_tokens, ended.output_tokens, error
+    ``close`` (the front end's, when the caller went away) ends the model's stream and settles the request
+    even if no event was ever asked for.
+    """
 
-    try:
-        yield from openai_api.sse(live.details, live.pieces(), end, request_id=request_id, include_usage=include_usage)
-    finally:
-        ended = live.end
-        if ended is not None:
-            if ended.error is not None:
-                metrics.add_metric(name=m.STREAM_FAILURES, unit=MetricUnit.Count, value=1)
-            _record(
-                outcome._replace(
-                    input_tokens=ended.input_tokens,
-                    output_tokens=ended.output_tokens,
-                    cost_usd=ended.cost_usd,
-                    latency_ms=ended.latency_ms,
-                    body={**outcome.body, "output": ended.text, "stop_reason": ended.stop_reason},
-                ),
-                request_id,
+    def __init__(self, outcome: Outcome, request_id: str, *, include_usage: bool, flush: bool) -> None:
+        self._outcome = outcome
+        self._request_id = request_id
+        self._include_usage = include_usage
+        self._flush = flush
+        self._emitted = False
+        self._events: Generator[bytes, None, None] = self._generate()
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+        if self._outcome.stream is not None:
+            self._outcome.stream.close()
+        self._finish()
+
+    def _generate(self) -> Generator[bytes, None, None]:
+        live = self._outcome.stream
+        try:
+            if live is None:  # answered whole (a cascade reads the full answer before it returns one): one chunk
+                body = self._outcome.body
+                usage = body.get("usage") or {}
+                yield from openai_api.sse(
+                    body,
+                    iter([body.get("output") or ""]),
+                    lambda: (
+                        str(body.get("stop_reason")),
+                        usage.get("input_tokens", 0),
+                        usage.get("output_tokens", 0),
+                        None,
+                    ),
+                    request_id=self._request_id,
+                    include_usage=self._include_usage,
+                )
+                return
+
+            def end() -> tuple[str, int, int, str | None]:
+                ended = live.end
+                assert ended is not None
+                error = None if ended.error is None else f"the answer broke off: {ended.error.code}"
+                return ended.stop_reason, ended.input_tokens, ended.output_tokens, error
+
+            yield from openai_api.sse(
+                live.details, live.pieces(), end, request_id=self._request_id, include_usage=self._include_usage
             )
-        if flush:
-            metrics.flush_metrics()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._emitted:
+            return
+        live = self._outcome.stream
+        if live is None:
+            self._emitted = True
+            _emit(self._outcome, self._request_id, flush=self._flush)
+            return
+        ended = live.end
+        if ended is None:
+            return  # still streaming: its end (or close) emits
+        self._emitted = True
+        outcome = self._outcome._replace(
+            input_tokens=ended.input_tokens,
+            output_tokens=ended.output_tokens,
+            cost_usd=ended.cost_usd,
+            latency_ms=ended.latency_ms,
+            body={**self._outcome.body, "output": ended.text, "stop_reason": ended.stop_reason},
+        )
+        failed = ended.error is not None and ended.error.code != CLIENT_GONE
+        _emit(outcome, self._request_id, flush=self._flush, stream_failed=failed)
 
 
 def _wants_stream(raw: str | None) -> bool:

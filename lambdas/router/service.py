@@ -29,7 +29,7 @@ from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettin
 from .live_state import LiveStateTracker, Reservation, Snapshot
 from .policy import ModelSpec, Policy
 from .policy_store import PolicyStore
-from .streaming import LiveStream, StreamEnd
+from .streaming import NOT_THE_MODELS_FAULT, LiveStream, StreamEnd
 
 if TYPE_CHECKING:  # the Bedrock adapter imports botocore: the handler loads it only when it builds the gateway
     from .bedrock import ModelStream
@@ -270,6 +270,7 @@ class RouterService:
 
         streaming = request.stream and decision.cascade is None  # a cascade must read a whole answer first
         opened: list[ModelStream] = []  # the stream that started answering is the last one
+        answering: list[AttemptRecord] = []  # its attempt, reported to the breaker when the stream ends
 
         def invoke(call: PlannedCall, timeout_s: float) -> ModelReply:
             config = _inference_config(call, decision.max_tokens, request, decision.temperature)
@@ -297,6 +298,9 @@ class RouterService:
                 return tracker.is_open(policy, call.model.model_id, call.region, held)
 
             def on_attempt(attempt: AttemptRecord) -> None:
+                if streaming and attempt.outcome == "ok":  # the stream's end says how the call went
+                    answering.append(attempt)
+                    return
                 tracker.record_attempt(
                     policy,
                     attempt.model_id,
@@ -362,6 +366,9 @@ class RouterService:
                 decision=decision,
                 call=call,
                 stream=opened[-1],
+                first_token=answering[-1] if answering else None,
+                failed=tuple(a for a in result.attempts if a.outcome != "ok"),
+                budget=(used_percent, spend_today),
                 explained=explained,
                 started=started,
                 budget_ms=budget_ms,
@@ -415,6 +422,9 @@ class RouterService:
         decision: Decision,
         call: PlannedCall,
         stream: ModelStream,
+        first_token: AttemptRecord | None,
+        failed: tuple[AttemptRecord, ...],
+        budget: tuple[float | None, float | None],
         explained: dict[str, Any],
         started: float,
         budget_ms: float,
@@ -435,19 +445,19 @@ class RouterService:
         }
 
         def finish(end: StreamEnd) -> None:
-            if end.error is None:
+            blameless = end.error is None or end.error.code in NOT_THE_MODELS_FAULT
+            if blameless:
                 self.last_success_at = self._clock()
-            elif tracker is not None:  # a stream that broke is a failed call for the breaker
+            if tracker is not None:  # one outcome per call: ok, or the failure that broke the stream
                 tracker.record_attempt(
                     policy,
                     call.model.model_id,
                     call.region,
-                    end.error.failure_class.value,
-                    end.latency_ms,
+                    "ok" if blameless or end.error is None else end.error.failure_class.value,
+                    first_token.latency_ms if first_token is not None else end.latency_ms,
                     probes=snapshot_probes,
                     caller=caller.principal,
                 )
-            if tracker is not None:
                 if charge.reservation is not None:
                     tracker.settle(charge.reservation, end.cost_usd)
                 else:
@@ -473,6 +483,9 @@ class RouterService:
             model=call.model.model_id,
             region=call.region,
             stream=live,
+            failed_attempts=failed,
+            budget_used_percent=budget[0],
+            spend_today_usd=budget[1],
         )
 
 

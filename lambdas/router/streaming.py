@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from .bedrock import ModelStream
 
 
+CLIENT_GONE = "ClientGone"
+"""The caller stopped reading: neither the model's failure nor a success to count for it."""
+DEADLINE = "Deadline"
+"""The request's deadline cut a stream that was still answering: not the model's failure either."""
+NOT_THE_MODELS_FAULT = frozenset({CLIENT_GONE, DEADLINE})
+
+
 class StreamEnd(NamedTuple):
     """How a stream ended, once it has."""
 
@@ -79,9 +86,7 @@ class LiveStream:
         try:
             for event in self._stream:
                 if self._clock() > self._deadline:
-                    error = ModelCallError(
-                        "Deadline", "the request's deadline passed mid-stream", FailureClass.REGIONAL
-                    )
+                    error = ModelCallError(DEADLINE, "the request's deadline passed mid-stream", FailureClass.REGIONAL)
                     break
                 if event.text:
                     texts.append(event.text)
@@ -94,10 +99,21 @@ class LiveStream:
                 completed = True
         except ModelCallError as exc:
             error = exc
+        except Exception as exc:  # anything else breaking the stream is a failure of this answer too
+            error = ModelCallError(type(exc).__name__, str(exc)[:200], FailureClass.REGIONAL)
         finally:  # also when the caller stops reading (a client gone): the model's connection is dropped
             if not completed:
                 self._stream.close()
+                if error is None:
+                    error = ModelCallError(CLIENT_GONE, "the caller stopped reading", FailureClass.CALLER)
             self._end("".join(texts), stop, usage, error)
+
+    def close(self) -> None:
+        """End the answer now if it has not ended (the caller went away before it was read): exactly once."""
+        if self.end is None:
+            self._stream.close()
+            error = ModelCallError(CLIENT_GONE, "the caller stopped reading", FailureClass.CALLER)
+            self._end("", "end_turn", (None, None), error)
 
     def _end(self, text: str, stop: str, usage: tuple[int | None, int | None], error: ModelCallError | None) -> None:
         if self.end is not None:

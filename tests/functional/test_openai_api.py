@@ -373,3 +373,109 @@ def test_a_stream_that_breaks_is_counted_and_reported_to_the_breaker(client, bed
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     request_line = next(line for line in lines if "StreamFailures" in line)
     assert request_line["StreamFailures"] == [1.0] or request_line["StreamFailures"] == 1.0
+
+
+def _stream_event(body: dict) -> dict:
+    return proxy_event(
+        "POST",
+        "/v1/chat/completions",
+        {"Content-Type": "application/json"},
+        json.dumps(body).encode(),
+        source_ip="203.0.113.9",
+        request_id="s1",
+    )
+
+
+@pytest.fixture
+def recorded(client, monkeypatch):
+    """The service's breaker reports and budget settlements, as (kind, details) pairs."""
+    tracker = handler.service().live_state
+    seen: list[tuple[str, object]] = []
+    original_record, original_settle, original_release = tracker.record_attempt, tracker.settle, tracker.release
+
+    def record_attempt(policy, model_id, region, outcome, latency_ms, **kwargs):
+        seen.append(("attempt", (model_id, region, outcome)))
+        return original_record(policy, model_id, region, outcome, latency_ms, **kwargs)
+
+    def settle(reservation, usd):
+        seen.append(("settle", usd))
+        return original_settle(reservation, usd)
+
+    def release(probes):
+        seen.append(("release", None))
+        return original_release(probes)
+
+    monkeypatch.setattr(tracker, "record_attempt", record_attempt)
+    monkeypatch.setattr(tracker, "settle", settle)
+    monkeypatch.setattr(tracker, "release", release)
+    return seen
+
+
+def test_a_streamed_call_is_one_ok_for_the_breaker_reported_when_it_ends(client, recorded):
+    status, headers, events = handler.stream_chat_completions(
+        _stream_event({"model": "fast", "messages": [{"role": "user", "content": "Hi"}], "stream": True}),
+        LocalLambdaContext("s1"),
+    )
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    first = next(events)
+    assert b'"role":"assistant"' in first
+    assert [k for k, _ in recorded] == []  # nothing reported while the answer streams
+    rest = b"".join(events)
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert [kind for kind, _ in recorded] == ["attempt", "settle", "release"]
+    assert recorded[0][1][2] == "ok"
+
+
+def test_a_caller_gone_before_reading_still_settles_and_closes_the_model_stream(client, bedrock, recorded):
+    status, _, events = handler.stream_chat_completions(
+        _stream_event({"model": "fast", "messages": [{"role": "user", "content": "Hi"}], "stream": True}),
+        LocalLambdaContext("s1"),
+    )
+    assert status == 200
+    # When the front end closes the answer without reading a byte (the client hung up)
+    events.close()
+    # Then the request is settled and released once, and not blamed on the model
+    assert [kind for kind, _ in recorded] == ["attempt", "settle", "release"]
+    assert recorded[0][1][2] == "ok"
+    events.close()  # a second close changes nothing
+    assert len(recorded) == 3
+
+
+def test_a_stream_broken_by_an_unexpected_error_ends_with_an_error_event_and_a_failed_attempt(
+    client, bedrock, recorded, monkeypatch
+):
+    from .conftest import FakeStream
+
+    class Exploding(FakeStream):
+        def __iter__(self):
+            yield StreamEvent(text=self.first_text)
+            raise RuntimeError("socket gone")
+
+    original = type(bedrock).converse_stream
+    monkeypatch.setattr(
+        type(bedrock),
+        "converse_stream",
+        lambda self, call, *a, **k: (original(self, call, *a, **k), Exploding("x" * 20))[1],
+    )
+    _, _, events = handler.stream_chat_completions(
+        _stream_event({"model": "fast", "messages": [{"role": "user", "content": "Hi"}], "stream": True}),
+        LocalLambdaContext("s1"),
+    )
+    text = b"".join(events).decode()
+    assert '"code":"stream_error"' in text and text.endswith("data: [DONE]\n\n")
+    assert recorded[0][0] == "attempt" and recorded[0][1][2] == "regional"
+
+
+def test_no_policy_on_the_streaming_front_end_is_an_openai_503(bedrock):
+    def no_policy() -> bytes:
+        raise OSError("AppConfig unreachable")
+
+    handler.configure(RouterService(policies=PolicyStore(no_policy, max_age_s=300), gateway=bedrock))
+    try:
+        status, _, body = handler.stream_chat_completions(
+            _stream_event({"model": "auto", "messages": [{"role": "user", "content": "Hi"}], "stream": True}),
+            LocalLambdaContext("s1"),
+        )
+    finally:
+        handler.configure(None)
+    assert status == 503 and json.loads(body)["error"]["code"] == "service_unavailable"
