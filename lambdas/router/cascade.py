@@ -166,7 +166,7 @@ def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: flo
     maths = bool(_MATHS_ASK.search(prompt[:SCAN_CHARS])) and bool(re.search(r"\d", prompt[:SCAN_CHARS]))
     final = final_number(stripped) if maths else None
     final_value = _value(final) if final is not None else None
-    results = worked_results(text)
+    errors, results = check_working(text)
     given = {v for v in map(_value, _ANY_NUMBER.findall(prompt[:SCAN_CHARS])) if v is not None} if maths else set()
     return {
         "truncated": 1.0 if stop_reason == "max_tokens" else 0.0,
@@ -175,7 +175,7 @@ def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: flo
         "refusal": 1.0 if _REFUSAL.search(text) else 0.0,
         "hedging": float(min(3, len(_HEDGE.findall(text)))),
         "maths_no_final_answer": 1.0 if maths and not has_final_number(stripped) else 0.0,
-        "arithmetic_errors": float(arithmetic_errors(text)),
+        "arithmetic_errors": float(errors),
         "non_integer_answer": 1.0 if maths and final is not None and _is_fractional(final) else 0.0,
         "negative_answer": 1.0 if maths and final is not None and final.lstrip("$").startswith("-") else 0.0,
         "final_in_prompt": 1.0 if final_value is not None and final_value in given else 0.0,
@@ -211,16 +211,6 @@ def final_number(answer: str) -> str | None:
     return str(numbers[-1]) if numbers else None
 
 
-def worked_results(answer: str) -> set[float]:
-    """The values right of the answer's ``=`` signs (its first ``5 * MAX_EQUATIONS``): what its working found."""
-    found: set[float] = set()
-    for seen, match in enumerate(_RESULT.finditer(answer)):
-        if seen >= 5 * MAX_EQUATIONS:
-            break
-        found.add(float(match.group(1).replace(",", "")))
-    return found
-
-
 def _value(number: str) -> float | None:
     """``"-$1,200.50"`` -> -1200.5; None for a number too long to be a quantity (over 30 characters)."""
     if len(number) > 30:
@@ -239,15 +229,26 @@ def _is_fractional(number: str) -> bool:
 
 
 def arithmetic_errors(answer: str) -> int:
-    """How many written equations (at most ``MAX_EQUATIONS``, each read within ``EQUATION_WINDOW``) do not hold.
+    """How many written equations (at most ``MAX_EQUATIONS``, each read within ``EQUATION_WINDOW``) do not hold."""
+    return check_working(answer)[0]
+
+
+def check_working(answer: str) -> tuple[int, set[float]]:
+    """One pass over the answer's ``=`` signs (its first ``5 * MAX_EQUATIONS``): how many of its equations do
+    not hold (at most ``MAX_EQUATIONS`` checked, each read within ``EQUATION_WINDOW``) and every result written.
 
     Linear in the answer: each "=" is found once and its left side read from a bounded window before it.
     """
     errors = 0
     checked = 0
+    results: set[float] = set()
     for seen, match in enumerate(_RESULT.finditer(answer)):
         if seen >= 5 * MAX_EQUATIONS:  # "=" signs that are not equations also cost a window's read
             break
+        right = float(match.group(1).replace(",", ""))
+        results.add(right)
+        if checked > MAX_EQUATIONS:
+            continue
         window = answer[max(0, match.start() - EQUATION_WINDOW) : match.start()]
         found = _LEFT.search(window)
         if found is None:
@@ -260,12 +261,11 @@ def arithmetic_errors(answer: str) -> int:
             continue
         checked += 1
         if checked > MAX_EQUATIONS:
-            break
-        right = float(match.group(1).replace(",", ""))
+            continue
         tolerance = max(0.01, abs(right) / 1000)
         if abs(left - right) > tolerance:
             errors += 1
-    return errors
+    return errors, results
 
 
 def _evaluate(expression: str) -> float | None:
