@@ -119,8 +119,7 @@ class BedrockGateway:
         try:
             response = _call_within(limit_s, lambda: client.converse(**request))
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise ModelCallError(error.get("Code", "ClientError"), error.get("Message", str(exc))) from None
+            raise _service_error(exc, "ClientError") from None
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise ModelCallError("Timeout", str(exc), FailureClass.REGIONAL) from None
         except TimeoutError:
@@ -150,7 +149,7 @@ class BedrockGateway:
         Raises:
             ModelCallError: the call failed, or no text came within ``first_token_timeout_s``.
         """
-        from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         request: dict[str, Any] = {
             "modelId": call.model.model_id,
@@ -183,13 +182,8 @@ class BedrockGateway:
 
         try:
             first, events, response, pending = _call_within(first_token_timeout_s + GUARD_GRACE_S, start)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise ModelCallError(error.get("Code", "ClientError"), error.get("Message", str(exc))) from None
-        except EventStreamError as exc:
-            error = exc.response.get("Error", {})
-            code, message = error.get("Code", "EventStreamError"), error.get("Message", str(exc))
-            raise ModelCallError(code, message, FailureClass.REGIONAL) from None
+        except ClientError as exc:  # an EventStreamError (an exception event before the first text) is one too
+            raise _service_error(exc, "ClientError") from None
         except TimeoutError:
             abandoned.set()
             raise ModelCallError(
@@ -237,9 +231,7 @@ class ModelStream:
             for event in self._events:
                 yield from _stream_events(event)
         except EventStreamError as exc:
-            error = exc.response.get("Error", {})
-            code, message = error.get("Code", "EventStreamError"), error.get("Message", str(exc))
-            raise ModelCallError(code, message, FailureClass.REGIONAL) from None
+            raise _service_error(exc, "EventStreamError", FailureClass.REGIONAL) from None
         except (ReadTimeoutError, Urllib3ReadTimeout, TimeoutError) as exc:  # the event stream reads urllib3 directly
             raise ModelCallError("Timeout", f"the stream stalled: {exc}", FailureClass.REGIONAL) from None
         except (BotoCoreError, Urllib3Error, OSError) as exc:
@@ -263,6 +255,15 @@ def _stream_events(event: Mapping[str, Any]) -> Iterator[StreamEvent]:
         yield StreamEvent(
             input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0))
         )
+
+
+def _service_error(exc: Any, default_code: str, failure_class: FailureClass | None = None) -> ModelCallError:
+    """A botocore ``ClientError`` (or ``EventStreamError``) as a ``ModelCallError`` with Bedrock's code and message.
+
+    ``failure_class`` None classifies by the code (``executor.classify_failure``).
+    """
+    error = exc.response.get("Error", {})
+    return ModelCallError(error.get("Code", default_code), error.get("Message", str(exc)), failure_class)
 
 
 def _grid_ms(seconds: float) -> int:
