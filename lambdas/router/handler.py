@@ -254,10 +254,10 @@ def _openai_answer(
         return 503, openai_api.error_body(503, message), {**headers, "Retry-After": "5"}
     headers.pop("X-Selected-Model", None)
     headers.update({"x-selected-model": outcome.model or "", "x-route": outcome.route or ""})
-    if outcome.stream is None and not _wants_stream(event.body):
+    if not outcome.stream_requested:
         _emit(outcome, request_id, flush=flush)
         return 200, openai_api.chat_completion(outcome.body, request_id=request_id), headers
-    return 200, _Events(outcome, request_id, include_usage=_wants_usage(event.body), flush=flush), headers
+    return 200, _Events(outcome, request_id, include_usage=outcome.include_usage, flush=flush), headers
 
 
 class _Events(Iterator[bytes]):
@@ -337,24 +337,6 @@ class _Events(Iterator[bytes]):
         )
         failed = ended.error is not None and ended.error.code != CLIENT_GONE
         _emit(outcome, self._request_id, flush=self._flush, stream_failed=failed)
-
-
-def _wants_stream(raw: str | None) -> bool:
-    return _body_field(raw, "stream") is True
-
-
-def _wants_usage(raw: str | None) -> bool:
-    options = _body_field(raw, "stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _body_field(raw: str | None, name: str) -> Any:
-    """A top-level field of a body the service has already accepted (so it is a JSON object)."""
-    try:
-        body = json.loads(raw or "{}")
-    except ValueError:
-        return None
-    return body.get(name) if isinstance(body, dict) else None
 
 
 @app.get(openai_api.MODELS_PATH)

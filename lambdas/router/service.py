@@ -92,6 +92,8 @@ class Outcome(NamedTuple):
     spend_today_usd: float | None = None
     escalated: tuple[PaidAnswer, ...] = ()
     stream: LiveStream | None = None  # a streamed answer under way (``stream: true``): the body is its start
+    stream_requested: bool = False  # the caller asked for a stream (a cascade's whole answer is sent as one)
+    include_usage: bool = False  # ... ending with a usage chunk
 
 
 class CallerContext(NamedTuple):
@@ -198,7 +200,7 @@ class RouterService:
         charge = _Charge()
         charge.probes = snapshot.probes if snapshot is not None else set()
         try:
-            return self._route(
+            outcome = self._route(
                 policy,
                 request,
                 caller=caller,
@@ -208,6 +210,11 @@ class RouterService:
                 tier_header=tier_header,
                 latency_budget_ms=latency_budget_ms,
                 charge=charge,
+            )
+            return (
+                outcome._replace(stream_requested=True, include_usage=request.include_usage)
+                if request.stream
+                else outcome
             )
         finally:
             if self.live_state is not None and not charge.deferred:
