@@ -163,3 +163,25 @@ def endpoint(local_endpoint: LocalEndpoint) -> Iterator[LocalEndpoint]:
     yield local_endpoint
     local_endpoint.clear_faults()
     local_endpoint.clear_live_state()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[tuple[Any, str]]:
+    """A standalone Bedrock simulator on a free loopback port, per test module: (simulator, base URL)."""
+    from local_endpoint.bedrock_sim import BedrockSimulator, serve
+
+    simulator = BedrockSimulator()
+    server, _ = serve(simulator, port=0)
+    yield simulator, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def simulator(sim: tuple[Any, str]) -> Iterator[Any]:
+    """``sim``'s simulator with no faults and no recorded calls, for one test (its faults cleared after)."""
+    simulator, _ = sim
+    simulator.faults.clear()
+    simulator.calls.reset()
+    yield simulator
+    simulator.faults.clear()

@@ -14,27 +14,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EventStreamError
 
-from local_endpoint.bedrock_sim import BedrockSimulator, Fault, serve
+from local_endpoint.bedrock_sim import Fault
 
 HAIKU_PROFILE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA = "amazon.nova-micro-v1:0"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = BedrockSimulator()
-    server, _ = serve(simulator)
-    yield simulator, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def simulator(sim):
-    simulator, _ = sim
-    simulator.faults.clear()
-    simulator.calls.reset()
-    yield simulator
-    simulator.faults.clear()
 
 
 def client(url: str, region: str = "us-east-1"):
@@ -348,21 +331,26 @@ def test_converse_stream_faults_before_the_stream_raise_as_from_aws(sim, simulat
         converse_stream(client(url))
 
 
-def test_a_mid_stream_failure_is_a_model_stream_error_after_the_first_deltas(sim, simulator):
-    _, url = sim
-    simulator.faults.put(Fault.from_json({"model": NOVA, "stream_fails_after": 2}))
-    bedrock = client(url)
-    response = bedrock.converse_stream(
+def events_until_the_stream_breaks(url: str) -> tuple[list[str], EventStreamError]:
+    """The kinds of event a NOVA stream yields before botocore raises, and what it raises (the test fails if not)."""
+    response = client(url).converse_stream(
         modelId=NOVA,
         messages=[{"role": "user", "content": [{"text": "Hello there"}]}],
         inferenceConfig={"maxTokens": 500},
     )
-    seen = []
-    # botocore raises an EventStreamError carrying the exception event's type, as it does for Bedrock's own
+    seen: list[str] = []
     with pytest.raises(EventStreamError) as raised:
         for event in response["stream"]:
             seen.append(next(iter(event)))
-    assert raised.value.response["Error"]["Code"] == "modelStreamErrorException"
+    return seen, raised.value
+
+
+def test_a_mid_stream_failure_is_a_model_stream_error_after_the_first_deltas(sim, simulator):
+    _, url = sim
+    simulator.faults.put(Fault.from_json({"model": NOVA, "stream_fails_after": 2}))
+    # botocore raises an EventStreamError carrying the exception event's type, as it does for Bedrock's own
+    seen, error = events_until_the_stream_breaks(url)
+    assert error.response["Error"]["Code"] == "modelStreamErrorException"
     assert seen == ["messageStart", "contentBlockDelta", "contentBlockDelta"]
     assert simulator.calls.count(model=NOVA, outcome="stream_error") == 1
 
@@ -370,16 +358,7 @@ def test_a_mid_stream_failure_is_a_model_stream_error_after_the_first_deltas(sim
 def test_a_stream_fault_past_the_last_delta_still_fails_the_stream(sim, simulator):
     _, url = sim
     simulator.faults.put(Fault.from_json({"model": NOVA, "stream_fails_after": 100_000}))
-    bedrock = client(url)
-    response = bedrock.converse_stream(
-        modelId=NOVA,
-        messages=[{"role": "user", "content": [{"text": "Hello there"}]}],
-        inferenceConfig={"maxTokens": 500},
-    )
-    seen = []
-    with pytest.raises(EventStreamError):
-        for event in response["stream"]:
-            seen.append(next(iter(event)))
+    seen, _ = events_until_the_stream_breaks(url)
     assert seen[0] == "messageStart" and set(seen[1:]) == {"contentBlockDelta"}
 
 

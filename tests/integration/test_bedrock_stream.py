@@ -12,29 +12,13 @@ from lambdas.router.bedrock import BedrockGateway, StreamEvent
 from lambdas.router.engine import PlannedCall
 from lambdas.router.executor import FailureClass, ModelCallError
 from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
-from local_endpoint.bedrock_sim import BedrockSimulator, Fault, serve
+from local_endpoint.bedrock_sim import Fault
 
 CREDENTIALS = {"aws_access_key_id": "sim", "aws_secret_access_key": "sim"}
 POLICY = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text()))
 CALL = PlannedCall(POLICY.models["nova-micro"], "us-east-1", fallback=False)
 MODEL_ID = CALL.model.model_id
 MESSAGES = [{"role": "user", "content": [{"text": "Hello there"}]}]
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = BedrockSimulator()
-    server, _ = serve(simulator)
-    yield simulator, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def simulator(sim):
-    simulator, _ = sim
-    simulator.faults.clear()
-    yield simulator
-    simulator.faults.clear()
 
 
 def stream(url: str, *, first_token_s: float = 2.0, idle_s: float = 2.0):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lambdas.router.policy import DEFAULT_POLICY_PATH
-from local_endpoint.bedrock_sim import BedrockSimulator, Fault, serve
+from local_endpoint.bedrock_sim import Fault
 from routed_bedrock.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,24 +66,6 @@ def small_policy() -> dict:
             },
         },
     }
-
-
-@pytest.fixture(scope="module")
-def sim():
-    simulator = BedrockSimulator()
-    server, _ = serve(simulator, port=0)
-    yield simulator, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def simulator(sim):
-    simulator, _ = sim
-    simulator.faults.clear()
-    simulator.calls.reset()
-    yield simulator
-    simulator.faults.clear()
 
 
 @pytest.fixture
