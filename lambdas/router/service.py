@@ -467,8 +467,6 @@ class RouterService:
                 )
                 if charge.reservation is not None:
                     tracker.settle(charge.reservation, end.cost_usd)
-                else:
-                    charge.usd = end.cost_usd
                 tracker.release(snapshot_probes)
 
         live = LiveStream(
