@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local_endpoint.http_handler import JsonRequestHandler, LocalHTTPServer
+from lambdas.router.http_server import JsonRequestHandler, LocalHTTPServer
 
 # HTTP status per error code, as in botocore's bedrock-runtime service model.
 ERROR_STATUS: dict[str, int] = {

@@ -10,7 +10,6 @@ botocore client calls) and its admin API (``/_sim/faults``), so no AWS account i
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -19,9 +18,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from local_endpoint.http_handler import JsonRequestHandler, LocalHTTPServer
+from lambdas.router.http_server import JsonRequestHandler, LocalHTTPServer
+from lambdas.router.web_adapter import STREAM_FUNCTION_TIMEOUT_MS, http_response
+from lambdas.router.web_adapter import proxy_event as adapter_event
 from local_endpoint.state_admin import ClearRefused, LiveStateAdmin, admin_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,50 +67,20 @@ class LocalLambdaContext:
 def proxy_event(
     method: str, raw_path: str, headers: Mapping[str, str], body: bytes, *, source_ip: str, request_id: str
 ) -> dict[str, Any]:
-    """An API Gateway REST proxy integration event for one HTTP request."""
-    parts = urlsplit(raw_path)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    try:
-        text_body: str | None = body.decode("utf-8") if body else None
-        is_base64 = False
-    except UnicodeDecodeError:
-        text_body, is_base64 = base64.b64encode(body).decode("ascii"), True
-    return {
-        "resource": parts.path,
-        "path": parts.path,
+    """An API Gateway REST proxy integration event for one HTTP request, with a local request context."""
+    path = urlsplit(raw_path).path
+    request_context = {
+        "accountId": "000000000000",
+        "apiId": "local",
+        "stage": "local",
+        "requestId": request_id,
         "httpMethod": method,
-        "headers": dict(headers),
-        "multiValueHeaders": {name: [value] for name, value in headers.items()},
-        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
-        "multiValueQueryStringParameters": query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "stage": "local",
-            "requestId": request_id,
-            "httpMethod": method,
-            "path": f"/local{parts.path}",
-            "resourcePath": parts.path,
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": source_ip, "apiKeyId": None, "userAgent": headers.get("User-Agent")},
-        },
-        "body": text_body,
-        "isBase64Encoded": is_base64,
+        "path": f"/local{path}",
+        "resourcePath": path,
+        "requestTimeEpoch": int(time.time() * 1000),
+        "identity": {"sourceIp": source_ip, "apiKeyId": None, "userAgent": headers.get("User-Agent")},
     }
-
-
-def http_response(result: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Turn a Lambda proxy result into status, headers and body bytes."""
-    headers: list[tuple[str, str]] = []
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        headers.extend((name, str(value)) for value in values)
-    for name, value in (result.get("headers") or {}).items():
-        headers.append((name, str(value)))
-    raw = result.get("body") or ""
-    body = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode("utf-8")
-    return int(result.get("statusCode", 502)), headers, body
+    return adapter_event(method, raw_path, headers, body, request_context)
 
 
 STATE_PATH = "/_local/state"
@@ -166,7 +137,9 @@ class LocalEndpoint:
         event = proxy_event(method, path, headers, body, source_ip=source_ip, request_id=request_id)
         if self.stream_handler is not None and method == "POST" and route == CHAT_PATH and _asks_stream(body):
             try:
-                status, answer_headers, answer = self.stream_handler(event, LocalLambdaContext(request_id))
+                # as long as the deployed streaming function may run
+                context = LocalLambdaContext(request_id, timeout_ms=STREAM_FUNCTION_TIMEOUT_MS)
+                status, answer_headers, answer = self.stream_handler(event, context)
             except Exception as exc:
                 print(f"router failed: {exc!r}", file=sys.stderr)
                 return _json(502, {"message": "Internal server error"})

@@ -36,6 +36,8 @@ class _RouterPackageWithBootstrapPolicy:
     def try_bundle(self, output_dir: str, *_args: Any, **_options: Any) -> bool:
         shutil.copytree(self._source, output_dir, ignore=shutil.ignore_patterns(*ASSET_EXCLUDE), dirs_exist_ok=True)
         (Path(output_dir) / BOOTSTRAP_POLICY_FILENAME).write_bytes(self._bootstrap)
+        for script in Path(output_dir).glob("*.sh"):  # the streaming router's start script is run, not imported
+            script.chmod(0o755)
         return True
 
 

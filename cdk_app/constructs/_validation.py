@@ -96,8 +96,10 @@ def check_stage_name(name: str, value: str) -> None:
         )
 
 
-def check_deadline_fits_timeout(name: str, timeout: Duration, total_deadline_ms: int) -> None:
-    """The policy's deadline plus the router's response reserve must fit the function's timeout.
+def check_deadline_fits_timeout(
+    name: str, timeout: Duration, total_deadline_ms: int, *, setting: str = "total_deadline_ms"
+) -> None:
+    """The policy's deadline (``resilience.{setting}``) plus the router's response reserve must fit the timeout.
 
     At run time the router caps the deadline at the Lambda's remaining time minus the reserve anyway: a deadline
     that does not fit would be cut short without a word.
@@ -107,7 +109,7 @@ def check_deadline_fits_timeout(name: str, timeout: Duration, total_deadline_ms:
     timeout_ms = timeout.to_milliseconds()
     if total_deadline_ms + RESPONSE_RESERVE_MS > timeout_ms:
         raise ValueError(
-            f"the policy's resilience.total_deadline_ms ({total_deadline_ms} ms) plus the router's response "
+            f"the policy's resilience.{setting} ({total_deadline_ms} ms) plus the router's response "
             f"reserve ({RESPONSE_RESERVE_MS} ms) exceeds {name} ({timeout_ms:g} ms): lower the deadline to at most "
             f"{timeout_ms - RESPONSE_RESERVE_MS:g} ms or raise {name}"
         )

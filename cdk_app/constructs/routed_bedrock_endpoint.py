@@ -45,8 +45,10 @@ _DEFAULT_P99_LATENCY_ALARM = Duration.seconds(20)
 class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
     """A routed Amazon Bedrock endpoint: one API in front of the models a routing policy names.
 
-    Creates an API Gateway REST API (``POST /generate``, ``GET /health``) backed by the router Lambda
-    (``RouterFunction``: Powertools; Python 3.13 on arm64), the routing policy as an AWS AppConfig hosted
+    Creates an API Gateway REST API (``POST /generate``, ``GET /health``, the OpenAI-compatible
+    ``POST /v1/chat/completions`` and ``GET /v1/models``) backed by the router Lambda (``RouterFunction``:
+    Powertools; Python 3.13 on arm64) and, for chat completions, a streaming router (the same code behind
+    AWS Lambda Web Adapter, invoked with response streaming), the routing policy as an AWS AppConfig hosted
     configuration (``RoutingPolicy``: validated by the policy JSON schema, rolled out gradually and rolled back
     by alarms), a DynamoDB table of the router's live state (``LiveStateTable``), IAM scoped to the policy's
     models and regions and to that table, CloudWatch alarms (``RouterAlarms``) and a dashboard of routing
@@ -110,6 +112,16 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
         router_max_body_size: larger request bodies get HTTP 400 from the router (at most 6 MiB, Lambda's
             payload limit). Default: - 6,000,000 bytes (the router's own default).
+        streaming: serve ``POST /v1/chat/completions`` from a second function, the streaming router, through an
+            integration with ``ResponseTransferMode.STREAM``, so ``stream: true`` answers reach the caller as
+            they are made (the first token after the model's first text, not after the whole answer). False:
+            the buffered router answers them too, with the whole event stream at once. Default: - true.
+        router_streaming_timeout: the streaming router's timeout (3 s to 15 min, API Gateway's longest
+            stream); the policy's ``resilience.stream_deadline_ms`` plus the 500 ms reserve must fit it.
+            Default: - 3 minutes.
+        router_web_adapter_layer: the Lambda Web Adapter layer for the streaming router instead of the public
+            one (needed outside the commercial partition). Default: - the public layer, version
+            ``WEB_ADAPTER_LAYER_VERSION``.
         router_powertools_layer: the Powertools layer to use instead of AWS's public one: needed in a region
             Powertools does not publish to (``POWERTOOLS_LAYER_REGIONS``); in such a region synthesis fails
             without it (an environment-agnostic stack is not checked). Default: - the public layer of the
@@ -176,6 +188,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         api_key: the API key in ``api_key`` mode, else None.
         router_function: the router Lambda function.
         router_log_group: the function's log group.
+        streaming_router: the streaming ``RouterFunction`` (None with ``streaming=False``).
         api_access_logs: the stage's access log group.
         application: the AppConfig application.
         environment: the AppConfig environment, with the rollback monitors.
@@ -214,6 +227,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         router_reserved_concurrency: int | None = None,
         router_max_body_size: Size | None = None,
         router_powertools_layer: lambda_.ILayerVersion | None = None,
+        streaming: bool = True,
+        router_streaming_timeout: Duration | None = None,
+        router_web_adapter_layer: lambda_.ILayerVersion | None = None,
         policy_max_age: Duration | None = None,
         policy_deployment_strategy: appconfig.IDeploymentStrategy | None = None,
         policy_deletion_protection_check: appconfig.DeletionProtectionCheck = appconfig.DeletionProtectionCheck.BYPASS,
@@ -300,6 +316,31 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         )
         self.router_function = self.router.function
         self.router_log_group = self.router.log_group
+        self.streaming_router: RouterFunction | None = None
+        if streaming:
+            self.streaming_router = RouterFunction(
+                self,
+                "StreamingRouterFunction",
+                policy=document,
+                appconfig_application_name=physical_name,
+                appconfig_environment_name=api_stage_name,
+                service_name=self.service_name,
+                metrics_namespace=metrics_namespace,
+                log_retention=log_retention,
+                architecture=router_architecture,
+                memory_size_mib=router_memory_size_mib,
+                timeout=router_streaming_timeout,
+                reserved_concurrency=router_reserved_concurrency,
+                max_body_size=router_max_body_size,
+                policy_max_age=policy_max_age,
+                state_table=self.live_state,
+                state_cache_ttl=state_cache_ttl,
+                powertools_layer=router_powertools_layer,
+                streaming=True,
+                web_adapter_layer=router_web_adapter_layer,
+            )
+        elif router_streaming_timeout is not None or router_web_adapter_layer is not None:
+            raise ValueError("router_streaming_timeout and router_web_adapter_layer need streaming=True")
 
         self._add_api(
             name=physical_name,
@@ -317,6 +358,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             metrics=self.metrics,
             policy=self.policy,
             router_function=self.router_function,
+            streaming_function=self.streaming_router.function if self.streaming_router else None,
             api=self.api,
             alarm_topic=alarm_topic,
             api_5xx_rate_percent=alarm_api_5xx_rate_percent,
@@ -346,7 +388,8 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         self.configuration = self.routing_policy.configuration
         self.deployment_strategy = self.routing_policy.deployment_strategy
         # A policy of its own, not the role's default policy: the function must not depend on the environment.
-        read_policy = iam.Policy(self, "ReadRoutingPolicy", roles=[self.router.role])
+        roles = [self.router.role] + ([self.streaming_router.role] if self.streaming_router else [])
+        read_policy = iam.Policy(self, "ReadRoutingPolicy", roles=roles)
         self.routing_policy.grant_read(read_policy)
         # No traffic before the function can read its policy.
         self.api.deployment_stage.node.add_dependency(read_policy)
@@ -467,8 +510,13 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         # The OpenAI-compatible API (lambdas/router/openai_api.py), under the same authorization as /generate;
         # its body is OpenAI's, checked by the router (API Gateway's model would answer in another shape).
         v1 = self.api.root.add_resource("v1")
+        chat_integration = integration
+        if self.streaming_router is not None:  # invoked with InvokeWithResponseStream: events pass as made
+            chat_integration = apigw.LambdaIntegration(
+                self.streaming_router.function, response_transfer_mode=apigw.ResponseTransferMode.STREAM
+            )
         self._chat_method = (
-            v1.add_resource("chat").add_resource("completions").add_method("POST", integration, **authorization)
+            v1.add_resource("chat").add_resource("completions").add_method("POST", chat_integration, **authorization)
         )
         self._models_method = v1.add_resource("models").add_method("GET", integration, **authorization)
         self._caller_methods = (self._generate_method, self._chat_method, self._models_method)

@@ -16,7 +16,7 @@ from lambdas.router.policy import Policy
 from ._validation import check_at_least_one, check_percent, check_positive_duration
 from .router_metrics import PERIOD, RouterMetrics
 
-ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "Api5xxRate")
+ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "StreamingLambdaErrors", "Api5xxRate")
 """A bad policy version shows up in these alarms: any of them in ALARM rolls the AppConfig deployment back."""
 _DEFAULT_P99_LATENCY = Duration.seconds(20)
 _MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
@@ -37,6 +37,8 @@ class RouterAlarms(Construct):
         metrics: the router's metrics (its service and namespace).
         policy: the compiled routing policy; a policy without a ``budget`` section gets no budget alarm.
         router_function: the router function, for the errors and throttles alarms. Default: - no function alarms.
+        streaming_function: the streaming router function, for its own errors and throttles alarms
+            (``StreamingLambdaErrors`` rolls a policy back like ``LambdaErrors``). Default: - none.
         api: the REST API in front of the router, for the 5XX-rate and latency alarms. Default: - no API alarms.
         alarm_topic: SNS topic for every alarm's ALARM and OK actions. Default: - alarms without actions.
         api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes; None
@@ -56,7 +58,7 @@ class RouterAlarms(Construct):
 
     Attributes:
         alarms: the alarms by name (``Api5xxRate``, ``ApiLatencyP99``, ``LambdaErrors``, ``LambdaThrottles``,
-            ``FallbackRate``, ``DegradedAnswers``, ``BudgetUsedPercent``, ``StateStoreErrors``), without the
+            ``StreamingLambdaErrors``, ``StreamingLambdaThrottles``, ``FallbackRate``, ``DegradedAnswers``, ``BudgetUsedPercent``, ``StateStoreErrors``), without the
             disabled ones.
     """
 
@@ -68,6 +70,7 @@ class RouterAlarms(Construct):
         metrics: RouterMetrics,
         policy: Policy,
         router_function: lambda_.IFunction | None = None,
+        streaming_function: lambda_.IFunction | None = None,
         api: apigw.RestApiBase | None = None,
         alarm_topic: sns.ITopic | None = None,
         api_5xx_rate_percent: float | None = 1.0,
@@ -135,6 +138,22 @@ class RouterAlarms(Construct):
                 router_function.metric_throttles(period=PERIOD, statistic="Sum"),
                 lambda_throttles,
                 f"router function throttles >= {lambda_throttles} in 5 minutes",
+            )
+        if streaming_function is not None and lambda_errors is not None:
+            self._add(
+                "StreamingLambdaErrorsAlarm",
+                "StreamingLambdaErrors",
+                streaming_function.metric_errors(period=PERIOD, statistic="Sum"),
+                lambda_errors,
+                f"streaming router function errors >= {lambda_errors} in 5 minutes",
+            )
+        if streaming_function is not None and lambda_throttles is not None:
+            self._add(
+                "StreamingLambdaThrottlesAlarm",
+                "StreamingLambdaThrottles",
+                streaming_function.metric_throttles(period=PERIOD, statistic="Sum"),
+                lambda_throttles,
+                f"streaming router function throttles >= {lambda_throttles} in 5 minutes",
             )
         if fallback_rate_percent is not None:
             rate = cloudwatch.MathExpression(

@@ -1,4 +1,9 @@
-"""``RouterFunction``: the router Lambda with its role, log group, Powertools layer, settings and Bedrock IAM."""
+"""``RouterFunction``: the router Lambda with its role, log group, layers, settings and Bedrock IAM.
+
+Two kinds: the buffered router (the managed Python runtime's handler; ``/generate``, ``/health``, ``/v1/models``)
+and, with ``streaming=True``, the streaming router: the same code behind AWS Lambda Web Adapter
+(``lambdas/router/web_adapter.py``), which API Gateway invokes with response streaming.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from constructs import Construct
 
 from lambdas.router import metric_names as m
 from lambdas.router.policy_store import BOOTSTRAP_POLICY_ENV, BOOTSTRAP_POLICY_FILENAME
+from lambdas.router.web_adapter import EVENTS_PATH, READY_PATH, STREAM_FUNCTION_TIMEOUT_MS
 
 from ._bedrock_arns import model_invoke_arns
 from ._router_asset import router_code
@@ -31,6 +37,14 @@ from .policy_document import POLICY_PROFILE_NAME, PolicySource, RoutingPolicyDoc
 from .router_metrics import default_service_name
 
 ROUTER_HANDLER = "router.handler.lambda_handler"
+STREAM_HANDLER = "run-stream.sh"
+"""The streaming function's handler: the start script the adapter's wrapper runs (``lambdas/run-stream.sh``)."""
+WEB_ADAPTER_VERSION = "1.0.0"
+WEB_ADAPTER_LAYER_VERSION = 27
+"""The public layer version of Lambda Web Adapter ``WEB_ADAPTER_VERSION`` (aws/aws-lambda-web-adapter's README)."""
+WEB_ADAPTER_LAYER_ACCOUNT = "753240598075"
+"""The AWS account that publishes the adapter's layers in the commercial regions (China has its own accounts)."""
+WEB_ADAPTER_PORT = 8080
 ROUTER_RUNTIME = lambda_.Runtime.PYTHON_3_13
 POWERTOOLS_VERSION = "3.37.0"
 """Keep equal to ``aws-lambda-powertools`` in requirements.txt: the layer and local runs use the same release."""
@@ -75,6 +89,7 @@ listed by the region matrix of its ``.github/workflows/update_ssm.yml`` (aws-pow
 the Python 3.10-3.14 version of that workflow), checked on 2026-12-01. GovCloud and China get layers from other
 workflows, without these parameters; me-central-1 and me-south-1 left the matrix. Update with the pin above."""
 _DEFAULT_TIMEOUT = Duration.seconds(29)
+_DEFAULT_STREAM_TIMEOUT = Duration.millis(STREAM_FUNCTION_TIMEOUT_MS)
 _DEFAULT_POLICY_MAX_AGE = Duration.seconds(45)
 _DEFAULT_STATE_CACHE_TTL = Duration.seconds(2)
 
@@ -118,7 +133,8 @@ class RouterFunction(Construct):
         architecture: CPU architecture; the Powertools layer follows it. Default: - ``Architecture.ARM_64``.
         memory_size_mib: memory in MiB (128-10240). Default: - 1024.
         timeout: 3 s to 15 min; the policy's ``resilience.total_deadline_ms`` plus the router's 500 ms response
-            reserve must fit it. Default: - 29 seconds (API Gateway's default integration timeout).
+            reserve must fit it. Default: - 29 seconds (API Gateway's default integration timeout); 3 minutes
+            for the streaming router.
         reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
         max_body_size: larger request bodies get HTTP 400 (at most 6 MiB, Lambda's payload limit). Default: -
             6,000,000 bytes (the router's own default).
@@ -130,6 +146,14 @@ class RouterFunction(Construct):
         state_cache_ttl: how long the router reuses a live-state snapshot (above 0 s, at most 60 s). Default: - 2 s.
         powertools_layer: the Powertools layer to use instead of AWS's public one, e.g. in a region Powertools
             does not publish to. Default: - the public layer of ``POWERTOOLS_VERSION`` from the SSM parameter.
+        streaming: the streaming router: handler ``run-stream.sh`` behind Lambda Web Adapter (its layer,
+            ``AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap``, ``AWS_LWA_INVOKE_MODE=response_stream``), for an API
+            Gateway integration with ``ResponseTransferMode.STREAM``; also allowed
+            ``bedrock:InvokeModelWithResponseStream`` (what ConverseStream needs). The policy's
+            ``resilience.stream_deadline_ms`` plus the reserve must fit its timeout. Default: - False.
+        web_adapter_layer: the Lambda Web Adapter layer to use instead of the public one (a partition or region
+            the public layer is not in, or another version). Default: - ``LambdaAdapterLayerArm64`` (or ``X86``)
+            version ``WEB_ADAPTER_LAYER_VERSION`` from account ``WEB_ADAPTER_LAYER_ACCOUNT`` in the stack's region.
 
     Attributes:
         function: the Lambda function.
@@ -161,10 +185,14 @@ class RouterFunction(Construct):
         state_table: LiveStateTable | None = None,
         state_cache_ttl: Duration | None = None,
         powertools_layer: lambda_.ILayerVersion | None = None,
+        streaming: bool = False,
+        web_adapter_layer: lambda_.ILayerVersion | None = None,
     ) -> None:
         super().__init__(scope, id)
         architecture = architecture or lambda_.Architecture.ARM_64
-        timeout = timeout or _DEFAULT_TIMEOUT
+        timeout = timeout or (_DEFAULT_STREAM_TIMEOUT if streaming else _DEFAULT_TIMEOUT)
+        if web_adapter_layer is not None and not streaming:
+            raise ValueError("web_adapter_layer is for the streaming router only (streaming=True)")
         max_age = policy_max_age or _DEFAULT_POLICY_MAX_AGE
         state_cache = state_cache_ttl or _DEFAULT_STATE_CACHE_TTL
         self.service_name = service_name if service_name is not None else default_service_name(self)
@@ -181,6 +209,15 @@ class RouterFunction(Construct):
             _check_powertools_region(cdk.Stack.of(self).region)
         self.document = RoutingPolicyDocument.of(policy)
         check_deadline_fits_timeout("timeout", timeout, self.document.policy.resilience.total_deadline_ms)
+        if streaming:
+            check_deadline_fits_timeout(
+                "timeout",
+                timeout,
+                self.document.policy.resilience.stream_deadline_ms,
+                setting="stream_deadline_ms",
+            )
+            if web_adapter_layer is None:
+                _check_web_adapter_region(cdk.Stack.of(self).region)
 
         self.log_group = logs.LogGroup(self, "RouterLogs", retention=log_retention)
         # An own role instead of AWSLambdaBasicExecutionRole: it writes to this log group only.
@@ -220,15 +257,31 @@ class RouterFunction(Construct):
             environment["ROUTER_STATE_TABLE"] = state_table.table.table_name
         if max_body_size is not None:
             environment["ROUTER_MAX_BODY_BYTES"] = str(int(max_body_size.to_bytes()))
+        layers = [powertools_layer]
+        if streaming:
+            layers.append(web_adapter_layer or _public_web_adapter_layer(self, architecture))
+            environment.update(
+                {
+                    "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+                    "AWS_LWA_INVOKE_MODE": "response_stream",
+                    "AWS_LWA_PORT": str(WEB_ADAPTER_PORT),
+                    "AWS_LWA_READINESS_CHECK_PATH": READY_PATH,
+                    "AWS_LWA_READINESS_CHECK_HEALTHY_STATUS": "200",
+                    "AWS_LWA_PASS_THROUGH_PATH": EVENTS_PATH,
+                }
+            )
+        self.streaming = streaming
         self.function = lambda_.Function(
             self,
             "Router",
-            description="Routes each request to a Bedrock model per the routing policy",
+            description="Streams answers from Bedrock models routed per the routing policy (Lambda Web Adapter)"
+            if streaming
+            else "Routes each request to a Bedrock model per the routing policy",
             runtime=ROUTER_RUNTIME,
             architecture=architecture,
-            handler=ROUTER_HANDLER,
+            handler=STREAM_HANDLER if streaming else ROUTER_HANDLER,
             code=router_code(bootstrap_text=self.document.text, digest=self.document.digest),
-            layers=[powertools_layer],
+            layers=layers,
             role=self.role,
             memory_size=memory_size_mib,
             timeout=timeout,
@@ -237,12 +290,15 @@ class RouterFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             environment=environment,
         )
-        # InvokeModel only: the router does not stream, so no InvokeModelWithResponseStream until it does. The
-        # Converse API is authorized by bedrock:InvokeModel; there is no bedrock:Converse action.
+        # Converse is authorized by bedrock:InvokeModel (there is no bedrock:Converse action), ConverseStream by
+        # bedrock:InvokeModelWithResponseStream: only the streaming router gets the second.
+        actions = (
+            ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"] if streaming else ["bedrock:InvokeModel"]
+        )
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="InvokePolicyModels",
-                actions=["bedrock:InvokeModel"],
+                actions=actions,
                 resources=model_invoke_arns(self.document.policy),
             )
         )
@@ -263,6 +319,25 @@ def _check_powertools_region(region: str) -> None:
         f"({POWERTOOLS_LAYER_PARAMETER.split('{', 1)[0]}...): pass a layer you publish there (powertools_layer; "
         "router_powertools_layer on RoutedBedrockEndpoint), or deploy to one of POWERTOOLS_LAYER_REGIONS"
     )
+
+
+def _check_web_adapter_region(region: str) -> None:
+    if cdk.Token.is_unresolved(region) or not region.startswith(("cn-", "us-gov-", "eusc-", "us-iso")):
+        return
+    raise ValueError(
+        f"region '{region}' is outside the commercial partition the public Lambda Web Adapter layer is published "
+        f"in (account {WEB_ADAPTER_LAYER_ACCOUNT}): pass web_adapter_layer (router_web_adapter_layer on "
+        "RoutedBedrockEndpoint) with the layer for that partition, or streaming=False"
+    )
+
+
+def _public_web_adapter_layer(scope: Construct, architecture: lambda_.Architecture) -> lambda_.ILayerVersion:
+    name = (
+        "LambdaAdapterLayerArm64" if architecture.name == lambda_.Architecture.ARM_64.name else "LambdaAdapterLayerX86"
+    )
+    region = cdk.Stack.of(scope).region
+    arn = f"arn:aws:lambda:{region}:{WEB_ADAPTER_LAYER_ACCOUNT}:layer:{name}:{WEB_ADAPTER_LAYER_VERSION}"
+    return lambda_.LayerVersion.from_layer_version_arn(scope, "WebAdapterLayer", arn)
 
 
 def _seconds_text(duration: Duration) -> str:

@@ -506,6 +506,16 @@ def validate___definitions_resilience(data, custom_formats={}, name_prefix=None)
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.total_deadline_ms must be bigger than or equal to 100', value=data__totaldeadlinems, name='' + (name_prefix or 'data') + '.total_deadline_ms', definition=None, rule='minimum')
                 if data__totaldeadlinems > 900000:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.total_deadline_ms must be smaller than or equal to 900000', value=data__totaldeadlinems, name='' + (name_prefix or 'data') + '.total_deadline_ms', definition=None, rule='maximum')
+        if 'stream_deadline_ms' in data_keys:
+            data_keys.remove('stream_deadline_ms')
+            data__streamdeadlinems = data['stream_deadline_ms']
+            if not isinstance(data__streamdeadlinems, int) or isinstance(data__streamdeadlinems, bool):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.stream_deadline_ms must be integer', value=data__streamdeadlinems, name='' + (name_prefix or 'data') + '.stream_deadline_ms', definition=None, rule='type')
+            if isinstance(data__streamdeadlinems, (int, float, Decimal)):
+                if data__streamdeadlinems < 100:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.stream_deadline_ms must be bigger than or equal to 100', value=data__streamdeadlinems, name='' + (name_prefix or 'data') + '.stream_deadline_ms', definition=None, rule='minimum')
+                if data__streamdeadlinems > 900000:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.stream_deadline_ms must be smaller than or equal to 900000', value=data__streamdeadlinems, name='' + (name_prefix or 'data') + '.stream_deadline_ms', definition=None, rule='maximum')
         if 'max_attempts' in data_keys:
             data_keys.remove('max_attempts')
             data__maxattempts = data['max_attempts']

@@ -114,6 +114,8 @@ class Resilience(NamedTuple):
     max_attempts: int
     degraded_message: str
     first_token_timeout_ms: int = 5000
+    stream_deadline_ms: int = 120_000
+    """How long a streamed answer may run from the request's start (``total_deadline_ms`` bounds its start)."""
 
 
 class BreakerSettings(NamedTuple):
@@ -339,6 +341,11 @@ def _check_references(doc: Mapping[str, Any]) -> None:
         raise PolicyError(
             f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})"
         )
+    total, stream = resilience.get("total_deadline_ms", 25000), resilience.get("stream_deadline_ms", 120_000)
+    if stream < total:
+        raise PolicyError(
+            f"invalid policy: resilience.stream_deadline_ms must be at least total_deadline_ms (got {stream} < {total})"
+        )
 
 
 def _check_budget(budget: Mapping[str, Any], tiers: Mapping[str, Any]) -> None:
@@ -443,6 +450,7 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             max_attempts=resilience.get("max_attempts", 8),
             degraded_message=resilience["degraded_message"],
             first_token_timeout_ms=resilience.get("first_token_timeout_ms", 5000),
+            stream_deadline_ms=resilience.get("stream_deadline_ms", 120_000),
         ),
         limits=RequestLimits(
             max_prompt_chars=limits.get("max_prompt_chars", 400_000),

@@ -469,10 +469,14 @@ class RouterService:
                     tracker.settle(charge.reservation, end.cost_usd)
                 tracker.release(snapshot_probes)
 
+        # The stream's own deadline: the policy's, within what the function has left (a buffered Lambda's 29 s)
+        stream_ms = float(policy.resilience.stream_deadline_ms)
+        if caller.remaining_ms is not None:
+            stream_ms = min(stream_ms, caller.remaining_ms - RESPONSE_RESERVE_MS)
         live = LiveStream(
             call,
             stream,
-            deadline=started + budget_ms / 1000.0,
+            deadline=started + max(stream_ms, budget_ms) / 1000.0,
             clock=self._clock,
             started=started,
             estimate_input_tokens=estimate_tokens(len(request.text), len(request.images)),

@@ -20,7 +20,14 @@ pytestmark = pytest.mark.xdist_group("bootstrap-asset")
 
 
 def functions(template: Template) -> dict[str, dict[str, Any]]:
-    return template.find_resources("AWS::Lambda::Function")
+    """The buffered routers (the streaming routers share their asset; see the streaming test below)."""
+    found = template.find_resources("AWS::Lambda::Function")
+    return {key: f for key, f in found.items() if f["Properties"]["Handler"] == "router.handler.lambda_handler"}
+
+
+def streaming_functions(template: Template) -> dict[str, dict[str, Any]]:
+    found = template.find_resources("AWS::Lambda::Function")
+    return {key: f for key, f in found.items() if f["Properties"]["Handler"] == "run-stream.sh"}
 
 
 def asset_dir(outdir: Path, stack_name: str, function: dict[str, Any]) -> Path:
@@ -53,6 +60,22 @@ def test_bootstrap_policy_in_the_asset_is_the_hosted_configuration_text(default:
     assert (asset / "router" / "schemas" / "policy.schema.json").is_file()
     assert not list(asset.rglob("__pycache__"))
     assert not list(asset.rglob("*.pyc"))
+
+
+def test_the_streaming_router_runs_the_same_asset_and_its_start_script_is_executable(default: Synthesized):
+    # Given the all-defaults endpoint's two functions
+    [function] = functions(default.template).values()
+    [streaming] = streaming_functions(default.template).values()
+    # Then they carry one asset (the same code, the same bootstrap policy)
+    assert streaming["Properties"]["Code"]["S3Key"] == function["Properties"]["Code"]["S3Key"]
+    assert variables(streaming)["ROUTER_POLICY_SHA256"] == variables(function)["ROUTER_POLICY_SHA256"]
+    # And the handler Lambda Web Adapter's wrapper runs is at the asset root, executable, starting the front end
+    script = asset_dir(default.outdir, default.stack_name, streaming) / "run-stream.sh"
+    assert script.stat().st_mode & 0o111 == 0o111
+    text = script.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/sh\n")
+    assert "exec python3 -m router.web_adapter" in text
+    assert (script.parent / "router" / "web_adapter.py").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -164,19 +164,26 @@ def test_state_table_is_retained_when_asked(custom):
 def test_router_may_only_batch_get_and_update_items_of_the_table(template):
     # Given every IAM statement in the stack
     table = logical_id(template, TABLE, "StateTable")
-    router_role = logical_id(template, "AWS::IAM::Role", "LlmRouterRole")
-    # Then exactly one mentions DynamoDB: the two actions the state store calls, on the table's ARN alone
-    [statement] = statements_with_actions(template, "dynamodb:")
+    roles = [
+        logical_id(template, "AWS::IAM::Role", "LlmRouterRole"),
+        logical_id(template, "AWS::IAM::Role", "LlmStreamingRouterFunctionRouterRole"),
+    ]
+    # Then exactly one per router mentions DynamoDB: the two actions the state store calls, on the table's ARN alone
+    statements = statements_with_actions(template, "dynamodb:")
+    assert len(statements) == 2
+    assert statements[0] == statements[1]
+    statement = statements[0]
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]
     resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
     assert resources == [{"Fn::GetAtt": [table, "Arn"]}]
     assert "Condition" not in statement
-    # And it belongs to the router's role
-    template.has_resource_properties(
-        "AWS::IAM::Policy",
-        {"Roles": [{"Ref": router_role}], "PolicyDocument": {"Statement": Match.array_with([statement])}},
-    )
+    # And one belongs to each router's role (the buffered and the streaming one)
+    for role in roles:
+        template.has_resource_properties(
+            "AWS::IAM::Policy",
+            {"Roles": [{"Ref": role}], "PolicyDocument": {"Statement": Match.array_with([statement])}},
+        )
     # And no statement allows every action of a service
     assert not [s for s in all_statements(template) if "*" in json.dumps(s["Action"])]
 
@@ -189,7 +196,8 @@ def test_router_gets_table_key_actions_on_the_customer_key_only(custom):
     template = custom.template
     key = logical_id(template, "AWS::KMS::Key", "StateKey")
     router_role = logical_id(template, "AWS::IAM::Role", "LlmRouterRole")
-    [statement] = statements_with_actions(template, "kms:")
+    statement, streaming_statement = statements_with_actions(template, "kms:")  # one per router role
+    assert streaming_statement == statement
     assert sorted(statement["Action"]) == [
         "kms:Decrypt",
         "kms:DescribeKey",
@@ -203,7 +211,7 @@ def test_router_gets_table_key_actions_on_the_customer_key_only(custom):
         {"Roles": [{"Ref": router_role}], "PolicyDocument": {"Statement": Match.array_with([statement])}},
     )
     # And the DynamoDB statement stays the same two actions
-    [table_statement] = statements_with_actions(template, "dynamodb:")
+    table_statement, _ = statements_with_actions(template, "dynamodb:")
     assert sorted(table_statement["Action"]) == ["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]
 
 
@@ -246,7 +254,7 @@ def test_budget_alarm_is_not_a_rollback_monitor(default):
     template = default.template
     budget_alarm = budget_alarm_id(template)
     environment = next(iter(template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
-    assert len(environment["Monitors"]) == 4
+    assert len(environment["Monitors"]) == 5
     assert budget_alarm not in json.dumps(environment["Monitors"])
     assert "BudgetUsedPercent" in default.endpoint.alarms
     # The state-store alarm is on by default (5 errors in 5 minutes), and only notifies too

@@ -136,7 +136,7 @@ def test_alarm_topic_is_encrypted_and_wired(assembly):
     assert "KmsMasterKeyId" in resources[topic_id]["Properties"]
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     # The construct's defaults: six rollback-or-health alarms, the budget alarm and the state-store alarm
-    assert len(alarms) == 8
+    assert len(alarms) == 10
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
 
 

@@ -190,12 +190,13 @@ def test_function_code_is_the_lambdas_package_without_bytecode(default):
 def test_log_groups_have_retention(template, variant):
     assert {g["Properties"]["RetentionInDays"] for g in template.find_resources("AWS::Logs::LogGroup").values()} == {30}
     groups = variant.template.find_resources("AWS::Logs::LogGroup")
-    assert len(groups) == 2  # the function's and the API's access logs
+    assert len(groups) == 3  # the two functions' and the API's access logs
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {7}
 
 
-def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(template):
-    router_role = logical_id(template, "AWS::IAM::Role", "LlmRouterRole")
+@pytest.mark.parametrize("prefix", ["LlmRouter", "LlmStreamingRouterFunctionRouter"])
+def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(template, prefix):
+    router_role = logical_id(template, "AWS::IAM::Role", f"{prefix}Role")
     assert "ManagedPolicyArns" not in template.find_resources("AWS::IAM::Role")[router_role]["Properties"]
     template.has_resource_properties(
         "AWS::IAM::Policy",
@@ -208,7 +209,7 @@ def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(temp
                             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                             "Effect": "Allow",
                             "Resource": {
-                                "Fn::GetAtt": [logical_id(template, "AWS::Logs::LogGroup", "RouterLogs"), "Arn"]
+                                "Fn::GetAtt": [logical_id(template, "AWS::Logs::LogGroup", f"{prefix}Logs"), "Arn"]
                             },
                         }
                     ]
@@ -223,9 +224,12 @@ def test_router_role_has_no_managed_policy_and_writes_only_to_its_log_group(temp
 
 def test_bedrock_invoke_is_scoped_to_the_policys_models_profiles_and_regions(template):
     # Given the shipped policy: six US inference profiles, called from two regions
-    [statement] = statements(template, "InvokePolicyModels")
-    # Then the statement allows InvokeModel only (no streaming until the router streams), on exactly these ARNs
+    statement, streaming = statements(template, "InvokePolicyModels")
+    # Then the buffered router may call InvokeModel only (Converse), the streaming router also
+    # InvokeModelWithResponseStream (ConverseStream), both on exactly these ARNs
     assert statement["Action"] == "bedrock:InvokeModel"
+    assert streaming["Action"] == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    assert streaming["Resource"] == statement["Resource"]
     arns = [resolve_arn(resource) for resource in statement["Resource"]]
     expected = set()
     for region in ("us-east-1", "us-west-2"):
@@ -240,7 +244,8 @@ def test_bedrock_invoke_is_scoped_to_the_policys_models_profiles_and_regions(tem
 
 
 def test_global_profile_also_gets_its_model_in_the_calling_regions_and_the_region_less_arn(variant):
-    [statement] = statements(variant.template, "InvokePolicyModels")
+    statement, streaming = statements(variant.template, "InvokePolicyModels")
+    assert streaming["Resource"] == statement["Resource"]
     arns = {resolve_arn(resource) for resource in statement["Resource"]}
     haiku = "anthropic.claude-haiku-4-5-20251001-v1:0"
     global_arns = {arn for arn in arns if haiku in arn}
@@ -340,6 +345,7 @@ def test_rollback_monitors_watch_the_degraded_fallback_lambda_errors_and_5xx_ala
         by_description["degraded answers"],
         by_description["fallback answers"],
         by_description["router function errors"],
+        by_description["streaming router function errors"],
         by_description["API 5XX answers"],
     }
     # And AppConfig reads the alarms through a role that only describes alarms
@@ -535,6 +541,8 @@ def test_all_alarms_exist_with_their_default_thresholds_and_no_actions(template)
         "API p99 latency": 20000,
         "router function errors": 1,
         "router function throttles": 1,
+        "streaming router function errors": 1,
+        "streaming router function throttles": 1,
         "fallback answers": 10,
         "degraded answers": 1,
         "budget used": 90,
@@ -580,11 +588,17 @@ def test_api_and_lambda_alarms_watch_this_api_and_function(template):
     assert latency["MetricName"] == "Latency"
     assert latency["ExtendedStatistic"] == "p99"
     assert {"Name": "ApiName", "Value": api_name} in latency["Dimensions"]
-    errors = alarms["router function errors"]["Properties"]
-    assert errors["MetricName"] == "Errors"
-    assert errors["Dimensions"] == [
-        {"Name": "FunctionName", "Value": {"Ref": logical_id(template, "AWS::Lambda::Function")}}
-    ]
+    for description, fragment in (
+        ("router function errors", "LlmRouter"),
+        ("router function throttles", "LlmRouter"),
+        ("streaming router function errors", "StreamingRouter"),
+        ("streaming router function throttles", "StreamingRouter"),
+    ):
+        alarm = alarms[description]["Properties"]
+        assert alarm["MetricName"] == ("Errors" if description.endswith("errors") else "Throttles")
+        assert alarm["Dimensions"] == [
+            {"Name": "FunctionName", "Value": {"Ref": logical_id(template, "AWS::Lambda::Function", fragment)}}
+        ]
 
 
 def test_alarm_actions_go_to_the_topic_and_disabled_alarms_are_absent(variant):
@@ -676,6 +690,7 @@ def test_construct_ids_are_stable_public_contract(default):
     assert [child.node.id for child in endpoint.node.children] == [
         "LiveState",
         "RouterFunction",
+        "StreamingRouterFunction",
         "ApiAccessLogs",
         "Api",
         "Alarms",
@@ -685,16 +700,26 @@ def test_construct_ids_are_stable_public_contract(default):
     ]
     children = {
         part: [child.node.id for child in endpoint.node.find_child(part).node.children]
-        for part in ("LiveState", "RouterFunction", "Alarms", "RoutingPolicy", "RoutingDashboard")
+        for part in (
+            "LiveState",
+            "RouterFunction",
+            "StreamingRouterFunction",
+            "Alarms",
+            "RoutingPolicy",
+            "RoutingDashboard",
+        )
     }
     assert children == {
         "LiveState": ["StateTable"],
         "RouterFunction": ["RouterLogs", "RouterRole", "PowertoolsLayer", "Router"],
+        "StreamingRouterFunction": ["RouterLogs", "RouterRole", "PowertoolsLayer", "WebAdapterLayer", "Router"],
         "Alarms": [
             "Api5xxRateAlarm",
             "ApiLatencyP99Alarm",
             "LambdaErrorsAlarm",
             "LambdaThrottlesAlarm",
+            "StreamingLambdaErrorsAlarm",
+            "StreamingLambdaThrottlesAlarm",
             "FallbackRateAlarm",
             "DegradedAnswersAlarm",
             "BudgetUsedPercentAlarm",
@@ -821,4 +846,6 @@ def test_the_openai_methods_share_the_authorization_of_generate(variant):
         assert method["AuthorizationType"] == generate["AuthorizationType"], key
         assert method.get("ApiKeyRequired") == generate.get("ApiKeyRequired"), key
         assert method.get("AuthorizerId") == generate.get("AuthorizerId"), key
-        assert method["Integration"]["Uri"] == generate["Integration"]["Uri"], key
+    # And /v1/models is the buffered router's; chat completions are the streaming router's (next test)
+    assert methods[("models", "GET")]["Integration"]["Uri"] == generate["Integration"]["Uri"]
+    assert methods[("completions", "POST")]["Integration"]["Uri"] != generate["Integration"]["Uri"]

@@ -1,4 +1,6 @@
-"""The HTTP/1.1 request handler both local servers share: robust body reading and JSON errors, answered promptly.
+"""The HTTP/1.1 layer of local mode, the Bedrock simulator and the streaming function (``web_adapter.py``).
+
+Robust body reading and JSON errors, answered promptly:
 
 - ``disable_nagle_algorithm``: the base class writes the headers and the body in two ``send`` calls; with
   Nagle's algorithm on, the second waits for the client's delayed ACK of the first, about 40 ms, on every
