@@ -58,8 +58,8 @@ class RouterAlarms(Construct):
 
     Attributes:
         alarms: the alarms by name (``Api5xxRate``, ``ApiLatencyP99``, ``LambdaErrors``, ``LambdaThrottles``,
-            ``StreamingLambdaErrors``, ``StreamingLambdaThrottles``, ``FallbackRate``, ``DegradedAnswers``, ``BudgetUsedPercent``, ``StateStoreErrors``), without the
-            disabled ones.
+            ``StreamingLambdaErrors``, ``StreamingLambdaThrottles``, ``FallbackRate``, ``DegradedAnswers``,
+            ``BudgetUsedPercent``, ``StateStoreErrors``), without the disabled ones.
     """
 
     def __init__(

@@ -34,8 +34,9 @@ REMOVED_ON_PURPOSE = {
 }
 ADDED_ON_PURPOSE: dict[str, set[str]] = {name: set() for name in REMOVED_ON_PURPOSE}
 # The OpenAI-compatible API: the /v1 resources, their methods and their invoke permissions are new, and so is
-# the streaming router (its function, role, policy, log group, and its errors and throttles alarms).
-_OPENAI_API = re.compile(r"Apiv1|StreamingRouterFunction|StreamingLambda(Errors|Throttles)Alarm")
+# the streaming router (its function, role, policy, log group, and its errors and throttles alarms), and in
+# API-key mode the authorizer that takes a key from x-api-key or a bearer token (its function and authorizers).
+_OPENAI_API = re.compile(r"Apiv1|StreamingRouterFunction|StreamingLambda(Errors|Throttles)Alarm|ApiKeyAuthorizer")
 # An API Gateway deployment is immutable: CDK suffixes its logical ID with a hash of the API's whole definition
 # (methods, models: the request schema in lambdas/), so any API change gives a new deployment by design.
 # Compared without that suffix.

@@ -385,7 +385,7 @@ def test_generate_requires_an_api_key_by_default_and_validates_the_body(template
         {
             "HttpMethod": "POST",
             "ApiKeyRequired": True,
-            "AuthorizationType": "NONE",
+            "AuthorizationType": "CUSTOM",  # the API-key authorizer hands x-api-key to the usage plan
             "RequestValidatorId": {"Ref": logical_id(template, "AWS::ApiGateway::RequestValidator")},
             "RequestModels": {"application/json": {"Ref": logical_id(template, "AWS::ApiGateway::Model")}},
         },
@@ -693,6 +693,7 @@ def test_construct_ids_are_stable_public_contract(default):
         "StreamingRouterFunction",
         "ApiAccessLogs",
         "Api",
+        "ApiKeyAuthorizer",
         "Alarms",
         "RoutingPolicy",
         "ReadRoutingPolicy",

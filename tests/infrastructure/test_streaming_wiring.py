@@ -139,7 +139,8 @@ def test_both_routers_may_read_the_routing_policy(template):
 
 def test_streaming_off_leaves_one_router_for_every_method(buffered_only):
     template = buffered_only.template
-    assert len(template.find_resources("AWS::Lambda::Function")) == 1
+    routers = [f for f in template.find_resources("AWS::Lambda::Function").values() if "Router" in json.dumps(f)]
+    assert len(routers) == 1
     chat = methods(template)[("completions", "POST")]["Integration"]
     assert "ResponseTransferMode" not in chat
     assert chat["Uri"] == methods(template)[("generate", "POST")]["Integration"]["Uri"]
@@ -190,7 +191,7 @@ def test_streaming_props_without_streaming_are_refused(shipped_policy):
 
 
 def test_a_partition_without_the_public_adapter_layer_needs_one_of_its_own(shipped_policy):
-    with pytest.raises(ValueError, match="region 'cn-north-1'.*pass web_adapter_layer"):
+    with pytest.raises(ValueError, match=r"region 'cn-north-1'.*pass web_adapter_layer"):
         _endpoint(
             shipped_policy,
             region="cn-north-1",

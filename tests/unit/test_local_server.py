@@ -11,9 +11,9 @@ import pytest
 
 from lambdas.router.budget import scopes_for
 from lambdas.router.dynamo_state import DynamoBackend
+from lambdas.router.http_server import BadFraming, content_length
 from lambdas.router.live_state import LiveStateTracker
 from lambdas.router.state_store import InMemoryBackend
-from lambdas.router.http_server import BadFraming, content_length
 from local_endpoint.server import LocalEndpoint, LocalLambdaContext, configure_environment, http_response, proxy_event
 from local_endpoint.state_admin import DynamoStoreView, LiveStateAdmin, admin_for
 

@@ -1,0 +1,72 @@
+"""The API-key authorizer (``lambdas/authorizer/api_key.py``): the key API Gateway's usage plan checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lambdas.authorizer.api_key import Unauthorized, handler
+
+KEY = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd"  # 40 characters, like the keys API Gateway generates
+METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/POST/v1/chat/completions"
+
+
+def authorize(token: str, method_arn: str = METHOD_ARN) -> dict:
+    return handler({"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}, None)
+
+
+@pytest.mark.parametrize("token", [f"Bearer {KEY}", f"bearer {KEY}", f"BEARER   {KEY}", f"  Bearer {KEY} ", KEY])
+def test_the_key_is_handed_to_the_usage_plan(token):
+    answer = authorize(token)
+    assert answer["usageIdentifierKey"] == KEY
+
+
+def test_the_whole_stage_is_allowed_so_one_cached_answer_serves_every_method():
+    [statement] = authorize(f"Bearer {KEY}")["policyDocument"]["Statement"]
+    assert statement == {
+        "Action": "execute-api:Invoke",
+        "Effect": "Allow",
+        "Resource": "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*",
+    }
+
+
+def test_the_principal_is_a_digest_never_the_key():
+    answer = authorize(KEY)
+    assert answer["principalId"].startswith("apikey-") and len(answer["principalId"]) == len("apikey-") + 16
+    assert KEY not in json.dumps({k: v for k, v in answer.items() if k != "usageIdentifierKey"})
+    assert authorize(f"Bearer {KEY}")["principalId"] == answer["principalId"]
+    assert authorize(KEY[::-1])["principalId"] != answer["principalId"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "   ",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",  # another scheme: its value is not a key
+        f"Bearer {KEY} extra",
+        "Bearer short-key",
+        "x" * 129,
+        f"Bearer {KEY[:19]}",
+        f"Bearer {KEY[:-1]}é",
+        f"Token {KEY}",
+    ],
+)
+def test_a_missing_or_malformed_token_is_a_401(token):
+    with pytest.raises(Unauthorized) as raised:
+        authorize(token)
+    assert str(raised.value) == "Unauthorized"  # the message API Gateway maps to 401
+
+
+@pytest.mark.parametrize("method_arn", ["", "not-an-arn/prod/GET/x", "arn:aws:execute-api:us-east-1:1:abc"])
+def test_an_odd_method_arn_is_refused(method_arn):
+    with pytest.raises(Unauthorized):
+        authorize(KEY, method_arn)
+
+
+def test_a_missing_token_field_is_refused():
+    with pytest.raises(Unauthorized):
+        handler({"type": "TOKEN", "methodArn": METHOD_ARN}, None)
