@@ -6,6 +6,8 @@
         [--tolerance X] [--min-samples N] [--progress | --quiet]
     routed-bedrock train --policy IN --out OUT [--data DIR | --outcomes FILE --weak M --strong M] [--cascade-route R]
     routed-bedrock score --policy FILE PROMPTS.jsonl [--tier T] [--use-case U] [--explain] [--out FILE]
+    routed-bedrock publish --policy FILE (--stack NAME | --application ID --environment ID --profile ID
+        --strategy ID) [--region R] [--dry-run] [--poll S] [--timeout S]
 
 ``preflight`` exits 0 when every route of the policy has a working (model, region), 1 when some route has
 none, 2 on bad usage, an invalid policy file, or when it cannot run (no credentials, no botocore).
@@ -18,6 +20,10 @@ finished calls are kept in the checkpoint and the same command resumes).
 
 ``train`` and ``score`` (see ``routed_bedrock.learning_cli``) exit 0 on success and 2 on bad usage, an invalid
 policy or a bad data line (named by its line number; nothing is written).
+
+``publish`` (see ``routed_bedrock.publish``) exits 0 when deployed (or no change, or ``--dry-run``), 1 when an
+alarm rolled the deployment back (named), 2 on bad usage, an invalid policy (nothing is called) or an AWS
+error, 3 when it stopped following a deployment that goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lambdas.router.policy import PolicyError, load_policy_file
-from routed_bedrock import evaluate_cli, learning_cli
+from routed_bedrock import evaluate_cli, learning_cli, publish
 from routed_bedrock.cli_support import EXIT_USAGE, positive_float, positive_int, table
 from routed_bedrock.preflight import PreflightError, PreflightReport, botocore_call, probes_of, run_preflight
 
@@ -73,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     preflight.set_defaults(run=_preflight)
     learning_cli.register(commands)
     evaluate_cli.register(commands)
+    publish.register(commands)
     return parser
 
 

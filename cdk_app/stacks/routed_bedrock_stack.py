@@ -112,6 +112,14 @@ class RoutedBedrockStack(Stack):
             )
         if self.user_pool is not None:
             CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
+        # What `routed-bedrock publish --stack NAME` reads (routed_bedrock/publish.py STACK_OUTPUTS).
+        for key, value in (
+            ("PolicyApplicationId", self.endpoint.application.application_id),
+            ("PolicyEnvironmentId", self.endpoint.environment.environment_id),
+            ("PolicyProfileId", self.endpoint.configuration.configuration_profile_id),
+            ("PolicyDeploymentStrategyId", self.endpoint.deployment_strategy.deployment_strategy_id),
+        ):
+            CfnOutput(self, key, value=value, description="for routed-bedrock publish --stack")
 
     def _user_pool(self) -> cognito.UserPool:
         """Administrator-created users only, strong passwords, TOTP MFA and full threat protection."""

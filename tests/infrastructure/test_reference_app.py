@@ -14,6 +14,8 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
+from routed_bedrock.publish import STACK_OUTPUTS
+
 pytestmark = pytest.mark.xdist_group("reference-app")
 
 STACK = "RoutedBedrock"
@@ -127,6 +129,19 @@ def test_outputs_give_the_url_and_the_way_in(assembly):
     outputs = json.loads((assembly / f"{STACK}.template.json").read_text())["Outputs"]
     assert {"Url", "AlarmTopicArn", "DashboardName"} <= set(outputs)
     assert len({"ApiKeyId", "UserPoolId"} & set(outputs)) <= 1
+    # And what `routed-bedrock publish --stack` reads, each naming the policy's AppConfig resource
+    resources = json.loads((assembly / f"{STACK}.template.json").read_text())["Resources"]
+    kinds = {
+        "PolicyApplicationId": "AWS::AppConfig::Application",
+        "PolicyEnvironmentId": "AWS::AppConfig::Environment",
+        "PolicyProfileId": "AWS::AppConfig::ConfigurationProfile",
+        "PolicyDeploymentStrategyId": "AWS::AppConfig::DeploymentStrategy",
+    }
+    assert set(kinds) == set(STACK_OUTPUTS.values())
+    for key, kind in kinds.items():
+        value = outputs[key]["Value"]
+        ref = value.get("Ref") or value.get("Fn::GetAtt", [None])[0]
+        assert resources[ref]["Type"] == kind, key
 
 
 def test_alarm_topic_is_encrypted_and_wired(assembly):
