@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lambdas.router.http_server import JsonRequestHandler, LocalHTTPServer
-from lambdas.router.web_adapter import STREAM_FUNCTION_TIMEOUT_MS, http_response
+from lambdas.router.http_server import LocalHTTPServer
+from lambdas.router.http_server import make_server as serve
+from lambdas.router.openai_api import CHAT_PATH
+from lambdas.router.web_adapter import STREAM_FUNCTION_TIMEOUT_MS, http_response, json_answer
 from lambdas.router.web_adapter import proxy_event as adapter_event
 from local_endpoint.state_admin import ClearRefused, LiveStateAdmin, admin_for
 
@@ -33,7 +35,6 @@ INTEGRATION_TIMEOUT_MS = 29_000
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 StreamHandler = Callable[[dict[str, Any], Any], tuple[int, dict[str, str], "bytes | Iterator[bytes]"]]
-CHAT_PATH = "/v1/chat/completions"
 
 
 def _asks_stream(body: bytes) -> bool:
@@ -111,17 +112,19 @@ class LocalEndpoint:
 
     def _state_admin(self, admin: LiveStateAdmin, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
         if method not in ("GET", "DELETE"):
-            return _json(405, {"error": "MethodNotAllowed", "message": f"{method} {STATE_PATH}: use GET or DELETE"})
+            return json_answer(
+                405, {"error": "MethodNotAllowed", "message": f"{method} {STATE_PATH}: use GET or DELETE"}
+            )
         try:
             if method == "GET":
-                return _json(200, admin.describe())
+                return json_answer(200, admin.describe())
             admin.clear()
         except ClearRefused as exc:
-            return _json(403, {"error": "Forbidden", "message": str(exc)})
+            return json_answer(403, {"error": "Forbidden", "message": str(exc)})
         except Exception as exc:  # the store's own failure (a DynamoDB endpoint down), not the caller's
             print(f"live-state store failed: {exc!r}", file=sys.stderr)
-            return _json(503, {"error": "StoreUnavailable", "message": f"the live-state store failed: {exc}"})
-        return _json(200, {"cleared": True})
+            return json_answer(503, {"error": "StoreUnavailable", "message": f"the live-state store failed: {exc}"})
+        return json_answer(200, {"cleared": True})
 
     def dispatch(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, source_ip: str
@@ -142,34 +145,18 @@ class LocalEndpoint:
                 status, answer_headers, answer = self.stream_handler(event, context)
             except Exception as exc:
                 print(f"router failed: {exc!r}", file=sys.stderr)
-                return _json(502, {"message": "Internal server error"})
+                return json_answer(502, {"message": "Internal server error"})
             return status, list(answer_headers.items()), answer
         try:
             result = self.handler(event, LocalLambdaContext(request_id))
         except Exception as exc:  # what API Gateway answers when the function itself fails
             print(f"router failed: {exc!r}", file=sys.stderr)
-            return _json(502, {"message": "Internal server error"})
+            return json_answer(502, {"message": "Internal server error"})
         return http_response(result)
 
 
-def _json(status: int, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    return status, [("Content-Type", "application/json")], json.dumps(body).encode()
-
-
 def make_server(endpoint: LocalEndpoint, host: str, port: int) -> LocalHTTPServer:
-    class Handler(JsonRequestHandler):
-        max_body_bytes = MAX_REQUEST_BYTES
-
-        def _serve(self) -> None:
-            body = self.read_body()
-            if body is None:
-                return
-            headers = {name: value for name, value in self.headers.items()}
-            self.send_all(*endpoint.dispatch(self.command, self.path, headers, body, self.client_address[0]))
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    return LocalHTTPServer((host, port), Handler)
+    return serve(endpoint.dispatch, host, port, max_body_bytes=MAX_REQUEST_BYTES)
 
 
 def configure_environment(*, port: int, policy: Path, bedrock: str, log_level: str, show_metrics: bool) -> None:

@@ -25,6 +25,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from lambdas.router import metric_names as m
+from lambdas.router.web_adapter import STREAM_FUNCTION_TIMEOUT_MS
 
 from . import _validation as check
 from ._legacy_ids import keep_legacy_logical_ids
@@ -322,6 +323,14 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         self.router_log_group = self.router.log_group
         self.streaming_router: RouterFunction | None = None
         if streaming:
+            streaming_timeout = router_streaming_timeout or Duration.millis(STREAM_FUNCTION_TIMEOUT_MS)
+            check.check_function_timeout("router_streaming_timeout", streaming_timeout)
+            check.check_deadline_fits_timeout(
+                "router_streaming_timeout",
+                streaming_timeout,
+                self.policy.resilience.stream_deadline_ms,
+                setting="stream_deadline_ms",
+            )
             self.streaming_router = RouterFunction(
                 self,
                 "StreamingRouterFunction",
@@ -333,7 +342,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
                 log_retention=log_retention,
                 architecture=router_architecture,
                 memory_size_mib=router_memory_size_mib,
-                timeout=router_streaming_timeout,
+                timeout=streaming_timeout,
                 reserved_concurrency=router_reserved_concurrency,
                 max_body_size=router_max_body_size,
                 policy_max_age=policy_max_age,
@@ -522,8 +531,11 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         v1 = self.api.root.add_resource("v1")
         chat_integration = integration
         if self.streaming_router is not None:  # invoked with InvokeWithResponseStream: events pass as made
+            # A streamed integration may run up to 15 minutes: as long as the function may, not the default 29 s
             chat_integration = apigw.LambdaIntegration(
-                self.streaming_router.function, response_transfer_mode=apigw.ResponseTransferMode.STREAM
+                self.streaming_router.function,
+                response_transfer_mode=apigw.ResponseTransferMode.STREAM,
+                timeout=self.streaming_router.function.timeout,
             )
         self._chat_method = (
             v1.add_resource("chat")

@@ -17,7 +17,7 @@ from constructs import Construct
 
 from lambdas.router import metric_names as m
 from lambdas.router.policy_store import BOOTSTRAP_POLICY_ENV, BOOTSTRAP_POLICY_FILENAME
-from lambdas.router.web_adapter import EVENTS_PATH, READY_PATH, STREAM_FUNCTION_TIMEOUT_MS
+from lambdas.router.web_adapter import EVENTS_PATH, FUNCTION_TIMEOUT_ENV, READY_PATH, STREAM_FUNCTION_TIMEOUT_MS
 
 from ._bedrock_arns import model_invoke_arns
 from ._router_asset import router_code
@@ -268,6 +268,8 @@ class RouterFunction(Construct):
                     "AWS_LWA_READINESS_CHECK_PATH": READY_PATH,
                     "AWS_LWA_READINESS_CHECK_HEALTHY_STATUS": "200",
                     "AWS_LWA_PASS_THROUGH_PATH": EVENTS_PATH,
+                    # the deadline of a request whose Lambda context does not say (web_adapter.AdapterContext)
+                    FUNCTION_TIMEOUT_ENV: str(int(timeout.to_milliseconds())),
                 }
             )
         self.streaming = streaming

@@ -237,7 +237,9 @@ def _openai_answer(
 ) -> tuple[int, dict[str, Any] | Iterator[bytes], dict[str, str]]:
     """The status, the JSON body (or the server-sent events of a streamed answer) and the headers."""
     request_id = event.request_context.request_id
-    outcome = service().generate(event.body, _caller(event, context), parse=openai_api.parse_chat)
+    # flush: a front end that streams as it goes (the streaming function, local mode), not a buffered one
+    caller = _caller(event, context, streams_live=flush)
+    outcome = service().generate(event.body, caller, parse=openai_api.parse_chat)
     headers = dict(outcome.headers or {})
     if outcome.status != 200:
         _emit(outcome, request_id, flush=flush)
@@ -344,13 +346,14 @@ def models() -> Response[Any]:
     return _json_response(200, openai_api.models_list(service().policies.current()))
 
 
-def _caller(event: Any, context: LambdaContext | None) -> CallerContext:
+def _caller(event: Any, context: LambdaContext | None, *, streams_live: bool = False) -> CallerContext:
     return CallerContext(
         headers=event.headers,  # Powertools' headers mapping is case-insensitive
         sticky_key=_sticky_key(event),
         remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
         api_key_id=event.request_context.identity.api_key_id or None,
         principal=_principal(event),
+        streams_live=streams_live,
     )
 
 

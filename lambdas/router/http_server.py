@@ -18,7 +18,7 @@ burst of clients connecting at once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -175,3 +175,26 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
 
 def _message(text: str) -> bytes:
     return json.dumps({"message": text}).encode()
+
+
+Dispatch = Callable[
+    [str, str, dict[str, str], bytes, str], tuple[int, Iterable[tuple[str, str]], "bytes | Iterator[bytes]"]
+]
+"""What a server answers with: (method, path, headers, body, client IP) -> (status, headers, body or pieces)."""
+
+
+def make_server(dispatch: Dispatch, host: str, port: int, *, max_body_bytes: int) -> LocalHTTPServer:
+    """A threaded server that reads each request's body safely and sends ``dispatch``'s answer."""
+
+    class Handler(JsonRequestHandler):
+        def _serve(self) -> None:
+            body = self.read_body()
+            if body is None:
+                return
+            headers = {name: value for name, value in self.headers.items()}
+            self.send_all(*dispatch(self.command, self.path, headers, body, self.client_address[0]))
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    Handler.max_body_bytes = max_body_bytes
+    return LocalHTTPServer((host, port), Handler)

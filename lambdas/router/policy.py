@@ -104,6 +104,9 @@ class ComplexityRules(NamedTuple):
     learned: LearnedRouter | None = None  # when set, its score and thresholds replace the heuristic's
 
 
+DEFAULT_STREAM_DEADLINE_MS = 120_000
+
+
 class Resilience(NamedTuple):
     throttle_retries: int
     backoff_base_ms: int
@@ -115,7 +118,8 @@ class Resilience(NamedTuple):
     degraded_message: str
     first_token_timeout_ms: int = 5000
     stream_deadline_ms: int = 120_000
-    """How long a streamed answer may run from the request's start (``total_deadline_ms`` bounds its start)."""
+    """How long a streamed answer may run from the request's start (``total_deadline_ms`` bounds its start);
+    when the policy leaves it out, ``DEFAULT_STREAM_DEADLINE_MS`` or ``total_deadline_ms``, the longer."""
 
 
 class BreakerSettings(NamedTuple):
@@ -341,8 +345,8 @@ def _check_references(doc: Mapping[str, Any]) -> None:
         raise PolicyError(
             f"invalid policy: resilience.backoff_base_ms must not exceed backoff_cap_ms (got {base} > {cap})"
         )
-    total, stream = resilience.get("total_deadline_ms", 25000), resilience.get("stream_deadline_ms", 120_000)
-    if stream < total:
+    total, stream = resilience.get("total_deadline_ms", 25000), resilience.get("stream_deadline_ms")
+    if stream is not None and stream < total:
         raise PolicyError(
             f"invalid policy: resilience.stream_deadline_ms must be at least total_deadline_ms (got {stream} < {total})"
         )
@@ -450,7 +454,9 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
             max_attempts=resilience.get("max_attempts", 8),
             degraded_message=resilience["degraded_message"],
             first_token_timeout_ms=resilience.get("first_token_timeout_ms", 5000),
-            stream_deadline_ms=resilience.get("stream_deadline_ms", 120_000),
+            stream_deadline_ms=resilience.get(
+                "stream_deadline_ms", max(DEFAULT_STREAM_DEADLINE_MS, resilience.get("total_deadline_ms", 25000))
+            ),
         ),
         limits=RequestLimits(
             max_prompt_chars=limits.get("max_prompt_chars", 400_000),

@@ -113,6 +113,9 @@ class CallerContext(NamedTuple):
     remaining_ms: int | None
     api_key_id: str | None = None
     principal: str | None = None
+    streams_live: bool = False
+    """The front end sends a streamed answer as it is made (the streaming function, local mode): the stream may
+    then run ``resilience.stream_deadline_ms``; a buffered front end keeps it within ``total_deadline_ms``."""
 
 
 class RouterService:
@@ -469,10 +472,13 @@ class RouterService:
                     tracker.settle(charge.reservation, end.cost_usd)
                 tracker.release(snapshot_probes)
 
-        # The stream's own deadline: the policy's, within what the function has left (a buffered Lambda's 29 s)
-        stream_ms = float(policy.resilience.stream_deadline_ms)
-        if caller.remaining_ms is not None:
-            stream_ms = min(stream_ms, caller.remaining_ms - RESPONSE_RESERVE_MS)
+        # A live stream's own deadline: the policy's, within what the function has left; a buffered front end
+        # sends the answer when it ends, inside API Gateway's 29 s, so its stream keeps the request's deadline.
+        stream_ms = budget_ms
+        if caller.streams_live:
+            stream_ms = float(policy.resilience.stream_deadline_ms)
+            if caller.remaining_ms is not None:
+                stream_ms = min(stream_ms, caller.remaining_ms - RESPONSE_RESERVE_MS)
         live = LiveStream(
             call,
             stream,

@@ -9,10 +9,13 @@ the same HTTP layer ``make local`` serves (``http_server.py``), and the router c
 
 What arrives besides callers' requests, and what it gets:
 
-- the adapter's readiness checks, ``GET /_router/ready`` every 10 ms during init: answered once the service
-  is built, so the init phase (its CPU burst) does that work rather than the first caller;
-- a non-HTTP invocation (a direct ``Invoke``, a warmer, a misrouted event source), which the adapter posts
-  to ``/events``: a 400 with a JSON message, never routed and never charged;
+- the adapter's readiness checks, ``GET /_router/ready`` every 10 ms during init: 503 until the service is
+  built, so the init phase (its CPU burst) does that work rather than the first caller (a service that cannot
+  be built ends the process with the reason, rather than leaving the adapter polling to the init limit);
+- a non-HTTP invocation (a warmer, a misrouted event source), which the adapter posts to ``/events``: a 400
+  with a JSON message, never routed and never charged. An invocation shaped like API Gateway's event is an
+  HTTP request to the adapter, with whatever identity it claims: only API Gateway may invoke the function
+  (its resource policy), so keep ``lambda:InvokeFunction`` on it to API Gateway;
 - SIGTERM when Lambda retires the environment: the server stops and the process exits.
 
 The API Gateway request context (request id, the caller's identity and API key id, the authorizer's claims)
@@ -37,7 +40,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .http_server import JsonRequestHandler, LocalHTTPServer
+from .http_server import LocalHTTPServer
+from .http_server import make_server as serve
+from .openai_api import CHAT_PATH
 
 READY_PATH = "/_router/ready"
 """Where the adapter checks readiness (``AWS_LWA_READINESS_CHECK_PATH``)."""
@@ -45,10 +50,11 @@ EVENTS_PATH = "/events"
 """Where the adapter posts a non-HTTP invocation (``AWS_LWA_PASS_THROUGH_PATH``'s default)."""
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
 LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
-CHAT_PATH = "/v1/chat/completions"
 DEFAULT_PORT = 8080
 STREAM_FUNCTION_TIMEOUT_MS = 180_000
-"""The streaming function's default timeout; also the deadline used when a request carries none."""
+"""The streaming function's default timeout."""
+FUNCTION_TIMEOUT_ENV = "ROUTER_FUNCTION_TIMEOUT_MS"
+"""The function's own timeout (set by the construct): a request's deadline when its Lambda context has none."""
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 """API Gateway REST's payload limit."""
 
@@ -80,10 +86,15 @@ class AdapterContext:
         self.log_stream_name = str(env.get("log_stream") or os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""))
         deadline = fields.get("deadline")
         usable = isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline > 0
-        self._deadline_ms = float(deadline) if usable else now_ms() + STREAM_FUNCTION_TIMEOUT_MS  # type: ignore[arg-type]
+        self._deadline_ms = float(deadline) if usable else now_ms() + _function_timeout_ms()  # type: ignore[arg-type]
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int(self._deadline_ms - self._now_ms()))
+
+
+def _function_timeout_ms() -> float:
+    raw = os.environ.get(FUNCTION_TIMEOUT_ENV, "")
+    return float(raw) if raw.isdigit() and int(raw) > 0 else float(STREAM_FUNCTION_TIMEOUT_MS)
 
 
 def proxy_event(
@@ -192,19 +203,10 @@ def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
 
 
 def make_server(endpoint: AdapterEndpoint, host: str, port: int) -> LocalHTTPServer:
-    class Handler(JsonRequestHandler):
-        max_body_bytes = MAX_REQUEST_BYTES
+    def dispatch(method: str, path: str, headers: dict[str, str], body: bytes, _client_ip: str) -> Answer:
+        return endpoint.dispatch(method, path, headers, body)
 
-        def _serve(self) -> None:
-            body = self.read_body()
-            if body is None:
-                return
-            headers = {name: value for name, value in self.headers.items()}
-            self.send_all(*endpoint.dispatch(self.command, self.path, headers, body))
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    return LocalHTTPServer((host, port), Handler)
+    return serve(dispatch, host, port, max_body_bytes=MAX_REQUEST_BYTES)
 
 
 def main() -> int:
@@ -213,17 +215,25 @@ def main() -> int:
     from .handler import lambda_handler, service, stream_chat_completions
 
     server = make_server(AdapterEndpoint(lambda_handler, stream_chat_completions, built.is_set), "127.0.0.1", port)
-    service()  # the clients and the policy store, built during init rather than on the first request
-    built.set()
+    serving = threading.Thread(target=server.serve_forever, name="web-adapter", daemon=True)
+    serving.start()  # readiness answers 503 meanwhile
+    stopped = threading.Event()
 
     def stop(_signum: int, _frame: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        stopped.set()
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
-    finally:
+        service()  # the clients and the policy store, built during init rather than on the first request
+    except Exception as exc:  # the adapter would poll until the init limit: say why and end init now
+        print(f"the router could not start: {exc!r}", file=sys.stderr)
+        server.shutdown()
         server.server_close()
+        return 1
+    built.set()
+    stopped.wait()
+    server.shutdown()
+    server.server_close()
     return 0
 
 

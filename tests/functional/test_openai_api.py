@@ -479,3 +479,38 @@ def test_no_policy_on_the_streaming_front_end_is_an_openai_503(bedrock):
     finally:
         handler.configure(None)
     assert status == 503 and json.loads(body)["error"]["code"] == "service_unavailable"
+
+
+@pytest.fixture
+def stream_deadlines(monkeypatch) -> list[float]:
+    """Seconds from each streamed request's start to the deadline its LiveStream was given."""
+    from lambdas.router import service as service_module
+
+    seen: list[float] = []
+    original = service_module.LiveStream
+
+    def recording(*args, deadline, started, **kwargs):
+        seen.append(round(deadline - started, 3))
+        return original(*args, deadline=deadline, started=started, **kwargs)
+
+    monkeypatch.setattr(service_module, "LiveStream", recording)
+    return seen
+
+
+def test_a_live_front_end_streams_for_the_policys_stream_deadline(client, stream_deadlines):
+    # Given the streaming function's front end (it sends events as they are made) with 10 minutes left
+    body = {"model": "fast", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    _, _, events = handler.stream_chat_completions(_stream_event(body), LocalLambdaContext("s1", timeout_ms=600_000))
+    list(events)
+    # Then the stream may run the policy's stream_deadline_ms (default 120 s), not the 25 s request deadline
+    assert stream_deadlines == [120.0]
+    # And with less time left in the function, what is left (minus the 500 ms reserve) bounds it
+    _, _, events = handler.stream_chat_completions(_stream_event(body), LocalLambdaContext("s2", timeout_ms=60_000))
+    list(events)
+    assert 59.0 < stream_deadlines[1] <= 59.5
+
+
+def test_a_buffered_front_end_keeps_the_stream_within_the_request_deadline(client, stream_deadlines):
+    # Through the buffered Lambda handler the events leave only when the stream ends, inside API Gateway's 29 s
+    list(client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}], stream=True))
+    assert stream_deadlines == [25.0]  # total_deadline_ms

@@ -69,6 +69,8 @@ def test_chat_completions_stream_from_the_streaming_router(template):
     # Then API Gateway streams the integration's answer, invoking the function with InvokeWithResponseStream
     assert chat["Type"] == "AWS_PROXY"
     assert chat["ResponseTransferMode"] == "STREAM"
+    # A stream may last as long as the function may (180 s by default), not the buffered default of 29 s
+    assert chat["TimeoutInMillis"] == 180_000
     parts = chat["Uri"]["Fn::Join"][1]
     assert {"Fn::GetAtt": [streaming, "Arn"]} in parts
     uri = "".join(part if isinstance(part, str) else "{}" for part in parts)
@@ -120,6 +122,7 @@ def test_the_streaming_router_runs_behind_lambda_web_adapter(template):
         "AWS_LWA_READINESS_CHECK_HEALTHY_STATUS": "200",
         "AWS_LWA_PASS_THROUGH_PATH": EVENTS_PATH,
     }
+    assert variables["ROUTER_FUNCTION_TIMEOUT_MS"] == "180000"
     # And every router setting is the buffered router's (same policy, AppConfig names, table, service)
     shared = {key: value for key, value in buffered["Environment"]["Variables"].items()}
     assert {key: variables[key] for key in shared} == shared
@@ -153,6 +156,9 @@ def test_an_own_adapter_layer_and_x86(x86_with_own_layer):
     assert streaming["Architectures"] == ["x86_64"]
     assert streaming["Layers"][1] == "arn:aws:lambda:us-east-1:111122223333:layer:MyAdapter:3"
     assert streaming["Timeout"] == 600
+    assert streaming["Environment"]["Variables"]["ROUTER_FUNCTION_TIMEOUT_MS"] == "600000"
+    chat = methods(x86_with_own_layer.template)[("completions", "POST")]["Integration"]
+    assert chat["TimeoutInMillis"] == 600_000
 
 
 def test_the_public_adapter_layer_follows_the_architecture(tmp_path, shipped_policy):
@@ -179,7 +185,9 @@ def _endpoint(shipped_policy: dict[str, Any], region: str = "us-east-1", **props
 def test_a_stream_deadline_past_the_streaming_timeout_is_refused(shipped_policy):
     policy = copy.deepcopy(shipped_policy)
     policy["resilience"]["stream_deadline_ms"] = 300_000
-    with pytest.raises(ValueError, match=r"resilience\.stream_deadline_ms \(300000 ms\).*exceeds timeout \(180000"):
+    with pytest.raises(
+        ValueError, match=r"resilience\.stream_deadline_ms \(300000 ms\).*exceeds router_streaming_timeout \(180000"
+    ):
         _endpoint(policy)
     _endpoint(policy, router_streaming_timeout=Duration.seconds(301))  # fits with the 500 ms reserve
     _endpoint(policy, streaming=False)  # the buffered router cuts streams at its own timeout

@@ -55,7 +55,9 @@ def get(url: str) -> tuple[int, Any]:
 
 
 @contextmanager
-def running_adapter(log_dir: Path, sim_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str, float]]:
+def running_adapter(
+    log_dir: Path, sim_url: str, *, command: list[str] | None = None, cwd: Path = ROOT, **extra_env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, float]]:
     """The front end as a process: (process, base URL, seconds from start to its first ready answer)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "ROUTER_", "BEDROCK_"))}
@@ -67,12 +69,13 @@ def running_adapter(log_dir: Path, sim_url: str) -> Iterator[tuple[subprocess.Po
         AWS_SECRET_ACCESS_KEY="test",
         POWERTOOLS_METRICS_NAMESPACE="RoutedBedrock",
         POWERTOOLS_SERVICE_NAME="stream-test",
+        **extra_env,
     )
     log_path = log_dir / "adapter.log"
     with log_path.open("w") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "lambdas.router.web_adapter"], cwd=ROOT, env=env, stdout=log, stderr=log
+            command or [sys.executable, "-m", "lambdas.router.web_adapter"], cwd=cwd, env=env, stdout=log, stderr=log
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -155,5 +158,31 @@ def test_sigterm_stops_the_process_cleanly(tmp_path, sim):
     _, sim_url = sim
     with running_adapter(tmp_path, sim_url) as (process, _, ready_after_s):
         assert ready_after_s < 20
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_the_start_script_runs_the_front_end_from_the_asset_root(tmp_path, sim):
+    # As in the function: run-stream.sh from the task root, where the package is `router`, with `python3` on
+    # PATH (here a wrapper around this interpreter, which has the Powertools and botocore the layers give).
+    _, sim_url = sim
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    task_root = ROOT / "lambdas"
+    with running_adapter(
+        tmp_path,
+        sim_url,
+        command=["/bin/sh", str(task_root / "run-stream.sh")],
+        cwd=task_root,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        LAMBDA_TASK_ROOT=str(task_root),
+        LAMBDA_RUNTIME_DIR=str(tmp_path / "no-runtime"),
+    ) as (process, base, _):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0, default_headers=adapter_headers())
+        chunks = list(client.chat.completions.create(model="fast", messages=ASK, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

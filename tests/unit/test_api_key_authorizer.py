@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from lambdas.authorizer.api_key import Unauthorized, handler
+from cdk_app.constructs.api_key_authorizer import BEARER_TOKEN_REGEX, GENERATE_TOKEN_REGEX
+from lambdas.authorizer.api_key import Unauthorized, api_key, handler
 
 KEY = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd"  # 40 characters, like the keys API Gateway generates
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/POST/v1/chat/completions"
@@ -70,3 +72,33 @@ def test_an_odd_method_arn_is_refused(method_arn):
 def test_a_missing_token_field_is_refused():
     with pytest.raises(Unauthorized):
         handler({"type": "TOKEN", "methodArn": METHOD_ARN}, None)
+
+
+TOKENS = [
+    f"Bearer {KEY}",
+    f"bearer {KEY}",
+    f"BEARER   {KEY}",
+    KEY,
+    "",
+    "Bearer short-key",
+    f"Basic {KEY}",
+    f"Bearer {KEY} extra",
+    f"Bearer {KEY}é",
+    "x" * 129,
+]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+@pytest.mark.parametrize(
+    ("header", "regex"), [("x-api-key", GENERATE_TOKEN_REGEX), ("Authorization", BEARER_TOKEN_REGEX)]
+)
+def test_api_gateways_check_never_lets_through_what_the_function_refuses(token, header, regex):
+    # The authorizers' IdentityValidationExpression runs first (same syntax in Java and Python for these)
+    if re.fullmatch(regex, token):
+        assert api_key(token) == KEY or api_key(token) == token, (header, token)
+
+
+def test_what_the_openai_sdk_and_generate_callers_send_passes_api_gateways_check():
+    assert re.fullmatch(BEARER_TOKEN_REGEX, f"Bearer {KEY}")
+    assert re.fullmatch(GENERATE_TOKEN_REGEX, KEY)
+    assert not re.fullmatch(GENERATE_TOKEN_REGEX, f"Bearer {KEY}")  # a bearer token is no x-api-key

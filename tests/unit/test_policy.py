@@ -232,3 +232,27 @@ def test_non_finite_numbers_are_refused_in_a_policy_dict(policy_document):
     # When compiled, Then the error names the field
     with pytest.raises(PolicyError, match=r"rules\.complexity\.learned\.dense\.weights\[3\] must be a finite number"):
         compile_policy(policy_document)
+
+
+# --- resilience.stream_deadline_ms ----------------------------------------------------------------------
+
+
+def _with_resilience(**settings: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["resilience"].update(settings)
+    document["resilience"] = {k: v for k, v in document["resilience"].items() if v is not None}
+    return document
+
+
+def test_the_stream_deadline_defaults_to_two_minutes_or_the_request_deadline_the_longer():
+    assert compile_policy(_with_resilience(stream_deadline_ms=None)).resilience.stream_deadline_ms == 120_000
+    longer = _with_resilience(stream_deadline_ms=None, total_deadline_ms=150_000)
+    assert compile_policy(longer).resilience.stream_deadline_ms == 150_000  # a policy valid before the field
+    assert compile_policy(_with_resilience(stream_deadline_ms=300_000)).resilience.stream_deadline_ms == 300_000
+
+
+def test_a_stream_deadline_below_the_request_deadline_is_refused():
+    with pytest.raises(
+        PolicyError, match=r"stream_deadline_ms must be at least total_deadline_ms \(got 20000 < 25000\)"
+    ):
+        compile_policy(_with_resilience(stream_deadline_ms=20_000, total_deadline_ms=25_000))
