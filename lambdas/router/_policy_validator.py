@@ -107,6 +107,91 @@ def validate(data, custom_formats={}, name_prefix=None):
                         validate___definitions_route(data__routes_val, custom_formats, (name_prefix or 'data') + '.routes.{data__routes_key}'.format(**locals()))
                 if data__routes_keys:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.routes must not contain ' + str(data__routes_keys) + ' properties', value=data__routes, name='' + (name_prefix or 'data') + '.routes', definition=None, rule='additionalProperties')
+        if 'experiments' in data_keys:
+            data_keys.remove('experiments')
+            data__experiments = data['experiments']
+            if not isinstance(data__experiments, dict):
+                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments must be object', value=data__experiments, name='' + (name_prefix or 'data') + '.experiments', definition=None, rule='type')
+            data__experiments_is_dict = isinstance(data__experiments, dict)
+            if data__experiments_is_dict:
+                data__experiments_len = len(data__experiments)
+                if data__experiments_len > 8:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments must contain less than or equal to 8 properties', value=data__experiments, name='' + (name_prefix or 'data') + '.experiments', definition=None, rule='maxProperties')
+                data__experiments_keys = set(data__experiments.keys())
+                for data__experiments_key, data__experiments_val in data__experiments.items():
+                    if REGEX_PATTERNS['^[a-z0-9][a-z0-9_-]{0,63}$'].search(data__experiments_key):
+                        if data__experiments_key in data__experiments_keys:
+                            data__experiments_keys.remove(data__experiments_key)
+                        if not isinstance(data__experiments_val, dict):
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + ' must be object', value=data__experiments_val, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + '', definition=None, rule='type')
+                        data__experiments_val_is_dict = isinstance(data__experiments_val, dict)
+                        if data__experiments_val_is_dict:
+                            data__experiments_val__missing_keys = set(['arms']) - data__experiments_val.keys()
+                            if data__experiments_val__missing_keys:
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + ' must contain ' + (str(sorted(data__experiments_val__missing_keys)) + ' properties'), value=data__experiments_val, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + '', definition=None, rule='required')
+                            data__experiments_val_keys = set(data__experiments_val.keys())
+                            if 'description' in data__experiments_val_keys:
+                                data__experiments_val_keys.remove('description')
+                                data__experiments_val__description = data__experiments_val['description']
+                                if not isinstance(data__experiments_val__description, str):
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.description'.format(**locals()) + ' must be string', value=data__experiments_val__description, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.description'.format(**locals()) + '', definition=None, rule='type')
+                                if isinstance(data__experiments_val__description, str):
+                                    data__experiments_val__description_len = len(data__experiments_val__description)
+                                    if data__experiments_val__description_len > 512:
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.description'.format(**locals()) + ' must be shorter than or equal to 512 characters', value=data__experiments_val__description, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.description'.format(**locals()) + '', definition=None, rule='maxLength')
+                            if 'arms' in data__experiments_val_keys:
+                                data__experiments_val_keys.remove('arms')
+                                data__experiments_val__arms = data__experiments_val['arms']
+                                if not isinstance(data__experiments_val__arms, (list, tuple)):
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + ' must be array', value=data__experiments_val__arms, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + '', definition=None, rule='type')
+                                data__experiments_val__arms_is_list = isinstance(data__experiments_val__arms, (list, tuple))
+                                if data__experiments_val__arms_is_list:
+                                    data__experiments_val__arms_len = len(data__experiments_val__arms)
+                                    if data__experiments_val__arms_len < 2:
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + ' must contain at least 2 items', value=data__experiments_val__arms, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + '', definition=None, rule='minItems')
+                                    if data__experiments_val__arms_len > 4:
+                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + ' must contain less than or equal to 4 items', value=data__experiments_val__arms, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms'.format(**locals()) + '', definition=None, rule='maxItems')
+                                    for data__experiments_val__arms_x, data__experiments_val__arms_item in enumerate(data__experiments_val__arms):
+                                        if not isinstance(data__experiments_val__arms_item, dict):
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must be object', value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                        data__experiments_val__arms_item_is_dict = isinstance(data__experiments_val__arms_item, dict)
+                                        if data__experiments_val__arms_item_is_dict:
+                                            data__experiments_val__arms_item__missing_keys = set(['name', 'route', 'weight']) - data__experiments_val__arms_item.keys()
+                                            if data__experiments_val__arms_item__missing_keys:
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must contain ' + (str(sorted(data__experiments_val__arms_item__missing_keys)) + ' properties'), value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='required')
+                                            data__experiments_val__arms_item_keys = set(data__experiments_val__arms_item.keys())
+                                            if 'name' in data__experiments_val__arms_item_keys:
+                                                data__experiments_val__arms_item_keys.remove('name')
+                                                data__experiments_val__arms_item__name = data__experiments_val__arms_item['name']
+                                                if not isinstance(data__experiments_val__arms_item__name, str):
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].name'.format(**locals()) + ' must be string', value=data__experiments_val__arms_item__name, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].name'.format(**locals()) + '', definition=None, rule='type')
+                                                if isinstance(data__experiments_val__arms_item__name, str):
+                                                    if not REGEX_PATTERNS['^[a-z0-9][a-z0-9_-]{0,31}$'].search(data__experiments_val__arms_item__name):
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].name'.format(**locals()) + ' must match pattern ^[a-z0-9][a-z0-9_-]{0,31}$', value=data__experiments_val__arms_item__name, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].name'.format(**locals()) + '', definition=None, rule='pattern')
+                                            if 'route' in data__experiments_val__arms_item_keys:
+                                                data__experiments_val__arms_item_keys.remove('route')
+                                                data__experiments_val__arms_item__route = data__experiments_val__arms_item['route']
+                                                if not isinstance(data__experiments_val__arms_item__route, str):
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].route'.format(**locals()) + ' must be string', value=data__experiments_val__arms_item__route, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].route'.format(**locals()) + '', definition=None, rule='type')
+                                                if isinstance(data__experiments_val__arms_item__route, str):
+                                                    if not REGEX_PATTERNS['^[a-z0-9][a-z0-9_-]{0,63}$'].search(data__experiments_val__arms_item__route):
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].route'.format(**locals()) + ' must match pattern ^[a-z0-9][a-z0-9_-]{0,63}$', value=data__experiments_val__arms_item__route, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].route'.format(**locals()) + '', definition=None, rule='pattern')
+                                            if 'weight' in data__experiments_val__arms_item_keys:
+                                                data__experiments_val__arms_item_keys.remove('weight')
+                                                data__experiments_val__arms_item__weight = data__experiments_val__arms_item['weight']
+                                                if not isinstance(data__experiments_val__arms_item__weight, (int, float, Decimal)) or isinstance(data__experiments_val__arms_item__weight, bool):
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + ' must be number', value=data__experiments_val__arms_item__weight, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + '', definition=None, rule='type')
+                                                if isinstance(data__experiments_val__arms_item__weight, (int, float, Decimal)):
+                                                    if data__experiments_val__arms_item__weight <= 0:
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + ' must be bigger than 0', value=data__experiments_val__arms_item__weight, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + '', definition=None, rule='minimum')
+                                                    if data__experiments_val__arms_item__weight > 100:
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + ' must be smaller than or equal to 100', value=data__experiments_val__arms_item__weight, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + '', definition=None, rule='maximum')
+                                            if data__experiments_val__arms_item_keys:
+                                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must not contain ' + str(data__experiments_val__arms_item_keys) + ' properties', value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='additionalProperties')
+                            if data__experiments_val_keys:
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + ' must not contain ' + str(data__experiments_val_keys) + ' properties', value=data__experiments_val, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}'.format(**locals()) + '', definition=None, rule='additionalProperties')
+                if data__experiments_keys:
+                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments must not contain ' + str(data__experiments_keys) + ' properties', value=data__experiments, name='' + (name_prefix or 'data') + '.experiments', definition=None, rule='additionalProperties')
         if 'rules' in data_keys:
             data_keys.remove('rules')
             data__rules = data['rules']

@@ -9,6 +9,9 @@ Precedence, first match wins for choosing the route:
 2. ``use_case`` mapped to a route in ``rules.use_cases`` (a static route).
 3. ``use_case`` mapped to ``"auto"``: the tier table ``rules.tiers.levels[tier][complexity class]``.
 
+An A/B experiment on the chosen route (``experiments``) then sends the caller, sticky by a bucket of its own,
+to one arm's route (unless the caller named a model: that request stays on the chosen route).
+
 Then candidates are filtered, in order, by modality (images need an ``image`` model) and context size
 (estimated input + max output tokens must fit the window). If nothing is left the engine switches to
 ``rules.image_route`` or ``rules.long_context_route``; if still nothing fits, the request is the
@@ -35,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .classifier import Complexity, classify
-from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, CascadeSettings, ModelSpec, Policy, Route
+from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, CascadeSettings, Experiment, ModelSpec, Policy, Route
 
 
 class RoutingError(ValueError):
@@ -138,6 +141,20 @@ def _order_candidates(route: Route, sticky_key: str, reasons: dict[str, Any]) ->
     return models
 
 
+def _pick_arm(experiment: Experiment, sticky_key: str, reasons: dict[str, Any]) -> str:
+    """The route of the arm this caller is on: a stable bucket per (experiment, caller), apart from the canary's."""
+    bucket = canary_bucket(f"experiment\x00{experiment.route}", sticky_key)
+    point = bucket / 100.0 * sum(arm.weight for arm in experiment.arms)
+    cumulative, picked = 0.0, experiment.arms[-1]
+    for arm in experiment.arms:
+        cumulative += arm.weight
+        if point < cumulative:
+            picked = arm
+            break
+    reasons["experiment"] = {"route": experiment.route, "arm": picked.name, "bucket": bucket}
+    return picked.route
+
+
 def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexity, reasons: dict[str, Any]) -> Route:
     use_case = request.use_case if request.use_case is not None else policy.default_use_case
     target = policy.use_cases.get(use_case)
@@ -198,6 +215,13 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
             model = request.model if len(request.model) <= 80 else request.model[:77] + "..."
             raise RoutingError(f"model '{model}' is not in the policy's catalog")
         reasons["rule"] = "explicit_model"
+
+    experiment = policy.experiments.get(route.name)
+    if experiment is not None:
+        if pinned is None:
+            route = policy.routes[_pick_arm(experiment, request.sticky_key, reasons)]
+        else:
+            reasons["experiment"] = {"route": experiment.route, "skipped": "the caller named a model"}
 
     max_tokens = request.max_tokens or route.max_tokens or DEFAULT_MAX_TOKENS
     needed = complexity.estimated_tokens + max_tokens

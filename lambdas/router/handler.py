@@ -414,6 +414,16 @@ def _record(outcome: Outcome, request_id: str) -> None:
         if outcome.region is not None:
             metrics.add_dimensions(**service_name, **{m.MODEL_DIMENSION: model, m.REGION_DIMENSION: outcome.region})
         decision = outcome.body.get("decision", {})
+        canary = decision.get("canary") or {}
+        if canary.get("variant"):
+            variant = {m.ROUTE_DIMENSION: outcome.route or "none", m.VARIANT_DIMENSION: str(canary["variant"])}
+            metrics.add_dimensions(**service_name, **variant)
+        escalated = _escalated(decision)
+        if escalated is not None:
+            metrics.add_metric(name=m.ESCALATIONS, unit=MetricUnit.Count, value=int(escalated))
+        experiment = decision.get("experiment") or {}
+        if experiment.get("arm"):
+            _record_arm(outcome, str(experiment["route"]), str(experiment["arm"]), escalated)
         metrics.add_metadata(key="policy_version", value=decision.get("policy_version"))
         metrics.add_metadata(key="complexity", value=decision.get("complexity", {}).get("class"))
         metrics.add_metadata(key="rule", value=decision.get("rule"))
@@ -432,6 +442,29 @@ def _record(outcome: Outcome, request_id: str) -> None:
                 m.FAILURE_CLASS_DIMENSION: attempt.outcome,
             },
         )
+
+
+def _escalated(decision: dict[str, Any]) -> bool | None:
+    """Whether a cascade escalated past its first answer; None for a request that ran no cascade."""
+    steps = (decision.get("cascade") or {}).get("steps")
+    return any("escalated" in step for step in steps) if steps else None
+
+
+def _record_arm(outcome: Outcome, experiment: str, arm: str, escalated: bool | None) -> None:
+    """An A/B request's metrics again, under [service, Experiment, Variant] only, in a line of their own."""
+    line = EphemeralMetrics(namespace=metrics.namespace, service=metrics.service)
+    line.add_metric(name=m.REQUESTS, unit=MetricUnit.Count, value=1)
+    line.add_metric(name=m.LATENCY_MS, unit=MetricUnit.Milliseconds, value=outcome.latency_ms)
+    line.add_metric(name=m.FALLBACKS, unit=MetricUnit.Count, value=int(outcome.outcome == m.OUTCOME_FALLBACK))
+    line.add_metric(name=m.DEGRADED, unit=MetricUnit.Count, value=int(outcome.outcome == m.OUTCOME_DEGRADED))
+    cost = outcome.cost_usd + sum(answer.cost_usd for answer in outcome.escalated)  # what the arm paid in all
+    line.add_metric(name=m.COST_USD, unit=MetricUnit.NoUnit, value=cost)
+    if escalated is not None:
+        line.add_metric(name=m.ESCALATIONS, unit=MetricUnit.Count, value=int(escalated))
+    # One dimension set, [service, Experiment, Variant]: a [service] set here would count the request twice
+    line.add_dimension(name=m.EXPERIMENT_DIMENSION, value=experiment)
+    line.add_dimension(name=m.VARIANT_DIMENSION, value=arm)
+    line.flush_metrics()
 
 
 def _record_escalated(answer: PaidAnswer, route: str | None) -> None:

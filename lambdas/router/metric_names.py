@@ -17,6 +17,10 @@ MODEL_DIMENSION: Final = "Model"
 REGION_DIMENSION: Final = "Region"
 OUTCOME_DIMENSION: Final = "Outcome"
 FAILURE_CLASS_DIMENSION: Final = "FailureClass"
+VARIANT_DIMENSION: Final = "Variant"
+"""With ``Route``: the weighted candidate (canary) a request landed on; with ``Experiment``: its A/B arm."""
+EXPERIMENT_DIMENSION: Final = "Experiment"
+"""An A/B experiment's key (the route it splits)."""
 
 # One value per request under OUTCOME_DIMENSION.
 OUTCOME_OK: Final = "ok"
@@ -36,6 +40,12 @@ FALLBACKS: Final = "Fallbacks"
 DEGRADED: Final = "DegradedAnswers"
 STREAM_FAILURES: Final = "StreamFailures"  # streamed answers that broke off after their first byte
 FAILED_ATTEMPTS: Final = "FailedAttempts"
+
+# A request on a weighted route also gets [service, Route, Variant] on the metrics above (Variant: the picked
+# candidate's model key). A request in an A/B experiment gets the same metrics once more, in a line of their own
+# dimensioned [service, Experiment, Variant] only (Variant: the arm), so nothing else counts it twice.
+# Cascade requests only: 1 when the cascade escalated past its first answer, else 0 (the quality signal).
+ESCALATIONS: Final = "Escalations"
 
 # Per failed model call, dimensioned [service, Model, Region, FailureClass].
 MODEL_CALL_FAILURES: Final = "ModelCallFailures"

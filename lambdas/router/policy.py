@@ -75,6 +75,21 @@ class CascadeSettings(NamedTuple):
     calibration: Mapping[str, Any]
 
 
+class Arm(NamedTuple):
+    """One side of an A/B experiment: its name (the ``Variant`` dimension), the route it sends to, its weight."""
+
+    name: str
+    route: str
+    weight: float
+
+
+class Experiment(NamedTuple):
+    """An A/B split of the callers sent to a route (``route``) between its arms' routes, sticky per caller."""
+
+    route: str
+    arms: tuple[Arm, ...]
+
+
 class Route(NamedTuple):
     name: str
     candidates: tuple[Candidate, ...]
@@ -192,6 +207,7 @@ class Policy(NamedTuple):
     breaker: BreakerSettings = BreakerSettings()
     latency: LatencySettings = LatencySettings()
     budget: Budget | None = None
+    experiments: Mapping[str, Experiment] = {}
 
     def tier_of(self, header: str | None) -> str:
         """The user tier a request's tier header names (case-insensitive), or the default tier. Not checked
@@ -268,6 +284,26 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _check_experiments(experiments: Mapping[str, Any], routes: Mapping[str, Any]) -> None:
+    for key, experiment in experiments.items():
+        if key not in routes:
+            raise PolicyError(f"invalid policy: experiments.{key} names no route (its key is the route it splits)")
+        names = [arm["name"] for arm in experiment["arms"]]
+        if len(set(names)) != len(names):
+            raise PolicyError(f"invalid policy: experiments.{key}.arms names must be distinct (got {names})")
+        for index, arm in enumerate(experiment["arms"]):
+            target = arm["route"]
+            if target not in routes:
+                raise PolicyError(
+                    f"invalid policy: experiments.{key}.arms[{index}].route names unknown route '{target}'"
+                )
+            if target != key and target in experiments:
+                raise PolicyError(
+                    f"invalid policy: experiments.{key}.arms[{index}].route '{target}' is split by an experiment "
+                    "of its own: an arm's route must be the experiment's own route or one no experiment splits"
+                )
+
+
 def _check_references(doc: Mapping[str, Any]) -> None:
     models: Mapping[str, Any] = doc["models"]
     routes: Mapping[str, Any] = doc["routes"]
@@ -308,6 +344,8 @@ def _check_references(doc: Mapping[str, Any]) -> None:
                     f"invalid policy: fallback model '{fallback}' in route '{name}' "
                     f"(routes.{name}.fallbacks[{index}]) is not in the catalog"
                 )
+
+    _check_experiments(doc.get("experiments", {}), routes)
 
     for use_case, target in rules["use_cases"].items():
         if target != AUTO_ROUTE and target not in routes:
@@ -424,7 +462,15 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
         Signal(name=name, weight=float(s["weight"]), keywords=_keyword_pattern(s["keywords"]))
         for name, s in complexity["signals"].items()
     )
+    experiments = {
+        key: Experiment(
+            route=key,
+            arms=tuple(Arm(name=a["name"], route=a["route"], weight=float(a["weight"])) for a in e["arms"]),
+        )
+        for key, e in document.get("experiments", {}).items()
+    }
     return Policy(
+        experiments=experiments,
         version=document.get("policy_version", "unversioned"),
         models=models,
         routes=routes,

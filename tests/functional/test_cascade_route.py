@@ -94,8 +94,9 @@ def make_invoke(bedrock: FakeBedrock, tmp_path: Path) -> Iterator[Callable[..., 
         )
         handler.configure(service)
 
-        def call(body: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
-            result = handler.lambda_handler(api_event("POST", "/generate", body), LocalLambdaContext("req-123"))
+        def call(body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+            event = api_event("POST", "/generate", body, headers)
+            result = handler.lambda_handler(event, LocalLambdaContext("req-123"))
             return result["statusCode"], result.get("headers") or {}, json.loads(result["body"])
 
         return call
