@@ -183,6 +183,23 @@ def unified_diff(old: str | None, new: str, *, old_name: str, new_name: str) -> 
     return list(difflib.unified_diff(before, after, fromfile=old_name, tofile=new_name))
 
 
+def new_model_warnings(old: str | None, new: str) -> list[str]:
+    """Models the new policy calls that the deployed one does not: the routers' IAM lists the models of the policy
+    the stack was deployed with, so until a ``cdk deploy`` with them their calls are refused (and fall back)."""
+    if old is None:
+        return []
+    try:
+        before = {m.get("model_id") for m in json.loads(old).get("models", {}).values()}
+    except (ValueError, AttributeError):
+        return []
+    added = sorted({m["model_id"] for m in json.loads(new)["models"].values()} - before)
+    return [
+        f"model {model_id} is new: the routers may call only the models of the policy the stack was deployed "
+        "with (IAM), so deploy the stack with this policy first (cdk deploy), or its calls are refused and fall back"
+        for model_id in added
+    ]
+
+
 def _pretty(text: str) -> str:
     try:
         return json.dumps(json.loads(text), indent=2) + "\n"
@@ -339,6 +356,8 @@ def _run(args: argparse.Namespace, clients: Callable[[str], Any] | None = None, 
             print(f"no change: the environment already serves this policy (version {deployed.version})", file=out)
             return EXIT_OK
         out.writelines(diff)
+        for warning in new_model_warnings(deployed.text, text):
+            print(f"warning: {warning}", file=out)
         if args.dry_run:
             print(f"dry run: {len(diff)} diff lines, nothing published", file=out)
             return EXIT_OK

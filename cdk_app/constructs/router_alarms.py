@@ -11,13 +11,18 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from lambdas.router import metric_names as m
 from lambdas.router.policy import Policy
 
 from ._validation import check_at_least_one, check_percent, check_positive_duration
+from ._variants import id_part, variant_groups
 from .router_metrics import PERIOD, RouterMetrics
 
 ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "StreamingLambdaErrors", "Api5xxRate")
-"""A bad policy version shows up in these alarms: any of them in ALARM rolls the AppConfig deployment back."""
+"""A bad policy version shows up in these alarms (and the per-variant ones): any of them in ALARM rolls the AppConfig
+deployment back."""
+MAX_APPCONFIG_MONITORS = 5
+"""AppConfig's limit of monitors per environment (CreateEnvironment: at most 5)."""
 _DEFAULT_P99_LATENCY = Duration.seconds(20)
 _MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
 
@@ -55,11 +60,24 @@ class RouterAlarms(Construct):
             percentage (above 0, at most 1000); None disables it. Notifies only. Default: - 90 (%).
         state_store_errors: alarm when live-state table calls that failed or timed out in 5 minutes reach this;
             None disables it. Notifies only. Default: - 5.
+        variant_failure_rate_percent: per canary candidate (a weighted route's model) and A/B arm, alarm when
+            its fallback and degraded answers reach this share of its requests in 5 minutes; None disables it.
+            Rolls a policy back. Default: - 10 (%).
+        variant_p99_latency: per variant, alarm when its p99 latency over 5 minutes reaches this; None disables
+            it. Rolls a policy back. Default: - 20 seconds.
+        variant_escalation_rate_percent: per A/B arm on a cascade route, alarm when its cascades escalate this
+            share of the time in 5 minutes (the quality signal: the cheap model's answers doubted); None
+            disables it. Rolls a policy back. Default: - 60 (%).
+        variant_min_requests: a variant's alarms count only 5-minute periods with at least this many of its
+            requests. Default: - 20.
 
     Attributes:
         alarms: the alarms by name (``Api5xxRate``, ``ApiLatencyP99``, ``LambdaErrors``, ``LambdaThrottles``,
             ``StreamingLambdaErrors``, ``StreamingLambdaThrottles``, ``FallbackRate``, ``DegradedAnswers``,
-            ``BudgetUsedPercent``, ``StateStoreErrors``), without the disabled ones.
+            ``BudgetUsedPercent``, ``StateStoreErrors``, and per variant ``Variant{Route}{Variant}FailureRate``,
+            ``...LatencyP99``, ``...EscalationRate``), without the disabled ones.
+        variant_alarm_names: the per-variant alarms' names.
+        rollback_alarm: the composite alarm AppConfig watches when the rollback alarms are more than 5, else None.
     """
 
     def __init__(
@@ -81,8 +99,16 @@ class RouterAlarms(Construct):
         degraded_answers: int | None = 1,
         budget_used_percent: float | None = 90.0,
         state_store_errors: int | None = 5,
+        variant_failure_rate_percent: float | None = 10.0,
+        variant_p99_latency: Duration | None = _DEFAULT_P99_LATENCY,
+        variant_escalation_rate_percent: float | None = 60.0,
+        variant_min_requests: int = 20,
     ) -> None:
         super().__init__(scope, id)
+        check_percent("variant_failure_rate_percent", variant_failure_rate_percent)
+        check_percent("variant_escalation_rate_percent", variant_escalation_rate_percent)
+        check_positive_duration("variant_p99_latency", variant_p99_latency)
+        check_at_least_one("variant_min_requests", variant_min_requests)
         check_percent("api_5xx_rate_percent", api_5xx_rate_percent)
         check_percent("fallback_rate_percent", fallback_rate_percent)
         check_percent("budget_used_percent", budget_used_percent, maximum=_MAX_BUDGET_USED_PERCENT)
@@ -195,14 +221,117 @@ class RouterAlarms(Construct):
                 f"live-state table errors >= {state_store_errors} in 5 minutes",
             )
 
+        self._add_variant_alarms(
+            metrics,
+            policy,
+            failure_rate_percent=variant_failure_rate_percent,
+            p99_latency=variant_p99_latency,
+            escalation_rate_percent=variant_escalation_rate_percent,
+            min_requests=variant_min_requests,
+        )
+        rollback = [self.alarms[name] for name in (*ROLLBACK_ALARMS, *self.variant_alarm_names) if name in self.alarms]
+        # AppConfig watches at most 5 alarms per environment: past that, one composite alarm of them all
+        self.rollback_alarm: cloudwatch.CompositeAlarm | None = None
+        if len(rollback) > MAX_APPCONFIG_MONITORS:
+            self.rollback_alarm = cloudwatch.CompositeAlarm(
+                self,
+                "PolicyRollbackAlarm",
+                alarm_rule=cloudwatch.AlarmRule.any_of(*rollback),
+                alarm_description="any alarm that rolls a routing-policy deployment back (AppConfig's monitor)",
+            )
+        self._rollback = rollback
+
     @property
     def rollback_monitors(self) -> list[appconfig.Monitor]:
-        """AppConfig monitors for the enabled alarms of ``ROLLBACK_ALARMS`` (degraded, fallback, errors, 5XX)."""
-        return [
-            appconfig.Monitor.from_cloud_watch_alarm(self.alarms[name])
-            for name in ROLLBACK_ALARMS
-            if name in self.alarms
-        ]
+        """AppConfig monitors: the enabled alarms of ``ROLLBACK_ALARMS`` (degraded, fallback, errors, 5XX) and the
+        per-variant alarms, one monitor each, or the composite ``PolicyRollbackAlarm`` of them all when they
+        are more than AppConfig's 5."""
+        if self.rollback_alarm is not None:
+            return [appconfig.Monitor.from_cloud_watch_alarm(self.rollback_alarm)]
+        return [appconfig.Monitor.from_cloud_watch_alarm(alarm) for alarm in self._rollback]
+
+    def _add_variant_alarms(
+        self,
+        metrics: RouterMetrics,
+        policy: Policy,
+        *,
+        failure_rate_percent: float | None,
+        p99_latency: Duration | None,
+        escalation_rate_percent: float | None,
+        min_requests: int,
+    ) -> None:
+        """Per canary candidate and A/B arm: its failure rate, its p99 latency, and a cascade arm's escalation
+        rate, each counted only with at least ``min_requests`` requests in 5 minutes (a 5% variant's one failure
+        is no rate)."""
+        self.variant_alarm_names: list[str] = []
+        used: set[str] = set()
+        for group in variant_groups(policy):
+            for variant in group.variants:
+                dims = group.dimensions(variant)
+                requests = metrics.metric(m.REQUESTS, dimensions=dims)
+                base = f"Variant{id_part(group.name)}{id_part(variant)}"
+                while base in used:  # names that differ only in punctuation
+                    base += "X"
+                used.add(base)
+                where = f"{group.kind} {group.name}, variant {variant}"
+                enough = f"requests >= {min_requests}"
+                if failure_rate_percent is not None:
+                    rate = cloudwatch.MathExpression(
+                        expression=f"IF({enough}, 100 * (fallbacks + degraded) / requests, 0)",
+                        using_metrics={
+                            "requests": requests,
+                            "fallbacks": metrics.metric(m.FALLBACKS, dimensions=dims),
+                            "degraded": metrics.metric(m.DEGRADED, dimensions=dims),
+                        },
+                        period=PERIOD,
+                        label=f"{variant}: fallback or degraded (%)",
+                    )
+                    self._add_variant(
+                        f"{base}FailureRateAlarm",
+                        f"{where}: fallback or degraded",
+                        rate,
+                        failure_rate_percent,
+                        "% of its requests in 5 minutes",
+                    )
+                if p99_latency is not None:
+                    latency = cloudwatch.MathExpression(
+                        expression=f"IF({enough}, p99, 0)",
+                        using_metrics={
+                            "requests": requests,
+                            "p99": metrics.metric(m.LATENCY_MS, statistic="p99", dimensions=dims),
+                        },
+                        period=PERIOD,
+                        label=f"{variant}: p99 latency (ms)",
+                    )
+                    self._add_variant(
+                        f"{base}LatencyP99Alarm",
+                        f"{where}: p99 latency",
+                        latency,
+                        p99_latency.to_milliseconds(),
+                        " ms over 5 minutes",
+                    )
+                if escalation_rate_percent is not None and variant in group.cascades:
+                    escalation = cloudwatch.MathExpression(
+                        expression=f"IF(cascades >= {min_requests}, 100 * escalations / cascades, 0)",
+                        using_metrics={
+                            "escalations": metrics.metric(m.ESCALATIONS, dimensions=dims),
+                            "cascades": metrics.metric(m.ESCALATIONS, statistic="SampleCount", dimensions=dims),
+                        },
+                        period=PERIOD,
+                        label=f"{variant}: cascade escalations (%)",
+                    )
+                    self._add_variant(
+                        f"{base}EscalationRateAlarm",
+                        f"{where}: cascade escalations",
+                        escalation,
+                        escalation_rate_percent,
+                        "% of its cascades in 5 minutes",
+                    )
+
+    def _add_variant(self, alarm_id: str, what: str, metric: cloudwatch.IMetric, threshold: float, unit: str) -> None:
+        name = alarm_id.removesuffix("Alarm")
+        self._add(alarm_id, name, metric, threshold, f"{what} >= {threshold:g}{unit}")
+        self.variant_alarm_names.append(name)
 
     def _add(self, alarm_id: str, name: str, metric: cloudwatch.IMetric, threshold: float, description: str) -> None:
         alarm = cloudwatch.Alarm(

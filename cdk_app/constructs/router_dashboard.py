@@ -11,6 +11,7 @@ from constructs import Construct
 from lambdas.router import metric_names as m
 from lambdas.router.policy import Policy
 
+from ._variants import variant_groups
 from .router_metrics import PERIOD, RouterMetrics
 
 _WIDE, _HALF = 24, 12
@@ -54,6 +55,7 @@ class RouterDashboard(Construct):
         self._policy = policy
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
         self._add_routing_rows(api)
+        self._add_variants_rows()
         self._add_budget_and_state_row()
         if alarms:
             self.dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", width=_WIDE, alarms=list(alarms)))
@@ -116,6 +118,59 @@ class RouterDashboard(Construct):
                 right=[api.metric_latency(period=PERIOD, statistic="p99")],
             ),
         )
+
+    def _add_variants_rows(self) -> None:
+        """Per canary route and A/B experiment, its variants side by side: requests and cost per request, p99
+        latency, fallback-or-degraded rate and (cascade arms) escalation rate."""
+        groups = variant_groups(self._policy)
+        if not groups:
+            return
+        metric, add = self._metrics.metric, self.dashboard.add_widgets
+        add(cloudwatch.TextWidget(markdown="## Canary and A/B variants", width=_WIDE, height=1))
+        for group in groups:
+            title = f"{'canary' if group.kind == 'canary' else 'A/B'} {group.name}"
+            volume, unit_cost, latency, failures, escalations = [], [], [], [], []
+            for index, variant in enumerate(group.variants):
+                dims = group.dimensions(variant)
+                requests = metric(m.REQUESTS, dimensions=dims, label=variant)
+                volume.append(requests)
+                unit_cost.append(
+                    cloudwatch.MathExpression(
+                        expression=f"IF(r{index} > 0, c{index} / r{index}, 0)",
+                        using_metrics={f"r{index}": requests, f"c{index}": metric(m.COST_USD, dimensions=dims)},
+                        period=PERIOD,
+                        label=f"{variant} USD per request",
+                    )
+                )
+                latency.append(metric(m.LATENCY_MS, statistic="p99", dimensions=dims, label=f"{variant} p99"))
+                failures.append(
+                    cloudwatch.MathExpression(
+                        expression=f"IF(r{index} > 0, 100 * (f{index} + d{index}) / r{index}, 0)",
+                        using_metrics={
+                            f"r{index}": requests,
+                            f"f{index}": metric(m.FALLBACKS, dimensions=dims),
+                            f"d{index}": metric(m.DEGRADED, dimensions=dims),
+                        },
+                        period=PERIOD,
+                        label=f"{variant} fallback or degraded (%)",
+                    )
+                )
+                if variant in group.cascades:
+                    escalations.append(
+                        metric(m.ESCALATIONS, statistic="Average", dimensions=dims, label=f"{variant} escalated")
+                    )
+            add(
+                cloudwatch.GraphWidget(
+                    title=f"{title}: requests and cost per request", width=8, left=volume, right=unit_cost
+                ),
+                cloudwatch.GraphWidget(title=f"{title}: p99 latency (ms)", width=8, left=latency),
+                cloudwatch.GraphWidget(
+                    title=f"{title}: fallback or degraded (%)" + (", escalated (share)" if escalations else ""),
+                    width=8,
+                    left=failures,
+                    right=escalations,
+                ),
+            )
 
     def _add_budget_and_state_row(self) -> None:
         """Spend against the policy's daily budget, budget use against its modes, breakers, state-store errors."""

@@ -254,12 +254,13 @@ def test_budget_alarm_is_not_a_rollback_monitor(default):
     template = default.template
     budget_alarm = budget_alarm_id(template)
     environment = next(iter(template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
-    assert len(environment["Monitors"]) == 5
-    assert budget_alarm not in json.dumps(environment["Monitors"])
+    [composite] = template.find_resources("AWS::CloudWatch::CompositeAlarm").values()  # the one monitor
+    assert len(environment["Monitors"]) == 1
+    assert budget_alarm not in json.dumps(composite["Properties"]["AlarmRule"])
     assert "BudgetUsedPercent" in default.endpoint.alarms
     # The state-store alarm is on by default (5 errors in 5 minutes), and only notifies too
     store_alarm = logical_id(template, "AWS::CloudWatch::Alarm", "StateStoreErrorsAlarm")
-    assert store_alarm not in json.dumps(environment["Monitors"])
+    assert store_alarm not in json.dumps(composite["Properties"]["AlarmRule"])
     store = alarms_by_description(template)["live-state table errors"]["Properties"]
     assert (store["MetricName"], store["Statistic"], store["Threshold"]) == (m.STATE_STORE_ERRORS, "Sum", 5)
 

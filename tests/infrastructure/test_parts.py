@@ -211,8 +211,14 @@ def test_live_state_grant_allows_batch_get_and_update_on_the_table_only(parts):
 
 
 def test_alarms_alone_watch_the_router_metrics_and_only_the_metric_ones_roll_back(parts):
-    assert set(parts.alarms.alarms) == {"FallbackRate", "DegradedAnswers", "BudgetUsedPercent", "StateStoreErrors"}
-    assert len(parts.alarms.rollback_monitors) == 2  # degraded answers and fallback rate
+    canary = {f"VariantBalanced{v}{a}" for v in ("ClaudeHaiku45", "NovaPro") for a in ("FailureRate", "LatencyP99")}
+    assert (
+        set(parts.alarms.alarms)
+        == {"FallbackRate", "DegradedAnswers", "BudgetUsedPercent", "StateStoreErrors"} | canary
+    )
+    # Degraded answers, fallback rate and the canary's four: past AppConfig's 5 monitors, one composite of them
+    assert len(parts.alarms.rollback_monitors) == 1
+    assert parts.alarms.rollback_alarm is not None
     parts.template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {"MetricName": m.DEGRADED, "Dimensions": [{"Name": m.SERVICE_DIMENSION, "Value": "solo"}]},

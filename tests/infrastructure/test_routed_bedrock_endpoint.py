@@ -88,6 +88,8 @@ def variant(tmp_path_factory, shipped_policy) -> Synthesized:
             alarm_lambda_errors=None,
             alarm_lambda_throttles=None,
             alarm_fallback_rate_percent=25,
+            alarm_variant_failure_rate_percent=None,
+            alarm_variant_p99_latency=None,
             dashboard_name="faq-bot-routing",
         )
         endpoint.grant_invoke(iam.Role(stack, "Caller", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com")))
@@ -334,23 +336,34 @@ def test_all_at_once_strategy_is_available_for_dev(variant):
     )
 
 
-def test_rollback_monitors_watch_the_degraded_fallback_lambda_errors_and_5xx_alarms(template):
-    # Given the environment's monitors
+def test_rollback_monitors_watch_the_degraded_fallback_lambda_errors_5xx_and_variant_alarms(template):
+    # Given the environment's monitor: more rollback alarms than AppConfig's 5, so one composite alarm of them
     environment = next(iter(template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
-    monitored = {monitor["AlarmArn"]["Fn::GetAtt"][0] for monitor in environment["Monitors"]}
+    [monitor] = environment["Monitors"]
+    [composite_id] = template.find_resources("AWS::CloudWatch::CompositeAlarm")
+    assert monitor["AlarmArn"] == {"Fn::GetAtt": [composite_id, "Arn"]}
+    rule = json.dumps(
+        template.find_resources("AWS::CloudWatch::CompositeAlarm")[composite_id]["Properties"]["AlarmRule"]
+    )
     alarms = template.find_resources("AWS::CloudWatch::Alarm")
     by_description = {alarm["Properties"]["AlarmDescription"].split(" >= ")[0]: key for key, alarm in alarms.items()}
-    # Then a bad policy's symptoms roll it back; latency and throttles do not
+    monitored = {key for key in alarms if key in rule}
+    # Then a bad policy's symptoms roll it back (the balanced canary's variants too); API latency and throttles do not
     assert monitored == {
         by_description["degraded answers"],
         by_description["fallback answers"],
         by_description["router function errors"],
         by_description["streaming router function errors"],
         by_description["API 5XX answers"],
+        *(
+            by_description[f"canary balanced, variant {model}: {what}"]
+            for model in ("claude-haiku-4-5", "nova-pro")
+            for what in ("fallback or degraded", "p99 latency")
+        ),
     }
     # And AppConfig reads the alarms through a role that only describes alarms
     role = logical_id(template, "AWS::IAM::Role", "PolicyEnvironmentRole")
-    assert all(monitor["AlarmRoleArn"] == {"Fn::GetAtt": [role, "Arn"]} for monitor in environment["Monitors"])
+    assert monitor["AlarmRoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
     template.has_resource_properties(
         "AWS::IAM::Role",
         {
@@ -543,6 +556,10 @@ def test_all_alarms_exist_with_their_default_thresholds_and_no_actions(template)
         "router function throttles": 1,
         "streaming router function errors": 1,
         "streaming router function throttles": 1,
+        "canary balanced, variant claude-haiku-4-5: fallback or degraded": 10,
+        "canary balanced, variant claude-haiku-4-5: p99 latency": 20000,
+        "canary balanced, variant nova-pro: fallback or degraded": 10,
+        "canary balanced, variant nova-pro: p99 latency": 20000,
         "fallback answers": 10,
         "degraded answers": 1,
         "budget used": 90,
@@ -725,6 +742,11 @@ def test_construct_ids_are_stable_public_contract(default):
             "DegradedAnswersAlarm",
             "BudgetUsedPercentAlarm",
             "StateStoreErrorsAlarm",
+            "VariantBalancedClaudeHaiku45FailureRateAlarm",
+            "VariantBalancedClaudeHaiku45LatencyP99Alarm",
+            "VariantBalancedNovaProFailureRateAlarm",
+            "VariantBalancedNovaProLatencyP99Alarm",
+            "PolicyRollbackAlarm",
         ],
         "RoutingPolicy": ["PolicyApplication", "PolicyEnvironment", "PolicyDeploymentStrategy", "Policy"],
         "RoutingDashboard": ["Dashboard"],

@@ -357,3 +357,21 @@ def test_an_unknown_environment_is_reported(clients, policy_file, capsys):
     code, _, err = run(clients, ["publish", "--policy", str(policy_file), *IDS, "--dry-run"], capsys)
     assert code == 2
     assert "ResourceNotFoundException: Environment env5678 not found" in err
+
+
+def test_a_model_the_deployed_policy_lacks_is_warned_about(clients, tmp_path, capsys):
+    document = changed_document()
+    document["models"]["nova-premier"] = {**document["models"]["nova-pro"], "model_id": "us.amazon.nova-premier-v1:0"}
+    path = tmp_path / "new-model.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    expect_deployed(clients, DOCUMENT)
+    code, out, _ = run(clients, ["publish", "--policy", str(path), *IDS, "--dry-run"], capsys)
+    assert code == 0
+    assert "warning: model us.amazon.nova-premier-v1:0 is new" in out
+    assert "cdk deploy" in out
+
+
+def test_no_warning_when_the_models_are_the_deployed_ones(clients, policy_file, capsys):
+    expect_deployed(clients, DOCUMENT)
+    _, out, _ = run(clients, ["publish", "--policy", str(policy_file), *IDS, "--dry-run"], capsys)
+    assert "warning: " not in out
