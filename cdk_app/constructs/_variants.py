@@ -45,7 +45,11 @@ def variant_groups(policy: Policy) -> list[VariantGroup]:
                 name=experiment.route,
                 dimension=m.EXPERIMENT_DIMENSION,
                 variants=tuple(arm.name for arm in experiment.arms),
-                cascades=frozenset(arm.name for arm in experiment.arms if policy.routes[arm.route].cascade is not None),
+                cascades=frozenset(  # the auto experiment's arms choose a classifier, not a route
+                    arm.name
+                    for arm in experiment.arms
+                    if arm.route is not None and policy.routes[arm.route].cascade is not None
+                ),
             )
         )
     return groups

@@ -154,9 +154,32 @@ def validate(data, custom_formats={}, name_prefix=None):
                                     for data__experiments_val__arms_x, data__experiments_val__arms_item in enumerate(data__experiments_val__arms):
                                         if not isinstance(data__experiments_val__arms_item, dict):
                                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must be object', value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='type')
+                                        data__experiments_val__arms_item_one_of_count1 = 0
+                                        if data__experiments_val__arms_item_one_of_count1 < 2:
+                                            try:
+                                                data__experiments_val__arms_item_is_dict = isinstance(data__experiments_val__arms_item, dict)
+                                                if data__experiments_val__arms_item_is_dict:
+                                                    data__experiments_val__arms_item__missing_keys = set(['route']) - data__experiments_val__arms_item.keys()
+                                                    if data__experiments_val__arms_item__missing_keys:
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must contain ' + (str(sorted(data__experiments_val__arms_item__missing_keys)) + ' properties'), value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='required')
+                                                data__experiments_val__arms_item_one_of_count1 += 1
+                                            except JsonSchemaValueException:
+                                                pass
+                                        if data__experiments_val__arms_item_one_of_count1 < 2:
+                                            try:
+                                                data__experiments_val__arms_item_is_dict = isinstance(data__experiments_val__arms_item, dict)
+                                                if data__experiments_val__arms_item_is_dict:
+                                                    data__experiments_val__arms_item__missing_keys = set(['complexity']) - data__experiments_val__arms_item.keys()
+                                                    if data__experiments_val__arms_item__missing_keys:
+                                                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must contain ' + (str(sorted(data__experiments_val__arms_item__missing_keys)) + ' properties'), value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='required')
+                                                data__experiments_val__arms_item_one_of_count1 += 1
+                                            except JsonSchemaValueException:
+                                                pass
+                                        if data__experiments_val__arms_item_one_of_count1 != 1:
+                                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must be valid exactly by one definition' + (' (' + str(data__experiments_val__arms_item_one_of_count1) + ' matches found)'), value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='oneOf')
                                         data__experiments_val__arms_item_is_dict = isinstance(data__experiments_val__arms_item, dict)
                                         if data__experiments_val__arms_item_is_dict:
-                                            data__experiments_val__arms_item__missing_keys = set(['name', 'route', 'weight']) - data__experiments_val__arms_item.keys()
+                                            data__experiments_val__arms_item__missing_keys = set(['name', 'weight']) - data__experiments_val__arms_item.keys()
                                             if data__experiments_val__arms_item__missing_keys:
                                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must contain ' + (str(sorted(data__experiments_val__arms_item__missing_keys)) + ' properties'), value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='required')
                                             data__experiments_val__arms_item_keys = set(data__experiments_val__arms_item.keys())
@@ -186,6 +209,13 @@ def validate(data, custom_formats={}, name_prefix=None):
                                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + ' must be bigger than 0', value=data__experiments_val__arms_item__weight, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + '', definition=None, rule='minimum')
                                                     if data__experiments_val__arms_item__weight > 100:
                                                         raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + ' must be smaller than or equal to 100', value=data__experiments_val__arms_item__weight, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].weight'.format(**locals()) + '', definition=None, rule='maximum')
+                                            if 'complexity' in data__experiments_val__arms_item_keys:
+                                                data__experiments_val__arms_item_keys.remove('complexity')
+                                                data__experiments_val__arms_item__complexity = data__experiments_val__arms_item['complexity']
+                                                if not isinstance(data__experiments_val__arms_item__complexity, str):
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].complexity'.format(**locals()) + ' must be string', value=data__experiments_val__arms_item__complexity, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].complexity'.format(**locals()) + '', definition=None, rule='type')
+                                                if data__experiments_val__arms_item__complexity not in ['learned', 'heuristic']:
+                                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].complexity'.format(**locals()) + " must be one of ['learned', 'heuristic']", value=data__experiments_val__arms_item__complexity, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}].complexity'.format(**locals()) + '', definition=None, rule='enum')
                                             if data__experiments_val__arms_item_keys:
                                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + ' must not contain ' + str(data__experiments_val__arms_item_keys) + ' properties', value=data__experiments_val__arms_item, name='' + (name_prefix or 'data') + '.experiments.{data__experiments_key}.arms[{data__experiments_val__arms_x}]'.format(**locals()) + '', definition=None, rule='additionalProperties')
                             if data__experiments_val_keys:

@@ -10,7 +10,8 @@ Precedence, first match wins for choosing the route:
 3. ``use_case`` mapped to ``"auto"``: the tier table ``rules.tiers.levels[tier][complexity class]``.
 
 An A/B experiment on the chosen route (``experiments``) then sends the caller, sticky by a bucket of its own,
-to one arm's route (unless the caller named a model: that request stays on the chosen route).
+to one arm's route (unless the caller named a model: that request stays on the chosen route); the ``auto``
+experiment instead picks, for requests the tier table routes, the complexity classifier (learned or heuristic).
 
 Then candidates are filtered, in order, by modality (images need an ``image`` model) and context size
 (estimated input + max output tokens must fit the window). If nothing is left the engine switches to
@@ -38,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .classifier import Complexity, classify
-from .policy import AUTO_ROUTE, MODEL_TIER_RANK, BudgetMode, CascadeSettings, Experiment, ModelSpec, Policy, Route
+from .policy import AUTO_ROUTE, MODEL_TIER_RANK, Arm, BudgetMode, CascadeSettings, Experiment, ModelSpec, Policy, Route
 
 
 class RoutingError(ValueError):
@@ -141,8 +142,8 @@ def _order_candidates(route: Route, sticky_key: str, reasons: dict[str, Any]) ->
     return models
 
 
-def _pick_arm(experiment: Experiment, sticky_key: str, reasons: dict[str, Any]) -> str:
-    """The route of the arm this caller is on: a stable bucket per (experiment, caller), apart from the canary's."""
+def _pick_arm(experiment: Experiment, sticky_key: str, reasons: dict[str, Any]) -> Arm:
+    """The arm this caller is on: a stable bucket per (experiment, caller), apart from the canary's."""
     bucket = canary_bucket(f"experiment\x00{experiment.route}", sticky_key)
     point = bucket / 100.0 * sum(arm.weight for arm in experiment.arms)
     cumulative, picked = 0.0, experiment.arms[-1]
@@ -152,7 +153,15 @@ def _pick_arm(experiment: Experiment, sticky_key: str, reasons: dict[str, Any]) 
             picked = arm
             break
     reasons["experiment"] = {"route": experiment.route, "arm": picked.name, "bucket": bucket}
-    return picked.route
+    return picked
+
+
+def _routed_by_complexity(policy: Policy, request: RoutingRequest) -> bool:
+    """Whether the tier-and-complexity table will choose this request's route (no route or model named)."""
+    if request.route is not None or request.model is not None:
+        return False
+    use_case = request.use_case if request.use_case is not None else policy.default_use_case
+    return policy.use_cases.get(use_case) == AUTO_ROUTE
 
 
 def _select_route(policy: Policy, request: RoutingRequest, complexity: Complexity, reasons: dict[str, Any]) -> Route:
@@ -200,9 +209,16 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
     """
     state = state or LiveState()
     reasons: dict[str, Any] = {}
-    complexity = classify(
-        request.text, policy.complexity, total_chars=request.input_chars, images=request.images, ask=request.ask
+    rules = policy.complexity
+    by_classifier = policy.experiments.get(AUTO_ROUTE)
+    arm = (
+        _pick_arm(by_classifier, request.sticky_key, reasons)
+        if by_classifier is not None and _routed_by_complexity(policy, request)
+        else None
     )
+    if arm is not None and arm.complexity == "heuristic":
+        rules = rules._replace(learned=None)
+    complexity = classify(request.text, rules, total_chars=request.input_chars, images=request.images, ask=request.ask)
     reasons["complexity"] = complexity.as_reason()
     route = _select_route(policy, request, complexity, reasons)
 
@@ -217,9 +233,9 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         reasons["rule"] = "explicit_model"
 
     experiment = policy.experiments.get(route.name)
-    if experiment is not None:
+    if experiment is not None and "experiment" not in reasons:  # one experiment per request: auto's came first
         if pinned is None:
-            route = policy.routes[_pick_arm(experiment, request.sticky_key, reasons)]
+            route = policy.routes[_pick_arm(experiment, request.sticky_key, reasons).route or route.name]
         else:
             reasons["experiment"] = {"route": experiment.route, "skipped": "the caller named a model"}
 

@@ -76,15 +76,18 @@ class CascadeSettings(NamedTuple):
 
 
 class Arm(NamedTuple):
-    """One side of an A/B experiment: its name (the ``Variant`` dimension), the route it sends to, its weight."""
+    """One side of an A/B experiment: its name (the ``Variant`` dimension), its weight, and the route it sends to
+    or (the ``auto`` experiment) the complexity classifier it routes with: ``learned`` or ``heuristic``."""
 
     name: str
-    route: str
     weight: float
+    route: str | None = None
+    complexity: str | None = None
 
 
 class Experiment(NamedTuple):
-    """An A/B split of the callers sent to a route (``route``) between its arms' routes, sticky per caller."""
+    """An A/B split, sticky per caller, of the callers sent to a route (``route``) between its arms' routes, or
+    (``route`` is ``auto``) of those routed by tier and complexity between two complexity classifiers."""
 
     route: str
     arms: tuple[Arm, ...]
@@ -284,15 +287,34 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _check_experiments(experiments: Mapping[str, Any], routes: Mapping[str, Any]) -> None:
+def _check_experiments(experiments: Mapping[str, Any], routes: Mapping[str, Any], rules: Mapping[str, Any]) -> None:
     for key, experiment in experiments.items():
-        if key not in routes:
-            raise PolicyError(f"invalid policy: experiments.{key} names no route (its key is the route it splits)")
-        names = [arm["name"] for arm in experiment["arms"]]
+        arms = experiment["arms"]
+        names = [arm["name"] for arm in arms]
         if len(set(names)) != len(names):
             raise PolicyError(f"invalid policy: experiments.{key}.arms names must be distinct (got {names})")
-        for index, arm in enumerate(experiment["arms"]):
-            target = arm["route"]
+        if key == AUTO_ROUTE:  # the tier-and-complexity routing: arms choose the complexity classifier
+            for index, arm in enumerate(arms):
+                if "complexity" not in arm:
+                    raise PolicyError(
+                        f"invalid policy: experiments.{AUTO_ROUTE}.arms[{index}] needs complexity (learned or "
+                        "heuristic): the auto experiment splits callers between classifiers, not routes"
+                    )
+                if arm["complexity"] == "learned" and "learned" not in rules["complexity"]:
+                    raise PolicyError(
+                        f"invalid policy: experiments.{AUTO_ROUTE}.arms[{index}] uses the learned router, and "
+                        "rules.complexity.learned is not set (routed-bedrock train writes it)"
+                    )
+            continue
+        if key not in routes:
+            raise PolicyError(f"invalid policy: experiments.{key} names no route (its key is the route it splits)")
+        for index, arm in enumerate(arms):
+            target = arm.get("route")
+            if target is None:
+                raise PolicyError(
+                    f"invalid policy: experiments.{key}.arms[{index}] needs a route: only the {AUTO_ROUTE} "
+                    "experiment's arms choose a complexity classifier"
+                )
             if target not in routes:
                 raise PolicyError(
                     f"invalid policy: experiments.{key}.arms[{index}].route names unknown route '{target}'"
@@ -345,7 +367,7 @@ def _check_references(doc: Mapping[str, Any]) -> None:
                     f"(routes.{name}.fallbacks[{index}]) is not in the catalog"
                 )
 
-    _check_experiments(doc.get("experiments", {}), routes)
+    _check_experiments(doc.get("experiments", {}), routes, rules)
 
     for use_case, target in rules["use_cases"].items():
         if target != AUTO_ROUTE and target not in routes:
@@ -465,7 +487,10 @@ def compile_policy(document: Mapping[str, Any], *, schema_checked: bool = False)
     experiments = {
         key: Experiment(
             route=key,
-            arms=tuple(Arm(name=a["name"], route=a["route"], weight=float(a["weight"])) for a in e["arms"]),
+            arms=tuple(
+                Arm(name=a["name"], weight=float(a["weight"]), route=a.get("route"), complexity=a.get("complexity"))
+                for a in e["arms"]
+            ),
         )
         for key, e in document.get("experiments", {}).items()
     }

@@ -148,3 +148,24 @@ def test_bad_variant_alarm_props_are_refused_by_name(shipped_policy, props, mess
     stack = cdk.Stack(cdk.App(), "Bad", env=ENV)
     with pytest.raises(ValueError, match=message):
         RoutedBedrockEndpoint(stack, "Llm", policy=shipped_policy, **props)
+
+
+def test_the_auto_experiments_arms_get_alarms_without_an_escalation_rate(tmp_path, shipped_policy):
+    policy = copy.deepcopy(shipped_policy)
+    policy["experiments"] = {
+        "auto": {
+            "arms": [
+                {"name": "learned", "complexity": "learned", "weight": 50},
+                {"name": "heuristic", "complexity": "heuristic", "weight": 50},
+            ]
+        }
+    }
+    template = synthesize(
+        tmp_path, "Auto", lambda stack: RoutedBedrockEndpoint(stack, "Llm", policy=policy), env=ENV
+    ).template
+    alarms = alarms_by_description(template)
+    for arm in ("learned", "heuristic"):
+        failure = alarms[f"experiment auto, variant {arm}: fallback or degraded"]
+        assert all(q["dims"]["Experiment"] == "auto" for q in metrics_of(failure).values())
+        assert f"experiment auto, variant {arm}: p99 latency" in alarms
+        assert f"experiment auto, variant {arm}: cascade escalations" not in alarms

@@ -161,3 +161,120 @@ def test_a_bad_experiment_is_refused_naming_it(experiments, message):
     with pytest.raises(PolicyError, match="invalid policy") as raised:
         compile_policy(with_experiments(experiments))
     assert message in str(raised.value)
+
+
+# --- the auto experiment: the learned router against the heuristic --------------------------------------
+
+LEARNED_VS_HEURISTIC = {
+    "auto": {
+        "arms": [
+            {"name": "learned", "complexity": "learned", "weight": 50},
+            {"name": "heuristic", "complexity": "heuristic", "weight": 50},
+        ]
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    return compile_policy(with_experiments(LEARNED_VS_HEURISTIC))
+
+
+def auto(sticky_key: str, text: str = MATHS, **overrides: Any) -> RoutingRequest:
+    return RoutingRequest(text=text, input_chars=len(text), sticky_key=sticky_key, **overrides)
+
+
+def test_auto_callers_split_between_the_classifiers(classifiers):
+    arms = Counter(decide(classifiers, auto(f"user-{i}")).reasons["experiment"]["arm"] for i in range(4000))
+    assert 0.47 < arms["heuristic"] / 4000 < 0.53
+
+
+def test_each_arm_classifies_with_its_own_classifier_and_stays_on_it(classifiers):
+    by_arm: dict[str, Any] = {}
+    for i in range(50):
+        decision = decide(classifiers, auto(f"caller-{i}"))
+        by_arm.setdefault(decision.reasons["experiment"]["arm"], decision)
+    assert set(by_arm) == {"learned", "heuristic"}
+    assert by_arm["learned"].reasons["complexity"]["router"] == "learned"  # its score and thresholds
+    assert by_arm["heuristic"].reasons["complexity"]["router"] == "heuristic"  # the keyword signals alone
+    assert "signals" in by_arm["heuristic"].reasons["complexity"]
+    caller = "caller-7"
+    first = decide(classifiers, auto(caller)).reasons["experiment"]
+    assert all(decide(classifiers, auto(caller, text=t)).reasons["experiment"] == first for t in ("Hi", "Prove it."))
+
+
+def test_requests_the_tier_table_does_not_route_are_not_in_the_auto_experiment(classifiers):
+    for request in (
+        auto("user-1", use_case="math"),  # a static use case
+        auto("user-1", route="fast"),  # a route named by the caller
+    ):
+        assert "experiment" not in decide(classifiers, request).reasons
+
+
+def test_one_experiment_per_request_the_auto_one_first():
+    both = copy.deepcopy(LEARNED_VS_HEURISTIC) | {
+        "deep": {"arms": [{"name": "a", "route": "deep", "weight": 1}, {"name": "b", "route": "premium", "weight": 1}]}
+    }
+    policy = compile_policy(with_experiments(both))
+    hard = "Prove that the set of primes is infinite, then derive a bound on the n-th prime. " * 20
+    decisions = [decide(policy, auto(f"u{i}", text=hard)) for i in range(20)]
+    assert all(d.reasons["experiment"]["route"] == "auto" for d in decisions)
+
+
+@pytest.mark.parametrize(
+    ("experiments", "message"),
+    [
+        (
+            {
+                "auto": {
+                    "arms": [{"name": "a", "route": "deep", "weight": 1}, {"name": "b", "route": "fast", "weight": 1}]
+                }
+            },
+            "experiments.auto.arms[0] needs complexity",
+        ),
+        (
+            {
+                "deep": {
+                    "arms": [
+                        {"name": "a", "complexity": "learned", "weight": 1},
+                        {"name": "b", "route": "fast", "weight": 1},
+                    ]
+                }
+            },
+            "experiments.deep.arms[0] needs a route",
+        ),
+        (
+            {
+                "auto": {
+                    "arms": [
+                        {"name": "a", "complexity": "learned", "route": "deep", "weight": 1},
+                        {"name": "b", "complexity": "heuristic", "weight": 1},
+                    ]
+                }
+            },
+            "arms",  # the schema: a route or a complexity classifier, not both
+        ),
+        (
+            {
+                "auto": {
+                    "arms": [
+                        {"name": "a", "complexity": "clever", "weight": 1},
+                        {"name": "b", "complexity": "heuristic", "weight": 1},
+                    ]
+                }
+            },
+            "complexity",
+        ),
+    ],
+)
+def test_a_bad_auto_experiment_is_refused(experiments, message):
+    with pytest.raises(PolicyError) as raised:
+        compile_policy(with_experiments(experiments))
+    assert message in str(raised.value)
+
+
+def test_the_learned_arm_needs_a_learned_router():
+    document = with_experiments(LEARNED_VS_HEURISTIC)
+    del document["rules"]["complexity"]["learned"]
+    with pytest.raises(PolicyError, match=r"rules\.complexity\.learned is not set"):
+        compile_policy(document)
