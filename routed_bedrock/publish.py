@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lambdas.router.policy import PolicyError, compile_policy
+from lambdas.router.variants import variant_groups
 from routed_bedrock.cli_support import fail, float_in
 
 EXIT_OK = 0
@@ -68,10 +70,12 @@ class Target:
 
 @dataclass(frozen=True)
 class Deployed:
-    """The version an environment serves now: its number and text (None: nothing deployed yet)."""
+    """What an environment serves now: its version number and text (None: nothing deployed yet), and a
+    deployment still running (``(number, state)``), if one is."""
 
     version: int | None
     text: str | None
+    in_progress: tuple[int, str] | None = None
 
 
 def policy_text(path: Path) -> tuple[str, str]:
@@ -116,14 +120,14 @@ def target_from_stack(cloudformation: Any, stack: str) -> Target:
 
 
 def deployed_version(appconfig: Any, target: Target) -> Deployed:
-    """What the environment serves now: its newest complete deployment of this profile.
+    """What the environment serves now: its newest complete deployment of this profile (ListDeployments pages
+    come newest first: the walk stops there), and any deployment still running before it.
 
     Raises:
-        PublishError: a deployment is still in progress (AppConfig runs one at a time per environment), or
-            AppConfig refused a call.
+        PublishError: AppConfig refused a call.
     """
+    in_progress: tuple[int, str] | None = None
     try:
-        summaries: list[dict[str, Any]] = []
         token: str | None = None
         while True:
             page = appconfig.list_deployments(
@@ -131,49 +135,71 @@ def deployed_version(appconfig: Any, target: Target) -> Deployed:
                 EnvironmentId=target.environment,
                 **({"NextToken": token} if token else {}),
             )
-            summaries.extend(page.get("Items", []))
+            for summary in sorted(page.get("Items", []), key=lambda item: item["DeploymentNumber"], reverse=True):
+                state = summary.get("State")
+                if state in IN_PROGRESS and in_progress is None:
+                    in_progress = (int(summary["DeploymentNumber"]), str(state))
+                if state != "COMPLETE":
+                    continue
+                deployment = appconfig.get_deployment(
+                    ApplicationId=target.application,
+                    EnvironmentId=target.environment,
+                    DeploymentNumber=summary["DeploymentNumber"],
+                )
+                if deployment.get("ConfigurationProfileId") != target.profile:
+                    continue  # another profile deployed to the same environment
+                version = int(deployment["ConfigurationVersion"])
+                return Deployed(version, hosted_text(appconfig, target, version), in_progress)
             token = page.get("NextToken")
             if not token:
-                break
-        for summary in sorted(summaries, key=lambda item: item["DeploymentNumber"], reverse=True):
-            state = summary.get("State")
-            if state in IN_PROGRESS:
-                raise PublishError(
-                    f"deployment {summary['DeploymentNumber']} is still {state}: AppConfig runs one deployment "
-                    "at a time per environment; wait for it (or stop it) and publish again"
-                )
-            if state != "COMPLETE":
-                continue
-            deployment = appconfig.get_deployment(
-                ApplicationId=target.application,
-                EnvironmentId=target.environment,
-                DeploymentNumber=summary["DeploymentNumber"],
-            )
-            if deployment.get("ConfigurationProfileId") != target.profile:
-                continue
-            version = int(deployment["ConfigurationVersion"])
-            hosted = appconfig.get_hosted_configuration_version(
-                ApplicationId=target.application, ConfigurationProfileId=target.profile, VersionNumber=version
-            )
-            content = hosted["Content"]
-            raw = content.read() if hasattr(content, "read") else content
-            return Deployed(version, raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
-    except PublishError:
-        raise
+                return Deployed(None, None, in_progress)
     except Exception as exc:
         raise PublishError(f"cannot read the deployed policy: {_aws_message(exc)}") from None
-    return Deployed(None, None)
+
+
+def hosted_text(appconfig: Any, target: Target, version: int) -> str:
+    hosted = appconfig.get_hosted_configuration_version(
+        ApplicationId=target.application, ConfigurationProfileId=target.profile, VersionNumber=version
+    )
+    content = hosted["Content"]
+    raw = content.read() if hasattr(content, "read") else content
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+
+
+def stack_policy(cloudformation: Any, stack: str) -> str | None:
+    """The policy the stack was deployed with (its hosted configuration version's content): what the routers'
+    IAM and the per-variant alarms were made from. None when the template holds no such version."""
+    try:
+        body = cloudformation.get_template(StackName=stack, TemplateStage="Original")["TemplateBody"]
+    except Exception as exc:
+        raise PublishError(f"cannot read stack {stack!r}'s template: {_aws_message(exc)}") from None
+    template = json.loads(body) if isinstance(body, str) else body
+    for resource in (template.get("Resources") or {}).values():
+        if resource.get("Type") == "AWS::AppConfig::HostedConfigurationVersion":
+            content = (resource.get("Properties") or {}).get("Content")
+            if isinstance(content, str):
+                return content
+    return None
 
 
 def latest_version_number(appconfig: Any, target: Target) -> int | None:
-    """The profile's newest hosted version (the optimistic lock for the one about to be created)."""
+    """The profile's newest hosted version (the optimistic lock for the one about to be created): the highest
+    number over every page (the listing's order is not documented)."""
+    numbers: list[int] = []
     try:
-        items = appconfig.list_hosted_configuration_versions(
-            ApplicationId=target.application, ConfigurationProfileId=target.profile, MaxResults=1
-        ).get("Items", [])
+        token: str | None = None
+        while True:
+            page = appconfig.list_hosted_configuration_versions(
+                ApplicationId=target.application,
+                ConfigurationProfileId=target.profile,
+                **({"NextToken": token} if token else {}),
+            )
+            numbers.extend(int(item["VersionNumber"]) for item in page.get("Items", []))
+            token = page.get("NextToken")
+            if not token:
+                return max(numbers) if numbers else None
     except Exception as exc:
         raise PublishError(f"cannot list the profile's versions: {_aws_message(exc)}") from None
-    return int(items[0]["VersionNumber"]) if items else None
 
 
 def unified_diff(old: str | None, new: str, *, old_name: str, new_name: str) -> list[str]:
@@ -183,21 +209,35 @@ def unified_diff(old: str | None, new: str, *, old_name: str, new_name: str) -> 
     return list(difflib.unified_diff(before, after, fromfile=old_name, tofile=new_name))
 
 
-def new_model_warnings(old: str | None, new: str) -> list[str]:
-    """Models the new policy calls that the deployed one does not: the routers' IAM lists the models of the policy
-    the stack was deployed with, so until a ``cdk deploy`` with them their calls are refused (and fall back)."""
-    if old is None:
+def rollout_warnings(baseline: str | None, new: str, *, baseline_name: str) -> list[str]:
+    """What the new policy needs that the stack was not deployed with: (model, region) pairs its routers' IAM
+    does not allow (their calls are refused and fall back), and canary or A/B variants no alarm watches."""
+    if baseline is None:
         return []
     try:
-        before = {m.get("model_id") for m in json.loads(old).get("models", {}).values()}
-    except (ValueError, AttributeError):
-        return []
-    added = sorted({m["model_id"] for m in json.loads(new)["models"].values()} - before)
-    return [
-        f"model {model_id} is new: the routers may call only the models of the policy the stack was deployed "
-        "with (IAM), so deploy the stack with this policy first (cdk deploy), or its calls are refused and fall back"
-        for model_id in added
-    ]
+        before = compile_policy(json.loads(baseline), schema_checked=True)
+    except (ValueError, PolicyError):
+        return [f"{baseline_name} could not be read to compare with"]
+    after = compile_policy(json.loads(new), schema_checked=True)
+    warnings = []
+    allowed = {(spec.model_id, region) for spec in before.models.values() for region in spec.regions}
+    for spec in after.models.values():
+        for region in spec.regions:
+            if (spec.model_id, region) not in allowed:
+                warnings.append(
+                    f"{spec.model_id} in {region} is not in {baseline_name}: the routers' IAM allows only that "
+                    "policy's models and regions, so deploy the stack with this policy first (cdk deploy), or "
+                    "those calls are refused and fall back"
+                )
+    watched = {(g.name, v) for g in variant_groups(before) for v in g.variants}
+    for group in variant_groups(after):
+        for variant in group.variants:
+            if (group.name, variant) not in watched:
+                warnings.append(
+                    f"{group.kind} {group.name}, variant {variant} is not in {baseline_name}: no per-variant alarm "
+                    "watches it (they are made at cdk deploy), so a bad variant rolls nothing back"
+                )
+    return warnings
 
 
 def _pretty(text: str) -> str:
@@ -207,14 +247,7 @@ def _pretty(text: str) -> str:
         return text if text.endswith("\n") else text + "\n"
 
 
-def publish(
-    appconfig: Any,
-    target: Target,
-    text: str,
-    policy_version: str,
-    *,
-    latest: int | None,
-) -> int:
+def publish(appconfig: Any, target: Target, text: str, policy_version: str, *, latest: int | None) -> int:
     """Create the hosted version and start its deployment; the deployment number."""
     label = {"VersionLabel": policy_version[:64]} if any(not c.isdigit() for c in policy_version) else {}
     try:
@@ -227,16 +260,25 @@ def publish(
             **({"LatestVersionNumber": latest} if latest is not None else {}),
             **label,
         )
+    except Exception as exc:
+        raise PublishError(f"AppConfig refused the new version: {_aws_message(exc)}") from None
+    version = int(created["VersionNumber"])
+    try:
         started = appconfig.start_deployment(
             ApplicationId=target.application,
             EnvironmentId=target.environment,
             DeploymentStrategyId=target.strategy,
             ConfigurationProfileId=target.profile,
-            ConfigurationVersion=str(created["VersionNumber"]),
+            ConfigurationVersion=str(version),
             Description=f"routing policy {policy_version}"[:1024],
         )
     except Exception as exc:
-        raise PublishError(f"AppConfig refused the new version: {_aws_message(exc)}") from None
+        ids = f"--application-id {target.application} --configuration-profile-id {target.profile}"
+        raise PublishError(
+            f"version {version} was created but AppConfig refused to deploy it: {_aws_message(exc)}. Deploy it "
+            f"later (aws appconfig start-deployment ... --configuration-version {version}) or delete it "
+            f"(aws appconfig delete-hosted-configuration-version {ids} --version-number {version})"
+        ) from None
     return int(started["DeploymentNumber"])
 
 
@@ -246,6 +288,7 @@ def follow(
     number: int,
     out: TextIO,
     *,
+    cloudwatch: Any = None,
     poll_s: float,
     timeout_s: float,
     clock: Callable[[], float] | None = None,
@@ -272,7 +315,7 @@ def follow(
             print(f"deployment {number}: complete, version {deployment.get('ConfigurationVersion')}", file=out)
             return EXIT_OK
         if state in ROLLED_BACK:
-            print(f"deployment {number}: rolled back: {_rollback_reason(deployment)}", file=out)
+            print(f"deployment {number}: rolled back: {_rollback_reason(deployment, cloudwatch)}", file=out)
             return EXIT_ROLLED_BACK
         if clock() - started >= timeout_s:
             print(
@@ -285,16 +328,31 @@ def follow(
         sleep(poll_s)
 
 
-def _rollback_reason(deployment: Mapping[str, Any]) -> str:
-    """Which alarm (or who) rolled the deployment back, from its event log."""
+ALARM_ARN = re.compile(r"arn:aws[a-z-]*:cloudwatch:[a-z0-9-]+:\d{12}:alarm:[^\s,;\]\)\"']+")
+
+
+def _rollback_reason(deployment: Mapping[str, Any], cloudwatch: Any = None) -> str:
+    """Which alarm (or who) rolled the deployment back, from its event log; for a composite alarm (the
+    endpoint's ``PolicyRollbackAlarm``), also its children in ALARM."""
     events = [e for e in deployment.get("EventLog") or [] if e.get("EventType") == "ROLLBACK_STARTED"]
     if not events:
         return "no rollback event in the deployment's log"
     event = events[0]
     triggered_by, description = event.get("TriggeredBy", "?"), event.get("Description", "")
-    if triggered_by == "CLOUDWATCH_ALARM":
-        return f"the alarm went off: {description}"
-    return f"triggered by {triggered_by}: {description}"
+    if triggered_by != "CLOUDWATCH_ALARM":
+        return f"triggered by {triggered_by}: {description}"
+    reason = f"the alarm went off: {description}"
+    arn = ALARM_ARN.search(description)
+    if cloudwatch is not None and arn is not None:
+        name = arn.group(0).split(":alarm:", 1)[1]
+        try:
+            found = cloudwatch.describe_alarms(ChildrenOfAlarmName=name, StateValue="ALARM")
+        except Exception:  # the reason above still names the alarm
+            return reason
+        children = [a["AlarmName"] for a in found.get("MetricAlarms", []) + found.get("CompositeAlarms", [])]
+        if children:
+            reason += f" (of its alarms, in ALARM now: {', '.join(sorted(children))})"
+    return reason
 
 
 def _aws_message(exc: Exception) -> str:
@@ -347,24 +405,45 @@ def _run(args: argparse.Namespace, clients: Callable[[str], Any] | None = None, 
     try:
         text, policy_version = policy_text(args.policy)  # before any client: an invalid policy calls nothing
         make = clients or _botocore_clients(args.region)
-        target = target_from_stack(make("cloudformation"), args.stack) if args.stack else Target(**flags)
+        cloudformation = make("cloudformation") if args.stack else None
+        target = target_from_stack(cloudformation, args.stack) if args.stack else Target(**flags)
         appconfig = make("appconfig")
         deployed = deployed_version(appconfig, target)
+        latest = None if args.dry_run else latest_version_number(appconfig, target)  # the lock, before the diff
         old_name = f"deployed (version {deployed.version})" if deployed.version is not None else "deployed (none)"
         diff = unified_diff(deployed.text, text, old_name=old_name, new_name=f"{args.policy} ({policy_version})")
         if not diff:
             print(f"no change: the environment already serves this policy (version {deployed.version})", file=out)
             return EXIT_OK
         out.writelines(diff)
-        for warning in new_model_warnings(deployed.text, text):
+        if cloudformation is not None:
+            baseline, baseline_name = (
+                stack_policy(cloudformation, args.stack),
+                f"the policy stack {args.stack} was deployed with",
+            )
+        else:
+            baseline, baseline_name = deployed.text, "the deployed policy (pass --stack to compare with the stack's)"
+        for warning in rollout_warnings(baseline, text, baseline_name=baseline_name):
             print(f"warning: {warning}", file=out)
+        running = (
+            f"deployment {deployed.in_progress[0]} is still {deployed.in_progress[1]}: AppConfig runs one "
+            "deployment at a time per environment; wait for it (or stop it) and publish again"
+            if deployed.in_progress is not None
+            else None
+        )
         if args.dry_run:
             print(f"dry run: {len(diff)} diff lines, nothing published", file=out)
+            if running:
+                print(f"note: {running}", file=out)
             return EXIT_OK
-        number = publish(appconfig, target, text, policy_version, latest=latest_version_number(appconfig, target))
+        if running:
+            raise PublishError(running)
+        number = publish(appconfig, target, text, policy_version, latest=latest)
         print(f"deployment {number} started with strategy {target.strategy}", file=out, flush=True)
         try:
-            return follow(appconfig, target, number, out, poll_s=args.poll, timeout_s=args.timeout)
+            return follow(
+                appconfig, target, number, out, cloudwatch=make("cloudwatch"), poll_s=args.poll, timeout_s=args.timeout
+            )
         except KeyboardInterrupt:
             print(f"stopped following deployment {number}; it goes on in AppConfig", file=out)
             return EXIT_STOPPED_FOLLOWING

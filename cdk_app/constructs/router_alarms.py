@@ -13,9 +13,10 @@ from constructs import Construct
 
 from lambdas.router import metric_names as m
 from lambdas.router.policy import Policy
+from lambdas.router.variants import variant_groups
 
 from ._validation import check_at_least_one, check_percent, check_positive_duration
-from ._variants import id_part, variant_groups
+from ._variants import id_part
 from .router_metrics import PERIOD, RouterMetrics
 
 ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "StreamingLambdaErrors", "Api5xxRate")
@@ -23,6 +24,8 @@ ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "Streaming
 deployment back."""
 MAX_APPCONFIG_MONITORS = 5
 """AppConfig's limit of monitors per environment (CreateEnvironment: at most 5)."""
+COMPOSITE_CHUNK = 40
+"""Alarms per composite rule: well inside CloudWatch's 100 alarms and 10,240 characters per rule."""
 _DEFAULT_P99_LATENCY = Duration.seconds(20)
 _MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
 
@@ -233,10 +236,23 @@ class RouterAlarms(Construct):
         # AppConfig watches at most 5 alarms per environment: past that, one composite alarm of them all
         self.rollback_alarm: cloudwatch.CompositeAlarm | None = None
         if len(rollback) > MAX_APPCONFIG_MONITORS:
+            # A composite rule takes at most 100 alarms and 10,240 characters (an alarm's ARN is ~140): past
+            # COMPOSITE_CHUNK, composites of chunks under the one AppConfig watches
+            parts: list[cloudwatch.IAlarm] = list(rollback)
+            if len(rollback) > COMPOSITE_CHUNK:
+                parts = [
+                    cloudwatch.CompositeAlarm(
+                        self,
+                        f"PolicyRollbackAlarmPart{index + 1}",
+                        alarm_rule=cloudwatch.AlarmRule.any_of(*rollback[start : start + COMPOSITE_CHUNK]),
+                        alarm_description=f"rollback alarms, part {index + 1} (of PolicyRollbackAlarm)",
+                    )
+                    for index, start in enumerate(range(0, len(rollback), COMPOSITE_CHUNK))
+                ]
             self.rollback_alarm = cloudwatch.CompositeAlarm(
                 self,
                 "PolicyRollbackAlarm",
-                alarm_rule=cloudwatch.AlarmRule.any_of(*rollback),
+                alarm_rule=cloudwatch.AlarmRule.any_of(*parts),
                 alarm_description="any alarm that rolls a routing-policy deployment back (AppConfig's monitor)",
             )
         self._rollback = rollback

@@ -10,8 +10,8 @@ from constructs import Construct
 
 from lambdas.router import metric_names as m
 from lambdas.router.policy import Policy
+from lambdas.router.variants import variant_groups
 
-from ._variants import variant_groups
 from .router_metrics import PERIOD, RouterMetrics
 
 _WIDE, _HALF = 24, 12

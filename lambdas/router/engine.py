@@ -10,7 +10,7 @@ Precedence, first match wins for choosing the route:
 3. ``use_case`` mapped to ``"auto"``: the tier table ``rules.tiers.levels[tier][complexity class]``.
 
 An A/B experiment on the chosen route (``experiments``) then sends the caller, sticky by a bucket of its own,
-to one arm's route (unless the caller named a model: that request stays on the chosen route); the ``auto``
+to one arm's route (unless the caller named a model or the route: that request stays on it); the ``auto``
 experiment instead picks, for requests the tier table routes, the complexity classifier (learned or heuristic).
 
 Then candidates are filtered, in order, by modality (images need an ``image`` model) and context size
@@ -234,10 +234,12 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
 
     experiment = policy.experiments.get(route.name)
     if experiment is not None and "experiment" not in reasons:  # one experiment per request: auto's came first
-        if pinned is None:
-            route = policy.routes[_pick_arm(experiment, request.sticky_key, reasons).route or route.name]
-        else:
+        if pinned is not None:
             reasons["experiment"] = {"route": experiment.route, "skipped": "the caller named a model"}
+        elif reasons.get("rule") == "explicit_route":
+            reasons["experiment"] = {"route": experiment.route, "skipped": "the caller named the route"}
+        else:
+            route = policy.routes[_pick_arm(experiment, request.sticky_key, reasons).route or route.name]
 
     max_tokens = request.max_tokens or route.max_tokens or DEFAULT_MAX_TOKENS
     needed = complexity.estimated_tokens + max_tokens
@@ -247,6 +249,7 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         names = _order_candidates(candidate_route, request.sticky_key, reasons)
         if pinned is not None:
             names = [pinned.key] + [n for n in names if n != pinned.key]
+            reasons.pop("canary", None)  # the caller's model goes first: it is no canary variant's request
         chain = []
         for name in names:
             spec = policy.models[name]

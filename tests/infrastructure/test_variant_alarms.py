@@ -169,3 +169,24 @@ def test_the_auto_experiments_arms_get_alarms_without_an_escalation_rate(tmp_pat
         assert all(q["dims"]["Experiment"] == "auto" for q in metrics_of(failure).values())
         assert f"experiment auto, variant {arm}: p99 latency" in alarms
         assert f"experiment auto, variant {arm}: cascade escalations" not in alarms
+
+
+def test_many_variants_nest_composites_within_cloudwatchs_rule_limits(tmp_path, shipped_policy):
+    # Given 6 experiments of 4 arms, 2 of each on the cascade route: 60 variant alarms, the canary's 4, the base 5
+    policy = copy.deepcopy(shipped_policy)
+    policy["experiments"] = {
+        key: {"arms": [{"name": f"a{i}", "route": "math-cascade" if i % 2 else key, "weight": 1} for i in range(4)]}
+        for key in ("fast", "balanced", "deep", "premium", "vision", "long-context")
+    }
+    template = synthesize(
+        tmp_path, "Many", lambda stack: RoutedBedrockEndpoint(stack, "Llm", policy=policy), env=ENV
+    ).template
+    composites = template.find_resources("AWS::CloudWatch::CompositeAlarm")
+    assert len(composites) > 1
+    for composite in composites.values():
+        assert json.dumps(composite["Properties"]["AlarmRule"]).count("ALARM(") <= 40
+    [top] = [c for c in composites.values() if "part" not in c["Properties"]["AlarmDescription"]]
+    parts = [key for key, c in composites.items() if "part" in c["Properties"]["AlarmDescription"]]
+    assert all(key in json.dumps(top["Properties"]["AlarmRule"]) for key in parts)
+    environment = next(iter(template.find_resources("AWS::AppConfig::Environment").values()))["Properties"]
+    assert len(environment["Monitors"]) == 1

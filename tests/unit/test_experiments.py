@@ -278,3 +278,23 @@ def test_the_learned_arm_needs_a_learned_router():
     del document["rules"]["complexity"]["learned"]
     with pytest.raises(PolicyError, match=r"rules\.complexity\.learned is not set"):
         compile_policy(document)
+
+
+def test_a_caller_who_names_the_route_is_not_split(policy):
+    decision = decide(policy, maths("user-1", route="math-cascade"))
+    assert decision.route == "math-cascade"
+    assert decision.reasons["experiment"] == {"route": "math-cascade", "skipped": "the caller named the route"}
+
+
+def test_a_pinned_model_is_no_canary_variant():
+    document = copy.deepcopy(DOCUMENT)
+    document["rules"]["allow_model_override"] = True
+    policy = compile_policy(document)
+    text = "Summarize this memo."
+    for i in range(30):
+        request = RoutingRequest(
+            text=text, input_chars=len(text), use_case="summarization", sticky_key=f"u{i}", model="claude-haiku-4-5"
+        )
+        decision = decide(policy, request)
+        assert decision.primary_model == "claude-haiku-4-5"
+        assert "canary" not in decision.reasons  # its metrics must not count for either variant
