@@ -45,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/routing_quality.py --out routing_quality.json
 	$(PY) benchmarks/failover_drill.py --out failover_drill.json
 	$(PY) benchmarks/stream_overhead.py --out stream_overhead.json
+	$(PY) benchmarks/routing_cost.py --json routing_cost.json
 
 validators: setup
 	$(PY) tools/generate_validators.py

@@ -107,7 +107,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             set it. Default: - false: the account's existing setting is used (set it once, see the README).
         router_architecture: the function's CPU architecture; the Powertools layer follows it.
             Default: - ``Architecture.ARM_64``.
-        router_memory_size_mib: function memory in MiB (128-10240). Default: - 1024.
+        router_memory_size_mib: each router's memory in MiB (128-10240). Default: - 512: a router mostly waits on
+            the model, billed per GB-second, and 512 MB halves that against 1024 for 3.5x CPU time on ~1.4 ms
+            of routing (``benchmarks/routing_cost.py``).
         router_timeout: function timeout (3 s to 15 min); API Gateway ends a request after 29 s unless the
             account's integration timeout quota is raised. The policy's ``resilience.total_deadline_ms`` plus the
             router's 500 ms response reserve must fit it, and with 1 s more for the invoke and a cold start, API
@@ -237,7 +239,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         api_execution_logging: bool = True,
         api_account_cloudwatch_role: bool = False,
         router_architecture: lambda_.Architecture | None = None,
-        router_memory_size_mib: int = 1024,
+        router_memory_size_mib: int = 512,
         router_timeout: Duration | None = None,
         router_reserved_concurrency: int | None = None,
         router_max_body_size: Size | None = None,

@@ -131,7 +131,7 @@ class RouterFunction(Construct):
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
         log_retention: retention of the function's log group. Default: - ``RetentionDays.ONE_MONTH``.
         architecture: CPU architecture; the Powertools layer follows it. Default: - ``Architecture.ARM_64``.
-        memory_size_mib: memory in MiB (128-10240). Default: - 1024.
+        memory_size_mib: memory in MiB (128-10240). Default: - 512 (``benchmarks/routing_cost.py``).
         timeout: 3 s to 15 min; the policy's ``resilience.total_deadline_ms`` plus the router's 500 ms response
             reserve must fit it. Default: - 29 seconds (API Gateway's default integration timeout); 3 minutes
             for the streaming router.
@@ -177,7 +177,7 @@ class RouterFunction(Construct):
         metrics_namespace: str = m.NAMESPACE,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         architecture: lambda_.Architecture | None = None,
-        memory_size_mib: int = 1024,
+        memory_size_mib: int = 512,
         timeout: Duration | None = None,
         reserved_concurrency: int | None = None,
         max_body_size: Size | None = None,

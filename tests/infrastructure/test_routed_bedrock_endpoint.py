@@ -121,7 +121,7 @@ def test_router_function_runs_python_3_13_on_arm64_with_powertools_and_appconfig
             "Runtime": "python3.13",
             "Architectures": ["arm64"],
             "Handler": "router.handler.lambda_handler",
-            "MemorySize": 1024,
+            "MemorySize": 512,
             "Timeout": 29,
             "ReservedConcurrentExecutions": Match.absent(),
             "LoggingConfig": {"LogFormat": "JSON", "LogGroup": {"Ref": Match.string_like_regexp("^LlmRouterLogs")}},

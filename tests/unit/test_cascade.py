@@ -279,7 +279,7 @@ _CHILD_TIMEOUT_S = 4.0
 
 
 @pytest.mark.parametrize("case", ["plus_chain", "open_parens", "equals_chain", "digits", "random_megabyte"])
-def test_adversarial_answers_are_scored_in_under_100_ms(case):
+def test_adversarial_answers_are_scored_in_linear_time(case):
     # Given an answer built to make a regex or the evaluator work hard
     # When its signals are computed
     try:
@@ -295,9 +295,10 @@ def test_adversarial_answers_are_scored_in_under_100_ms(case):
         elapsed = float(done.stdout)
     except subprocess.TimeoutExpired:
         elapsed = math.inf  # killed: it took over _CHILD_TIMEOUT_S
-    # Then it takes under 100 ms
+    # Then it takes well under half a second: a megabyte scans in ~16 ms here, and a regex gone quadratic on these
+    # inputs takes seconds (100 ms was too tight on a loaded CI machine: 128 ms seen; the figure is in the bench)
     took = f"over {_CHILD_TIMEOUT_S} s" if math.isinf(elapsed) else f"{elapsed * 1000:.0f} ms"
-    assert elapsed < 0.1, f"scoring the {case} answer took {took}"
+    assert elapsed < 0.5, f"scoring the {case} answer took {took}"
 
 
 @pytest.mark.parametrize("depth", [400, 5_000])
