@@ -163,7 +163,8 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             ``cloudwatch.amazonaws.com`` publish (and its key, if encrypted). Default: - alarms without actions.
         alarm_api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes;
             None disables it. Default: - 1 (%).
-        alarm_api_p99_latency: alarm when the API's p99 latency over 5 minutes reaches this; None disables it.
+        alarm_api_p99_latency: alarm when ``POST /generate``'s p99 latency over 5 minutes reaches this (not the
+            whole API's: streamed chats last as long as their answers); None disables it.
             Default: - 20 seconds.
         alarm_lambda_errors: alarm when the function's errors in 5 minutes reach this; None disables it.
             Default: - 1.
@@ -393,6 +394,10 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             router_function=self.router_function,
             streaming_function=self.streaming_router.function if self.streaming_router else None,
             api=self.api,
+            # POST /generate alone (the stage's detailed metrics): a streamed chat lasts as long as its answer
+            api_latency_metric=self._generate_method.metric_latency(
+                self.api.deployment_stage, period=PERIOD, statistic="p99"
+            ),
             alarm_topic=alarm_topic,
             api_5xx_rate_percent=alarm_api_5xx_rate_percent,
             api_p99_latency=alarm_api_p99_latency,

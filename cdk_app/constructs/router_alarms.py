@@ -48,6 +48,9 @@ class RouterAlarms(Construct):
         streaming_function: the streaming router function, for its own errors and throttles alarms
             (``StreamingLambdaErrors`` rolls a policy back like ``LambdaErrors``). Default: - none.
         api: the REST API in front of the router, for the 5XX-rate and latency alarms. Default: - no API alarms.
+        api_latency_metric: the p99 latency the latency alarm watches instead of the whole API's, e.g.
+            ``POST /generate``'s method metric: streamed answers last as long as the model writes, so the API's
+            own latency is no alarm signal once it streams. Default: - the API's ``Latency`` p99.
         alarm_topic: SNS topic for every alarm's ALARM and OK actions. Default: - alarms without actions.
         api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes; None
             disables it. Default: - 1 (%).
@@ -93,6 +96,7 @@ class RouterAlarms(Construct):
         router_function: lambda_.IFunction | None = None,
         streaming_function: lambda_.IFunction | None = None,
         api: apigw.RestApiBase | None = None,
+        api_latency_metric: cloudwatch.IMetric | None = None,
         alarm_topic: sns.ITopic | None = None,
         api_5xx_rate_percent: float | None = 1.0,
         api_p99_latency: Duration | None = _DEFAULT_P99_LATENCY,
@@ -145,12 +149,13 @@ class RouterAlarms(Construct):
             )
         if api is not None and api_p99_latency is not None:
             threshold_ms = api_p99_latency.to_milliseconds()
+            scoped = api_latency_metric is not None
             self._add(
                 "ApiLatencyP99Alarm",
                 "ApiLatencyP99",
-                api.metric_latency(period=PERIOD, statistic="p99"),
+                api_latency_metric if scoped else api.metric_latency(period=PERIOD, statistic="p99"),
                 threshold_ms,
-                f"API p99 latency >= {threshold_ms} ms over 5 minutes",
+                f"{'POST /generate' if scoped else 'API'} p99 latency >= {threshold_ms} ms over 5 minutes",
             )
         if router_function is not None and lambda_errors is not None:
             self._add(
