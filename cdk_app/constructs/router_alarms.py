@@ -149,13 +149,14 @@ class RouterAlarms(Construct):
             )
         if api is not None and api_p99_latency is not None:
             threshold_ms = api_p99_latency.to_milliseconds()
-            scoped = api_latency_metric is not None
+            latency = api_latency_metric or api.metric_latency(period=PERIOD, statistic="p99")
+            where = "API" if api_latency_metric is None else "POST /generate"
             self._add(
                 "ApiLatencyP99Alarm",
                 "ApiLatencyP99",
-                api_latency_metric if scoped else api.metric_latency(period=PERIOD, statistic="p99"),
+                latency,
                 threshold_ms,
-                f"{'POST /generate' if scoped else 'API'} p99 latency >= {threshold_ms} ms over 5 minutes",
+                f"{where} p99 latency >= {threshold_ms} ms over 5 minutes",
             )
         if router_function is not None and lambda_errors is not None:
             self._add(
