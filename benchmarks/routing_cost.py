@@ -144,8 +144,10 @@ def custom_metric_count(policy: Any) -> int:
     request_metrics = 9  # Requests, LatencyMs, In/OutputTokens, CostUsd, Fallbacks, Degraded, FailedAttempts, +1
     routes, models = len(policy.routes), len(policy.models)
     pairs = sum(len(spec.regions) for spec in policy.models.values())
-    variants = sum(len(group.variants) for group in variant_groups(policy))
-    per_request = request_metrics * (1 + routes + models + len(m.OUTCOMES) + pairs + variants)
+    variants = sum(len(group.variants) for group in variant_groups(policy) if group.kind == "canary")
+    experiments = sum(len(e.arms) for e in policy.experiments.values())
+    per_request = request_metrics * (1 + routes + models + len(m.OUTCOMES) + variants) + 2 * pairs  # region line
+    per_request += 6 * experiments  # the A/B line
     failures = pairs * 4  # ModelCallFailures per (model, region, failure class)
     state = 5 + pairs  # budget gauges and counts, CircuitsOpened per pair
     return per_request + failures + state

@@ -29,8 +29,8 @@ OUTCOME_DEGRADED: Final = "degraded"
 OUTCOME_ERROR: Final = "error"
 OUTCOMES: Final = (OUTCOME_OK, OUTCOME_FALLBACK, OUTCOME_DEGRADED, OUTCOME_ERROR)
 
-# Request-level metrics; emitted with the dimension sets
-# [service], [service, Route], [service, Model], [service, Outcome] and [service, Model, Region].
+# Request-level metrics; emitted with the dimension sets [service], [service, Route], [service, Model] and
+# [service, Outcome]; Requests and LatencyMs also, in a line of their own, under [service, Model, Region].
 REQUESTS: Final = "Requests"
 LATENCY_MS: Final = "LatencyMs"
 INPUT_TOKENS: Final = "InputTokens"

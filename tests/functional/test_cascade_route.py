@@ -288,7 +288,7 @@ def test_failed_calls_of_an_escalated_request_are_counted_in_the_metrics(invoke,
     assert (failed[0], failed[2], "regional") in attempts(body)
     # Then the failed call is in the request's FailedAttempts and has its ModelCallFailures line, as for any request
     lines = emf_lines(capsys.readouterr().out)
-    request_line = next(line for line in lines if m.REQUESTS in line)
+    request_line = next(line for line in lines if m.REQUESTS in line and m.ROUTE_DIMENSION in line)
     assert request_line[m.FAILED_ATTEMPTS] not in (0.0, [0.0])
     failures = [line for line in lines if m.MODEL_CALL_FAILURES in line]
     assert any(line[m.MODEL_DIMENSION] == failed[1] and line[m.REGION_DIMENSION] == failed[2] for line in failures)
@@ -559,7 +559,7 @@ def test_an_escalated_answers_cost_is_counted_under_its_own_model(invoke, bedroc
     _, _, body = invoke("POST", "/generate", MATHS)
     lines = emf_lines(capsys.readouterr().out)
     # Then the request's line carries Sonnet's own tokens and cost, under Sonnet
-    request_line = next(line for line in lines if m.REQUESTS in line)
+    request_line = next(line for line in lines if m.REQUESTS in line and m.ROUTE_DIMENSION in line)
     assert request_line[m.MODEL_DIMENSION] == SONNET
     assert one(request_line[m.COST_USD]) == pytest.approx(cost(default_policy, "claude-sonnet-4-5", STRONG))
     assert one(request_line[m.INPUT_TOKENS]) == STRONG.input_tokens

@@ -189,15 +189,23 @@ def test_metrics_carry_route_model_and_outcome_dimension_sets(invoke, bedrock, c
     bedrock.fail("nova-micro")
     invoke("POST", "/generate", {"prompt": "Hello!"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    request_blob = next(b for b in lines if "Requests" in b)
+    request_blob = next(b for b in lines if "Requests" in b and "Route" in b)
     # Then one EMF blob holds the request metrics under each dimension set the dashboard uses
     dims = request_blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert ["service"] in dims
     assert ["service", "Route"] in dims
     assert ["service", "Model"] in dims
     assert ["service", "Outcome"] in dims
-    assert ["service", "Model", "Region"] in dims
+    assert ["service", "Model", "Region"] not in dims  # 9 metrics x (model, region) pairs: billed, never read
     assert request_blob["Outcome"] == "fallback"
+    # And requests and latency per (model, region) come in a line of their own, under that one set
+    [region_blob] = [b for b in lines if "Region" in b and "Requests" in b]
+    assert region_blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Model", "Region", "service"]]
+    assert {metric["Name"] for metric in region_blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == {
+        "Requests",
+        "LatencyMs",
+    }
+    assert region_blob["Model"] == request_blob["Model"]
     assert request_blob["Model"] == "us.amazon.nova-lite-v1:0"
     assert request_blob["Fallbacks"] == [1.0]
     # And each failed call is counted per model, region and failure class

@@ -38,11 +38,14 @@ def test_enabling_metrics_prints_one_line_per_request(invoke, monkeypatch, capsy
     for index in range(2):
         invoke("POST", "/generate", {"prompt": f"again {index}", "use_case": "faq"})
     # Then each request's line holds that request's values only, under its own dimension sets
-    request_lines = [line for line in _emf_lines(capsys.readouterr().out) if m.REQUESTS in line]
+    request_lines = [
+        line for line in _emf_lines(capsys.readouterr().out) if m.REQUESTS in line and m.ROUTE_DIMENSION in line
+    ]
     assert len(request_lines) == 2
     for line in request_lines:
         directive = line["_aws"]["CloudWatchMetrics"][0]
-        # [service] + Route, Model, Outcome and (Model, Region): five sets, not five per request seen so far
-        assert len(directive["Dimensions"]) == 5
+        # [service] + Route, Model, Outcome: four sets, not four per request seen so far ((Model, Region) has a
+        # line of its own)
+        assert len(directive["Dimensions"]) == 4
         assert line[m.REQUESTS] in (1.0, [1.0])  # this request's one count, not thirty-two of them
         assert line["request_id"] == "req-123"

@@ -33,7 +33,7 @@ def with_experiment(document: dict[str, Any]) -> None:
 
 
 def request_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(line for line in lines if m.REQUESTS in line and m.EXPERIMENT_DIMENSION not in line)
+    return next(line for line in lines if m.REQUESTS in line and m.ROUTE_DIMENSION in line)
 
 
 def dimension_sets(line: dict[str, Any]) -> list[list[str]]:
