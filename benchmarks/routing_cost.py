@@ -69,6 +69,9 @@ API_EXECUTION_LOG_BYTES = 2400
 lines vary; turn them off with ``api_execution_logging=False``)."""
 SFN_EXECUTION_LOG_BYTES = 6000
 """An Express workflow's execution log at level ALL for about eight state transitions (estimate)."""
+LAMBDA_PLATFORM_LOG_BYTES = 550
+"""Lambda's own records per invocation in the JSON log format (``platform.start``, ``platform.report``) with
+CloudWatch Logs' 26 bytes per event."""
 AUTHORIZER_MS, AUTHORIZER_MB = 5.0, 256
 TYPICAL_TOKENS = (600, 300)
 """A typical request's input and output tokens, for the share of its token cost."""
@@ -128,7 +131,9 @@ def stack_settings() -> Settings:
         architecture=router["Architectures"][0],
         execution_logging=logging,
         api_key_authorizer=authorizer,
-        custom_metrics=custom_metric_count(policy),
+        custom_metrics=custom_metric_count(
+            policy, api_methods=sum(1 for r in resources if r["Type"] == "AWS::ApiGateway::Method")
+        ),
         cheap_usd=cheap.cost_usd(*TYPICAL_TOKENS),
         strong_usd=strong.cost_usd(*TYPICAL_TOKENS),
         cheap_model=cheap.key,
@@ -136,8 +141,10 @@ def stack_settings() -> Settings:
     )
 
 
-def custom_metric_count(policy: Any) -> int:
-    """Distinct metrics (name x dimension values) the router emits for a policy, at most: what is billed monthly."""
+def custom_metric_count(policy: Any, api_methods: int = 4) -> int:
+    """Distinct metrics (name x dimension values) the router and the stage's detailed metrics can emit for a
+    policy: an upper bound of what is billed (CloudWatch bills a metric for the hours it receives data, and
+    failure and breaker metrics are written only when they happen)."""
     from lambdas.router import metric_names as m
     from lambdas.router.variants import variant_groups
 
@@ -148,9 +155,10 @@ def custom_metric_count(policy: Any) -> int:
     experiments = sum(len(e.arms) for e in policy.experiments.values())
     per_request = request_metrics * (1 + routes + models + len(m.OUTCOMES) + variants) + 2 * pairs  # region line
     per_request += 6 * experiments  # the A/B line
-    failures = pairs * 4  # ModelCallFailures per (model, region, failure class)
-    state = 5 + pairs  # budget gauges and counts, CircuitsOpened per pair
-    return per_request + failures + state
+    failures = pairs * 4  # ModelCallFailures per (model, region, failure class): only while calls fail
+    state = 5 + pairs  # budget gauges and counts, CircuitsOpened per pair: only when they happen
+    api = 5 * (1 + api_methods)  # the stage's detailed metrics: Count, 4XX, 5XX, Latency, IntegrationLatency
+    return per_request + failures + state + api
 
 
 # --- what the router does per request -------------------------------------------------------------------------
@@ -340,7 +348,12 @@ def _shared_costs(
         measured.read_units * PRICES["dynamodb_read_units_per_million"]
         + measured.write_units * PRICES["dynamodb_write_units_per_million"]
     )
-    logged = measured.log_bytes + API_ACCESS_LOG_BYTES + (API_EXECUTION_LOG_BYTES if settings.execution_logging else 0)
+    logged = (
+        measured.log_bytes
+        + LAMBDA_PLATFORM_LOG_BYTES
+        + API_ACCESS_LOG_BYTES
+        + (API_EXECUTION_LOG_BYTES if settings.execution_logging else 0)
+    )
     costs["CloudWatch Logs ingestion"] = logged / 1e9 * PRICES["logs_ingestion_per_gb"] * million
     costs["CloudWatch custom metrics"] = (
         settings.custom_metrics * PRICES["custom_metric_per_month"] / (requests_per_month / million)
@@ -385,7 +398,7 @@ def main() -> int:
     print(
         f"  template: router {settings.memory_mb} MB {settings.architecture}, execution logging "
         f"{'on' if settings.execution_logging else 'off'}, API-key authorizer "
-        f"{'yes' if settings.api_key_authorizer else 'no'}, about {settings.custom_metrics} custom metrics"
+        f"{'yes' if settings.api_key_authorizer else 'no'}, at most {settings.custom_metrics} custom metrics"
     )
     report: dict[str, Any] = {"measured": measured._asdict(), "settings": settings._asdict(), "orchestrations": {}}
     for name, breakdown in (

@@ -108,12 +108,12 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         router_architecture: the function's CPU architecture; the Powertools layer follows it.
             Default: - ``Architecture.ARM_64``.
         router_memory_size_mib: each router's memory in MiB (128-10240). Default: - 512: a router mostly waits on
-            the model, billed per GB-second, and 512 MB halves that against 1024 for 3.5x CPU time on ~1.4 ms
-            of routing (``benchmarks/routing_cost.py``).
+            the model, billed per GB-second, and 512 MB halves that against 1024 MB for twice the CPU time on
+            about 1 ms of routing (``benchmarks/routing_cost.py``).
         router_timeout: function timeout (3 s to 15 min); API Gateway ends a request after 29 s unless the
             account's integration timeout quota is raised. The policy's ``resilience.total_deadline_ms`` plus the
-            router's 500 ms response reserve must fit it, and with 1 s more for the invoke and a cold start, API
-            Gateway's 29 s (a deadline of at most 27,500 ms). Default: - 29 seconds.
+            router's 500 ms response reserve must fit it, and with 2 s more for the invoke and a cold start, API
+            Gateway's 29 s (a deadline of at most 26,500 ms). Default: - 29 seconds.
         router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
         router_max_body_size: larger request bodies get HTTP 400 from the router (at most 6 MiB, Lambda's
             payload limit). Default: - 6,000,000 bytes (the router's own default).
@@ -398,6 +398,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             api_latency_metric=self._generate_method.metric_latency(
                 self.api.deployment_stage, period=PERIOD, statistic="p99"
             ),
+            api_latency_label="POST /generate",
             alarm_topic=alarm_topic,
             api_5xx_rate_percent=alarm_api_5xx_rate_percent,
             api_p99_latency=alarm_api_p99_latency,

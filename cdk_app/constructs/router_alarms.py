@@ -51,6 +51,7 @@ class RouterAlarms(Construct):
         api_latency_metric: the p99 latency the latency alarm watches instead of the whole API's, e.g.
             ``POST /generate``'s method metric: streamed answers last as long as the model writes, so the API's
             own latency is no alarm signal once it streams. Default: - the API's ``Latency`` p99.
+        api_latency_label: what the latency alarm's description calls it. Default: - ``API``.
         alarm_topic: SNS topic for every alarm's ALARM and OK actions. Default: - alarms without actions.
         api_5xx_rate_percent: alarm when 5XX answers reach this share of API requests in 5 minutes; None
             disables it. Default: - 1 (%).
@@ -97,6 +98,7 @@ class RouterAlarms(Construct):
         streaming_function: lambda_.IFunction | None = None,
         api: apigw.RestApiBase | None = None,
         api_latency_metric: cloudwatch.IMetric | None = None,
+        api_latency_label: str = "API",
         alarm_topic: sns.ITopic | None = None,
         api_5xx_rate_percent: float | None = 1.0,
         api_p99_latency: Duration | None = _DEFAULT_P99_LATENCY,
@@ -150,7 +152,7 @@ class RouterAlarms(Construct):
         if api is not None and api_p99_latency is not None:
             threshold_ms = api_p99_latency.to_milliseconds()
             latency = api_latency_metric or api.metric_latency(period=PERIOD, statistic="p99")
-            where = "API" if api_latency_metric is None else "POST /generate"
+            where = api_latency_label
             self._add(
                 "ApiLatencyP99Alarm",
                 "ApiLatencyP99",

@@ -78,6 +78,18 @@ class RouterDashboard(Construct):
         )
         add(
             cloudwatch.GraphWidget(
+                title="Latency p99 by model and region (ms)",
+                width=_HALF,
+                left=[search(m.LATENCY_MS, (m.MODEL_DIMENSION, m.REGION_DIMENSION), "p99")],
+            ),
+            cloudwatch.GraphWidget(
+                title="Requests by model and region",
+                width=_HALF,
+                left=[search(m.REQUESTS, (m.MODEL_DIMENSION, m.REGION_DIMENSION), "Sum")],
+            ),
+        )
+        add(
+            cloudwatch.GraphWidget(
                 title="Tokens by model",
                 width=_HALF,
                 left=[search(m.INPUT_TOKENS, by_model, "Sum"), search(m.OUTPUT_TOKENS, by_model, "Sum")],

@@ -43,7 +43,7 @@ def test_rejects_a_deadline_api_gateway_would_cut_off(shipped_policy):
     assert "resilience.total_deadline_ms (28500 ms)" in message
     assert "response reserve (500 ms)" in message
     assert "API Gateway's 29000 ms integration timeout" in message
-    assert "at most 27500 ms" in message
+    assert "at most 26500 ms" in message
 
 
 def test_rejects_a_deadline_past_api_gateway_even_with_a_longer_function_timeout(shipped_policy):
@@ -67,8 +67,8 @@ def test_rejects_a_deadline_the_router_function_timeout_cannot_hold_when_used_al
 
 
 def test_accepts_the_largest_deadlines_that_fit(shipped_policy):
-    # The endpoint: 27.5 s + 0.5 s reserve + 1 s for the invoke = 29 s
-    assert endpoint(with_deadline(shipped_policy, 27_500)).policy.resilience.total_deadline_ms == 27_500
+    # The endpoint: 26.5 s + 0.5 s reserve + 2 s for the invoke and a cold start = 29 s
+    assert endpoint(with_deadline(shipped_policy, 26_500)).policy.resilience.total_deadline_ms == 26_500
     # With a 20 s function: 19.5 s + 0.5 s
     endpoint(with_deadline(shipped_policy, 19_500), router_timeout=cdk.Duration.seconds(20))
     # A function alone is not behind API Gateway's 29 s
