@@ -41,6 +41,16 @@ from .router_metrics import PERIOD, RouterMetricMethods, RouterMetrics, default_
 from .routing_policy import RoutingPolicy
 
 _NAME_MAX_LENGTH = 64
+GATEWAY_RESPONSES = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", "invalid_request_error", "invalid_api_key"),
+    (apigw.ResponseType.INVALID_API_KEY, "403", "invalid_request_error", "invalid_api_key"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "invalid_request_error", "access_denied"),
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "invalid_request_error", "unknown_url"),
+    (apigw.ResponseType.THROTTLED, "429", "rate_limit_error", "rate_limit_exceeded"),
+    (apigw.ResponseType.QUOTA_EXCEEDED, "429", "rate_limit_error", "quota_exceeded"),
+    (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "server_error", "timeout"),
+)
+"""API Gateway's own answers given an OpenAI ``error`` object besides ``message``: (type, status, error type, code)."""
 _DEFAULT_P99_LATENCY_ALARM = Duration.seconds(20)
 
 
@@ -574,6 +584,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         )
         self._models_method = v1.add_resource("models").add_method("GET", integration, **openai_authorization)
         self._caller_methods = (self._generate_method, self._chat_method, self._models_method)
+        self._add_gateway_responses()
         self.api_key: apigw.IApiKey | None = None
         if self.auth.mode is AuthMode.API_KEY:
             plan = self.api.add_usage_plan(
@@ -584,6 +595,20 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             plan.add_api_stage(stage=self.api.deployment_stage)
             self.api_key = self.api.add_api_key("ApiKey")
             plan.add_api_key(self.api_key)
+
+    def _add_gateway_responses(self) -> None:
+        """API Gateway's own refusals (no or a bad key, throttling, a timeout) in a body both kinds of caller read:
+        ``message`` as before, plus OpenAI's ``error`` object, so an OpenAI client names the cause."""
+        for response_type, status, error_type, code in GATEWAY_RESPONSES:
+            text = "$context.error.messageString"  # already a JSON string
+            body = f'{{"message": {text}, "error": {{"message": {text}, "type": "{error_type}", "code": "{code}"}}}}'
+            self.api.add_gateway_response(
+                "".join(part.title() for part in response_type.response_type.split("_")) + "Response",
+                type=response_type,
+                status_code=status,
+                templates={"application/json": body},
+                response_headers={"Retry-After": "'1'"} if status == "429" else None,
+            )
 
     def _method_authorization(self, *, bearer: bool = False) -> dict[str, Any]:
         """A caller method's authorization; ``bearer``: the OpenAI methods (an API key as a bearer token)."""

@@ -40,6 +40,7 @@ ADDED_ON_PURPOSE: dict[str, set[str]] = {name: set() for name in REMOVED_ON_PURP
 # And the per-variant alarms of the policy's canary, with the composite alarm AppConfig watches past 5 monitors.
 _OPENAI_API = re.compile(
     r"Apiv1|StreamingRouterFunction|StreamingLambda(Errors|Throttles)Alarm|ApiKeyAuthorizer|Variant\w+Alarm|PolicyRollbackAlarm"
+    r"|Api\w+Response[0-9A-F]{8}$"  # and API Gateway's own refusals with OpenAI's error object
 )
 # An API Gateway deployment is immutable: CDK suffixes its logical ID with a hash of the API's whole definition
 # (methods, models: the request schema in lambdas/), so any API change gives a new deployment by design.
