@@ -179,7 +179,7 @@ class AdapterEndpoint:
             for name, value in headers.items()
             if name.lower() not in (REQUEST_CONTEXT_HEADER, LAMBDA_CONTEXT_HEADER)
         }
-        event = proxy_event(method, target, caller_headers, body, request_context)
+        event = proxy_event(method, target, caller_headers, body, _well_formed(request_context, context.aws_request_id))
         try:
             if method == "POST" and event["resource"] == CHAT_PATH:
                 status, answer_headers, answer = self.stream_handler(event, context)
@@ -188,6 +188,32 @@ class AdapterEndpoint:
         except Exception as exc:  # what API Gateway answers when the function itself fails
             print(f"router failed: {exc!r}", file=sys.stderr)
             return json_answer(502, {"message": "Internal server error"})
+
+
+_CONTEXT_TEXT_FIELDS = ("requestId", "resourcePath", "path", "stage", "httpMethod", "apiId", "accountId")
+
+
+def _well_formed(context: Mapping[str, Any], request_id: str) -> dict[str, Any]:
+    """The request context in API Gateway's shape: text fields as text (a request id always, the Lambda
+    request's when the context has none), ``identity`` an object of text values, ``authorizer`` (and its
+    ``claims``) objects. API Gateway always sends that; anything else is dropped rather than failing the
+    request later, where the router reads the caller's identity."""
+    clean = {key: value for key, value in context.items() if key not in _CONTEXT_TEXT_FIELDS or isinstance(value, str)}
+    clean.setdefault("requestId", request_id)
+    identity = clean.get("identity")
+    clean["identity"] = (
+        {key: value for key, value in identity.items() if value is None or isinstance(value, str)}
+        if isinstance(identity, dict)
+        else {}
+    )
+    if not isinstance(clean["identity"].get("sourceIp"), str):
+        clean["identity"]["sourceIp"] = "unknown"  # the router keys callers by it last
+    authorizer = clean.get("authorizer")
+    if not isinstance(authorizer, dict):
+        clean.pop("authorizer", None)
+    elif "claims" in authorizer and not isinstance(authorizer["claims"], dict):
+        clean["authorizer"] = {key: value for key, value in authorizer.items() if key != "claims"}
+    return clean
 
 
 def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -186,3 +187,50 @@ def test_the_start_script_runs_the_front_end_from_the_asset_root(tmp_path, sim):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def _fuzz_contexts(rng: random.Random) -> list[str]:
+    """Odd request contexts: what a buggy or hostile adapter could put in the header."""
+    base = json.loads(adapter_headers()["x-amzn-request-context"])
+    odd: list[Any] = [
+        None,
+        [],
+        "text",
+        7,
+        {},
+        {"identity": "me"},
+        {"identity": None},
+        {"identity": {"apiKeyId": 5}},
+        {"identity": {"sourceIp": ["a"]}},
+        {"resourcePath": 12},
+        {"resourcePath": "/v1/chat/completions", "authorizer": "x"},
+        {"requestId": {"deep": [1, 2]}},
+        {"authorizer": {"claims": "not-a-map"}},
+    ]
+    values = [json.dumps(value) for value in odd] + ["{not json", "", "\u00ff" * 20, "[" * 500 + "]" * 500]
+    for _ in range(20):
+        mutated = dict(base)
+        key = rng.choice(sorted(mutated))
+        mutated[key] = rng.choice([None, 0, "", [], {"x": {"y": [1]}}, "é" * 50])
+        values.append(json.dumps(mutated))
+    return values
+
+
+def test_odd_adapter_headers_and_bodies_are_never_a_5xx(adapter):
+    rng = random.Random(20261201)
+    valid = {"model": "fast", "messages": ASK}
+    bodies = [json.dumps(valid).encode(), b"{}", b"[]", b"null", b'{"model": "fast"}', b"\xff\xfe", b"{" * 300]
+    for context in _fuzz_contexts(rng):
+        body = rng.choice(bodies)
+        request = urllib.request.Request(f"{adapter}/v1/chat/completions", data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        request.add_header("x-amzn-request-context", context.encode("utf-8").decode("latin-1"))
+        request.add_header("x-amzn-lambda-context", rng.choice(["{}", "null", "[1]", '{"deadline": "soon"}']))
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        assert status < 500, (context[:200], body[:60], status, raw[:300])
+        assert b"Traceback" not in raw
+    assert get(adapter + READY_PATH)[0] == 200  # still serving

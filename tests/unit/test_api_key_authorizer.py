@@ -102,3 +102,24 @@ def test_what_the_openai_sdk_and_generate_callers_send_passes_api_gateways_check
     assert re.fullmatch(BEARER_TOKEN_REGEX, f"Bearer {KEY}")
     assert re.fullmatch(GENERATE_TOKEN_REGEX, KEY)
     assert not re.fullmatch(GENERATE_TOKEN_REGEX, f"Bearer {KEY}")  # a bearer token is no x-api-key
+
+
+def test_random_tokens_and_arns_are_answered_or_refused_never_crash():
+    import random
+    import string
+
+    rng = random.Random(20261201)
+    alphabet = string.printable + "éü\u2028\x00\ufffd"
+    for _ in range(2000):
+        token = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 160)))
+        if rng.random() < 0.3:
+            token = "Bearer " + token
+        arn = rng.choice(
+            [METHOD_ARN, "", "arn:", "arn:aws:execute-api:x:1:a/b/c", "/".join(["arn"] * rng.randint(0, 5))]
+        )
+        try:
+            answer = handler({"authorizationToken": token, "methodArn": arn}, None)
+        except Unauthorized:
+            continue
+        assert answer["usageIdentifierKey"] in token
+        assert answer["policyDocument"]["Statement"][0]["Resource"].endswith("/*")

@@ -201,3 +201,25 @@ def test_missing_fields_come_from_the_environment(monkeypatch):
     assert context.function_name == "from-env"
     assert context.memory_limit_in_mb == 512
     assert len(context.aws_request_id) == 36  # a fresh id rather than none
+
+
+@pytest.mark.parametrize(
+    ("context", "identity"),
+    [
+        ({"identity": "me"}, {"sourceIp": "unknown"}),
+        (
+            {"identity": {"sourceIp": ["x"], "apiKeyId": 5, "userArn": "arn:aws:iam::1:user/a"}},
+            {"sourceIp": "unknown", "userArn": "arn:aws:iam::1:user/a"},
+        ),
+        ({"resourcePath": 12, "authorizer": "x"}, {"sourceIp": "unknown"}),
+    ],
+)
+def test_an_odd_request_context_is_made_api_gateways_shape(recorder, context, identity):
+    headers = {REQUEST_CONTEXT_HEADER: json.dumps(context), LAMBDA_CONTEXT_HEADER: json.dumps(LAMBDA_CONTEXT)}
+    status, _, _ = endpoint(recorder).dispatch("POST", "/v1/chat/completions", headers, b"{}")
+    assert status == 200
+    [(_, event, _)] = recorder.calls
+    assert event["requestContext"]["identity"] == identity
+    assert event["requestContext"]["requestId"] == "lambda-request-1"  # the Lambda request's, when missing
+    assert "authorizer" not in event["requestContext"] or isinstance(event["requestContext"]["authorizer"], dict)
+    assert event["resource"] == "/v1/chat/completions"  # a non-text resourcePath falls back to the path
