@@ -63,19 +63,20 @@ def event(body: dict[str, Any], caller: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def silenced_stdout() -> Any:
-    """Send the log lines and EMF blobs to /dev/null at the file-descriptor level (Powertools' logger
-    holds its own reference to the stream), so the figures do not include a terminal's speed."""
+def silenced_stdout(path: str | Path = os.devnull) -> Any:
+    """Send the log lines and EMF blobs to ``path`` (default /dev/null) at the file-descriptor level (Powertools'
+    logger holds its own reference to the stream), so the figures do not include a terminal's speed; a file
+    keeps them to be counted (``routing_cost.py``)."""
     sys.stdout.flush()
     saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(target, 1)
     try:
         yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
-        os.close(devnull)
+        os.close(target)
         os.close(saved)
 
 

@@ -23,7 +23,6 @@ prices); check them on the AWS pricing pages for another region or date.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -193,24 +192,9 @@ class CountingBackend:
         return counted
 
 
-@contextlib.contextmanager
-def stdout_to(path: Path) -> Iterator[None]:
-    """Send fd 1 (Powertools' log and EMF lines) to a file, to count the bytes ingested."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(target, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(target)
-        os.close(saved)
-
-
 def measure(requests: int) -> Measured:
     from benchmarks.router_overhead import PROMPTS, ZeroLatencyBedrock, event
+    from benchmarks.router_overhead import silenced_stdout as stdout_to
     from lambdas.router import handler
     from lambdas.router.live_state import LiveStateTracker
     from lambdas.router.policy import DEFAULT_POLICY_PATH

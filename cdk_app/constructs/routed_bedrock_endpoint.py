@@ -331,25 +331,24 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         self.state_table = self.live_state.table
         # The function finds its policy by names, not IDs: a reference from the function to the environment
         # would close a cycle (environment -> rollback monitor -> Lambda errors alarm -> function).
-        self.router = RouterFunction(
-            self,
-            "RouterFunction",
-            policy=document,
-            appconfig_application_name=physical_name,
-            appconfig_environment_name=api_stage_name,
-            service_name=self.service_name,
-            metrics_namespace=metrics_namespace,
-            log_retention=log_retention,
-            architecture=router_architecture,
-            memory_size_mib=router_memory_size_mib,
-            timeout=router_timeout,
-            reserved_concurrency=router_reserved_concurrency,
-            max_body_size=router_max_body_size,
-            policy_max_age=policy_max_age,
-            state_table=self.live_state,
-            state_cache_ttl=state_cache_ttl,
-            powertools_layer=router_powertools_layer,
-        )
+        # Both routers run with the same policy, names, table and settings; only the timeout and the front end differ
+        router_settings: dict[str, Any] = {
+            "policy": document,
+            "appconfig_application_name": physical_name,
+            "appconfig_environment_name": api_stage_name,
+            "service_name": self.service_name,
+            "metrics_namespace": metrics_namespace,
+            "log_retention": log_retention,
+            "architecture": router_architecture,
+            "memory_size_mib": router_memory_size_mib,
+            "reserved_concurrency": router_reserved_concurrency,
+            "max_body_size": router_max_body_size,
+            "policy_max_age": policy_max_age,
+            "state_table": self.live_state,
+            "state_cache_ttl": state_cache_ttl,
+            "powertools_layer": router_powertools_layer,
+        }
+        self.router = RouterFunction(self, "RouterFunction", timeout=router_timeout, **router_settings)
         self.router_function = self.router.function
         self.router_log_group = self.router.log_group
         self.streaming_router: RouterFunction | None = None
@@ -365,23 +364,10 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             self.streaming_router = RouterFunction(
                 self,
                 "StreamingRouterFunction",
-                policy=document,
-                appconfig_application_name=physical_name,
-                appconfig_environment_name=api_stage_name,
-                service_name=self.service_name,
-                metrics_namespace=metrics_namespace,
-                log_retention=log_retention,
-                architecture=router_architecture,
-                memory_size_mib=router_memory_size_mib,
                 timeout=streaming_timeout,
-                reserved_concurrency=router_reserved_concurrency,
-                max_body_size=router_max_body_size,
-                policy_max_age=policy_max_age,
-                state_table=self.live_state,
-                state_cache_ttl=state_cache_ttl,
-                powertools_layer=router_powertools_layer,
                 streaming=True,
                 web_adapter_layer=router_web_adapter_layer,
+                **router_settings,
             )
         elif router_streaming_timeout is not None or router_web_adapter_layer is not None:
             raise ValueError("router_streaming_timeout and router_web_adapter_layer need streaming=True")

@@ -160,38 +160,28 @@ class RouterAlarms(Construct):
                 threshold_ms,
                 f"{where} p99 latency >= {threshold_ms} ms over 5 minutes",
             )
-        if router_function is not None and lambda_errors is not None:
-            self._add(
-                "LambdaErrorsAlarm",
-                "LambdaErrors",
-                router_function.metric_errors(period=PERIOD, statistic="Sum"),
-                lambda_errors,
-                f"router function errors >= {lambda_errors} in 5 minutes",
-            )
-        if router_function is not None and lambda_throttles is not None:
-            self._add(
-                "LambdaThrottlesAlarm",
-                "LambdaThrottles",
-                router_function.metric_throttles(period=PERIOD, statistic="Sum"),
-                lambda_throttles,
-                f"router function throttles >= {lambda_throttles} in 5 minutes",
-            )
-        if streaming_function is not None and lambda_errors is not None:
-            self._add(
-                "StreamingLambdaErrorsAlarm",
-                "StreamingLambdaErrors",
-                streaming_function.metric_errors(period=PERIOD, statistic="Sum"),
-                lambda_errors,
-                f"streaming router function errors >= {lambda_errors} in 5 minutes",
-            )
-        if streaming_function is not None and lambda_throttles is not None:
-            self._add(
-                "StreamingLambdaThrottlesAlarm",
-                "StreamingLambdaThrottles",
-                streaming_function.metric_throttles(period=PERIOD, statistic="Sum"),
-                lambda_throttles,
-                f"streaming router function throttles >= {lambda_throttles} in 5 minutes",
-            )
+        for prefix, label, function in (
+            ("", "router function", router_function),
+            ("Streaming", "streaming router function", streaming_function),
+        ):
+            if function is None:
+                continue
+            if lambda_errors is not None:
+                self._add(
+                    f"{prefix}LambdaErrorsAlarm",
+                    f"{prefix}LambdaErrors",
+                    function.metric_errors(period=PERIOD, statistic="Sum"),
+                    lambda_errors,
+                    f"{label} errors >= {lambda_errors} in 5 minutes",
+                )
+            if lambda_throttles is not None:
+                self._add(
+                    f"{prefix}LambdaThrottlesAlarm",
+                    f"{prefix}LambdaThrottles",
+                    function.metric_throttles(period=PERIOD, statistic="Sum"),
+                    lambda_throttles,
+                    f"{label} throttles >= {lambda_throttles} in 5 minutes",
+                )
         if fallback_rate_percent is not None:
             rate = cloudwatch.MathExpression(
                 expression="IF(requests > 0, 100 * fallbacks / requests, 0)",

@@ -185,3 +185,18 @@ def simulator(sim: tuple[Any, str]) -> Iterator[Any]:
     simulator.calls.reset()
     yield simulator
     simulator.faults.clear()
+
+
+def timed_stream(client: Any, **request: Any) -> tuple[list[float], list[str], list[Any]]:
+    """A streamed chat completion read through: each text piece's arrival (seconds from the call), the pieces,
+    and every chunk."""
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    texts: list[str] = []
+    chunks: list[Any] = []
+    for chunk in client.chat.completions.create(stream=True, **request):
+        chunks.append(chunk)
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter() - started)
+            texts.append(chunk.choices[0].delta.content)
+    return arrivals, texts, chunks

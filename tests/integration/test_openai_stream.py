@@ -3,10 +3,10 @@ are made, fallback before the first byte, a failure after it ending the stream w
 
 from __future__ import annotations
 
-import time
-
 import openai
 import pytest
+
+from tests.integration.conftest import timed_stream
 
 NOVA_MICRO = "us.amazon.nova-micro-v1:0"
 ASK = [{"role": "user", "content": "Say hello to the team."}]
@@ -23,15 +23,7 @@ def client(local_endpoint) -> openai.OpenAI:
 def test_chunks_arrive_before_the_answer_is_complete_and_add_up_to_it(local_endpoint, client):
     whole = client.chat.completions.create(model="fast", messages=ASK).choices[0].message.content
     local_endpoint.fault(model="*", stream_delay_ms=80)  # the simulator paces its deltas
-    started = time.perf_counter()
-    arrivals, texts, chunks = [], [], []
-    for chunk in client.chat.completions.create(
-        model="fast", messages=ASK, stream=True, stream_options={"include_usage": True}
-    ):
-        chunks.append(chunk)
-        if chunk.choices and chunk.choices[0].delta.content:
-            arrivals.append(time.perf_counter() - started)
-            texts.append(chunk.choices[0].delta.content)
+    arrivals, texts, chunks = timed_stream(client, model="fast", messages=ASK, stream_options={"include_usage": True})
     # Then the text came in several pieces, the first well before the last, and they are the whole answer
     assert len(texts) >= 3
     assert arrivals[-1] - arrivals[0] >= 0.08 * (len(texts) - 1) * 0.8

@@ -23,7 +23,7 @@ import pytest
 
 from lambdas.router.web_adapter import EVENTS_PATH, READY_PATH
 from local_endpoint.bedrock_sim import Fault
-from tests.integration.conftest import ROOT, free_port
+from tests.integration.conftest import ROOT, free_port, timed_stream
 
 ASK = [{"role": "user", "content": "Say hello to the team."}]
 NOVA_MICRO = "us.amazon.nova-micro-v1:0"
@@ -113,15 +113,7 @@ def client(adapter, simulator) -> openai.OpenAI:
 def test_a_streamed_chat_arrives_in_pieces_as_the_model_makes_them(client, simulator):
     whole = client.chat.completions.create(model="fast", messages=ASK).choices[0].message.content
     simulator.faults.put(Fault.from_json({"model": "*", "stream_delay_ms": 80}))  # the deltas paced
-    started = time.perf_counter()
-    arrivals, texts, chunks = [], [], []
-    for chunk in client.chat.completions.create(
-        model="fast", messages=ASK, stream=True, stream_options={"include_usage": True}
-    ):
-        chunks.append(chunk)
-        if chunk.choices and chunk.choices[0].delta.content:
-            arrivals.append(time.perf_counter() - started)
-            texts.append(chunk.choices[0].delta.content)
+    arrivals, texts, chunks = timed_stream(client, model="fast", messages=ASK, stream_options={"include_usage": True})
     assert len(texts) >= 3
     assert arrivals[-1] - arrivals[0] >= 0.08 * (len(texts) - 1) * 0.8  # paced, not all at once
     assert "".join(texts) == whole
