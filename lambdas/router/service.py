@@ -129,6 +129,9 @@ class RouterService:
         health: how ``/health`` caches its verdict and probes Bedrock (``health.HealthSettings``).
         logger: where health verdict changes are reported; None: nowhere.
         clock: monotonic seconds; sleep: waits; rng: jitter source. Handed in so tests control time.
+        decider: makes the routing decision (``engine.decide``; the Step Functions orchestration pins it).
+        retry_throttles: back off and retry a throttled call here; False where something else retries it (the
+            state machine's Retry).
     """
 
     def __init__(
@@ -144,8 +147,12 @@ class RouterService:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        decider: Callable[[Policy, RoutingRequest, LiveState], Decision] = decide,
+        retry_throttles: bool = True,
     ) -> None:
         self.policies = policies
+        self._decide = decider
+        self._retry_throttles = retry_throttles
         self._gateway = gateway
         self.live_state = live_state
         self._wall_clock = wall_clock
@@ -256,7 +263,7 @@ class RouterService:
             route=request.route,
         )
         try:
-            decision = decide(policy, routing_request, state)
+            decision = self._decide(policy, routing_request, state)
         except RoutingError as exc:
             return bad_request(str(exc))
         if self.live_state is not None and decision.plan:
@@ -266,7 +273,7 @@ class RouterService:
             if refused is not None:  # no room left under that cap: route as the policy says at the cap
                 at_cap = max(used_percent or 0.0, hard_stop_percent(policy.budget) or 100.0)
                 state = state._replace(budget_used_percent=at_cap, budget_scope=refused.label)
-                decision = decide(policy, routing_request, state)
+                decision = self._decide(policy, routing_request, state)
         if decision.budget_action == "reject":
             return budget_refusal(state, self._wall_clock())._replace(
                 budget_used_percent=used_percent, spend_today_usd=spend_today
@@ -321,11 +328,13 @@ class RouterService:
                     caller=caller.principal,
                 )
 
+        resilience = policy.resilience if self._retry_throttles else policy.resilience._replace(throttle_retries=0)
+
         def run(plan: tuple[PlannedCall, ...]) -> ExecutionResult:
             return execute_plan(
                 plan,
                 invoke,
-                policy.resilience,
+                resilience,
                 deadline=started + budget_ms / 1000.0,
                 clock=self._clock,
                 sleep=self._sleep,

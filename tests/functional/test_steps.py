@@ -1,0 +1,217 @@
+"""The Step Functions orchestration's tasks, driven by a loop that does what the state machine does.
+
+Every scenario is also run through the Lambda orchestration's handler: both must give the same answer (model,
+region, fallback, degraded, attempts) for the same failures.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lambdas.router import steps
+from lambdas.router.executor import ModelCallError
+from lambdas.router.live_state import LiveStateTracker
+from lambdas.router.policy import DEFAULT_POLICY_PATH
+from lambdas.router.policy_store import PolicyStore, file_fetcher
+from lambdas.router.replay import sdk_shape
+from lambdas.router.state_store import InMemoryBackend
+from tests.functional.conftest import FakeBedrock, Invoke
+
+HOME = "us-east-1"
+
+
+class SdkIntegration:
+    """Step Functions' Bedrock SDK integration over the fake Bedrock: PascalCase in, PascalCase out, errors caught
+    as ``{"Error": "BedrockRuntime.<code>", "Cause": ...}`` (a Catch with ResultPath)."""
+
+    def __init__(self, bedrock: FakeBedrock, policy_models: dict[str, str]) -> None:
+        self.bedrock = bedrock
+        self.key_of = {model_id: key for key, model_id in policy_models.items()}
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, call: dict[str, Any]) -> dict[str, Any]:
+        assert call["Region"] == HOME, "the state machine calls its own region only"
+        self.calls.append(call)
+        planned = _Planned(self.key_of[call["ModelId"]], call["ModelId"], call["Region"])
+        try:
+            reply = self.bedrock.converse(
+                planned,  # type: ignore[arg-type]
+                float(call["TimeoutSeconds"]),
+                messages=call["Messages"],
+                system=call.get("System", []),
+                inference_config=call["InferenceConfig"],
+            )
+        except ModelCallError as exc:
+            return {"Error": f"BedrockRuntime.{exc.code}", "Cause": exc.message}
+        return sdk_shape(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
+                "usage": {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens},
+                "stopReason": reply.stop_reason,
+            }
+        )
+
+
+class _Model:
+    def __init__(self, key: str, model_id: str) -> None:
+        self.key, self.model_id = key, model_id
+
+
+class _Planned:
+    def __init__(self, key: str, model_id: str, region: str) -> None:
+        self.model = _Model(key, model_id)
+        self.region = region
+
+
+@pytest.fixture
+def machine(bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch):
+    """Runs one request through the tasks the way the state machine does; returns (answer, tasks run)."""
+    monkeypatch.setenv("AWS_REGION", HOME)
+    policies = PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300)
+    tracker = LiveStateTracker(InMemoryBackend())
+    steps.configure((policies, tracker, bedrock))
+    models = {key: spec.model_id for key, spec in policies.current().models.items()}
+    sdk = SdkIntegration(bedrock, models)
+
+    def run(body: Any, headers: dict[str, str] | None = None, raw: str | None = None) -> tuple[dict[str, Any], int]:
+        request = {
+            "body": raw if raw is not None else json.dumps(body),
+            "headers": {"Content-Type": "application/json", **(headers or {})},
+            "requestContext": {"requestId": "req-123", "identity": {"sourceIp": "203.0.113.9"}},
+        }
+        step = steps.handle({"phase": "decide", "request": request})
+        tasks = 1
+        while step["action"] == "call":
+            json.dumps(step)  # the state is JSON, as in Step Functions
+            outcome = sdk(step["call"])
+            step = steps.handle({"phase": "record", "request": request, "run": step["run"], "outcome": outcome})
+            tasks += 1
+            assert tasks < 20
+        return step["answer"], tasks
+
+    run.sdk = sdk  # type: ignore[attr-defined]
+    run.tracker = tracker  # type: ignore[attr-defined]
+    yield run
+    steps.configure(None)
+
+
+def _both(machine, invoke: Invoke, body: dict[str, Any], headers: dict[str, str] | None = None):
+    answer, tasks = machine(body, headers)
+    status, response_headers, lambda_body = invoke("POST", "/generate", body, headers)
+    return answer, json.loads(answer["body"]), tasks, (status, response_headers, lambda_body)
+
+
+def _same(steps_body: dict[str, Any], lambda_body: dict[str, Any]) -> None:
+    for key in ("model_used", "route", "region", "fallback_used", "degraded", "usage", "cost_usd", "output"):
+        assert steps_body.get(key) == lambda_body.get(key), key
+    strip = [{k: v for k, v in a.items() if k != "latency_ms"} for a in steps_body["decision"]["attempts"]]
+    expected = [{k: v for k, v in a.items() if k != "latency_ms"} for a in lambda_body["decision"]["attempts"]]
+    assert strip == expected
+
+
+def test_primary_answer_takes_two_tasks_and_matches_the_lambda_orchestration(machine, invoke, bedrock):
+    # Given a healthy Bedrock
+    # When a simple prompt goes through both orchestrations
+    answer, body, tasks, (status, headers, lambda_body) = _both(machine, invoke, {"prompt": "What is 2+2?"})
+    # Then the state machine ran decide and one record task, and answers as the Lambda does
+    assert tasks == 2
+    assert answer["statusCode"] == status == 200
+    assert answer["headers"]["X-Selected-Model"] == headers["X-Selected-Model"]
+    _same(body, lambda_body)
+    assert body["fallback_used"] is False and body["region"] == HOME
+
+
+def test_next_region_is_called_from_the_task(machine, invoke, bedrock):
+    # Given the primary model failing in the home region only
+    probe, _ = machine({"prompt": "What is 2+2?"})
+    primary = json.loads(probe["body"])["decision"]["attempts"][0]["model"]
+    bedrock.calls.clear()
+    bedrock.fail(primary, HOME)
+    # When the request runs
+    _answer, body, tasks, (_status, _headers, lambda_body) = _both(machine, invoke, {"prompt": "What is 2+2?"})
+    # Then the home call failed in the state machine and the task called the next region itself
+    assert body["region"] == "us-west-2" and body["fallback_used"] is False
+    assert [a["outcome"] for a in body["decision"]["attempts"]] == ["regional", "ok"]
+    assert tasks == 2
+    _same(body, lambda_body)
+
+
+def test_fallback_model_after_both_regions_fail(machine, invoke, bedrock):
+    probe, _ = machine({"prompt": "What is 2+2?"})
+    primary = json.loads(probe["body"])["decision"]["attempts"][0]["model"]
+    bedrock.fail(primary)
+    _answer, body, tasks, (_status, _headers, lambda_body) = _both(machine, invoke, {"prompt": "What is 2+2?"})
+    assert body["fallback_used"] is True and body["model_used"].startswith("FALLBACK:")
+    assert tasks == 3  # decide, record (home failed; west failed in-task), record (fallback's home answer)
+    _same(body, lambda_body)
+
+
+def test_degraded_answer_when_every_model_fails(machine, invoke, bedrock):
+    bedrock.fail("*", "*")
+    answer, body, _tasks, (status, headers, lambda_body) = _both(machine, invoke, {"prompt": "What is 2+2?"})
+    assert answer["statusCode"] == status == 200
+    assert body["degraded"] is True and answer["headers"]["X-Degraded"] == headers["X-Degraded"] == "true"
+    assert body["output"] == lambda_body["output"]
+    _same(body, lambda_body)
+
+
+def test_rejects_bad_body_in_the_first_task_without_a_call(machine, bedrock):
+    answer, tasks = machine(None, raw="{not json")
+    assert tasks == 1 and answer["statusCode"] == 400
+    assert "JSON" in json.loads(answer["body"])["message"]
+    assert bedrock.calls == []
+
+
+def test_caller_error_on_every_model_is_a_400(machine, invoke, bedrock):
+    bedrock.fail("*", "*", code="ValidationException")
+    answer, body, _tasks, (status, _headers, lambda_body) = _both(machine, invoke, {"prompt": "What is 2+2?"})
+    assert answer["statusCode"] == status == 400
+    assert body["message"] == lambda_body["message"]
+
+
+def test_each_attempt_reaches_the_breaker_once(machine, bedrock):
+    # Given the primary failing in the home region
+    probe, _ = machine({"prompt": "What is 2+2?"})
+    primary = json.loads(probe["body"])["decision"]["attempts"][0]["model"]
+    bedrock.fail(primary, HOME)
+    reported: list[tuple[str, str, str]] = []
+    tracker = machine.tracker
+    original = tracker.record_attempt
+
+    def spy(policy, model_id, region, outcome, latency_ms, **kw):
+        reported.append((model_id, region, outcome))
+        return original(policy, model_id, region, outcome, latency_ms, **kw)
+
+    tracker.record_attempt = spy
+    # When a request fails over and the tasks replay its calls
+    machine({"prompt": "What is 2+2?"})
+    # Then each call was reported exactly once
+    assert [r[2] for r in reported] == ["regional", "ok"]
+
+
+def test_rejects_a_task_without_phase():
+    with pytest.raises(ValueError, match="phase"):
+        steps.handle({"request": {}})
+
+
+def test_timeout_of_the_call_is_whole_seconds(machine, bedrock):
+    machine({"prompt": "hello"})
+    call = machine.sdk.calls[-1]
+    assert isinstance(call["TimeoutSeconds"], int) and 1 <= call["TimeoutSeconds"] <= 25
+
+
+def test_cascade_escalates_across_tasks_like_the_lambda(machine, invoke, bedrock):
+    # Given the cheap model's answer to a maths ask has no final answer (the fake answers with prose)
+    body_in = {"prompt": "Tom has 3 apples and buys 4 more. How many apples does he have?", "use_case": "math"}
+    # When the cascade route runs in both orchestrations
+    _answer, body, tasks, (_status, _headers, lambda_body) = _both(machine, invoke, body_in)
+    # Then the escalation decision and every paid call match, one record task per call
+    assert body["route"] == "math-cascade"
+    assert body["decision"]["cascade"] == lambda_body["decision"]["cascade"]
+    assert "escalated" in body["decision"]["cascade"]["steps"][0]
+    assert len(body["decision"]["attempts"]) >= 2
+    assert tasks == 1 + len(body["decision"]["attempts"])
+    _same(body, lambda_body)
