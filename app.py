@@ -34,11 +34,12 @@ import aws_cdk as cdk
 from aws_cdk import aws_route53 as route53
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_app import DEFAULT_POLICY_PATH, AuthMode, FailoverRole, FailoverRouting, RegionalFailover
+from cdk_app import DEFAULT_POLICY_PATH, AuthMode, FailoverRole, FailoverRouting, Orchestration, RegionalFailover
 from cdk_app.stacks import RoutedBedrockStack
 from cdk_app.stacks.routed_bedrock_stack import DEV_POLICY_ROLLOUT
 
 AUTH_MODES = {mode.value: mode for mode in AuthMode}
+ORCHESTRATIONS = {orchestration.value: orchestration for orchestration in Orchestration}
 POLICY_DEPLOYMENTS = {"canary": None, "all-at-once": DEV_POLICY_ROLLOUT}  # canary: the construct's default
 FAILOVER_KEYS = (
     "routed-bedrock:domain-name",
@@ -64,10 +65,15 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         raise ValueError(f"context routed-bedrock:policy-deployment '{deployment_name}' must be one of {choices}")
     account, region = context("account"), context("region")
     stack_name = context("routed-bedrock:stack-name") or "RoutedBedrock"
+    orchestration_name = context("routed-bedrock:orchestration") or Orchestration.LAMBDA.value
+    if orchestration_name not in ORCHESTRATIONS:
+        choices = ", ".join(ORCHESTRATIONS)
+        raise ValueError(f"context routed-bedrock:orchestration '{orchestration_name}' must be one of {choices}")
     props: dict[str, Any] = {
         "policy": context("routed-bedrock:policy-file") or DEFAULT_POLICY_PATH,
         "auth_mode": AUTH_MODES[auth_name],
         "policy_rollout": POLICY_DEPLOYMENTS[deployment_name],
+        "orchestration": ORCHESTRATIONS[orchestration_name],
     }
     given = [key for key in FAILOVER_KEYS if context(key)]
     if given:

@@ -20,6 +20,7 @@ from .constructs import (
     FailoverRole,
     FailoverRouting,
     LiveStateTable,
+    Orchestration,
     RegionalFailover,
     RoutedBedrockEndpoint,
     RouterAlarms,
@@ -28,6 +29,7 @@ from .constructs import (
     RouterMetrics,
     RoutingPolicy,
     RoutingPolicyDocument,
+    RoutingStateMachine,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "FailoverRole",
     "FailoverRouting",
     "LiveStateTable",
+    "Orchestration",
     "RegionalFailover",
     "RoutedBedrockEndpoint",
     "RouterAlarms",
@@ -50,4 +53,5 @@ __all__ = [
     "RouterMetrics",
     "RoutingPolicy",
     "RoutingPolicyDocument",
+    "RoutingStateMachine",
 ]

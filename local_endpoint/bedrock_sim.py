@@ -46,6 +46,7 @@ import random
 import re
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -813,6 +814,7 @@ def serve(
                 return
             path = urlsplit(self.path).path
             status, headers, payload = simulator.handle(self.command, path, dict(self.headers.items()), body)
+            headers = {**headers, "x-amzn-RequestId": str(uuid.uuid4())}  # as Bedrock does: SDKs report it
             self.send_all(status, headers.items(), payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve

@@ -10,6 +10,7 @@ from .router_dashboard import RouterDashboard
 from .router_function import POWERTOOLS_LAYER_REGIONS, POWERTOOLS_VERSION, RouterFunction
 from .router_metrics import RouterMetrics
 from .routing_policy import RoutingPolicy
+from .routing_state_machine import Orchestration, RoutingStateMachine
 
 __all__ = [
     "HEALTH_CHECKER_REGIONS",
@@ -22,6 +23,7 @@ __all__ = [
     "FailoverRole",
     "FailoverRouting",
     "LiveStateTable",
+    "Orchestration",
     "RegionalFailover",
     "RoutedBedrockEndpoint",
     "RouterAlarms",
@@ -30,4 +32,5 @@ __all__ = [
     "RouterMetrics",
     "RoutingPolicy",
     "RoutingPolicyDocument",
+    "RoutingStateMachine",
 ]

@@ -22,6 +22,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from lambdas.router import metric_names as m
@@ -39,6 +40,13 @@ from .router_dashboard import RouterDashboard
 from .router_function import RouterFunction
 from .router_metrics import PERIOD, RouterMetricMethods, RouterMetrics, default_service_name
 from .routing_policy import RoutingPolicy
+from .routing_state_machine import (
+    STATE_MACHINE_MAX_BODY_BYTES,
+    STATE_MACHINE_METHOD_RESPONSES,
+    Orchestration,
+    RoutingStateMachine,
+    state_machine_integration,
+)
 
 _NAME_MAX_LENGTH = 64
 GATEWAY_RESPONSES = (
@@ -131,6 +139,11 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             integration with ``ResponseTransferMode.STREAM``, so ``stream: true`` answers reach the caller as
             they are made (the first token after the model's first text, not after the whole answer). False:
             the buffered router answers them too, with the whole event stream at once. Default: - true.
+        orchestration: how ``POST /generate`` waits on Bedrock. ``Orchestration.LAMBDA``: the router function makes
+            the model calls. ``Orchestration.STEP_FUNCTIONS``: an Express state machine (``RoutingStateMachine``)
+            that API Gateway starts synchronously makes them, and a tasks function decides and records each
+            (README: "Which orchestration"); bodies are then limited to 96 KiB (Step Functions' 256 KiB state).
+            ``/health`` and ``/v1`` stay on the router function either way. Default: - ``Orchestration.LAMBDA``.
         router_streaming_timeout: the streaming router's timeout (3 s to 15 min, API Gateway's longest
             stream); the policy's ``resilience.stream_deadline_ms`` plus the 500 ms reserve must fit it.
             Default: - 3 minutes.
@@ -217,6 +230,8 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         router_function: the router Lambda function.
         router_log_group: the function's log group.
         streaming_router: the streaming ``RouterFunction`` (None with ``streaming=False``).
+        steps_router: the Step Functions orchestration's tasks ``RouterFunction``, else None.
+        state_machine: the routing ``StateMachine`` of the Step Functions orchestration, else None.
         api_access_logs: the stage's access log group.
         application: the AppConfig application.
         environment: the AppConfig environment, with the rollback monitors.
@@ -256,6 +271,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         router_max_body_size: Size | None = None,
         router_powertools_layer: lambda_.ILayerVersion | None = None,
         streaming: bool = True,
+        orchestration: Orchestration = Orchestration.LAMBDA,
         router_streaming_timeout: Duration | None = None,
         router_web_adapter_layer: lambda_.ILayerVersion | None = None,
         policy_max_age: Duration | None = None,
@@ -371,6 +387,34 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             )
         elif router_streaming_timeout is not None or router_web_adapter_layer is not None:
             raise ValueError("router_streaming_timeout and router_web_adapter_layer need streaming=True")
+        self.orchestration = orchestration
+        self.steps_router: RouterFunction | None = None
+        self.routing_state_machine: RoutingStateMachine | None = None
+        self.state_machine: sfn.StateMachine | None = None
+        if orchestration is Orchestration.STEP_FUNCTIONS:
+            body_size = router_max_body_size or Size.bytes(STATE_MACHINE_MAX_BODY_BYTES)
+            if not body_size.is_unresolved() and body_size.to_bytes() > STATE_MACHINE_MAX_BODY_BYTES:
+                raise ValueError(
+                    f"router_max_body_size of {int(body_size.to_bytes())} bytes is above the "
+                    f"{STATE_MACHINE_MAX_BODY_BYTES} bytes the Step Functions orchestration carries in its state"
+                )
+            self.steps_router = RouterFunction(
+                self,
+                "StepsFunction",
+                timeout=router_timeout,
+                state_machine_tasks=True,
+                **{**router_settings, "max_body_size": body_size},
+            )
+            self.routing_state_machine = RoutingStateMachine(
+                self,
+                "Orchestration",
+                tasks_function=self.steps_router.function,
+                policy=self.policy,
+                log_retention=log_retention,
+            )
+            self.state_machine = self.routing_state_machine.state_machine
+        elif not isinstance(orchestration, Orchestration):
+            raise ValueError(f"orchestration must be an Orchestration, got {orchestration!r}")
 
         self._add_api(
             name=physical_name,
@@ -389,6 +433,8 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             policy=self.policy,
             router_function=self.router_function,
             streaming_function=self.streaming_router.function if self.streaming_router else None,
+            steps_function=self.steps_router.function if self.steps_router else None,
+            state_machine=self.state_machine,
             api=self.api,
             # POST /generate alone (the stage's detailed metrics): a streamed chat lasts as long as its answer
             api_latency_metric=self._generate_method.metric_latency(
@@ -427,7 +473,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         self.configuration = self.routing_policy.configuration
         self.deployment_strategy = self.routing_policy.deployment_strategy
         # A policy of its own, not the role's default policy: the function must not depend on the environment.
-        roles = [self.router.role] + ([self.streaming_router.role] if self.streaming_router else [])
+        roles = [part.role for part in (self.router, self.streaming_router, self.steps_router) if part is not None]
         read_policy = iam.Policy(self, "ReadRoutingPolicy", roles=roles)
         self.routing_policy.grant_read(read_policy)
         # No traffic before the function can read its policy.
@@ -542,12 +588,18 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             self.api_key_authorizer = ApiKeyAuthorizer(self, "ApiKeyAuthorizer", log_retention=log_retention)
         authorization = self._method_authorization()
         openai_authorization = self._method_authorization(bearer=True)
+        generate_options: dict[str, Any] = {}
+        generate_integration: apigw.Integration = integration
+        if self.state_machine is not None:  # StartSyncExecution; the answer's status and headers from its output
+            generate_integration = state_machine_integration(self.state_machine)
+            generate_options["method_responses"] = STATE_MACHINE_METHOD_RESPONSES
         self._generate_method = self.api.root.add_resource("generate").add_method(
             "POST",
-            integration,
+            generate_integration,
             request_models={"application/json": body_model},
             request_validator=body_validator,
             **authorization,
+            **generate_options,
         )
         self._health_method = self.api.root.add_resource("health").add_method(
             "GET", integration, authorization_type=apigw.AuthorizationType.NONE

@@ -9,6 +9,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from lambdas.router import metric_names as m
@@ -19,7 +20,15 @@ from ._validation import check_at_least_one, check_percent, check_positive_durat
 from ._variants import id_part
 from .router_metrics import PERIOD, RouterMetrics
 
-ROLLBACK_ALARMS = ("DegradedAnswers", "FallbackRate", "LambdaErrors", "StreamingLambdaErrors", "Api5xxRate")
+ROLLBACK_ALARMS = (
+    "DegradedAnswers",
+    "FallbackRate",
+    "LambdaErrors",
+    "StreamingLambdaErrors",
+    "StepsLambdaErrors",
+    "StateMachineFailures",
+    "Api5xxRate",
+)
 """A bad policy version shows up in these alarms (and the per-variant ones): any of them in ALARM rolls the AppConfig
 deployment back."""
 MAX_APPCONFIG_MONITORS = 5
@@ -47,6 +56,10 @@ class RouterAlarms(Construct):
         router_function: the router function, for the errors and throttles alarms. Default: - no function alarms.
         streaming_function: the streaming router function, for its own errors and throttles alarms
             (``StreamingLambdaErrors`` rolls a policy back like ``LambdaErrors``). Default: - none.
+        steps_function: the Step Functions orchestration's tasks function, for ``StepsLambdaErrors`` and
+            ``StepsLambdaThrottles``. Default: - none.
+        state_machine: the routing state machine, for ``StateMachineFailures`` (failed or timed-out executions,
+            at the ``lambda_errors`` threshold; a rollback monitor). Default: - none.
         api: the REST API in front of the router, for the 5XX-rate and latency alarms. Default: - no API alarms.
         api_latency_metric: the p99 latency the latency alarm watches instead of the whole API's, e.g.
             ``POST /generate``'s method metric: streamed answers last as long as the model writes, so the API's
@@ -96,6 +109,8 @@ class RouterAlarms(Construct):
         policy: Policy,
         router_function: lambda_.IFunction | None = None,
         streaming_function: lambda_.IFunction | None = None,
+        steps_function: lambda_.IFunction | None = None,
+        state_machine: sfn.IStateMachine | None = None,
         api: apigw.RestApiBase | None = None,
         api_latency_metric: cloudwatch.IMetric | None = None,
         api_latency_label: str = "API",
@@ -163,6 +178,7 @@ class RouterAlarms(Construct):
         for prefix, label, function in (
             ("", "router function", router_function),
             ("Streaming", "streaming router function", streaming_function),
+            ("Steps", "routing tasks function", steps_function),
         ):
             if function is None:
                 continue
@@ -182,6 +198,23 @@ class RouterAlarms(Construct):
                     lambda_throttles,
                     f"{label} throttles >= {lambda_throttles} in 5 minutes",
                 )
+        if state_machine is not None and lambda_errors is not None:
+            failures = cloudwatch.MathExpression(
+                expression="failed + timedout",
+                using_metrics={
+                    "failed": state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                    "timedout": state_machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                },
+                period=PERIOD,
+                label="routing executions failed or timed out",
+            )
+            self._add(
+                "StateMachineFailuresAlarm",
+                "StateMachineFailures",
+                failures,
+                lambda_errors,
+                f"routing state machine executions failed or timed out >= {lambda_errors} in 5 minutes",
+            )
         if fallback_rate_percent is not None:
             rate = cloudwatch.MathExpression(
                 expression="IF(requests > 0, 100 * fallbacks / requests, 0)",

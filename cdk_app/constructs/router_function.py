@@ -37,6 +37,8 @@ from .policy_document import POLICY_PROFILE_NAME, PolicySource, RoutingPolicyDoc
 from .router_metrics import default_service_name
 
 ROUTER_HANDLER = "router.handler.lambda_handler"
+STEPS_HANDLER = "router.steps.lambda_handler"
+"""The Step Functions orchestration's tasks (``lambdas/router/steps.py``)."""
 STREAM_HANDLER = "run-stream.sh"
 """The streaming function's handler: the start script the adapter's wrapper runs (``lambdas/run-stream.sh``)."""
 WEB_ADAPTER_VERSION = "1.0.0"
@@ -154,6 +156,9 @@ class RouterFunction(Construct):
         web_adapter_layer: the Lambda Web Adapter layer to use instead of the public one (a partition or region
             the public layer is not in, or another version). Default: - ``LambdaAdapterLayerArm64`` (or ``X86``)
             version ``WEB_ADAPTER_LAYER_VERSION`` from account ``WEB_ADAPTER_LAYER_ACCOUNT`` in the stack's region.
+        state_machine_tasks: the Step Functions orchestration's tasks (handler ``router.steps.lambda_handler``):
+            it decides and records each model call of ``RoutingStateMachine`` and makes the calls planned in other
+            regions. Default: - False.
 
     Attributes:
         function: the Lambda function.
@@ -187,8 +192,11 @@ class RouterFunction(Construct):
         powertools_layer: lambda_.ILayerVersion | None = None,
         streaming: bool = False,
         web_adapter_layer: lambda_.ILayerVersion | None = None,
+        state_machine_tasks: bool = False,
     ) -> None:
         super().__init__(scope, id)
+        if streaming and state_machine_tasks:
+            raise ValueError("a router function is either streaming or the state machine's tasks, not both")
         architecture = architecture or lambda_.Architecture.ARM_64
         timeout = timeout or (_DEFAULT_STREAM_TIMEOUT if streaming else _DEFAULT_TIMEOUT)
         if web_adapter_layer is not None and not streaming:
@@ -278,10 +286,12 @@ class RouterFunction(Construct):
             "Router",
             description="Streams answers from Bedrock models routed per the routing policy (Lambda Web Adapter)"
             if streaming
+            else "Decides and records the model calls of the routing state machine"
+            if state_machine_tasks
             else "Routes each request to a Bedrock model per the routing policy",
             runtime=ROUTER_RUNTIME,
             architecture=architecture,
-            handler=STREAM_HANDLER if streaming else ROUTER_HANDLER,
+            handler=STREAM_HANDLER if streaming else STEPS_HANDLER if state_machine_tasks else ROUTER_HANDLER,
             code=router_code(bootstrap_text=self.document.text, digest=self.document.digest),
             layers=layers,
             role=self.role,

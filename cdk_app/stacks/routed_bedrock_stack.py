@@ -14,7 +14,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from ..constructs import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
+from ..constructs import AuthMode, EndpointAuthorization, Orchestration, RoutedBedrockEndpoint
 
 DEV_POLICY_ROLLOUT = appconfig.RolloutStrategy.linear(
     growth_factor=100, deployment_duration=Duration.minutes(0), final_bake_time=Duration.minutes(0)
@@ -37,6 +37,8 @@ class RoutedBedrockStack(Stack):
             AppConfig runs one deployment per environment at a time, so a development stack that deploys often
             wants ``DEV_POLICY_ROLLOUT`` (everyone at once, no bake: the next deploy never waits on a bake).
             Default: - the construct's (``Canary10Percent20Minutes``, with its 10-minute bake).
+        orchestration: how ``POST /generate`` waits on Bedrock (``RoutedBedrockEndpoint``'s ``orchestration``).
+            Default: - ``Orchestration.LAMBDA``.
         **kwargs: ``Stack`` props (``env``, ``description``, ...).
     """
 
@@ -48,6 +50,7 @@ class RoutedBedrockStack(Stack):
         policy: Mapping[str, Any] | str | Path,
         auth_mode: AuthMode = AuthMode.API_KEY,
         policy_rollout: appconfig.RolloutStrategy | None = None,
+        orchestration: Orchestration = Orchestration.LAMBDA,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -99,6 +102,7 @@ class RoutedBedrockStack(Stack):
             auth=auth,
             alarm_topic=self.alarm_topic,
             policy_deployment_strategy=strategy,
+            orchestration=orchestration,
         )
         CfnOutput(self, "Url", value=self.endpoint.url, description="Base URL: POST {Url}generate, GET {Url}health")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)

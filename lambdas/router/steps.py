@@ -10,7 +10,8 @@ integration's Converse answer or the error it caught (``Error``, ``Cause``). Eac
   hand back with its outcome; or
 - ``{"action": "answer", "answer": {"statusCode", "headers", "body"}}``: the response, ``body`` a JSON text.
 
-``request`` is what API Gateway's mapping template builds: the raw ``body``, the ``headers`` and the
+``request`` is what API Gateway's mapping template builds: the raw body and the headers (``body64`` and
+``headers64``, in base64; or ``body`` and ``headers`` as text), and the
 ``requestContext`` fields the router reads (request id, source IP, API key id, user ARN, Cognito ``sub``).
 Each task runs ``RouterService.generate`` over the request with the calls so far replayed (``replay.py``);
 metrics are written by the task that answers, exactly as the Lambda orchestration writes them.
@@ -18,6 +19,8 @@ metrics are written by the task that answers, exactly as the Lambda orchestratio
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
@@ -112,10 +115,11 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         retry_throttles=False,
         max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
     )
+    body, headers = _body_and_headers(request)
     api_event = APIGatewayProxyEvent(
         {
-            "body": request.get("body"),
-            "headers": request.get("headers") or {},
+            "body": body,
+            "headers": headers,
             "requestContext": request.get("requestContext") or {},
             "httpMethod": "POST",
             "path": "/generate",
@@ -136,6 +140,24 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         outcome = _degraded(policy, "none", {"gave_up": "policy changed", "reason": str(exc)}, 0.0, ())
     glue._record(outcome, request_id, tracker=tracker)
     return {"action": "answer", "answer": answer_of(outcome)}
+
+
+def _body_and_headers(request: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The raw body and the headers: in base64 as API Gateway's mapping template sends them (``body64``,
+    ``headers64``: nothing of the caller's is escaped into JSON twice), or as text."""
+    if "body64" not in request and "headers64" not in request:
+        return request.get("body"), dict(request.get("headers") or {})
+    try:
+        body = base64.b64decode(str(request.get("body64") or ""), validate=True).decode("utf-8", "replace")
+        headers = {
+            base64.b64decode(name, validate=True).decode("latin-1"): base64.b64decode(value, validate=True).decode(
+                "latin-1"
+            )
+            for name, value in dict(request.get("headers64") or {}).items()
+        }
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"the request's body64 or headers64 is not base64: {exc}") from None
+    return body, headers
 
 
 def _attempt_from(call: dict[str, Any], outcome: dict[str, Any], now: float) -> Attempt:

@@ -1,0 +1,342 @@
+"""``RoutingStateMachine``: the Step Functions orchestration of ``POST /generate`` (``Orchestration.STEP_FUNCTIONS``).
+
+An Express state machine that API Gateway starts synchronously (``StartSyncExecution``)::
+
+    Decide (Lambda task) -> Next? -- call --> CallModel (Bedrock Converse, SDK integration) --+
+                              ^       \\-- answer --> Answer                                  |
+                              +---------- Record (Lambda task) <-- outcome or caught error --+
+    Decide/Record fail -> Degraded (Pass: /generate's degraded answer) -> Answer
+
+The tasks (``lambdas/router/steps.py``) run the router's own code: the decision, the order of regions and
+fallbacks, cascades, circuit breakers, budgets and metrics are the Lambda orchestration's. The model calls in the
+state machine's region are made by Step Functions, which bills no Lambda while Bedrock answers; a throttled call
+is retried there with jittered exponential backoff. A call planned in another region is made by the Record task
+(Step Functions' SDK integrations call their own region only).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+import aws_cdk as cdk
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from lambdas.router.policy import Policy
+from lambdas.router.service import DEGRADED_MODEL
+
+from ._bedrock_arns import model_invoke_arns
+
+THROTTLE_ERRORS = ("BedrockRuntime.ThrottlingException", "BedrockRuntime.ServiceQuotaExceededException")
+"""What the Bedrock SDK integration raises when a call is throttled (``ServiceName.ErrorName``)."""
+LAMBDA_SERVICE_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
+"""Lambda's own failures to run a task (not the task's): retried once, a second later."""
+MAX_EXPRESS_DURATION = Duration.minutes(5)
+"""A synchronous Express execution's limit."""
+STATE_MACHINE_MAX_BODY_BYTES = 98_304
+"""The largest ``/generate`` body this orchestration accepts: 96 KiB. Step Functions caps an execution's state at
+256 KiB, and the request travels in the state beside its Converse messages and the answers so far."""
+
+
+class Orchestration(Enum):
+    """How ``POST /generate`` waits on Bedrock (README: "Which orchestration")."""
+
+    LAMBDA = "lambda"
+    """The router Lambda makes the model calls and is billed while Bedrock answers."""
+    STEP_FUNCTIONS = "step-functions"
+    """An Express state machine makes them (``RoutingStateMachine``); two short Lambda tasks decide and record."""
+
+
+class RoutingStateMachine(Construct):
+    """The Express state machine of the Step Functions orchestration, with its log group.
+
+    Example::
+
+        tasks_function = RouterFunction(self, "StepsFunction", policy=policy, state_machine_tasks=True, ...)
+        machine = RoutingStateMachine(self, "StateMachine", tasks_function=tasks_function.function, policy=policy)
+
+    Args:
+        scope: parent construct.
+        id: construct id.
+        tasks_function: the function running ``router.steps.lambda_handler`` (``RouterFunction`` with
+            ``state_machine_tasks=True``).
+        policy: the routing policy; its ``resilience`` gives the throttle retries (``throttle_retries``,
+            ``backoff_base_ms``, ``backoff_cap_ms``) and the degraded message, its models the Bedrock IAM.
+        log_retention: retention of the execution log group. Default: - ``RetentionDays.ONE_MONTH``.
+        timeout: the execution's limit. Default: - the policy's ``total_deadline_ms`` plus 3 s (the last task).
+
+    Attributes:
+        state_machine: the Express state machine.
+        log_group: its execution log (level ALL, without execution data: prompts and answers are not logged).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        tasks_function: lambda_.IFunction,
+        policy: Policy,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        timeout: Duration | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        resilience = policy.resilience
+        timeout = timeout or Duration.millis(resilience.total_deadline_ms + 3000)
+        if not timeout.is_unresolved() and timeout.to_milliseconds() > MAX_EXPRESS_DURATION.to_milliseconds():
+            raise ValueError(
+                f"timeout of {timeout.to_seconds()} s is above the 300 s a synchronous Express execution may run"
+            )
+
+        decide = tasks.LambdaInvoke(
+            self,
+            "Decide",
+            state_name="Decide",
+            comment="Parse the request, read the policy and live state, decide the route; the first call or an answer",
+            lambda_function=tasks_function,
+            payload=sfn.TaskInput.from_object({"phase": "decide", "request": sfn.JsonPath.object_at("$.request")}),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
+            result_path="$.step",
+        )
+        record = tasks.LambdaInvoke(
+            self,
+            "Record",
+            state_name="Record",
+            comment="Record the call's outcome (breakers, latency); the next call (fallback, next step) or the answer",
+            lambda_function=tasks_function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "phase": "record",
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "run": sfn.JsonPath.object_at("$.step.run"),
+                    "outcome": sfn.JsonPath.object_at("$.outcome"),
+                }
+            ),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
+            result_path="$.step",
+        )
+        answer = sfn.Succeed(self, "Answer", state_name="Answer", output_path="$.step.answer")
+        degraded = sfn.Pass(
+            self,
+            "Degraded",
+            state_name="Degraded",
+            comment="A routing task failed: /generate's degraded answer",
+            result=sfn.Result.from_object({"action": "answer", "answer": degraded_answer(resilience.degraded_message)}),
+            result_path="$.step",
+        )
+        degraded.next(answer)
+        for task in (decide, record):
+            task.add_retry(
+                errors=list(LAMBDA_SERVICE_ERRORS), interval=Duration.seconds(1), max_attempts=1, backoff_rate=1
+            )
+            task.add_catch(degraded, errors=[sfn.Errors.ALL], result_path="$.error")
+
+        invoke_arns = model_invoke_arns(policy)
+        calls = []
+        for state_id, with_system in (("CallModel", False), ("CallModelWithSystem", True)):
+            parameters = {
+                "ModelId": sfn.JsonPath.string_at("$.step.call.ModelId"),
+                "Messages": sfn.JsonPath.list_at("$.step.call.Messages"),
+                "InferenceConfig": sfn.JsonPath.object_at("$.step.call.InferenceConfig"),
+            }
+            if with_system:
+                parameters["System"] = sfn.JsonPath.list_at("$.step.call.System")
+            call = tasks.CallAwsService(
+                self,
+                state_id,
+                state_name=state_id,
+                comment="Converse in this region; a throttled call is retried here, any failure goes to Record",
+                service="bedrockruntime",
+                action="converse",
+                parameters=parameters,
+                iam_action="bedrock:InvokeModel",  # Converse is authorized by InvokeModel
+                iam_resources=invoke_arns,
+                result_selector={
+                    "Output": sfn.JsonPath.object_at("$.Output"),
+                    "Usage": sfn.JsonPath.object_at("$.Usage"),
+                    "StopReason": sfn.JsonPath.string_at("$.StopReason"),
+                },
+                result_path="$.outcome",
+                task_timeout=sfn.Timeout.at("$.step.call.TimeoutSeconds"),
+            )
+            if resilience.throttle_retries > 0:
+                call.add_retry(
+                    errors=list(THROTTLE_ERRORS),
+                    interval=Duration.seconds(max(1, round(resilience.backoff_base_ms / 1000))),
+                    max_attempts=resilience.throttle_retries,
+                    backoff_rate=2,
+                    max_delay=Duration.seconds(max(1, round(resilience.backoff_cap_ms / 1000))),
+                    jitter_strategy=sfn.JitterType.FULL,
+                )
+            call.add_catch(record, errors=[sfn.Errors.ALL], result_path="$.outcome")
+            call.next(record)
+            calls.append(call)
+        call_model, call_with_system = calls
+
+        route = (
+            sfn.Choice(self, "Next", state_name="Next", comment="The task asked for a call, or answered")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.step.action", "call"),
+                    sfn.Condition.is_present("$.step.call.System"),
+                ),
+                call_with_system,
+            )
+            .when(sfn.Condition.string_equals("$.step.action", "call"), call_model)
+            .otherwise(answer)
+        )
+        decide.next(route)
+        record.next(route)
+
+        self.log_group = logs.LogGroup(self, "ExecutionLogs", retention=log_retention)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.EXPRESS,
+            definition_body=sfn.DefinitionBody.from_chainable(decide),
+            timeout=timeout,
+            comment="Routed Bedrock endpoint: POST /generate",
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        self._acknowledge_nag_findings(tasks_function)
+
+    def _acknowledge_nag_findings(self, tasks_function: lambda_.IFunction) -> None:
+        validations = cdk.Validations.of
+        policy = self.state_machine.role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            validations(policy).acknowledge(
+                cdk.Acknowledgment(
+                    id="AwsSolutions-IAM5[Resource::*]",
+                    reason="Step Functions' execution logging needs the CloudWatch Logs delivery actions "
+                    "(logs:CreateLogDelivery and the rest) on '*': they take no resource-level permissions.",
+                ),
+                cdk.Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::<{cdk.Stack.of(self).get_logical_id(_cfn(tasks_function))}"
+                    ".Arn>:*]",
+                    reason="The state machine invokes the routing tasks function and its versions "
+                    "(LambdaInvoke's grant): one function, no other.",
+                ),
+            )
+        validations(self.state_machine).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-SF2",
+                reason="X-Ray is off as in the Lambda orchestration (the router's Tracer costs 0.45 s of cold "
+                "start): the execution log (level ALL) and the router's metrics trace each request.",
+            )
+        )
+
+
+def _cfn(function: lambda_.IFunction) -> cdk.CfnElement:
+    resource = function.node.default_child
+    if not isinstance(resource, cdk.CfnElement):
+        raise ValueError("tasks_function must be a Function of this app (its CloudFormation resource is needed)")
+    return resource
+
+
+def degraded_answer(message: str) -> dict[str, object]:
+    """``/generate``'s degraded answer as the state machine returns it when a routing task fails."""
+    body = {
+        "output": message,
+        "model_used": DEGRADED_MODEL,
+        "route": "none",
+        "region": None,
+        "fallback_used": False,
+        "degraded": True,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+        "cost_usd": 0.0,
+        "latency_ms": 0.0,
+        "decision": {"gave_up": "routing task failed"},
+    }
+    return {
+        "statusCode": 200,
+        "headers": {"X-Selected-Model": DEGRADED_MODEL, "X-Degraded": "true"},
+        "body": json.dumps(body, separators=(",", ":")),
+    }
+
+
+ANSWER_HEADERS = ("X-Selected-Model", "X-Degraded", "Retry-After")
+"""The router's response headers the integration copies from the state machine's answer."""
+
+# The execution's input: the raw body and the headers in base64 (no text of the caller's needs escaping twice, once
+# for the input's JSON and once for StartSyncExecution's), and the request context fields the router reads.
+_REQUEST_TEMPLATE = (
+    '{{"stateMachineArn": "{arn}", "input": "{{\\"request\\":{{'
+    '\\"body64\\":\\"$util.base64Encode($input.body)\\",'
+    '\\"headers64\\":{{#foreach($name in $input.params().header.keySet())'
+    '\\"$util.base64Encode($name)\\":\\"$util.base64Encode($input.params().header.get($name))\\"'
+    "#if($foreach.hasNext),#end#end}},"
+    '\\"requestContext\\":{{\\"requestId\\":\\"$context.requestId\\",'
+    '\\"identity\\":{{\\"sourceIp\\":\\"$context.identity.sourceIp\\",\\"apiKeyId\\":\\"$context.identity.apiKeyId\\",'
+    '\\"userArn\\":\\"$context.identity.userArn\\"}},'
+    '\\"authorizer\\":{{\\"claims\\":{{\\"sub\\":\\"$context.authorizer.claims.sub\\"}}}}}}}}}}"}}'
+)
+
+_HEADER_LINES = "\n".join(
+    f'#if($answer.headers.get("{name}"))#set($context.responseOverride.header.{name} = $answer.headers.get("{name}"))'
+    "#end"
+    for name in ANSWER_HEADERS
+)
+# StartSyncExecution answers 200 with the execution's status and output (a JSON text): the answer's status code,
+# headers and body come from that output; an execution that did not succeed is a 502 (504 if it timed out).
+_RESPONSE_TEMPLATE = f"""#set($status = $input.path('$.status'))
+#if($status == "SUCCEEDED")
+#set($answer = $util.parseJson($input.path('$.output')))
+#set($context.responseOverride.status = $answer.statusCode)
+{_HEADER_LINES}
+$answer.body
+#else
+#if($status == "TIMED_OUT")#set($code = 504)#else#set($code = 502)#end
+#set($context.responseOverride.status = $code)
+{{"error": "RouterUnavailable", "message": "the routing state machine ended $status",
+"request_id": "$context.requestId"}}
+#end"""
+_REFUSED_TEMPLATE = (
+    '{"error": "BadRequest", "message": "Step Functions refused the request: '
+    "$util.escapeJavaScript($input.path('$.message'))\"}"
+)
+_FAILED_TEMPLATE = '{"error": "RouterUnavailable", "message": "the routing state machine could not be started"}'
+
+STATE_MACHINE_METHOD_RESPONSES = [
+    apigw.MethodResponse(
+        status_code=status,
+        response_parameters={f"method.response.header.{name}": False for name in ANSWER_HEADERS},
+    )
+    for status in ("200", "400", "404", "429", "500", "502", "504")
+]
+"""``POST /generate``'s method responses with the Step Functions orchestration: every status the router answers."""
+
+
+def state_machine_integration(state_machine: sfn.IStateMachine) -> apigw.AwsIntegration:
+    """``POST /generate`` on the routing state machine: ``StartSyncExecution`` with the request as its input, and
+    the answer's status code, headers and body taken from the execution's output (``steps.answer_of``)."""
+    return apigw.StepFunctionsIntegration.start_execution(
+        state_machine,
+        use_default_method_responses=False,
+        request_templates={"application/json": _REQUEST_TEMPLATE.format(arn=state_machine.state_machine_arn)},
+        integration_responses=[
+            apigw.IntegrationResponse(status_code="200", response_templates={"application/json": _RESPONSE_TEMPLATE}),
+            apigw.IntegrationResponse(
+                status_code="400",
+                selection_pattern="4\\d{2}",
+                response_templates={"application/json": _REFUSED_TEMPLATE},
+            ),
+            apigw.IntegrationResponse(
+                status_code="502",
+                selection_pattern="5\\d{2}",
+                response_templates={"application/json": _FAILED_TEMPLATE},
+            ),
+        ],
+    )
