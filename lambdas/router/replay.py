@@ -65,9 +65,12 @@ class Attempt(NamedTuple):
     reply: ModelReply | None = None
     code: str | None = None
     message: str = ""
+    started_at: float | None = None  # when the call was handed out (None: right after the one before ended)
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"model_id": self.model_id, "region": self.region, "ended_at": self.ended_at}
+        if self.started_at is not None:
+            record["started_at"] = self.started_at
         if self.reply is not None:
             record["reply"] = self.reply._asdict()
         else:
@@ -85,6 +88,7 @@ class Attempt(NamedTuple):
             ModelReply(**reply) if reply is not None else None,
             None if reply is not None else str(error.get("code") or "Unknown"),
             "" if reply is not None else str(error.get("message") or ""),
+            float(raw["started_at"]) if raw.get("started_at") is not None else None,
         )
 
 
@@ -132,6 +136,16 @@ class Replay:
             return False
         attempt = self.attempts[self._cursor]
         return attempt.model_id == model_id and attempt.region == region
+
+    def starting(self, model_id: str, region: str) -> bool:
+        """Asked before a planned call is made (the breaker's check): whether the record's next call is this one;
+        if so the clock moves to when it was handed out, so its latency and time left read as they did then."""
+        if not self.next_is(model_id, region):
+            return False
+        started_at = self.attempts[self._cursor].started_at
+        if started_at is not None:
+            self._time = max(self._time, started_at)
+        return True
 
     # The gateway (``service.ModelGateway``)
     def converse(
@@ -217,7 +231,7 @@ class PinnedTracker:
 
     def is_open(self, policy: Policy, model_id: str, region: str, probes: set[tuple[str, str]]) -> bool:
         if self._replay.replaying:  # skipped then exactly when the record's next call is a later one
-            return not self._replay.next_is(model_id, region)
+            return not self._replay.starting(model_id, region)
         return self._tracker.is_open(policy, model_id, region, probes)
 
     def record_attempt(

@@ -162,10 +162,12 @@ def _body_and_headers(request: dict[str, Any]) -> tuple[str | None, dict[str, st
 
 def _attempt_from(call: dict[str, Any], outcome: dict[str, Any], now: float) -> Attempt:
     model_id, region = str(call.get("ModelId") or ""), str(call.get("Region") or "")
+    issued = call.get("IssuedAt")
+    started_at = min(float(issued), now) if isinstance(issued, int | float) else None
     if "Error" in outcome:
         code, message = error_from_sdk(str(outcome.get("Error") or ""), str(outcome.get("Cause") or ""))
-        return Attempt(model_id, region, now, code=code, message=message[:500])
-    return Attempt(model_id, region, now, reply=reply_from_sdk(outcome))
+        return Attempt(model_id, region, now, code=code, message=message[:500], started_at=started_at)
+    return Attempt(model_id, region, now, reply=reply_from_sdk(outcome), started_at=started_at)
 
 
 def _call(needed: CallNeeded, run: dict[str, Any], replay: Replay, decider: PinnedDecider) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def _call(needed: CallNeeded, run: dict[str, Any], replay: Replay, decider: Pinn
     }
     if needed.system:
         call["System"] = sdk_shape(needed.system)
-    record["call"] = {"ModelId": call["ModelId"], "Region": call["Region"]}
+    record["call"] = {"ModelId": call["ModelId"], "Region": call["Region"], "IssuedAt": time.time()}
     return {"action": "call", "call": call, "run": record}
 
 

@@ -27,6 +27,7 @@ REVIEWED_ACKNOWLEDGEMENTS = {
     "AwsSolutions-IAM4",
     "AwsSolutions-IAM5",
     "AwsSolutions-L1",
+    "AwsSolutions-SF2",
 }
 
 
@@ -56,9 +57,13 @@ MODES: dict[str, dict[str, str]] = {
 }
 
 
-@pytest.fixture(scope="module", params=list(MODES))
+@pytest.fixture(scope="module", params=[*MODES, "step-functions"])
 def assembly(request, app_module, tmp_path_factory) -> Path:
-    context = {"routed-bedrock:auth": request.param, **MODES[request.param]}
+    """The reference app in each auth mode, and with the Step Functions orchestration (in API-key mode)."""
+    if request.param == "step-functions":
+        context = {"routed-bedrock:orchestration": "step-functions"}
+    else:
+        context = {"routed-bedrock:auth": request.param, **MODES[request.param]}
     return synth_reference(app_module, tmp_path_factory.mktemp(f"reference-{request.param}"), **context)
 
 
@@ -153,8 +158,11 @@ def test_alarm_topic_is_encrypted_and_wired(assembly):
     [topic_id] = [key for key, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
     assert "KmsMasterKeyId" in resources[topic_id]["Properties"]
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    # The construct's defaults: six rollback-or-health alarms, the budget alarm and the state-store alarm
-    assert len(alarms) == 14  # with the balanced canary's four variant alarms
+    # The construct's defaults: six rollback-or-health alarms, the budget alarm and the state-store alarm, with the
+    # balanced canary's four variant alarms; the Step Functions orchestration adds the tasks function's errors and
+    # throttles and the failed executions
+    sfn = any(r["Type"] == "AWS::StepFunctions::StateMachine" for r in resources.values())
+    assert len(alarms) == (17 if sfn else 14)
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
 
 
@@ -247,3 +255,18 @@ def test_cdk_json_runs_the_app_with_the_shipped_policy_and_the_safe_default(repo
     assert context["routed-bedrock:policy-deployment"] == "canary"
     assert context["@aws-cdk/aws-lambda:recognizeLayerVersion"] is True  # the recommended feature flags are set
     assert sum(key.startswith("@aws-cdk") for key in context) > 50
+
+
+def test_orchestration_comes_from_context(app_module, tmp_path):
+    # Given the context asking for the Step Functions orchestration
+    outdir = synth_reference(app_module, tmp_path, **{"routed-bedrock:orchestration": "step-functions"})
+    template = json.loads((outdir / f"{STACK}.template.json").read_text())
+    # Then the stack has the Express state machine, which the default stack does not
+    machines = [r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert [m["Properties"]["StateMachineType"] for m in machines] == ["EXPRESS"]
+
+
+def test_rejects_an_unknown_orchestration(app_module, tmp_path):
+    app = cdk.App(outdir=str(tmp_path), context={"routed-bedrock:orchestration": "airflow"})
+    with pytest.raises(ValueError, match="routed-bedrock:orchestration 'airflow' must be one of lambda, step-functions"):
+        app_module.build_app(app)
