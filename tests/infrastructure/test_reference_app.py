@@ -268,5 +268,7 @@ def test_orchestration_comes_from_context(app_module, tmp_path):
 
 def test_rejects_an_unknown_orchestration(app_module, tmp_path):
     app = cdk.App(outdir=str(tmp_path), context={"routed-bedrock:orchestration": "airflow"})
-    with pytest.raises(ValueError, match="routed-bedrock:orchestration 'airflow' must be one of lambda, step-functions"):
+    with pytest.raises(
+        ValueError, match="routed-bedrock:orchestration 'airflow' must be one of lambda, step-functions"
+    ):
         app_module.build_app(app)
