@@ -44,7 +44,7 @@ PROMPTS = [
     {
         "prompt": "A shop sells pens at $3 each and notebooks at $5 each. Ana buys 4 pens and 2 notebooks. How much "
         "does she spend?",
-        "use_case": "math",  # the cascade route: the fake's "ok" has no final number, so it escalates (2 calls)
+        "use_case": "math",  # the cascade route: the fake's short "ok" scores 0.70, over its 0.693 threshold (1 call)
     },
 ]
 REPLY = ModelReply(text="ok", input_tokens=42, output_tokens=17, stop_reason="end_turn")

@@ -11,10 +11,11 @@ state on a counting in-memory table:
 - its live-state table calls per request (read units of BatchGetItem's keys, write units of UpdateItem).
 
 A request's model call is waited for, not computed: a Lambda router is billed for ``--latency`` seconds of
-wall time per request (default 1.5 s) on top of its CPU time. The Step Functions figures are a projection from
-the same measurements (that orchestration, issue 15, is not built yet): an Express workflow is billed for its
-duration at 64 MB, and the decision runs in a short Lambda task. Prices: one dated table below (us-east-1 list
-prices); check them on the AWS pricing pages for another region or date.
+wall time per request (default 1.5 s) on top of its CPU time. The Step Functions orchestration's tasks (decide,
+then record the call's outcome: ``lambdas/router/steps.py``) are measured the same way, in-process, each request
+running both; its Express workflow is billed for its duration at 64 MB, and the model call is waited for by
+Step Functions, unbilled by Lambda. Prices: one dated table below (us-east-1 list prices); check them on the AWS
+pricing pages for another region or date.
 
     python benchmarks/routing_cost.py [--latency 1.5] [--requests 2000] [--requests-per-month 10000000]
         [--cold-start-share 0.01] [--json FILE]
@@ -66,8 +67,14 @@ API_ACCESS_LOG_BYTES = 520
 API_EXECUTION_LOG_BYTES = 2400
 """API Gateway's INFO execution logs of one Lambda-proxy request: about a dozen lines (an estimate: the exact
 lines vary; turn them off with ``api_execution_logging=False``)."""
-SFN_EXECUTION_LOG_BYTES = 6000
-"""An Express workflow's execution log at level ALL for about eight state transitions (estimate)."""
+SFN_EXECUTION_LOG_BYTES = 8250
+"""An Express execution's log at level ALL without execution data, for a request answered by its first call: about
+25 history events (execution, Decide and its Lambda events, the Choice twice, the model call, Record, Answer) of
+about 330 bytes each (an estimate: the ARNs and ids make most of a line)."""
+TASK_INVOKE_OVERHEAD_S = 0.005
+"""The handler glue a task runs besides what is measured here (Powertools' logger and metrics decorators): billed."""
+SFN_TRANSITIONS_S = 0.050
+"""State transitions and Lambda invokes of one execution, as billed Express duration (an estimate)."""
 LAMBDA_PLATFORM_LOG_BYTES = 550
 """Lambda's own records per invocation in the JSON log format (``platform.start``, ``platform.report``) with
 CloudWatch Logs' 26 bytes per event."""
@@ -94,6 +101,17 @@ class Measured(NamedTuple):
     read_units: float
     write_units: float
     cold_start_cpu_ms: float
+
+
+class MeasuredTasks(NamedTuple):
+    """The Step Functions orchestration's two tasks per request (decide, record), measured like the router."""
+
+    decide_cpu_ms: float
+    record_cpu_ms: float
+    tasks_per_request: float
+    log_bytes: float
+    read_units: float
+    write_units: float
 
 
 # --- what the template says ---------------------------------------------------------------------------------
@@ -236,6 +254,78 @@ def measure(requests: int) -> Measured:
     )
 
 
+def measure_tasks(requests: int) -> MeasuredTasks:
+    """The decide and record tasks of each request, the record task handed a Converse answer as the SDK gives it."""
+    from benchmarks.router_overhead import PROMPTS, REPLY, ZeroLatencyBedrock
+    from benchmarks.router_overhead import silenced_stdout as stdout_to
+    from lambdas.router import steps
+    from lambdas.router.live_state import LiveStateTracker
+    from lambdas.router.policy import DEFAULT_POLICY_PATH
+    from lambdas.router.policy_store import PolicyStore, file_fetcher
+    from local_endpoint.server import LocalLambdaContext
+
+    backend = CountingBackend()
+    context = LocalLambdaContext("cost")
+    steps.configure(
+        (
+            PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=3600),
+            LiveStateTracker(backend, cache_ttl_s=0.0),  # type: ignore[arg-type]
+            ZeroLatencyBedrock(),
+        )
+    )
+    answer = {  # the Lambda measurement's reply, as the SDK integration gives it
+        "Output": {"Message": {"Role": "assistant", "Content": [{"Text": REPLY.text}]}},
+        "Usage": {"InputTokens": REPLY.input_tokens, "OutputTokens": REPLY.output_tokens},
+        "StopReason": REPLY.stop_reason,
+    }
+    requests_in = [
+        {
+            "body": json.dumps(PROMPTS[i % len(PROMPTS)]),
+            "headers": {"Content-Type": "application/json", "X-Caller-Id": f"caller-{i}"},
+            "requestContext": {"requestId": f"r{i}", "identity": {"sourceIp": "203.0.113.1"}},
+        }
+        for i in range(requests)
+    ]
+    decide_ns = record_ns = 0
+    invocations = 0
+
+    def one(request: dict[str, Any]) -> tuple[int, int]:
+        nonlocal invocations
+        started = time.thread_time_ns()
+        step = steps.lambda_handler({"phase": "decide", "request": request}, context)
+        decided = time.thread_time_ns()
+        invocations += 1
+        while step["action"] == "call":  # every call answers: a cascade's escalation is a second call and task
+            record = {"phase": "record", "request": request, "run": step["run"], "outcome": answer}
+            step = steps.lambda_handler(record, context)
+            invocations += 1
+        return decided - started, time.thread_time_ns() - decided
+
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "stdout"
+        with stdout_to(log):
+            for warm in requests_in[:100]:
+                one(warm)
+        backend.read_units = backend.write_units = 0.0
+        invocations = 0
+        size_before = log.stat().st_size
+        with stdout_to(log):
+            for request in requests_in:
+                decide, record = one(request)
+                decide_ns += decide
+                record_ns += record
+        log_bytes = log.stat().st_size - size_before
+    steps.configure(None)
+    return MeasuredTasks(
+        decide_cpu_ms=decide_ns / requests / 1e6,
+        record_cpu_ms=record_ns / requests / 1e6,
+        tasks_per_request=invocations / requests,
+        log_bytes=log_bytes / requests,
+        read_units=backend.read_units / requests,
+        write_units=backend.write_units / requests,
+    )
+
+
 def cold_start_cpu_ms(runs: int = 3) -> float:
     """CPU time (user + system) of a fresh interpreter importing the handler and serving one /generate."""
     from benchmarks.cold_start import ROUTER
@@ -296,22 +386,40 @@ def lambda_breakdown(
     return costs
 
 
+def task_seconds(tasks: MeasuredTasks, memory_mb: int) -> float:
+    """Billed Lambda seconds of a request's two tasks at ``memory_mb``."""
+    cpu_s = (tasks.decide_cpu_ms + tasks.record_cpu_ms) * cpu_scale(memory_mb) / 1000
+    return cpu_s + tasks.tasks_per_request * TASK_INVOKE_OVERHEAD_S
+
+
 def sfn_breakdown(
-    settings: Settings, measured: Measured, *, memory_mb: int, latency_s: float, requests_per_month: float
+    settings: Settings,
+    measured: Measured,
+    tasks: MeasuredTasks,
+    *,
+    memory_mb: int,
+    latency_s: float,
+    requests_per_month: float,
 ) -> dict[str, float]:
-    """USD per million requests through a projected Express state machine (decision task + SDK model call)."""
+    """USD per million requests through the Express state machine: two Lambda tasks, the model call in Step
+    Functions (a request answered by its first call)."""
     gb_s = PRICES[f"lambda_gb_second_{settings.architecture.replace('-', '_')}"]
-    decision_s = measured.cpu_ms * cpu_scale(memory_mb) / 1000 + 0.010  # the task's own invoke overhead
-    workflow_s = math.ceil((latency_s + decision_s + 0.050) * 10) / 10  # state transitions; 100 ms billing steps
+    tasks_s = task_seconds(tasks, memory_mb)
+    workflow_s = math.ceil((latency_s + tasks_s + SFN_TRANSITIONS_S) * 10) / 10  # billed in 100 ms steps
     million = 1e6
     costs = {
         "API Gateway": PRICES["api_gateway_rest_per_million"],
         "Step Functions Express requests": PRICES["sfn_express_requests_per_million"],
         "Step Functions Express duration (64 MB)": 64 / 1024 * workflow_s * PRICES["sfn_express_gb_second"] * million,
-        "Lambda requests (decision task)": PRICES["lambda_requests_per_million"],
-        "Lambda duration (decision task)": memory_mb / 1024 * decision_s * gb_s * million,
+        "Lambda requests (decide and record tasks)": tasks.tasks_per_request * PRICES["lambda_requests_per_million"],
+        "Lambda duration (decide and record tasks)": memory_mb / 1024 * tasks_s * gb_s * million,
     }
-    _shared_costs(costs, settings, measured, duration_s=workflow_s, requests_per_month=requests_per_month)
+    as_router = measured._replace(
+        log_bytes=tasks.log_bytes + (tasks.tasks_per_request - 1) * LAMBDA_PLATFORM_LOG_BYTES,  # the later tasks'
+        read_units=tasks.read_units,
+        write_units=tasks.write_units,
+    )
+    _shared_costs(costs, settings, as_router, duration_s=tasks_s, requests_per_month=requests_per_month)
     costs["CloudWatch Logs (execution log, level ALL)"] = (
         SFN_EXECUTION_LOG_BYTES / 1e9 * PRICES["logs_ingestion_per_gb"] * million
     )
@@ -368,6 +476,7 @@ def main() -> int:
 
     settings = stack_settings()
     measured = measure(args.requests)
+    tasks = measure_tasks(args.requests)
     common = {"latency_s": args.latency, "requests_per_month": args.requests_per_month}
     print(f"routing_cost: USD per million requests of routing (not tokens); model latency {args.latency:g} s,")
     print(f"  {args.requests_per_month:,.0f} requests a month; prices: us-east-1 list prices checked {PRICES_CHECKED}")
@@ -377,6 +486,11 @@ def main() -> int:
         f"{measured.cold_start_cpu_ms:,.0f} ms of CPU"
     )
     print(
+        f"  Step Functions tasks per request: decide {tasks.decide_cpu_ms:.2f} ms and record {tasks.record_cpu_ms:.2f} "
+        f"ms of CPU on one vCPU ({tasks.tasks_per_request:.2f} tasks), {tasks.log_bytes:,.0f} bytes logged, "
+        f"{tasks.read_units:.1f} read and {tasks.write_units:.1f} write units"
+    )
+    print(
         "  (the table reads are an upper bound: a snapshot read per request; deployed, an instance reuses one for 2 s)"
     )
     print(
@@ -384,13 +498,21 @@ def main() -> int:
         f"{'on' if settings.execution_logging else 'off'}, API-key authorizer "
         f"{'yes' if settings.api_key_authorizer else 'no'}, at most {settings.custom_metrics} custom metrics"
     )
-    report: dict[str, Any] = {"measured": measured._asdict(), "settings": settings._asdict(), "orchestrations": {}}
+    report: dict[str, Any] = {
+        "measured": measured._asdict(),
+        "measured_tasks": tasks._asdict(),
+        "settings": settings._asdict(),
+        "orchestrations": {},
+    }
     for name, breakdown in (
         (
             f"Lambda, {settings.memory_mb} MB (the default)",
             lambda_breakdown(settings, measured, memory_mb=settings.memory_mb, **common),
         ),
-        ("Step Functions Express (projected)", sfn_breakdown(settings, measured, memory_mb=512, **common)),
+        (
+            f"Step Functions Express, tasks at {settings.memory_mb} MB",
+            sfn_breakdown(settings, measured, tasks, memory_mb=settings.memory_mb, **common),
+        ),
     ):
         total = sum(breakdown.values())
         print(f"\n{name}: {total:8.2f} USD per million requests")

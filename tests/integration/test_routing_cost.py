@@ -47,6 +47,15 @@ def test_the_benchmark_prices_both_orchestrations_from_the_template_and_measurem
     assert report["orchestrations"][lambda_name]["breakdown"][
         "Lambda duration (waiting on the model)"
     ] == pytest.approx(0.5 * 1.5 * 0.0000133334 * 1e6)
+    # The Step Functions orchestration's tasks were measured too; no Lambda waits on the model there
+    tasks = report["measured_tasks"]
+    assert 0 < tasks["decide_cpu_ms"] < 50 and 0 < tasks["record_cpu_ms"] < 50
+    assert tasks["tasks_per_request"] >= 2 and tasks["log_bytes"] > 200
+    [sfn_name] = [name for name in report["orchestrations"] if name.startswith("Step Functions")]
+    sfn = report["orchestrations"][sfn_name]["breakdown"]
+    assert "Lambda duration (waiting on the model)" not in sfn
+    assert sfn["Lambda requests (decide and record tasks)"] == pytest.approx(0.2 * tasks["tasks_per_request"])
+    assert sfn["Step Functions Express duration (64 MB)"] >= 64 / 1024 * 1.5 * 0.00001667 * 1e6
     # More memory costs more while the router waits; CPU-bound time shrinks with it
     memory = {int(k): v for k, v in report["memory"].items()}
     assert memory[256]["total"] < memory[512]["total"] < memory[1024]["total"]
