@@ -78,7 +78,8 @@ class RoutingStateMachine(Construct):
 
     Attributes:
         state_machine: the Express state machine.
-        log_group: its execution log (level ALL, without execution data: prompts and answers are not logged).
+        log_group: its execution log (level ALL, without execution data: prompts and answers are not logged), named
+            ``/aws/vendedlogs/states/...`` and deleted with the stack.
     """
 
     def __init__(
@@ -201,7 +202,17 @@ class RoutingStateMachine(Construct):
         decide.next(route)
         record.next(route)
 
-        self.log_group = logs.LogGroup(self, "ExecutionLogs", retention=log_retention)
+        # Under /aws/vendedlogs/: Step Functions adds every log group it logs to to the account's CloudWatch Logs
+        # resource policy (5,120 characters) unless the name has that prefix (Step Functions' best practices).
+        # A named group deleted with the stack, so that deploying the stack again finds the name free.
+        self.log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name="/aws/vendedlogs/states/"
+            + cdk.Names.unique_resource_name(self, separator="-", max_length=200),
+            retention=log_retention,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -50,6 +50,13 @@ def test_an_express_state_machine_with_execution_logging(sfn):
     )
 
 
+def test_execution_log_group_is_vended_and_goes_with_the_stack(sfn):
+    groups = sfn.template.find_resources("AWS::Logs::LogGroup")
+    [group] = [g for k, g in groups.items() if "ExecutionLogs" in k]
+    assert group["Properties"]["LogGroupName"].startswith("/aws/vendedlogs/states/")
+    assert group["DeletionPolicy"] == "Delete"
+
+
 def test_states_and_their_order(sfn, shipped_policy):
     definition = _definition(sfn)
     states = definition["States"]
