@@ -50,8 +50,10 @@ bench: setup
 validators: setup
 	$(PY) tools/generate_validators.py
 
+# SYNTH_CONTEXT: extra context, e.g. SYNTH_CONTEXT="-c routed-bedrock:orchestration=step-functions"
+SYNTH_CONTEXT ?=
 synth: setup
-	npx cdk synth --no-notices -q
+	npx cdk synth --no-notices -q $(SYNTH_CONTEXT)
 
 # The multi-region failover deployment with the placeholder zone and domain of failover.example.json, linted.
 FAILOVER_CONTEXT = $(shell $(PYTHON) -c 'import json; print(" ".join(f"-c {k}={v}" for k, v in json.load(open("failover.example.json")).items()))')

@@ -142,7 +142,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         orchestration: how ``POST /generate`` waits on Bedrock. ``Orchestration.LAMBDA``: the router function makes
             the model calls. ``Orchestration.STEP_FUNCTIONS``: an Express state machine (``RoutingStateMachine``)
             that API Gateway starts synchronously makes them, and a tasks function decides and records each
-            (README: "Which orchestration"); bodies are then limited to 96 KiB (Step Functions' 256 KiB state).
+            (README: "Which orchestration"); bodies are then limited to 64 KiB (Step Functions' 256 KiB state).
             ``/health`` and ``/v1`` stay on the router function either way. Default: - ``Orchestration.LAMBDA``.
         router_streaming_timeout: the streaming router's timeout (3 s to 15 min, API Gateway's longest
             stream); the policy's ``resilience.stream_deadline_ms`` plus the 500 ms reserve must fit it.
@@ -487,6 +487,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             api=self.api,
             alarms=list(self.alarms.values()),
             dashboard_name=dashboard_name,
+            state_machine=self.state_machine,
         )
         self.dashboard = self.routing_dashboard.dashboard
         self._acknowledge_nag_findings()

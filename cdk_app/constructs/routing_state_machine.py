@@ -42,11 +42,14 @@ LAMBDA_SERVICE_ERRORS = (
     "Lambda.TooManyRequestsException",
 )
 """Lambda's own failures to run a task (not the task's): retried once, a second later."""
+LAST_TASK_MS = 2000
+"""Time the execution allows past the policy's total deadline: the Record task that answers."""
 MAX_EXPRESS_DURATION = Duration.minutes(5)
 """A synchronous Express execution's limit."""
-STATE_MACHINE_MAX_BODY_BYTES = 98_304
-"""The largest ``/generate`` body this orchestration accepts: 96 KiB. Step Functions caps an execution's state at
-256 KiB, and the request travels in the state beside its Converse messages and the answers so far."""
+STATE_MACHINE_MAX_BODY_BYTES = 65_536
+"""The largest ``/generate`` body this orchestration accepts: 64 KiB. Step Functions caps an execution's state at
+256 KiB, and the request travels in it three times over (in base64, about 4/3 of its size; as Converse messages;
+in the tasks' input) beside the answers so far."""
 
 
 class Orchestration(Enum):
@@ -74,7 +77,9 @@ class RoutingStateMachine(Construct):
         policy: the routing policy; its ``resilience`` gives the throttle retries (``throttle_retries``,
             ``backoff_base_ms``, ``backoff_cap_ms``) and the degraded message, its models the Bedrock IAM.
         log_retention: retention of the execution log group. Default: - ``RetentionDays.ONE_MONTH``.
-        timeout: the execution's limit. Default: - the policy's ``total_deadline_ms`` plus 3 s (the last task).
+        timeout: the execution's limit. Default: - the policy's ``total_deadline_ms`` plus 2 s (the last task), so
+            that a stuck execution ends, as a JSON 504, inside API Gateway's 29 s (the endpoint allows a deadline
+            of at most 26,500 ms).
 
     Attributes:
         state_machine: the Express state machine.
@@ -94,7 +99,7 @@ class RoutingStateMachine(Construct):
     ) -> None:
         super().__init__(scope, id)
         resilience = policy.resilience
-        timeout = timeout or Duration.millis(resilience.total_deadline_ms + 3000)
+        timeout = timeout or Duration.seconds((resilience.total_deadline_ms + LAST_TASK_MS) // 1000)  # whole s
         if not timeout.is_unresolved() and timeout.to_milliseconds() > MAX_EXPRESS_DURATION.to_milliseconds():
             raise ValueError(
                 f"timeout of {timeout.to_seconds()} s is above the 300 s a synchronous Express execution may run"

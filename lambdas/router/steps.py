@@ -32,7 +32,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import handler as glue
 from .engine import decide
-from .executor import MIN_ATTEMPT_SECONDS
 from .live_state import LiveStateTracker
 from .replay import (
     RUN_FORMAT,
@@ -181,8 +180,8 @@ def _call(needed: CallNeeded, run: dict[str, Any], replay: Replay, decider: Pinn
         "Region": needed.call.region,
         "Messages": sdk_shape(needed.messages),
         "InferenceConfig": sdk_shape(needed.inference_config),
-        # Whole seconds, at least 1 (Step Functions' unit); the attempt's budget is never below 0.25 s
-        "TimeoutSeconds": max(1, math.ceil(max(needed.timeout_s, MIN_ATTEMPT_SECONDS))),
+        # Whole seconds (Step Functions' unit), rounded down to stay within the request's deadline; at least 1
+        "TimeoutSeconds": max(1, math.floor(needed.timeout_s)),
     }
     if needed.system:
         call["System"] = sdk_shape(needed.system)

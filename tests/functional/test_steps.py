@@ -7,6 +7,7 @@ region, fallback, degraded, attempts) for the same failures.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -215,3 +216,32 @@ def test_cascade_escalates_across_tasks_like_the_lambda(machine, invoke, bedrock
     assert len(body["decision"]["attempts"]) >= 2
     assert tasks == 1 + len(body["decision"]["attempts"])
     _same(body, lambda_body)
+
+
+def test_fuzzed_bodies_and_headers_always_get_an_answer_without_a_500(machine):
+    # Given random and mutated bodies (deep nesting, odd types, binary, huge numbers) and odd headers
+    rng = random.Random(7)
+    seeds = [
+        '{"prompt": "hi"}',
+        '{"prompt": "hi", "max_tokens": 5}',
+        '{"messages": [{"role": "user", "content": "x"}]}',
+    ]
+    pieces = ['"', "{", "}", "[", "]", ",", ":", "\\", "\x00", "é", "1e999", "null", "true", '"prompt"', " "]
+    for case in range(300):
+        body = rng.choice(seeds)
+        for _ in range(rng.randint(0, 4)):
+            at = rng.randint(0, len(body))
+            body = body[:at] + rng.choice(pieces) + body[at + rng.randint(0, 2) :]
+        if case % 25 == 0:
+            body = "[" * 5000 + "]" * 5000
+        headers = {
+            "X-Latency-Budget-Ms": rng.choice(["", "0", "-1", "abc", "99999999", "1500"]),
+            "X-Caller-Id": "é\x01",
+        }
+        # When it runs through the tasks
+        answer, _tasks = machine(None, headers=headers, raw=body)
+        # Then it is answered: a 2xx or a 4xx with a JSON message, never a 5xx
+        assert answer["statusCode"] < 500, (body, answer)
+        parsed = json.loads(answer["body"])
+        if answer["statusCode"] >= 400:
+            assert parsed["message"]
