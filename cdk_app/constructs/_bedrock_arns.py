@@ -16,15 +16,16 @@ def _foundation_model(region: str, model_id: str) -> str:
     return f"arn:{Aws.PARTITION}:bedrock:{region}::foundation-model/{model_id}"
 
 
-def _model_arns(spec: ModelSpec) -> list[str]:
+def _model_arns(spec: ModelSpec, calling: tuple[str, ...]) -> list[str]:
     if not spec.is_inference_profile:
-        return [_foundation_model(region, spec.model_id) for region in spec.regions]
+        return [_foundation_model(region, spec.model_id) for region in calling]
+    if not calling:
+        return []
     arns = [
-        f"arn:{Aws.PARTITION}:bedrock:{region}:{Aws.ACCOUNT_ID}:inference-profile/{spec.model_id}"
-        for region in spec.regions
+        f"arn:{Aws.PARTITION}:bedrock:{region}:{Aws.ACCOUNT_ID}:inference-profile/{spec.model_id}" for region in calling
     ]
     if spec.model_id.split(".", 1)[0] == GLOBAL_PROFILE_PREFIX:
-        source_and_destinations = dict.fromkeys((*spec.regions, *spec.profile_destinations))
+        source_and_destinations = dict.fromkeys((*calling, *spec.profile_destinations))
         arns.extend(_foundation_model(region, spec.foundation_model_id) for region in source_and_destinations)
         arns.append(_foundation_model("", spec.foundation_model_id))
     else:
@@ -32,7 +33,7 @@ def _model_arns(spec: ModelSpec) -> list[str]:
     return arns
 
 
-def model_invoke_arns(policy: Policy) -> list[str]:
+def model_invoke_arns(policy: Policy, calling_from: str | None = None) -> list[str]:
     """Every ARN the router may invoke, deduplicated, in the policy's order; no wildcard.
 
     - a foundation model: ``arn:{partition}:bedrock:{region}::foundation-model/{id}`` in each region the router
@@ -42,6 +43,15 @@ def model_invoke_arns(policy: Policy) -> list[str]:
       to (Bedrock checks both);
     - a global inference profile: the profile ARN in each calling region, the foundation model in the calling
       and listed destination regions, and the region-less foundation model ARN.
+
+    ``calling_from``: only what calls from that one region need (the state machine's SDK integration calls its
+    own region only). Default: - every region of each model.
     """
-    arns = [arn for spec in policy.models.values() for arn in _model_arns(spec)]
+    arns = [
+        arn
+        for spec in policy.models.values()
+        for arn in _model_arns(
+            spec, spec.regions if calling_from is None else tuple(r for r in spec.regions if r == calling_from)
+        )
+    ]
     return list(dict.fromkeys(arns))

@@ -5,7 +5,8 @@ An Express state machine that API Gateway starts synchronously (``StartSyncExecu
     Decide (Lambda task) -> Next? -- call --> CallModel (Bedrock Converse, SDK integration) --+
                               ^       \\-- answer --> Answer                                  |
                               +---------- Record (Lambda task) <-- outcome or caught error --+
-    Decide/Record fail -> Degraded (Pass: /generate's degraded answer) -> Answer
+    Record fails -> Abandon (Lambda task: charge, settle, the degraded answer) -> Answer
+    Decide or Abandon fails -> Degraded (Pass: /generate's degraded answer) -> Answer
 
 The tasks (``lambdas/router/steps.py``) run the router's own code: the decision, the order of regions and
 fallbacks, cascades, circuit breakers, budgets and metrics are the Lambda orchestration's. The model calls in the
@@ -29,19 +30,16 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from lambdas.router.policy import Policy
+from lambdas.router.replay import StateMachineRetry
 from lambdas.router.service import DEGRADED_MODEL
 
 from ._bedrock_arns import model_invoke_arns
 
 THROTTLE_ERRORS = ("BedrockRuntime.ThrottlingException", "BedrockRuntime.ServiceQuotaExceededException")
 """What the Bedrock SDK integration raises when a call is throttled (``ServiceName.ErrorName``)."""
-LAMBDA_SERVICE_ERRORS = (
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
-)
-"""Lambda's own failures to run a task (not the task's): retried once, a second later."""
+LAMBDA_NOT_RUN_ERRORS = ("Lambda.TooManyRequestsException",)
+"""Lambda refused to run the task (throttled): retried once, a second later. Other Lambda service errors may come
+after the task ran, and a task repeated would report its call to the breakers or settle the budget twice."""
 LAST_TASK_MS = 2000
 """Time the execution allows past the policy's total deadline: the Record task that answers."""
 MAX_EXPRESS_DURATION = Duration.minutes(5)
@@ -111,7 +109,13 @@ class RoutingStateMachine(Construct):
             state_name="Decide",
             comment="Parse the request, read the policy and live state, decide the route; the first call or an answer",
             lambda_function=tasks_function,
-            payload=sfn.TaskInput.from_object({"phase": "decide", "request": sfn.JsonPath.object_at("$.request")}),
+            payload=sfn.TaskInput.from_object(
+                {
+                    "phase": "decide",
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "started_at": sfn.JsonPath.string_at("$$.Execution.StartTime"),  # the deadline counts from it
+                }
+            ),
             payload_response_only=True,
             retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
             result_path="$.step",
@@ -144,13 +148,36 @@ class RoutingStateMachine(Construct):
             result_path="$.step",
         )
         degraded.next(answer)
-        for task in (decide, record):
+        abandon = tasks.LambdaInvoke(
+            self,
+            "Abandon",
+            state_name="Abandon",
+            comment="Record failed: charge the calls made, settle the budget, give back probes; the degraded answer",
+            lambda_function=tasks_function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "phase": "abandon",
+                    "request": sfn.JsonPath.object_at("$.request"),
+                    "run": sfn.JsonPath.object_at("$.step.run"),
+                    "outcome": sfn.JsonPath.object_at("$.outcome"),
+                }
+            ),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path="$.step",
+        )
+        abandon.next(answer)
+        for task, failed in ((decide, degraded), (record, abandon), (abandon, degraded)):
+            # Retried only when Lambda did not run it (a rerun would repeat its breaker reports or settle twice)
             task.add_retry(
-                errors=list(LAMBDA_SERVICE_ERRORS), interval=Duration.seconds(1), max_attempts=1, backoff_rate=1
+                errors=list(LAMBDA_NOT_RUN_ERRORS), interval=Duration.seconds(1), max_attempts=1, backoff_rate=1
             )
-            task.add_catch(degraded, errors=[sfn.Errors.ALL], result_path="$.error")
+            task.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.error")
 
-        invoke_arns = model_invoke_arns(policy)
+        region = cdk.Stack.of(self).region
+        invoke_arns = model_invoke_arns(policy, None if cdk.Token.is_unresolved(region) else region)
+        if not invoke_arns:
+            raise ValueError(f"no model of the policy is served in region '{region}', the state machine's region")
         calls = []
         for state_id, with_system in (("CallModel", False), ("CallModelWithSystem", True)):
             parameters = {
@@ -178,13 +205,14 @@ class RoutingStateMachine(Construct):
                 result_path="$.outcome",
                 task_timeout=sfn.Timeout.at("$.step.call.TimeoutSeconds"),
             )
-            if resilience.throttle_retries > 0:
+            retry = StateMachineRetry.of(resilience)  # the tasks shorten each call's timeout by its longest wait
+            if retry.max_attempts > 0:
                 call.add_retry(
                     errors=list(THROTTLE_ERRORS),
-                    interval=Duration.seconds(max(1, round(resilience.backoff_base_ms / 1000))),
-                    max_attempts=resilience.throttle_retries,
+                    interval=Duration.seconds(retry.interval_s),
+                    max_attempts=retry.max_attempts,
                     backoff_rate=2,
-                    max_delay=Duration.seconds(max(1, round(resilience.backoff_cap_ms / 1000))),
+                    max_delay=Duration.seconds(retry.max_delay_s),
                     jitter_strategy=sfn.JitterType.FULL,
                 )
             call.add_catch(record, errors=[sfn.Errors.ALL], result_path="$.outcome")
@@ -236,8 +264,10 @@ class RoutingStateMachine(Construct):
             validations(policy).acknowledge(
                 cdk.Acknowledgment(
                     id="AwsSolutions-IAM5[Resource::*]",
-                    reason="Step Functions' execution logging needs the CloudWatch Logs delivery actions "
-                    "(logs:CreateLogDelivery and the rest) on '*': they take no resource-level permissions.",
+                    reason="Step Functions' execution logging to CloudWatch Logs (the statement CDK writes for "
+                    "LogOptions): the log delivery actions (logs:CreateLogDelivery, GetLogDelivery, "
+                    "UpdateLogDelivery, DeleteLogDelivery, ListLogDeliveries) and logs:PutResourcePolicy, "
+                    "DescribeResourcePolicies and DescribeLogGroups, which AWS documents on '*' only.",
                 ),
                 cdk.Acknowledgment(
                     id=f"AwsSolutions-IAM5[Resource::<{cdk.Stack.of(self).get_logical_id(_cfn(tasks_function))}"
@@ -283,17 +313,26 @@ def degraded_answer(message: str) -> dict[str, object]:
     }
 
 
+REQUEST_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+"""Request content types the integration maps (others get API Gateway's 415)."""
 ANSWER_HEADERS = ("X-Selected-Model", "X-Degraded", "Retry-After")
 """The router's response headers the integration copies from the state machine's answer."""
 
+SECRET_HEADERS = ("authorization", "x-api-key")
+"""Headers the integration leaves out of the execution's input: API Gateway has checked them, the router never reads
+them, and the input travels through every task."""
+
 # The execution's input: the raw body and the headers in base64 (no text of the caller's needs escaping twice, once
 # for the input's JSON and once for StartSyncExecution's), and the request context fields the router reads.
+_SKIP_SECRETS = " && ".join(f'$name.toLowerCase() != "{header}"' for header in SECRET_HEADERS)
 _REQUEST_TEMPLATE = (
+    '#set($sep = "")'
     '{{"stateMachineArn": "{arn}", "input": "{{\\"request\\":{{'
     '\\"body64\\":\\"$util.base64Encode($input.body)\\",'
     '\\"headers64\\":{{#foreach($name in $input.params().header.keySet())'
-    '\\"$util.base64Encode($name)\\":\\"$util.base64Encode($input.params().header.get($name))\\"'
-    "#if($foreach.hasNext),#end#end}},"
+    f"#if({_SKIP_SECRETS})"
+    '$sep\\"$util.base64Encode($name)\\":\\"$util.base64Encode($input.params().header.get($name))\\"'
+    '#set($sep = ",")#end#end}},'
     '\\"requestContext\\":{{\\"requestId\\":\\"$context.requestId\\",'
     '\\"identity\\":{{\\"sourceIp\\":\\"$context.identity.sourceIp\\",\\"apiKeyId\\":\\"$context.identity.apiKeyId\\",'
     '\\"userArn\\":\\"$context.identity.userArn\\"}},'
@@ -319,10 +358,20 @@ $answer.body
 {{"error": "RouterUnavailable", "message": "the routing state machine ended $status",
 "request_id": "$context.requestId"}}
 #end"""
-_REFUSED_TEMPLATE = (
-    '{"error": "BadRequest", "message": "Step Functions refused the request: '
-    "$util.escapeJavaScript($input.path('$.message'))\"}"
-)
+# Step Functions refused to start the execution (HTTP 4xx): throttled (429, to be retried), the input too large or
+# invalid (400, the caller's), anything else (access, a missing state machine: 502, not the caller's fault).
+_REFUSED_TEMPLATE = """#set($type = "$input.path('$.__type')")
+#set($message = $util.escapeJavaScript("$input.path('$.message')").replaceAll("\\\\'", "'"))
+#if($type.contains("Throttling") || $type.contains("ExecutionLimitExceeded"))
+#set($context.responseOverride.status = 429)
+#set($context.responseOverride.header.Retry-After = "1")
+{"error": "Throttled", "message": "Step Functions is throttling routing executions: $message"}
+#elseif($type.contains("Validation") || $type.contains("InvalidExecutionInput"))
+{"error": "BadRequest", "message": "Step Functions refused the request: $message"}
+#else
+#set($context.responseOverride.status = 502)
+{"error": "RouterUnavailable", "message": "the routing state machine could not be started: $message"}
+#end"""
 _FAILED_TEMPLATE = '{"error": "RouterUnavailable", "message": "the routing state machine could not be started"}'
 
 STATE_MACHINE_METHOD_RESPONSES = [
@@ -341,7 +390,11 @@ def state_machine_integration(state_machine: sfn.IStateMachine) -> apigw.AwsInte
     return apigw.StepFunctionsIntegration.start_execution(
         state_machine,
         use_default_method_responses=False,
-        request_templates={"application/json": _REQUEST_TEMPLATE.format(arn=state_machine.state_machine_arn)},
+        # JSON, and what curl -d and plain clients send: the router reads the body as JSON whatever its type
+        request_templates={
+            content_type: _REQUEST_TEMPLATE.format(arn=state_machine.state_machine_arn)
+            for content_type in REQUEST_CONTENT_TYPES
+        },
         integration_responses=[
             apigw.IntegrationResponse(status_code="200", response_templates={"application/json": _RESPONSE_TEMPLATE}),
             apigw.IntegrationResponse(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from . import breaker as b
@@ -158,6 +158,7 @@ class LiveStateTracker:
         self._clock = clock
         self._logger = logger or logging.getLogger(__name__)
         self._lock = threading.Lock()
+        self._adopted: dict[Pair, float] = {}  # probes adopted from another instance, claimed in the store
         self._sync_done = threading.Condition(self._lock)
         self._syncing = False  # one thread at a time flushes and reads
         self._seq = 0  # numbers store calls in the order they are made; the newest answer wins a merge
@@ -333,6 +334,7 @@ class LiveStateTracker:
                 return
             probes.discard(pair)
             opened_at = self._probing.pop(pair, None)
+            self._adopted.pop(pair, None)
             if opened_at is None:
                 return
             undo = self._begin_close(pair, opened_at, now) if outcome == "ok" else None
@@ -342,6 +344,41 @@ class LiveStateTracker:
             self._give_back(pair, opened_at, now)
         else:
             self._open(pair, now, opened_at, f"half-open probe failed ({outcome})", now)
+
+    def hand_off_probes(self, probes: set[Pair]) -> dict[Pair, tuple[float, bool]]:
+        """The request goes on elsewhere (the Step Functions orchestration's next task): its half-open probes leave
+        this instance's books, still claimed; returns when each one's circuit opened, and whether the claim is in
+        the store (else this instance probed on its own knowledge)."""
+        handed: dict[Pair, tuple[float, bool]] = {}
+        with self._lock:
+            for pair in probes:
+                opened_at = self._probing.pop(pair, None)
+                if opened_at is None:
+                    continue
+                remote = self._remote_circuits.get(pair)
+                in_store = (remote is not None and remote.opened_at == opened_at) or pair in self._adopted
+                self._adopted.pop(pair, None)
+                handed[pair] = (opened_at, in_store)
+        return handed
+
+    def adopt_probes(self, probes: Mapping[Pair, tuple[float, bool]]) -> None:
+        """Probes another instance claimed for this request (``hand_off_probes``): this one gives their verdict or
+        gives them back (in the store too, when the claim is there)."""
+        with self._lock:
+            for pair, (opened_at, in_store) in probes.items():
+                self._probing.setdefault(pair, opened_at)
+                if in_store:
+                    self._adopted[pair] = opened_at
+
+    def hand_off(self, reservation: Reservation) -> Reservation:
+        """The request is settled elsewhere: what this instance counts in flight for it is dropped here, and the
+        reservation returned has no instance-local (unconfirmed) scopes, so any instance can settle it."""
+        estimate = reservation.estimate_usd
+        if not reservation.unconfirmed or reservation.refused is not None:
+            return reservation
+        with self._lock:
+            self._count_unconfirmed(list(reservation.unconfirmed), -estimate)
+        return reservation._replace(unconfirmed=frozenset())
 
     def release(self, probes: set[Pair]) -> None:
         """End of request: probes it still holds (no verdict: throttled, deadline) are given back."""
@@ -649,7 +686,8 @@ class LiveStateTracker:
     def _give_back(self, pair: Pair, opened_at: float, now: float) -> None:
         with self._lock:
             remote = self._remote_circuits.get(pair)
-            if remote is None or remote.opened_at != opened_at or not self._healthy(now):
+            adopted = self._adopted.pop(pair, None) == opened_at  # claimed in the store by another instance
+            if not (adopted or (remote is not None and remote.opened_at == opened_at)) or not self._healthy(now):
                 return
         try:
             self._backend.release_probe(pair, opened_at=opened_at)

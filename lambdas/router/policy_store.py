@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .policy import Policy, PolicyError, parse_policy
+from .policy import Policy, PolicyError, document_digest, parse_policy
 
 FetchFn = Callable[[], bytes | str]
 
@@ -31,6 +31,9 @@ the session's minimum is 60 s and any faster poll fails with "request too early"
 
 
 NO_POLICY_RETRY_S = 5.0
+RECENT_POLICIES = 4
+"""Policies an instance keeps by digest: a Step Functions request's later tasks replay under the policy its first
+task used, even after this instance moved to a newer one (a rollout)."""
 """With no policy loaded (neither fetched nor bootstrap), how often a request may try fetching again."""
 
 
@@ -78,6 +81,8 @@ class PolicyStore:
         self._checked_at: float | None = None
         self._last_error: str | None = None
         self._lock = threading.Lock()
+        self._digest: str | None = None  # the SHA-256 of the policy in force
+        self._recent: dict[str, Policy] = {}  # the policies this instance served lately, by digest (oldest first)
 
     @property
     def last_error(self) -> str | None:
@@ -104,6 +109,25 @@ class PolicyStore:
         if self._policy is None:
             raise PolicyUnavailable(self._last_error or "no routing policy loaded")
         return self._policy
+
+    def current_with_digest(self) -> tuple[Policy, str]:
+        """The policy in force and its document's SHA-256 (``policy.document_digest``), read together."""
+        policy = self.current()
+        with self._lock:
+            return policy, (self._digest or "") if self._policy is policy else ""
+
+    def by_digest(self, digest: str) -> Policy | None:
+        """One of the last ``RECENT_POLICIES`` policies this instance served, by its document's SHA-256."""
+        with self._lock:
+            return self._recent.get(digest)
+
+    def _keep(self, policy: Policy, raw: bytes | str) -> None:
+        digest = document_digest(raw)
+        self._digest = digest
+        self._recent.pop(digest, None)
+        self._recent[digest] = policy
+        while len(self._recent) > RECENT_POLICIES:
+            self._recent.pop(next(iter(self._recent)))
 
     def _due(self, now: float) -> bool:
         if self._checked_at is None:
@@ -151,6 +175,7 @@ class PolicyStore:
         if self._policy is not None and policy.version != self._policy.version:
             self._logger.info("loaded new policy", extra={"policy_version": policy.version})
         self._policy, self._accepted_raw, self._source = policy, raw, "fetched"
+        self._keep(policy, raw)
         self._rejected_raw = self._last_error = None
 
     def _load_bootstrap(self) -> None:
@@ -159,12 +184,14 @@ class PolicyStore:
                 self._last_error = "no policy deployed to this AppConfig environment yet (empty configuration)"
             return
         try:
-            policy = parse_policy(self._bootstrap(), trusted_digest=self._trusted_digest)
+            raw = self._bootstrap()
+            policy = parse_policy(raw, trusted_digest=self._trusted_digest)
         except (OSError, PolicyError) as exc:
             self._last_error = f"{self._last_error or 'no policy deployed yet'}; the bootstrap policy failed: {exc}"
             self._logger.error("cannot load the bootstrap policy", extra={"error": str(exc)})
             return
         self._policy, self._source = policy, "bootstrap"
+        self._keep(policy, raw)
         self._logger.info(
             "serving the bootstrap policy until a version is deployed to this client",
             extra={"policy_version": policy.version},

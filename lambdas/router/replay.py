@@ -18,6 +18,7 @@ Pure apart from the clock and the gateway it is handed.
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -26,7 +27,7 @@ from .budget import SpendScope
 from .engine import Decision, LiveState, PlannedCall, RoutingRequest
 from .executor import ModelCallError, ModelReply
 from .live_state import LiveStateTracker, Reservation, Snapshot, TrackerEvents
-from .policy import Policy, PolicyError
+from .policy import Policy, PolicyError, Resilience
 
 RUN_FORMAT = 1
 """The run record's format; a task refuses a record of another format (a deploy mid-request)."""
@@ -43,10 +44,12 @@ class CallNeeded(Exception):
         messages: list[dict[str, Any]],
         system: list[dict[str, str]],
         inference_config: dict[str, Any],
+        issued_at: float = 0.0,
     ) -> None:
         super().__init__(f"call {call.model.model_id} in {call.region}")
         self.call = call
         self.timeout_s = float(timeout_s)
+        self.issued_at = issued_at
         self.messages = messages
         self.system = system
         self.inference_config = inference_config
@@ -122,6 +125,9 @@ class Replay:
         self._cursor = 0
         self._time = started_at
         self.pending: CallNeeded | None = None
+        self.checked_at: float | None = None
+        """When the live call about to be made was checked (the breaker's check, just before the executor's
+        deadline check): its ``started_at``, so that a replay finds the time left it found."""
 
     @property
     def replaying(self) -> bool:
@@ -144,7 +150,7 @@ class Replay:
             return False
         started_at = self.attempts[self._cursor].started_at
         if started_at is not None:
-            self._time = max(self._time, started_at)
+            self._time = started_at
         return True
 
     # The gateway (``service.ModelGateway``)
@@ -167,19 +173,25 @@ class Replay:
             self._cursor += 1
             self._time = attempt.ended_at
             return _outcome(attempt)
+        checked_at = self.checked_at if self.checked_at is not None else self._now()
+        self.checked_at = None
         if call.region != self.home_region and self._remote is not None:
+            model_id, region = call.model.model_id, call.region
             try:
                 reply: ModelReply = self._remote.converse(
                     call, timeout_s, messages=messages, system=system, inference_config=inference_config
                 )
             except ModelCallError as error:
-                self._made(
-                    Attempt(call.model.model_id, call.region, self._now(), code=error.code, message=error.message)
+                failed = Attempt(
+                    model_id, region, self._now(), code=error.code, message=error.message, started_at=checked_at
                 )
+                self._made(failed)
                 raise
-            self._made(Attempt(call.model.model_id, call.region, self._now(), reply=reply))
+            self._made(Attempt(model_id, region, self._now(), reply=reply, started_at=checked_at))
             return reply
-        self.pending = CallNeeded(call, timeout_s, messages=messages, system=system, inference_config=inference_config)
+        self.pending = CallNeeded(
+            call, timeout_s, messages=messages, system=system, inference_config=inference_config, issued_at=checked_at
+        )
         raise self.pending
 
     def converse_stream(self, call: PlannedCall, first_token_timeout_s: float, **_: Any) -> Any:
@@ -211,6 +223,10 @@ class PinnedTracker:
         self._reported = 0
         self.snapshot_taken: Snapshot | None = None
         self.reservation: Reservation | None = _reservation_from(pinned.get("reservation")) if pinned else None
+        self._adopted: dict[tuple[str, str], tuple[float, bool]] = {}
+        if pinned:  # the probes the request holds, claimed by an earlier task: this instance gives their verdict
+            self._adopted = probes_from(pinned.get("probes", ()))
+            tracker.adopt_probes(self._adopted)
 
     def snapshot(self, policy: Policy, scopes: Sequence[SpendScope]) -> Snapshot:
         if self._pinned is None:
@@ -218,8 +234,7 @@ class PinnedTracker:
             return self.snapshot_taken
         raw = self._pinned["snapshot"]
         state = LiveState(budget_used_percent=raw.get("budget_used_percent"), budget_scope=raw.get("budget_scope"))
-        probes = {(str(model), str(region)) for model, region in raw.get("probes", ())}
-        self.snapshot_taken = Snapshot(state, probes, float(raw.get("spend_today_usd") or 0.0))
+        self.snapshot_taken = Snapshot(state, set(self._adopted), float(raw.get("spend_today_usd") or 0.0))
         return self.snapshot_taken
 
     def reserve(self, policy: Policy, scopes: Sequence[SpendScope], estimate_usd: float) -> Reservation:
@@ -232,6 +247,7 @@ class PinnedTracker:
     def is_open(self, policy: Policy, model_id: str, region: str, probes: set[tuple[str, str]]) -> bool:
         if self._replay.replaying:  # skipped then exactly when the record's next call is a later one
             return not self._replay.starting(model_id, region)
+        self._replay.checked_at = self._replay.clock()
         return self._tracker.is_open(policy, model_id, region, probes)
 
     def record_attempt(
@@ -254,18 +270,25 @@ class PinnedTracker:
         return self._tracker.drain_events()
 
     def pin(self) -> dict[str, Any]:
-        """The snapshot and reservation for the tasks that follow."""
+        """The snapshot and reservation for the tasks that follow (the first task's)."""
         snapshot = self.snapshot_taken
         state = snapshot.state if snapshot is not None else LiveState()
+        reservation = self._tracker.hand_off(self.reservation) if self.reservation is not None else None
         return {
             "snapshot": {
                 "budget_used_percent": state.budget_used_percent,
                 "budget_scope": state.budget_scope,
                 "spend_today_usd": snapshot.spend_today_usd if snapshot is not None else 0.0,
-                "probes": sorted([list(pair) for pair in snapshot.probes]) if snapshot is not None else [],
             },
-            "reservation": _reservation_json(self.reservation),
+            "reservation": _reservation_json(reservation),
         }
+
+    def hand_off_probes(self) -> list[list[Any]]:
+        """The probes the request holds now (claimed by this task or adopted), for the next task; this instance
+        stops holding them."""
+        held = self.snapshot_taken.probes if self.snapshot_taken is not None else set()
+        handed = {**self._adopted, **self._tracker.hand_off_probes(held)}
+        return sorted([m, r, at, in_store] for (m, r), (at, in_store) in handed.items() if (m, r) in held)
 
 
 class PinnedDecider:
@@ -284,6 +307,11 @@ class PinnedDecider:
         else:
             self.decision = decision_from_json(self._pinned, policy)
         return self.decision
+
+
+def probes_from(raw: Sequence[Sequence[Any]]) -> dict[tuple[str, str], tuple[float, bool]]:
+    """The run record's probes (``[model_id, region, opened_at, in_store]``) as ``adopt_probes`` takes them."""
+    return {(str(m), str(r)): (float(at), bool(in_store)) for m, r, at, in_store in raw}
 
 
 def decision_json(decision: Decision) -> dict[str, Any]:
@@ -389,6 +417,28 @@ def error_from_sdk(error: str, cause: str) -> tuple[str, str]:
     if error == STATES_TIMEOUT:
         return "Timeout", cause or "no reply within the attempt's timeout"
     return error or "Unknown", cause
+
+
+class StateMachineRetry(NamedTuple):
+    """The state machine's Retry of a throttled call: the policy's backoff in whole seconds (Step Functions' unit),
+    rounded up; each wait is drawn with full jitter below ``min(interval_s * 2**n, max_delay_s)``."""
+
+    interval_s: int
+    max_delay_s: int
+    max_attempts: int
+
+    @classmethod
+    def of(cls, resilience: Resilience) -> StateMachineRetry:
+        return cls(
+            max(1, math.ceil(resilience.backoff_base_ms / 1000)),
+            max(1, math.ceil(resilience.backoff_cap_ms / 1000)),
+            resilience.throttle_retries,
+        )
+
+    @property
+    def most_waited_s(self) -> int:
+        """The longest the retries can wait in all: a call's timeout leaves this much of the request's time."""
+        return sum(min(self.interval_s * 2**n, self.max_delay_s) for n in range(self.max_attempts))
 
 
 def check_format(raw: Mapping[str, Any]) -> None:

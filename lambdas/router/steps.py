@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+from datetime import datetime
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -32,7 +33,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import handler as glue
 from .engine import decide
+from .executor import AttemptRecord, classify_failure
 from .live_state import LiveStateTracker
+from .policy import Policy
+from .policy_store import PolicyStore
 from .replay import (
     RUN_FORMAT,
     Attempt,
@@ -41,9 +45,12 @@ from .replay import (
     PinnedTracker,
     Replay,
     ReplayMismatch,
+    StateMachineRetry,
+    _reservation_from,
     check_format,
     decision_json,
     error_from_sdk,
+    probes_from,
     reply_from_sdk,
     sdk_shape,
 )
@@ -82,30 +89,53 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return handle(event)
 
 
+PHASES = ("decide", "record", "abandon")
+
+
+class _Pinned:
+    """A policy store that serves one policy: the one this request runs under."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self.last_error: str | None = None
+
+    def current(self) -> Policy:
+        return self._policy
+
+
 def handle(event: dict[str, Any]) -> dict[str, Any]:
     """One task of the state machine (see the module docstring)."""
     phase = event.get("phase")
     request = event.get("request")
-    if phase not in ("decide", "record") or not isinstance(request, dict):
-        raise ValueError(f"a routing task needs a phase of 'decide' or 'record' and a request, got {phase!r}")
-    policies, tracker, gateway = _parts()
+    if phase not in PHASES or not isinstance(request, dict):
+        raise ValueError(f"a routing task needs a phase ({', '.join(PHASES)}) and a request, got {phase!r}")
+    store, tracker, gateway = _parts()
+    now = time.time()
     run: dict[str, Any] | None = None
     attempts: list[Attempt] = []
-    now = time.time()
-    started_at = now
-    if phase == "record":
+    if phase == "decide":
+        policy, digest = store.current_with_digest()
+        started_at = _started_at(event.get("started_at"), now)
+    else:
         run = event.get("run")
         if not isinstance(run, dict):
-            raise ValueError("a 'record' task needs the run record the last task returned")
+            raise ValueError(f"a '{phase}' task needs the run record the last task returned")
         check_format(run)
         started_at = float(run["started_at"])
         attempts = [Attempt.from_json(raw) for raw in run.get("attempts", ())]
-        attempts.append(_attempt_from(run.get("call") or {}, event.get("outcome") or {}, now))
+        if isinstance(event.get("outcome"), dict) and run.get("call"):
+            attempts.append(_attempt_from(run["call"], event["outcome"], now))
+        digest = str(run.get("policy_digest") or "")
+        pinned_policy = store.by_digest(digest)
+        if phase == "abandon" or pinned_policy is None:
+            reason = "routing task failed" if phase == "abandon" else "policy changed"
+            return _abandon(run, attempts, store.current() if pinned_policy is None else pinned_policy, reason, request)
+        policy = pinned_policy
     replay = Replay(started_at=started_at, attempts=attempts, home_region=_home_region(), remote=gateway)
     pinned = PinnedTracker(tracker, replay, run)
     decider = PinnedDecider(decide, run["decision"] if run is not None else None)
     service = RouterService(
-        policies=policies,
+        policies=cast(PolicyStore, _Pinned(policy)),
         gateway=replay,
         live_state=cast(LiveStateTracker, pinned),
         clock=replay.clock,
@@ -114,8 +144,26 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         retry_throttles=False,
         max_body_bytes=int(os.environ.get("ROUTER_MAX_BODY_BYTES", "6000000")),
     )
+    api_event = _api_event(request)
+    try:
+        outcome = service.generate(api_event.body, glue._caller(api_event, None))
+    except CallNeeded as needed:
+        if decider.decision is None:  # the decision is made before any call
+            raise RuntimeError("a model call was planned without a decision") from None
+        if run is None:
+            run = {"format": RUN_FORMAT, "started_at": started_at, "policy_digest": digest, **pinned.pin()}
+        return _call(needed, run, replay=replay, pinned=pinned, decider=decider, policy=policy)
+    except ReplayMismatch as exc:
+        logger.warning("the running request no longer fits the policy", extra={"reason": str(exc)})
+        assert run is not None  # a mismatch needs a record
+        return _abandon(run, replay.attempts, policy, "policy changed", request)
+    glue._record(outcome, _request_id(request), tracker=tracker)
+    return {"action": "answer", "answer": answer_of(outcome)}
+
+
+def _api_event(request: dict[str, Any]) -> APIGatewayProxyEvent:
     body, headers = _body_and_headers(request)
-    api_event = APIGatewayProxyEvent(
+    return APIGatewayProxyEvent(
         {
             "body": body,
             "headers": headers,
@@ -124,21 +172,61 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
             "path": "/generate",
         }
     )
-    caller = glue._caller(api_event, None)
-    request_id = str((request.get("requestContext") or {}).get("requestId") or "")
-    try:
-        outcome = service.generate(api_event.body, caller)
-    except CallNeeded as needed:
-        if decider.decision is None:  # the decision is made before any call
-            raise RuntimeError("a model call was planned without a decision") from None
-        pin = {"format": RUN_FORMAT, "started_at": started_at, **pinned.pin()} if run is None else run
-        return _call(needed, pin, replay, decider)
-    except ReplayMismatch as exc:
-        logger.warning("the running request no longer fits the policy", extra={"reason": str(exc)})
-        policy = policies.current()
-        outcome = _degraded(policy, "none", {"gave_up": "policy changed", "reason": str(exc)}, 0.0, ())
-    glue._record(outcome, request_id, tracker=tracker)
-    return {"action": "answer", "answer": answer_of(outcome)}
+
+
+def _request_id(request: dict[str, Any]) -> str:
+    return str((request.get("requestContext") or {}).get("requestId") or "")
+
+
+def _started_at(raw: Any, now: float) -> float:
+    """When the execution started (``$$.Execution.StartTime``, ISO 8601), so the deadline counts from there; now if
+    it is missing, unreadable or ahead of this clock."""
+    if isinstance(raw, str) and raw:
+        try:
+            return min(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp(), now)
+        except ValueError:
+            logger.warning("unreadable execution start time", extra={"started_at": raw[:40]})
+    return now
+
+
+def _abandon(
+    run: dict[str, Any], attempts: list[Attempt], policy: Policy, reason: str, request: dict[str, Any]
+) -> dict[str, Any]:
+    """End a request that cannot go on (a task failed, or its policy is gone from this instance): the calls made
+    are charged and the newest one reported to the breakers, the reservation settled, its probes given back, and
+    the caller gets the degraded answer, counted in the metrics like any other."""
+    _store, tracker, _gateway = _parts()
+    probes = probes_from(run.get("probes", ()))
+    tracker.adopt_probes(probes)
+    held = set(probes)
+    by_id = {spec.model_id: spec for spec in policy.models.values()}
+    spent = 0.0
+    failed: list[AttemptRecord] = []
+    fresh_from = int(run.get("reported", max(0, len(attempts) - 1)))
+    for index, attempt in enumerate(attempts):
+        spec = by_id.get(attempt.model_id)
+        if attempt.reply is not None and spec is not None:
+            spent += spec.cost_usd(attempt.reply.input_tokens, attempt.reply.output_tokens)
+        outcome = "ok" if attempt.reply is not None else classify_failure(attempt.code or "", attempt.message).value
+        latency_ms = max(0.0, attempt.ended_at - (attempt.started_at or attempt.ended_at)) * 1000.0
+        if outcome != "ok":
+            failed.append(AttemptRecord(spec.key if spec else attempt.model_id, attempt.model_id, attempt.region,
+                                        outcome, attempt.code, latency_ms, 0))  # fmt: skip
+        if index >= fresh_from:
+            tracker.record_attempt(policy, attempt.model_id, attempt.region, outcome, latency_ms, probes=held)
+    reservation = _reservation_from(run.get("reservation"))
+    if reservation is not None:
+        tracker.settle(reservation, spent)
+    tracker.release(held)
+    started_at = float(run.get("started_at") or time.time())
+    explained = {"gave_up": reason, "policy_version": policy.version, "attempts": [a._asdict() for a in failed]}
+    route = str((run.get("decision") or {}).get("route") or "none")
+    outcome_ = _degraded(policy, route, explained, (time.time() - started_at) * 1000.0, tuple(failed))
+    if spent:  # what the calls made cost, in the answer and its metrics, although none is returned
+        outcome_ = outcome_._replace(cost_usd=spent, body={**outcome_.body, "cost_usd": round(spent, 8)})
+    logger.warning("routing request abandoned", extra={"reason": reason, "spent_usd": spent})
+    glue._record(outcome_, _request_id(request), tracker=tracker)
+    return {"action": "answer", "answer": answer_of(outcome_)}
 
 
 def _body_and_headers(request: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
@@ -169,23 +257,36 @@ def _attempt_from(call: dict[str, Any], outcome: dict[str, Any], now: float) -> 
     return Attempt(model_id, region, now, reply=reply_from_sdk(outcome), started_at=started_at)
 
 
-def _call(needed: CallNeeded, run: dict[str, Any], replay: Replay, decider: PinnedDecider) -> dict[str, Any]:
+def _call(
+    needed: CallNeeded,
+    run: dict[str, Any],
+    *,
+    replay: Replay,
+    pinned: PinnedTracker,
+    decider: PinnedDecider,
+    policy: Policy,
+) -> dict[str, Any]:
     """The next call for the state machine, and the run record (``run``: the last one, or the first task's pins)."""
     assert decider.decision is not None  # checked by the caller
     record = dict(run)
     record.setdefault("decision", decision_json(decider.decision))
     record["attempts"] = [attempt.as_json() for attempt in replay.attempts]
+    record["reported"] = len(replay.attempts)  # the breakers have heard of these: the next task reports the rest
+    record["probes"] = pinned.hand_off_probes()
+    # The call's timeout leaves the state machine's throttle retries their longest wait before the deadline
+    deadline = float(record["started_at"]) + policy.resilience.total_deadline_ms / 1000.0
+    left_s = deadline - needed.issued_at - StateMachineRetry.of(policy.resilience).most_waited_s
     call: dict[str, Any] = {
         "ModelId": needed.call.model.model_id,
         "Region": needed.call.region,
         "Messages": sdk_shape(needed.messages),
         "InferenceConfig": sdk_shape(needed.inference_config),
         # Whole seconds (Step Functions' unit), rounded down to stay within the request's deadline; at least 1
-        "TimeoutSeconds": max(1, math.floor(needed.timeout_s)),
+        "TimeoutSeconds": max(1, math.floor(min(needed.timeout_s, left_s))),
     }
     if needed.system:
         call["System"] = sdk_shape(needed.system)
-    record["call"] = {"ModelId": call["ModelId"], "Region": call["Region"], "IssuedAt": time.time()}
+    record["call"] = {"ModelId": call["ModelId"], "Region": call["Region"], "IssuedAt": needed.issued_at}
     return {"action": "call", "call": call, "run": record}
 
 

@@ -15,7 +15,7 @@ import pytest
 from lambdas.router import steps
 from lambdas.router.executor import ModelCallError
 from lambdas.router.live_state import LiveStateTracker
-from lambdas.router.policy import DEFAULT_POLICY_PATH
+from lambdas.router.policy import DEFAULT_POLICY_PATH, compile_policy
 from lambdas.router.policy_store import PolicyStore, file_fetcher
 from lambdas.router.replay import sdk_shape
 from lambdas.router.state_store import InMemoryBackend
@@ -245,3 +245,98 @@ def test_fuzzed_bodies_and_headers_always_get_an_answer_without_a_500(machine):
         parsed = json.loads(answer["body"])
         if answer["statusCode"] >= 400:
             assert parsed["message"]
+
+
+class _SwitchingStore:
+    """A policy store whose policy in force changes between tasks (an AppConfig rollout), keeping old ones by digest."""
+
+    def __init__(self, first: Any, keep_old: bool) -> None:
+        self.policies = {"old": first}
+        self.now = first
+        self.digest = "old"
+        self.keep_old = keep_old
+
+    def switch(self, policy: Any) -> None:
+        self.now, self.digest = policy, "new"
+        self.policies = {"new": policy, **({"old": self.policies["old"]} if self.keep_old else {})}
+
+    def current(self) -> Any:
+        return self.now
+
+    def current_with_digest(self) -> tuple[Any, str]:
+        return self.now, self.digest
+
+    def by_digest(self, digest: str) -> Any:
+        return self.policies.get(digest)
+
+
+def _cascade_run(bedrock: FakeBedrock, store: _SwitchingStore, switch_to: Any) -> tuple[dict[str, Any], list[str]]:
+    tracker = LiveStateTracker(InMemoryBackend())
+    steps.configure((store, tracker, bedrock))
+    models = {key: spec.model_id for key, spec in store.current().models.items()}
+    sdk = SdkIntegration(bedrock, models)
+    request = {
+        "body": json.dumps(
+            {"prompt": "Tom has 3 apples and buys 4 more. How many apples does he have?", "use_case": "math"}
+        ),
+        "headers": {"Content-Type": "application/json"},
+        "requestContext": {"requestId": "req-9", "identity": {"sourceIp": "203.0.113.9"}},
+    }
+    step = steps.handle({"phase": "decide", "request": request})
+    store.switch(switch_to)  # the next tasks run after this instance loaded a newer policy
+    while step["action"] == "call":
+        step = steps.handle({"phase": "record", "request": request, "run": step["run"], "outcome": sdk(step["call"])})
+    steps.configure(None)
+    return json.loads(step["answer"]["body"]), [call["ModelId"] for call in sdk.calls]
+
+
+def test_later_tasks_replay_under_the_policy_the_request_started_with(bedrock, default_policy, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", HOME)
+    # Given a cascade that escalates under the policy in force, and a newer policy that would accept the cheap answer
+    document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["routes"]["math-cascade"]["cascade"]["threshold"] = 0.0
+    document["policy_version"] = "newer"
+    newer = compile_policy(document)
+    baseline, baseline_calls = _cascade_run(bedrock, _SwitchingStore(default_policy, keep_old=True), default_policy)
+    # When the policy changes between the tasks of one request
+    body, calls = _cascade_run(bedrock, _SwitchingStore(default_policy, keep_old=True), newer)
+    # Then the request finishes as it began: the same calls, the same answer, the old policy's version
+    assert calls == baseline_calls and len(calls) == 2
+    assert body["model_used"] == baseline["model_used"] and body["cost_usd"] == baseline["cost_usd"]
+    assert body["decision"]["policy_version"] == default_policy.version
+
+
+def test_a_request_whose_policy_is_gone_ends_degraded_and_pays_for_its_calls(bedrock, default_policy, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", HOME)
+    document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["policy_version"] = "newer"
+    # Given an instance that no longer holds the policy the request started with
+    body, calls = _cascade_run(bedrock, _SwitchingStore(default_policy, keep_old=False), compile_policy(document))
+    # Then the request ends after the call already made, degraded, its answer charged
+    assert len(calls) == 1
+    assert body["degraded"] is True and body["decision"]["gave_up"] == "policy changed"
+    assert body["cost_usd"] > 0
+
+
+def test_abandon_charges_the_calls_made_and_settles(machine, bedrock):
+    # Given a request whose first call answered, and whose record task then failed
+    request = {
+        "body": json.dumps({"prompt": "What is 2+2?"}),
+        "headers": {"Content-Type": "application/json"},
+        "requestContext": {"requestId": "req-7", "identity": {"sourceIp": "203.0.113.9"}},
+    }
+    step = steps.handle({"phase": "decide", "request": request})
+    outcome = machine.sdk(step["call"])
+    # When the state machine's Abandon task runs with the last record and that outcome
+    answer = steps.handle({"phase": "abandon", "request": request, "run": step["run"], "outcome": outcome})
+    body = json.loads(answer["answer"]["body"])
+    # Then the caller gets the degraded answer, the answered call is charged, and its attempt reaches the breakers
+    assert body["degraded"] is True and body["decision"]["gave_up"] == "routing task failed"
+    assert body["cost_usd"] > 0
+    assert machine.tracker.snapshot(default_policy_of(machine), ()).state.open_circuits == frozenset()
+
+
+def default_policy_of(machine) -> Any:
+    from lambdas.router.policy import load_policy_file
+
+    return load_policy_file(DEFAULT_POLICY_PATH)

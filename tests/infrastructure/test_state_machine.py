@@ -61,7 +61,17 @@ def test_states_and_their_order(sfn, shipped_policy):
     definition = _definition(sfn)
     states = definition["States"]
     assert definition["StartAt"] == "Decide"
-    assert set(states) == {"Decide", "Next", "CallModel", "CallModelWithSystem", "Record", "Degraded", "Answer"}
+    assert set(states) == {
+        "Decide",
+        "Next",
+        "CallModel",
+        "CallModelWithSystem",
+        "Record",
+        "Abandon",
+        "Degraded",
+        "Answer",
+    }
+    assert states["Decide"]["Parameters"]["started_at.$"] == "$$.Execution.StartTime"
     assert states["Decide"]["Next"] == states["Record"]["Next"] == "Next"
     assert states["Next"]["Default"] == "Answer"
     assert [choice["Next"] for choice in states["Next"]["Choices"]] == ["CallModelWithSystem", "CallModel"]
@@ -88,12 +98,14 @@ def test_model_call_is_converse_with_retry_on_throttling_and_catch_to_record(sfn
     assert "System.$" not in states["CallModel"]["Parameters"]
 
 
-def test_task_failures_go_to_the_degraded_pass(sfn, shipped_policy):
+def test_task_failures_abandon_then_degrade(sfn, shipped_policy):
     states = _definition(sfn)["States"]
-    for name in ("Decide", "Record"):
-        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Degraded"}]
+    for name, then in (("Decide", "Degraded"), ("Record", "Abandon"), ("Abandon", "Degraded")):
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": then}]
+        # Retried only when Lambda did not run the task: a rerun would report a call or settle twice
         [retry] = states[name]["Retry"]
-        assert retry["MaxAttempts"] == 1 and "Lambda.ServiceException" in retry["ErrorEquals"]
+        assert retry["MaxAttempts"] == 1 and retry["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    assert states["Abandon"]["Parameters"]["phase"] == "abandon" and states["Abandon"]["Next"] == "Answer"
     degraded = states["Degraded"]
     assert degraded["Type"] == "Pass" and degraded["Next"] == "Answer"
     answer = degraded["Result"]["answer"]
@@ -112,8 +124,12 @@ def test_state_machine_role_invokes_only_the_tasks_function_and_the_policy_model
     assert set(by_action) >= {'"lambda:InvokeFunction"', '"bedrock:InvokeModel"'}
     bedrock = by_action['"bedrock:InvokeModel"']["Resource"]
     router = next(s for s in all_statements(sfn.template) if s.get("Sid") == "InvokePolicyModels")["Resource"]
-    assert bedrock == router  # the same models and regions as the router functions
-    assert all("*" not in json.dumps(arn) for arn in bedrock)
+    rendered = [json.dumps(arn) for arn in bedrock]
+    # The policy's models as called from the state machine's own region: no inference profile elsewhere
+    assert set(rendered) < {json.dumps(arn) for arn in router}
+    assert not any(":bedrock:us-west-2:" in arn and "inference-profile" in arn for arn in rendered)
+    assert any(":bedrock:us-east-1:" in arn and "inference-profile" in arn for arn in rendered)
+    assert all("*" not in arn for arn in rendered)
 
 
 def test_generate_starts_a_sync_execution_and_the_rest_stays_on_the_router(sfn):
@@ -206,9 +222,17 @@ class _Util:
         return json.dumps(text)[1:-1]
 
 
+class _JavaString(str):
+    """A header name as VTL sees it: a Java string."""
+
+    def toLowerCase(self) -> str:
+        return self.lower()
+
+
 class _Input:
     def __init__(self, body: str = "", headers: dict[str, str] | None = None, doc: dict[str, Any] | None = None):
-        self.body, self._headers, self._doc = body, headers or {}, doc or {}
+        self.body, self._doc = body, doc or {}
+        self._headers = {_JavaString(name): value for name, value in (headers or {}).items()}
 
     def params(self) -> dict[str, Any]:
         return {"header": self._headers, "querystring": {}, "path": {}}
@@ -224,6 +248,7 @@ class _Input:
 def test_request_template_carries_the_raw_body_and_headers_unescaped(body: str):
     # Given a body with quotes, backslashes, apostrophes, braces and non-ASCII text, and headers
     headers = {"Content-Type": "application/json", "X-User-Tier": 'pro "gold"', "X-Caller-Id": "a'b"}
+    secrets = {"X-Api-Key": "k3y", "Authorization": "Bearer k3y"}
     context = {
         "requestId": "rid-1",
         "identity": {"sourceIp": "203.0.113.9", "apiKeyId": "k1", "userArn": ""},
@@ -231,14 +256,16 @@ def test_request_template_carries_the_raw_body_and_headers_unescaped(body: str):
     }
     # When the request template renders
     template = rsm._REQUEST_TEMPLATE.format(arn="arn:aws:states:us-east-1:123456789012:stateMachine:m")
-    rendered = airspeed.Template(template).merge({"input": _Input(body, headers), "util": _Util(), "context": context})
+    rendered = airspeed.Template(template).merge(
+        {"input": _Input(body, {**headers, **secrets}), "util": _Util(), "context": context}
+    )
     # Then StartSyncExecution's body is JSON, and its input is JSON carrying the body and headers exactly
     start = json.loads(rendered)
     assert start["stateMachineArn"].endswith(":stateMachine:m")
     request = json.loads(start["input"])["request"]
     assert base64.b64decode(request["body64"]).decode() == body
     decoded = {base64.b64decode(k).decode(): base64.b64decode(v).decode() for k, v in request["headers64"].items()}
-    assert decoded == headers
+    assert decoded == headers  # the key and the bearer token stay out of the execution's input
     assert request["requestContext"]["identity"]["apiKeyId"] == "k1"
     assert request["requestContext"]["authorizer"]["claims"]["sub"] == "user-1"
 
@@ -273,3 +300,36 @@ def test_dashboard_has_a_row_of_executions(sfn):
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     assert "Routing executions (Step Functions)" in body
     assert "ExecutionsTimedOut" in body and "ExecutionTime" in body
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status", "error"),
+    [
+        ("ThrottlingException", 429, "Throttled"),
+        ("ExecutionLimitExceeded", 429, "Throttled"),
+        ("ValidationException", None, "BadRequest"),
+        ("InvalidExecutionInput", None, "BadRequest"),
+        ("AccessDeniedException", 502, "RouterUnavailable"),
+    ],
+)
+def test_refused_start_is_told_apart_by_its_error_type(error_type: str, status: int | None, error: str):
+    context: dict[str, Any] = {"requestId": "rid-1", "responseOverride": {"header": {}}}
+    doc = {"__type": f"com.amazonaws.swf.service.v2.model#{error_type}", "message": "it's 'too' much"}
+    rendered = airspeed.Template(rsm._REFUSED_TEMPLATE).merge(
+        {"input": _Input(doc=doc), "util": _Util(), "context": context}
+    )
+    body = json.loads(rendered)  # valid JSON although the message has apostrophes
+    assert body["error"] == error and "it's 'too' much" in body["message"]
+    assert context["responseOverride"].get("status") == status  # None: the integration response's 400
+    if status == 429:
+        assert context["responseOverride"]["header"]["Retry-After"] == "1"
+
+
+def test_rejects_a_policy_without_a_model_in_the_stack_region(shipped_policy):
+    from lambdas.router.policy import parse_policy
+
+    stack = cdk.Stack(cdk.App(), "Elsewhere", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    with pytest.raises(ValueError, match="no model of the policy is served in region 'eu-west-1'"):
+        rsm.RoutingStateMachine(
+            stack, "Machine", tasks_function=_any_function(stack), policy=parse_policy(json.dumps(shipped_policy))
+        )

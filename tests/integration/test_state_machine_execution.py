@@ -264,3 +264,22 @@ def test_bad_body_is_a_400_without_a_model_call(machine):
     output, _ = machine("{not json")
     assert output["statusCode"] == 400 and "JSON" in _body(output)["message"]
     assert machine.sdk_calls == [] and machine.tasks == ["decide"]
+
+
+def test_a_failed_record_task_is_abandoned_with_its_call_paid(machine, monkeypatch):
+    # Given the record task failing after the model answered
+    real = steps.handle
+
+    def flaky(event: dict[str, Any]) -> dict[str, Any]:
+        if event["phase"] == "record":
+            raise RuntimeError("record failed")
+        return real(event)
+
+    monkeypatch.setattr(steps, "handle", flaky)
+    # When a request runs
+    output, _ = machine({"prompt": "What is the capital of France?"})
+    body = _body(output)
+    # Then the Abandon task answered: degraded, the answered call charged
+    assert machine.tasks == ["decide", "record", "abandon"]
+    assert output["headers"]["X-Degraded"] == "true" and body["decision"]["gave_up"] == "routing task failed"
+    assert body["cost_usd"] > 0

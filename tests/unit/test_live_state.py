@@ -659,3 +659,57 @@ def test_a_slow_store_costs_the_request_that_flushes_a_bounded_time(default_poli
     assert 1 <= len(store.counts) < 16
     a.flush()
     assert len(store.counts) == 16
+
+
+# --- A request that goes on on another instance (the Step Functions orchestration's tasks) -----------------------
+
+
+def test_a_probe_handed_off_gets_its_verdict_on_the_next_instance(default_policy):
+    # Given a half-open pair whose probe instance A claims for a request
+    store, clock = InMemoryBackend(), Clock()
+    a, b = tracker(store, clock), tracker(store, clock)
+    open_then_cool_down(a, default_policy, clock)
+    held = take_probe(a, default_policy, clock)
+    # When A hands the request off and B, adopting the probe, records the call's success
+    handed = a.hand_off_probes(held)
+    assert handed == {PAIR: (store.circuits[PAIR].opened_at, True)}
+    b.adopt_probes(handed)
+    b.record_attempt(default_policy, *PAIR, "ok", 100.0, probes=held)
+    # Then the circuit closes for everyone, and neither instance keeps a probe in its books
+    assert store.circuits == {}
+    assert PAIR not in a._probing and PAIR not in b._probing and not b._adopted
+    clock.now += 2.0
+    assert ("nova-micro", HOME) not in snapshot(a, default_policy, clock).state.open_circuits
+
+
+def test_a_probe_handed_off_without_a_verdict_is_given_back_by_the_next_instance(default_policy):
+    store, clock = InMemoryBackend(), Clock()
+    a, b = tracker(store, clock), tracker(store, clock)
+    open_then_cool_down(a, default_policy, clock)
+    held = take_probe(a, default_policy, clock)
+    b.adopt_probes(a.hand_off_probes(held))
+    b.release(held)  # the request ended before the call (a deadline)
+    assert store.circuits[PAIR].probes == 0
+
+
+def test_a_reservation_handed_off_leaves_nothing_in_flight_on_the_first_instance(policy_with_budget):
+    # Given a reservation counted on instance A only (far from the cap)
+    store, clock = InMemoryBackend(), Clock()
+    a, b = tracker(store, clock), tracker(store, clock)
+    scopes = scopes_for(policy_with_budget.budget, clock(), tier=None, api_key=None)
+    reservation = a.reserve(policy_with_budget, scopes, 0.01)
+    assert reservation.unconfirmed and a._in_flight_usd
+    # When A hands it off and B settles it
+    handed = a.hand_off(reservation)
+    b.settle(handed, 0.004)
+    # Then A counts nothing in flight, B subtracted nothing it never added, and the spend reaches the store
+    assert not handed.unconfirmed
+    assert all(value == 0 for value in a._in_flight_usd.values())
+    assert b._in_flight_usd == {}
+    b.flush()
+    assert sum(store.spend.values()) == pytest.approx(0.004 * len(scopes))
+
+
+@pytest.fixture
+def policy_with_budget(default_policy):
+    return default_policy

@@ -192,6 +192,15 @@ class _NullTracker:
     def release(self, *_: Any) -> None:
         return None
 
+    def adopt_probes(self, *_: Any) -> None:
+        return None
+
+    def hand_off_probes(self, probes: Any) -> dict[Any, float]:
+        return {}
+
+    def hand_off(self, reservation: Any) -> Any:
+        return reservation
+
 
 class _Remote:
     def __init__(self, *, fail: bool) -> None:
