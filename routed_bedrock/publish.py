@@ -128,13 +128,10 @@ def deployed_version(appconfig: Any, target: Target) -> Deployed:
     """
     in_progress: tuple[int, str] | None = None
     try:
-        token: str | None = None
-        while True:
-            page = appconfig.list_deployments(
-                ApplicationId=target.application,
-                EnvironmentId=target.environment,
-                **({"NextToken": token} if token else {}),
-            )
+        pages = appconfig.get_paginator("list_deployments").paginate(
+            ApplicationId=target.application, EnvironmentId=target.environment
+        )
+        for page in pages:
             for summary in sorted(page.get("Items", []), key=lambda item: item["DeploymentNumber"], reverse=True):
                 state = summary.get("State")
                 if state in IN_PROGRESS and in_progress is None:
@@ -150,9 +147,7 @@ def deployed_version(appconfig: Any, target: Target) -> Deployed:
                     continue  # another profile deployed to the same environment
                 version = int(deployment["ConfigurationVersion"])
                 return Deployed(version, hosted_text(appconfig, target, version), in_progress)
-            token = page.get("NextToken")
-            if not token:
-                return Deployed(None, None, in_progress)
+        return Deployed(None, None, in_progress)
     except Exception as exc:
         raise PublishError(f"cannot read the deployed policy: {_aws_message(exc)}") from None
 
@@ -185,21 +180,14 @@ def stack_policy(cloudformation: Any, stack: str) -> str | None:
 def latest_version_number(appconfig: Any, target: Target) -> int | None:
     """The profile's newest hosted version (the optimistic lock for the one about to be created): the highest
     number over every page (the listing's order is not documented)."""
-    numbers: list[int] = []
     try:
-        token: str | None = None
-        while True:
-            page = appconfig.list_hosted_configuration_versions(
-                ApplicationId=target.application,
-                ConfigurationProfileId=target.profile,
-                **({"NextToken": token} if token else {}),
-            )
-            numbers.extend(int(item["VersionNumber"]) for item in page.get("Items", []))
-            token = page.get("NextToken")
-            if not token:
-                return max(numbers) if numbers else None
+        pages = appconfig.get_paginator("list_hosted_configuration_versions").paginate(
+            ApplicationId=target.application, ConfigurationProfileId=target.profile
+        )
+        numbers = [int(item["VersionNumber"]) for page in pages for item in page.get("Items", [])]
     except Exception as exc:
         raise PublishError(f"cannot list the profile's versions: {_aws_message(exc)}") from None
+    return max(numbers) if numbers else None
 
 
 def unified_diff(old: str | None, new: str, *, old_name: str, new_name: str) -> list[str]:
