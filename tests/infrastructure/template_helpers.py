@@ -60,3 +60,19 @@ def alarms_by_description(template: Template) -> dict[str, dict[str, Any]]:
         alarm["Properties"]["AlarmDescription"].split(" >= ")[0]: alarm
         for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
     }
+
+
+def methods(template: Template) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """Every API method's properties by (its resource's path part, HTTP method)."""
+    resources = template.to_json()["Resources"]
+    paths = {k: r["Properties"]["PathPart"] for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::Resource"}
+    return {
+        (paths.get(r["Properties"]["ResourceId"].get("Ref")), r["Properties"]["HttpMethod"]): r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGateway::Method"
+    }
+
+
+def function(template: Template, fragment: str) -> dict[str, Any]:
+    """The one Lambda function whose logical ID contains ``fragment``."""
+    return template.find_resources("AWS::Lambda::Function")[logical_id(template, "AWS::Lambda::Function", fragment)]

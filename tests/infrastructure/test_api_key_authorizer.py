@@ -12,19 +12,9 @@ from aws_cdk.assertions import Template
 
 from cdk_app import EndpointAuthorization, RoutedBedrockEndpoint
 from cdk_app.constructs.api_key_authorizer import BEARER_TOKEN_REGEX, GENERATE_TOKEN_REGEX
-from tests.infrastructure.template_helpers import logical_id, synthesize
+from tests.infrastructure.template_helpers import logical_id, methods, synthesize
 
 pytestmark = pytest.mark.xdist_group("api-key-authorizer")
-
-
-def methods(template: Template) -> dict[tuple[str | None, str], dict[str, Any]]:
-    resources = template.to_json()["Resources"]
-    paths = {k: r["Properties"]["PathPart"] for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::Resource"}
-    return {
-        (paths.get(r["Properties"]["ResourceId"].get("Ref")), r["Properties"]["HttpMethod"]): r["Properties"]
-        for r in resources.values()
-        if r["Type"] == "AWS::ApiGateway::Method"
-    }
 
 
 def authorizers(template: Template) -> dict[str, dict[str, Any]]:

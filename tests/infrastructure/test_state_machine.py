@@ -15,8 +15,7 @@ from aws_cdk.assertions import Match
 
 from cdk_app import Orchestration, RoutedBedrockEndpoint
 from cdk_app.constructs import routing_state_machine as rsm
-from tests.infrastructure.template_helpers import all_statements, logical_id, synthesize
-from tests.infrastructure.test_streaming_wiring import function, methods
+from tests.infrastructure.template_helpers import all_statements, function, logical_id, methods, synthesize
 
 pytestmark = pytest.mark.xdist_group("state-machine")
 ENV = cdk.Environment(account="123456789012", region="us-east-1")

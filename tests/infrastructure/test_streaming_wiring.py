@@ -10,29 +10,14 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk.assertions import Template
 
 from cdk_app import RoutedBedrockEndpoint
 from cdk_app.constructs.router_function import WEB_ADAPTER_LAYER_ACCOUNT, WEB_ADAPTER_LAYER_VERSION
 from lambdas.router.web_adapter import EVENTS_PATH, READY_PATH
-from tests.infrastructure.template_helpers import logical_id, resolve_arn, synthesize
+from tests.infrastructure.template_helpers import function, logical_id, methods, resolve_arn, synthesize
 
 pytestmark = pytest.mark.xdist_group("streaming-wiring")
 ENV = cdk.Environment(account="123456789012", region="us-east-1")
-
-
-def methods(template: Template) -> dict[tuple[str | None, str], dict[str, Any]]:
-    resources = template.to_json()["Resources"]
-    paths = {k: r["Properties"]["PathPart"] for k, r in resources.items() if r["Type"] == "AWS::ApiGateway::Resource"}
-    return {
-        (paths.get(r["Properties"]["ResourceId"].get("Ref")), r["Properties"]["HttpMethod"]): r["Properties"]
-        for r in resources.values()
-        if r["Type"] == "AWS::ApiGateway::Method"
-    }
-
-
-def function(template: Template, fragment: str) -> dict[str, Any]:
-    return template.find_resources("AWS::Lambda::Function")[logical_id(template, "AWS::Lambda::Function", fragment)]
 
 
 @pytest.fixture(scope="module")
