@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration
@@ -103,40 +104,37 @@ class RoutingStateMachine(Construct):
                 f"timeout of {timeout.to_seconds()} s is above the 300 s a synchronous Express execution may run"
             )
 
-        decide = tasks.LambdaInvoke(
-            self,
+        def task(state_id: str, comment: str, payload: dict[str, Any]) -> tasks.LambdaInvoke:
+            """A routing task: ``payload`` plus the request, its answer at ``$.step``."""
+            return tasks.LambdaInvoke(
+                self,
+                state_id,
+                state_name=state_id,
+                comment=comment,
+                lambda_function=tasks_function,
+                payload=sfn.TaskInput.from_object(
+                    {"phase": state_id.lower(), "request": sfn.JsonPath.object_at("$.request"), **payload}
+                ),
+                payload_response_only=True,
+                retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
+                result_path="$.step",
+            )
+
+        after_a_call = {"run": sfn.JsonPath.object_at("$.step.run"), "outcome": sfn.JsonPath.object_at("$.outcome")}
+        decide = task(
             "Decide",
-            state_name="Decide",
-            comment="Parse the request, read the policy and live state, decide the route; the first call or an answer",
-            lambda_function=tasks_function,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "phase": "decide",
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "started_at": sfn.JsonPath.string_at("$$.Execution.StartTime"),  # the deadline counts from it
-                }
-            ),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
-            result_path="$.step",
+            "Parse the request, read the policy and live state, decide the route; the first call or an answer",
+            {"started_at": sfn.JsonPath.string_at("$$.Execution.StartTime")},  # the deadline counts from it
         )
-        record = tasks.LambdaInvoke(
-            self,
+        record = task(
             "Record",
-            state_name="Record",
-            comment="Record the call's outcome (breakers, latency); the next call (fallback, next step) or the answer",
-            lambda_function=tasks_function,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "phase": "record",
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "run": sfn.JsonPath.object_at("$.step.run"),
-                    "outcome": sfn.JsonPath.object_at("$.outcome"),
-                }
-            ),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,  # one quick retry below: the request's deadline is seconds away
-            result_path="$.step",
+            "Record the call's outcome (breakers, latency); the next call (fallback, next step) or the answer",
+            after_a_call,
+        )
+        abandon = task(
+            "Abandon",
+            "Record failed: charge the calls made, settle the budget, give back probes; the degraded answer",
+            after_a_call,
         )
         answer = sfn.Succeed(self, "Answer", state_name="Answer", output_path="$.step.answer")
         degraded = sfn.Pass(
@@ -148,36 +146,19 @@ class RoutingStateMachine(Construct):
             result_path="$.step",
         )
         degraded.next(answer)
-        abandon = tasks.LambdaInvoke(
-            self,
-            "Abandon",
-            state_name="Abandon",
-            comment="Record failed: charge the calls made, settle the budget, give back probes; the degraded answer",
-            lambda_function=tasks_function,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "phase": "abandon",
-                    "request": sfn.JsonPath.object_at("$.request"),
-                    "run": sfn.JsonPath.object_at("$.step.run"),
-                    "outcome": sfn.JsonPath.object_at("$.outcome"),
-                }
-            ),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path="$.step",
-        )
         abandon.next(answer)
-        for task, failed in ((decide, degraded), (record, abandon), (abandon, degraded)):
+        for failing, then in ((decide, degraded), (record, abandon), (abandon, degraded)):
             # Retried only when Lambda did not run it (a rerun would repeat its breaker reports or settle twice)
-            task.add_retry(
+            failing.add_retry(
                 errors=list(LAMBDA_NOT_RUN_ERRORS), interval=Duration.seconds(1), max_attempts=1, backoff_rate=1
             )
-            task.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.error")
+            failing.add_catch(then, errors=[sfn.Errors.ALL], result_path="$.error")
 
         region = cdk.Stack.of(self).region
         invoke_arns = model_invoke_arns(policy, None if cdk.Token.is_unresolved(region) else region)
         if not invoke_arns:
             raise ValueError(f"no model of the policy is served in region '{region}', the state machine's region")
+        retry = StateMachineRetry.of(resilience)  # the tasks shorten each call's timeout by its longest wait
         calls = []
         for state_id, with_system in (("CallModel", False), ("CallModelWithSystem", True)):
             parameters = {
@@ -205,7 +186,6 @@ class RoutingStateMachine(Construct):
                 result_path="$.outcome",
                 task_timeout=sfn.Timeout.at("$.step.call.TimeoutSeconds"),
             )
-            retry = StateMachineRetry.of(resilience)  # the tasks shorten each call's timeout by its longest wait
             if retry.max_attempts > 0:
                 call.add_retry(
                     errors=list(THROTTLE_ERRORS),

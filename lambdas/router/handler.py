@@ -167,7 +167,7 @@ def health() -> Response[Any]:
 def generate() -> Response[Any]:
     event = app.current_event
     outcome = service().generate(event.body, _caller(event, app.lambda_context))
-    _record(outcome, event.request_context.request_id)
+    _record(outcome, event.request_context.request_id, tracker=service().live_state)
     return _json_response(outcome.status, outcome.body, outcome.headers or {})
 
 
@@ -221,7 +221,7 @@ def _emit(outcome: Outcome, request_id: str, *, flush: bool, stream_failed: bool
         metrics.add_metadata(key="api", value="openai")
         if stream_failed:
             metrics.add_metric(name=m.STREAM_FAILURES, unit=MetricUnit.Count, value=1)
-        _record(outcome, request_id)
+        _record(outcome, request_id, tracker=service().live_state)
 
     if not flush:
         record()
@@ -385,17 +385,14 @@ def _principal(event: Any) -> str:
     return f"ip:{identity.source_ip}"
 
 
-_FROM_SERVICE: Any = object()
-
-
-def _record(outcome: Outcome, request_id: str, *, tracker: LiveStateTracker | None = _FROM_SERVICE) -> None:
+def _record(outcome: Outcome, request_id: str, *, tracker: LiveStateTracker | None) -> None:
     """One EMF line per request: the metrics, plus the decision as metadata (searchable in Logs Insights).
 
     The EMF line doubles as the access log, so no separate log line is written on the happy path: a
     Powertools log line costs about a third of the router's per-request time.
     """
     metrics.add_metadata(key="request_id", value=request_id)
-    _record_budget_and_state(outcome, service().live_state if tracker is _FROM_SERVICE else tracker)
+    _record_budget_and_state(outcome, tracker)
     if outcome.status >= 400:
         metrics.add_metric(name=m.BAD_REQUESTS, unit=MetricUnit.Count, value=int(outcome.status == 400))
         metrics.add_metadata(key="reason", value=outcome.body.get("message"))

@@ -31,10 +31,10 @@ the session's minimum is 60 s and any faster poll fails with "request too early"
 
 
 NO_POLICY_RETRY_S = 5.0
+"""With no policy loaded (neither fetched nor bootstrap), how often a request may try fetching again."""
 RECENT_POLICIES = 4
 """Policies an instance keeps by digest: a Step Functions request's later tasks replay under the policy its first
 task used, even after this instance moved to a newer one (a rollout)."""
-"""With no policy loaded (neither fetched nor bootstrap), how often a request may try fetching again."""
 
 
 class PolicyUnavailable(RuntimeError):

@@ -101,6 +101,8 @@ class Replay:
     Args:
         started_at: when the request started (epoch seconds).
         attempts: the calls made so far, oldest first.
+        fresh_from: the index of the first attempt the breakers have not heard of (the run record's ``reported``):
+            this task reports it and those after it.
         home_region: the region the state machine calls; calls elsewhere are made here, through ``remote``.
         remote: the real gateway, for calls in other regions (``None``: every call goes to the state machine).
         now: wall-clock seconds.
@@ -111,14 +113,14 @@ class Replay:
         *,
         started_at: float,
         attempts: Sequence[Attempt],
+        fresh_from: int = 0,
         home_region: str,
         remote: Any = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.started_at = started_at
         self.attempts = list(attempts)
-        self.fresh_from = max(0, len(self.attempts) - 1) if self.attempts else 0
-        """Attempts from this index on are new to this task: it reports them to the breakers."""
+        self.fresh_from = fresh_from
         self.home_region = home_region
         self._remote = remote
         self._now = now

@@ -113,6 +113,7 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     now = time.time()
     run: dict[str, Any] | None = None
     attempts: list[Attempt] = []
+    reported = 0  # the attempts the breakers have heard of
     if phase == "decide":
         policy, digest = store.current_with_digest()
         started_at = _started_at(event.get("started_at"), now)
@@ -123,15 +124,19 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         check_format(run)
         started_at = float(run["started_at"])
         attempts = [Attempt.from_json(raw) for raw in run.get("attempts", ())]
+        reported = int(run.get("reported", len(attempts)))
         if isinstance(event.get("outcome"), dict) and run.get("call"):
             attempts.append(_attempt_from(run["call"], event["outcome"], now))
         digest = str(run.get("policy_digest") or "")
         pinned_policy = store.by_digest(digest)
         if phase == "abandon" or pinned_policy is None:
             reason = "routing task failed" if phase == "abandon" else "policy changed"
-            return _abandon(run, attempts, store.current() if pinned_policy is None else pinned_policy, reason, request)
+            policy = store.current() if pinned_policy is None else pinned_policy
+            return _abandon(run, attempts, reported, policy=policy, reason=reason, request=request, tracker=tracker)
         policy = pinned_policy
-    replay = Replay(started_at=started_at, attempts=attempts, home_region=_home_region(), remote=gateway)
+    replay = Replay(
+        started_at=started_at, attempts=attempts, fresh_from=reported, home_region=_home_region(), remote=gateway
+    )
     pinned = PinnedTracker(tracker, replay, run)
     decider = PinnedDecider(decide, run["decision"] if run is not None else None)
     service = RouterService(
@@ -156,7 +161,9 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
     except ReplayMismatch as exc:
         logger.warning("the running request no longer fits the policy", extra={"reason": str(exc)})
         assert run is not None  # a mismatch needs a record
-        return _abandon(run, replay.attempts, policy, "policy changed", request)
+        return _abandon(
+            run, replay.attempts, reported, policy=policy, reason="policy changed", request=request, tracker=tracker
+        )
     glue._record(outcome, _request_id(request), tracker=tracker)
     return {"action": "answer", "answer": answer_of(outcome)}
 
@@ -190,19 +197,24 @@ def _started_at(raw: Any, now: float) -> float:
 
 
 def _abandon(
-    run: dict[str, Any], attempts: list[Attempt], policy: Policy, reason: str, request: dict[str, Any]
+    run: dict[str, Any],
+    attempts: list[Attempt],
+    fresh_from: int,
+    *,
+    policy: Policy,
+    reason: str,
+    request: dict[str, Any],
+    tracker: LiveStateTracker,
 ) -> dict[str, Any]:
     """End a request that cannot go on (a task failed, or its policy is gone from this instance): the calls made
     are charged and the newest one reported to the breakers, the reservation settled, its probes given back, and
     the caller gets the degraded answer, counted in the metrics like any other."""
-    _store, tracker, _gateway = _parts()
     probes = probes_from(run.get("probes", ()))
     tracker.adopt_probes(probes)
     held = set(probes)
     by_id = {spec.model_id: spec for spec in policy.models.values()}
     spent = 0.0
     failed: list[AttemptRecord] = []
-    fresh_from = int(run.get("reported", max(0, len(attempts) - 1)))
     for index, attempt in enumerate(attempts):
         spec = by_id.get(attempt.model_id)
         if attempt.reply is not None and spec is not None:

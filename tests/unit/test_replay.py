@@ -152,7 +152,7 @@ def test_a_call_in_another_region_is_made_through_the_remote_gateway(policy: Pol
 def test_breakers_hear_only_attempts_new_to_this_task(policy: Policy):
     # Given a record of two attempts, the second new to this task
     attempts = [Attempt("a", "r1", 1.0, code="Timeout"), Attempt("a", "r2", 2.0, reply=ModelReply("x", 1, 1, "e"))]
-    replay = Replay(started_at=0.0, attempts=attempts, home_region="r1", now=lambda: 3.0)
+    replay = Replay(started_at=0.0, attempts=attempts, fresh_from=1, home_region="r1", now=lambda: 3.0)
     inner = _NullTracker()
     tracker = PinnedTracker(inner, replay, {"snapshot": {}, "reservation": None})  # type: ignore[arg-type]
     # When the executor reports both
