@@ -14,13 +14,11 @@ from typing import Any
 
 from lambdas.router.cascade import SIGNALS, answer_signals
 from lambdas.router.learned import encode_weights, hashed_ngrams
-from routed_bedrock.learning import Hyper, Model, Vectors, fit, quality_curve
+from routed_bedrock.learning import Hyper, Model, fit, fold_assignment, quality_curve, share_error, vectors_of
 from routed_bedrock.outcome_data import Answered, TrainingError
 
-# Chosen by 5-fold cross-validation on the gsm8k train half's answers (seed 0, signals without the prompt score;
-# escalation share at 95% quality kept): 2**13 buckets at l2 1e-2 held out 37.2%, against 38.1% at 3e-3 or
-# 3e-2 and 37.3-38.4% with 2**14 buckets.
-CASCADE_HYPER = Hyper(hash_bits=13, l2_ngrams=1e-2, l2_dense=1e-4)
+# 2**13 buckets of answer n-grams; the L2 strength is chosen per fit from these by cross-validation.
+CASCADE_HYPER = Hyper(hash_bits=13, strengths=(0.3, 1.0, 3.0, 10.0))
 
 
 def _raw(model: Model, used: Sequence[str]) -> tuple[dict[str, float], float]:
@@ -37,40 +35,48 @@ def train_cascade(
 ) -> dict[str, Any]:
     """Fit the answer confidence (label: the cheap answer is right) and calibrate the escalation threshold.
 
-    The confidence is a logistic regression (``learning.fit``, deterministic given ``seed``) on the answer's
-    signals and its hashed word n-grams. The threshold is chosen on held-out confidences (``folds``-fold: each
-    answer scored by a model fitted without it): the confidence below which the fewest answers must escalate
-    for the cascade to keep ``target`` of always-strong quality (every prompt pays for the cheap call). The
-    weights shipped are fitted on all the answers.
+    The confidence is a logistic regression (``learning.fit``) on the answer's signals and its hashed word
+    n-grams. Held-out confidences (``folds``-fold, seeded: each answer scored by a model fitted without it)
+    choose the L2 strength from ``hyper.strengths`` (the most regularised within one standard error of the
+    fewest escalations that keep ``target``) and the threshold: the confidence below which the fewest answers
+    must escalate for the cascade to keep ``target`` of always-strong quality (every prompt pays for the cheap
+    call). The weights shipped are fitted on all the answers.
     """
     if len(items) < folds:
         raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
+    if not any(item.strong for item in items):
+        raise TrainingError("the strong model has no correct answer: nothing to calibrate the cascade against")
     signals = [answer_signals(i.prompt, i.answer, i.stop_reason, i.prompt_score) for i in items]
     used = [name for name in SIGNALS if any(s[name] for s in signals)]  # a signal that never fires gets no weight
-    vectors = Vectors(
-        [hashed_ngrams(i.answer, hyper.hash_bits) for i in items], [[s[name] for name in used] for s in signals]
+    vectors = vectors_of(
+        [hashed_ngrams(i.answer, hyper.hash_bits) for i in items],
+        [[s[name] for name in used] for s in signals],
+        hyper.hash_bits,
     )
     labels = [i.weak for i in items]
-    held_out = [0.0] * len(items)
-    for fold in range(folds):
-        kept = [n for n in range(len(items)) if n % folds != fold]
-        model = fit(
-            Vectors([vectors.sparse[n] for n in kept], [vectors.dense[n] for n in kept]),
-            [labels[n] for n in kept],
-            hyper,
-            seed,
-        )
-        for n in range(fold, len(items), folds):
-            held_out[n] = model.score(vectors.sparse[n], vectors.dense[n])
-    model = fit(vectors, labels, hyper, seed)
+    fold_of = fold_assignment(len(items), folds, seed, "cascade")
+
+    def escalations(strength: float) -> tuple[int, list[float]]:
+        """How many answers must escalate on held-out confidences to keep the target, and the confidences."""
+        held_out = [0.0] * len(items)
+        for fold in range(folds):
+            kept = [n for n in range(len(items)) if fold_of[n] != fold]
+            model = fit(vectors.rows(kept), [labels[n] for n in kept], strength=strength)
+            held = [n for n in range(len(items)) if fold_of[n] == fold]
+            for n, value in zip(held, model.scores(vectors.rows(held)), strict=True):
+                held_out[n] = value
+        # The least confident answers escalate first: the curve of routing by doubt (ties keep the answers' order).
+        curve = quality_curve(items, [-confidence for confidence in held_out])
+        return next((m for m, q in enumerate(curve) if q >= target - 1e-12), len(items)), held_out
+
+    # The most regularised strength within one standard error of the fewest escalations
+    tried = {strength: escalations(strength) for strength in sorted(set(hyper.strengths))}
+    fewest = min(m for m, _ in tried.values())
+    error = share_error(fewest / len(items), len(items)) * len(items)
+    strength = next(s for s, (m, _) in tried.items() if m <= fewest + error + 1e-9)
+    m, held_out = tried[strength]
+    model = fit(vectors, labels, strength=strength)
     weights, bias = _raw(model, used)
-    # The least confident answers escalate first: the curve of routing by doubt (ties keep the answers' order).
-    curve = quality_curve(
-        items,
-        [-confidence for confidence in held_out],
-        unusable="the strong model has no correct answer: nothing to calibrate the cascade against",
-    )
-    m = next((m for m, q in enumerate(curve) if q >= target - 1e-12), len(items))
     ranked = sorted(held_out)
     if m == 0:
         threshold = 0.0
@@ -88,6 +94,11 @@ def train_cascade(
         "calibration": {
             "metric": "quality_kept",
             "target": target,
-            "measured": {"answers": len(items), "held_out_escalation_share": round(m / len(items), 4)},
+            "measured": {
+                "answers": len(items),
+                "held_out_escalation_share": round(m / len(items), 4),
+                "strength": strength,
+                "held_out_escalation_share_by_strength": {f"{s:g}": round(tried[s][0] / len(items), 4) for s in tried},
+            },
         },
     }

@@ -4,16 +4,21 @@ Data: labelled outcomes, each a prompt with how well a cheap ("weak") and a stro
 RouteLLM's per-prompt files or the evaluator's ``outcomes.jsonl`` (``outcome_data``), the train half of
 each set's seeded 50/50 split. The cascade's confidence is fitted in ``cascade_training``.
 
-Model: logistic regression of "the strong model is right and the weak one is wrong" on the features of
-``learned.py``, fitted by AdaGrad SGD with L2 (``Hyper``), the weights averaged over the second half of the
-epochs (less dependence on the shuffle). Pure Python and deterministic given the seed: the same data and
-seed give byte-identical weights.
+Model: logistic regression (scikit-learn's, L2, lbfgs) on the features of ``learned.py``. The label is the
+strong model's advantage on the prompt, ``(1 + strong - weak) / 2``: 1 where only the strong model is right,
+0 where only the weak one is, 1/2 where both or neither are (sending such a prompt strong gains nothing), so
+the score orders prompts by what a strong call is expected to gain, which is what the quality curve pays
+for. Prompts with a group (an mmlu subject) take their group's mean advantage (``Hyper.group_smoothing``).
+The L2 strength is chosen from ``Hyper.strengths`` by ``folds``-fold cross-validation on the train halves
+with the one-standard-error rule: the most regularised strength whose held-out scores need at most one
+standard error more strong calls (to keep the complex target, averaged over the sets) than the best one's.
+The fit is deterministic; ``seed`` assigns the folds.
 
-Calibration: ``folds``-fold cross-validation on the train half gives every train prompt a score from a
-model that never saw it. On those held-out scores, per set, the smallest share of strong calls that keeps
-the target share of always-strong quality is found; that share is turned into a threshold on the final
-model (trained on the whole train half) as the matching quantile of its scores on that set. The policy's
-threshold is the lowest across sets, so every set meets the target; the measured figures are recorded.
+Calibration: the chosen strength's held-out scores give every train prompt a score from a model that never
+saw it. On those, per set, the smallest share of strong calls that keeps the target share of always-strong
+quality is found; that share is turned into a threshold on the final model (trained on the whole train
+half) as the matching quantile of its scores on that set. The policy's threshold is the lowest across sets,
+so every set meets the target; the measured figures are recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
 
 from lambdas.router.learned import (
     FEATURES_VERSION,
@@ -32,26 +41,47 @@ from lambdas.router.learned import (
 )
 from routed_bedrock.outcome_data import Answered, Labelled, TrainingError
 
+TOLERANCE = 1e-6
+"""The solver's stopping tolerance: tight enough that the weights are the optimum's, not the path's (at
+scikit-learn's default 1e-4 the cross-validated choice of strength moved)."""
+
 
 class Hyper(NamedTuple):
-    """Training settings; the defaults were chosen by cross-validation on the train halves."""
+    """Training settings. ``strengths`` are the candidate inverse L2 strengths (scikit-learn's ``C``)."""
 
     hash_bits: int = 14
-    epochs: int = 12
-    learning_rate: float = 0.2
-    l2_ngrams: float = 1e-2
-    l2_dense: float = 1e-5
+    strengths: tuple[float, ...] = (0.1, 0.3, 1.0)
     folds: int = 5
-    group_smoothing: float = 1.0  # weight of the group's rate in each training label (0: the prompt's own)
+    group_smoothing: float = 1.0  # weight of the group's mean in each training label (0: the prompt's own)
 
 
 class Vectors(NamedTuple):
-    sparse: list[dict[int, float]]
-    dense: list[list[float]]
+    """Prompts' features as the solver takes them: n-gram counts (one row per prompt) and structural signals."""
+
+    ngrams: sparse.csr_matrix
+    dense: np.ndarray
+
+    def rows(self, chosen: Sequence[int]) -> Vectors:
+        index = np.asarray(chosen, dtype=np.intp)
+        return Vectors(self.ngrams[index], self.dense[index])
+
+
+def vectors_of(rows: Sequence[Mapping[int, float]], dense: Sequence[Sequence[float]], hash_bits: int) -> Vectors:
+    """Per-row bucket -> value maps and structural signals as ``Vectors``."""
+    indptr, indices, data = [0], [], []
+    for row in rows:
+        for bucket in sorted(row):
+            indices.append(bucket)
+            data.append(row[bucket])
+        indptr.append(len(indices))
+    ngrams = sparse.csr_matrix((data, indices, indptr), shape=(len(rows), 1 << hash_bits))
+    width = len(dense[0]) if dense else 0
+    return Vectors(ngrams, np.asarray(dense, dtype=float).reshape(len(rows), width))
 
 
 def vectorise(prompts: Sequence[str], hash_bits: int) -> Vectors:
-    return Vectors([hashed_ngrams(p, hash_bits) for p in prompts], [dense_features(p) for p in prompts])
+    """The learned router's features of each prompt (``hashed_ngrams`` and ``dense_features``)."""
+    return vectors_of([hashed_ngrams(p, hash_bits) for p in prompts], [dense_features(p) for p in prompts], hash_bits)
 
 
 class Model(NamedTuple):
@@ -61,57 +91,59 @@ class Model(NamedTuple):
     dense_std: list[float]
     bias: float
 
-    def score(self, sparse: Mapping[int, float], dense: Sequence[float]) -> float:
-        z = self.bias + sum(self.weights[k] * v for k, v in sparse.items())
+    def score(self, sparse_row: Mapping[int, float], dense: Sequence[float]) -> float:
+        z = self.bias + sum(self.weights[k] * v for k, v in sparse_row.items())
         columns = zip(self.dense_weights, dense, self.dense_mean, self.dense_std, strict=True)
         z += sum(w * (x - m) / s for w, x, m, s in columns)
         return sigmoid(z)
 
+    def scores(self, vectors: Vectors) -> list[float]:
+        """``score`` of every row, computed as one matrix product."""
+        standardised = (vectors.dense - np.asarray(self.dense_mean)) / np.asarray(self.dense_std)
+        z = vectors.ngrams @ np.asarray(self.weights) + standardised @ np.asarray(self.dense_weights) + self.bias
+        return [sigmoid(float(value)) for value in z]
 
-def fit(vectors: Vectors, labels: Sequence[float], hyper: Hyper, seed: int) -> Model:
-    """Logistic regression by AdaGrad SGD with L2, weights averaged over the second half of the epochs."""
+
+def fit(vectors: Vectors, labels: Sequence[float], *, strength: float) -> Model:
+    """Logistic regression of labels in [0, 1] (soft labels allowed), L2 with inverse strength ``strength``.
+
+    The structural signals are standardised with these rows' mean and spread. A soft label y is fitted as the
+    prompt twice, a 1 weighted y and a 0 weighted 1 - y: the cross-entropy against y. Deterministic: the same
+    rows give the same weights.
+    """
     n = len(labels)
     if n == 0:
         raise TrainingError("no training prompts")
-    width = len(vectors.dense[0])
-    mean = [sum(d[j] for d in vectors.dense) / n for j in range(width)]
-    std = []
-    for j in range(width):
-        spread = math.sqrt(sum((d[j] - mean[j]) ** 2 for d in vectors.dense) / n)
-        std.append(spread if spread > 1e-9 else 1.0)
-    dense = [[(d[j] - mean[j]) / std[j] for j in range(width)] for d in vectors.dense]
-    buckets = 1 << hyper.hash_bits
-    w = [0.0] * buckets
-    g2 = [1e-8] * buckets
-    dw = [0.0] * width
-    dg2 = [1e-8] * width
-    b, bg2 = 0.0, 1e-8
-    avg_w, avg_dw, avg_b, averaged = [0.0] * buckets, [0.0] * width, 0.0, 0
-    rate, l2, l2d = hyper.learning_rate, hyper.l2_ngrams, hyper.l2_dense
-    rng = random.Random(f"{seed}:fit")
+    mean = vectors.dense.mean(axis=0)
+    std = vectors.dense.std(axis=0)
+    std[std <= 1e-9] = 1.0
+    matrix = sparse.hstack([vectors.ngrams, sparse.csr_matrix((vectors.dense - mean) / std)], format="csr")
+    y = np.clip(np.asarray(labels, dtype=float), 0.0, 1.0)
+    solver = LogisticRegression(C=strength, solver="lbfgs", max_iter=5_000, tol=TOLERANCE)
+    solver.fit(
+        sparse.vstack([matrix, matrix], format="csr"),
+        np.concatenate([np.ones(n), np.zeros(n)]),
+        sample_weight=np.concatenate([y, 1.0 - y]),
+    )
+    coefficients = solver.coef_[0]
+    buckets = vectors.ngrams.shape[1]
+    return Model(
+        [float(w) for w in coefficients[:buckets]],
+        [float(w) for w in coefficients[buckets:]],
+        [float(m) for m in mean],
+        [float(s) for s in std],
+        float(solver.intercept_[0]),
+    )
+
+
+def fold_assignment(n: int, folds: int, seed: int, name: str) -> list[int]:
+    """Each of n rows' fold, balanced (sizes differ by at most one) and seeded."""
     order = list(range(n))
-    for epoch in range(hyper.epochs):
-        rng.shuffle(order)
-        for i in order:
-            sparse, x = vectors.sparse[i], dense[i]
-            z = b + sum(w[k] * v for k, v in sparse.items()) + sum(a * c for a, c in zip(dw, x, strict=True))
-            g = sigmoid(z) - labels[i]
-            for k, v in sparse.items():
-                gk = g * v + l2 * w[k]
-                g2[k] += gk * gk
-                w[k] -= rate * gk / math.sqrt(g2[k])
-            for j in range(width):
-                gj = g * x[j] + l2d * dw[j]
-                dg2[j] += gj * gj
-                dw[j] -= rate * gj / math.sqrt(dg2[j])
-            bg2 += g * g
-            b -= rate * g / math.sqrt(bg2)
-        if epoch >= hyper.epochs // 2:
-            averaged += 1
-            avg_w = [a + (c - a) / averaged for a, c in zip(avg_w, w, strict=True)]
-            avg_dw = [a + (c - a) / averaged for a, c in zip(avg_dw, dw, strict=True)]
-            avg_b += (b - avg_b) / averaged
-    return Model(avg_w, avg_dw, mean, std, avg_b)
+    random.Random(f"{seed}:folds:{name}").shuffle(order)
+    assigned = [0] * n
+    for position, row in enumerate(order):
+        assigned[row] = position % folds
+    return assigned
 
 
 def quality_curve(
@@ -144,6 +176,12 @@ def share_for_quality(items: Sequence[Labelled], scores: Sequence[float], target
     return m / len(items)
 
 
+def share_error(share: float, n: int) -> float:
+    """The standard error of a share measured on n prompts (binomial), used to prefer the simpler of two fits
+    whose held-out figures differ by less than it (the one-standard-error rule)."""
+    return math.sqrt(max(share * (1 - share), 0.0) / n) if n else 0.0
+
+
 def threshold_for_share(scores: Sequence[float], share: float) -> float:
     """The score at or above which ``share`` of these prompts fall (1.0 when the share is 0)."""
     m = math.ceil(share * len(scores) - 1e-9)
@@ -158,14 +196,21 @@ class Trained(NamedTuple):
     calibration: dict[str, dict[str, Any]]
     train_prompts: dict[str, int]
     held_out: dict[str, list[float]]  # each train prompt's score from the fold model that did not see it
+    strength: float  # the L2 strength chosen by cross-validation
+    selection: dict[str, float]  # per candidate strength: mean held-out strong share at the complex target
 
 
-def group_rates(items: Sequence[Labelled]) -> dict[str | None, float]:
-    """Per group, the share of its prompts that need the strong model (groups of one are left out)."""
+def advantage(item: Labelled) -> float:
+    """The strong model's advantage on a prompt, in [0, 1]: ``(1 + strong - weak) / 2``."""
+    return (1.0 + item.strong - item.weak) / 2
+
+
+def group_means(items: Sequence[Labelled]) -> dict[str | None, float]:
+    """Per group, the mean advantage of its prompts (groups of one are left out)."""
     totals: dict[str | None, list[float]] = {}
     for item in items:
         if item.group is not None:
-            totals.setdefault(item.group, []).append(item.needs_strong)
+            totals.setdefault(item.group, []).append(advantage(item))
     return {group: sum(values) / len(values) for group, values in totals.items() if len(values) > 1}
 
 
@@ -200,59 +245,95 @@ def train_router(
             raise TrainingError(f"target {name}={value}: expected complex or moderate, in (0, 1]")
     if targets.get("moderate", 1.0) < targets["complex"]:
         raise TrainingError("the moderate target must be at least the complex target (it is the lower threshold)")
+    if not hyper.strengths or any(not strength > 0 for strength in hyper.strengths):
+        raise TrainingError(f"strengths must be positive numbers, got {list(hyper.strengths)}")
+    strengths = sorted(set(hyper.strengths))  # most regularised (smallest inverse strength) first
     names = [name for name in sets if sets[name]]
     if not names:
         raise TrainingError("no training prompts")
-    say = progress or (lambda _message: None)
-    vectors = {name: vectorise([item.prompt for item in sets[name]], hyper.hash_bits) for name in names}
-
-    def pooled(held_fold: int | None) -> tuple[Vectors, list[float]]:
-        """Every prompt but those of ``held_fold`` (all of them when it is None)."""
-        sparse: list[dict[int, float]] = []
-        dense: list[list[float]] = []
-        labels: list[float] = []
-        for name in names:
-            chosen = [i for i in range(len(sets[name])) if held_fold is None or i % hyper.folds != held_fold]
-            rates = group_rates([sets[name][i] for i in chosen])
-            for i in chosen:
-                item = sets[name][i]
-                sparse.append(vectors[name].sparse[i])
-                dense.append(vectors[name].dense[i])
-                rate = rates.get(item.group) if item.group is not None else None
-                smoothing = hyper.group_smoothing if rate is not None else 0.0
-                labels.append((1 - smoothing) * item.needs_strong + smoothing * (rate or 0.0))
-        return Vectors(sparse, dense), labels
-
-    held_out: dict[str, list[float]] = {name: [0.0] * len(sets[name]) for name in names}
-    for fold in range(hyper.folds):
-        say(f"calibration fold {fold + 1}/{hyper.folds}")
-        model = fit(*pooled(fold), hyper, seed)
-        for name in names:
-            for i in range(fold, len(sets[name]), hyper.folds):
-                held_out[name][i] = model.score(vectors[name].sparse[i], vectors[name].dense[i])
-    say("final model")
-    final = fit(*pooled(None), hyper, seed)
-    thresholds: dict[str, float] = {}
-    calibration: dict[str, dict[str, Any]] = {}
     calibrated = [name for name in names if _calibratable(sets[name])]
     if not calibrated:
         raise TrainingError(
             f"no set can calibrate a threshold: each needs at least {MIN_CALIBRATION_PROMPTS} prompts and a "
             "correct answer from the strong model"
         )
+    say = progress or (lambda _message: None)
+    vectors = {name: vectorise([item.prompt for item in sets[name]], hyper.hash_bits) for name in names}
+    fold_of = {name: fold_assignment(len(sets[name]), hyper.folds, seed, name) for name in names}
+
+    def labels(name: str, chosen: Sequence[int]) -> list[float]:
+        """The labels of a set's ``chosen`` prompts (a group's mean taken over the chosen prompts alone)."""
+        means = group_means([sets[name][i] for i in chosen])
+        out = []
+        for i in chosen:
+            item = sets[name][i]
+            mean = means.get(item.group) if item.group is not None else None
+            smoothing = hyper.group_smoothing if mean is not None else 0.0
+            out.append((1 - smoothing) * advantage(item) + smoothing * (mean or 0.0))
+        return out
+
+    def fitted(held_fold: int | None, strength: float) -> Model:
+        """A model of every prompt but those of ``held_fold`` (all of them when it is None)."""
+        parts, targets_ = [], []
+        for name in names:
+            chosen = [i for i in range(len(sets[name])) if fold_of[name][i] != held_fold]
+            parts.append(vectors[name].rows(chosen))
+            targets_.extend(labels(name, chosen))
+        pooled = Vectors(
+            sparse.vstack([part.ngrams for part in parts], format="csr"), np.vstack([part.dense for part in parts])
+        )
+        return fit(pooled, targets_, strength=strength)
+
+    def held_out_scores(strength: float) -> dict[str, list[float]]:
+        scores = {name: [0.0] * len(sets[name]) for name in names}
+        for fold in range(hyper.folds):
+            model = fitted(fold, strength)
+            for name in names:
+                held = [i for i in range(len(sets[name])) if fold_of[name][i] == fold]
+                for i, value in zip(held, model.scores(vectors[name].rows(held)), strict=True):
+                    scores[name][i] = value
+        return scores
+
+    # The most regularised strength whose held-out scores need no more strong calls than the best one's plus a
+    # standard error (mean over the calibrated sets).
+    selection: dict[str, float] = {}
+    tried: list[tuple[float, float, dict[str, list[float]]]] = []
+    for number, strength in enumerate(strengths, start=1):
+        say(f"cross-validating strength {strength:g} ({number}/{len(strengths)}, {hyper.folds} folds)")
+        held_out = held_out_scores(strength)
+        mean_share = sum(
+            share_for_quality(sets[name], held_out[name], targets["complex"]) for name in calibrated
+        ) / len(calibrated)
+        selection[f"{strength:g}"] = round(mean_share, 4)
+        tried.append((strength, mean_share, held_out))
+    best = min(share for _, share, _ in tried)
+    error = math.sqrt(sum(share_error(best, len(sets[name])) ** 2 for name in calibrated)) / len(calibrated)
+    strength, _, held_out = next(candidate for candidate in tried if candidate[1] <= best + error + 1e-12)
+    say(f"final model (strength {strength:g})")
+    final = fitted(None, strength)
+    final_scores = {name: final.scores(vectors[name]) for name in calibrated}
+    thresholds: dict[str, float] = {}
+    calibration: dict[str, dict[str, Any]] = {}
     for klass, target in targets.items():
         per_set: dict[str, Any] = {}
-        candidates = []
+        chosen = []
         for name in calibrated:
             share = share_for_quality(sets[name], held_out[name], target)
-            scores = [final.score(vectors[name].sparse[i], vectors[name].dense[i]) for i in range(len(sets[name]))]
-            candidates.append(threshold_for_share(scores, share))
+            chosen.append(threshold_for_share(final_scores[name], share))
             per_set[name] = {"held_out_strong_share": round(share, 4), "prompts": len(sets[name])}
-        thresholds[klass] = min(candidates)
+        thresholds[klass] = min(chosen)
         calibration[klass] = {"metric": "quality_kept", "target": target, "measured": per_set}
     thresholds.setdefault("moderate", thresholds["complex"])
     thresholds["moderate"] = min(thresholds["moderate"], thresholds["complex"])
-    return Trained(final, thresholds, calibration, {name: len(sets[name]) for name in names}, held_out)
+    return Trained(
+        final,
+        thresholds,
+        calibration,
+        {name: len(sets[name]) for name in names},
+        held_out,
+        strength,
+        selection,
+    )
 
 
 def policy_section(trained: Trained, hyper: Hyper, *, seed: int, source: str, trained_at: str) -> dict[str, Any]:
@@ -276,8 +357,10 @@ def policy_section(trained: Trained, hyper: Hyper, *, seed: int, source: str, tr
             "split": "train half of a 50/50 seeded shuffle per set (routing_quality.py scores the other half)",
             "seed": seed,
             "prompts": trained.train_prompts,
-            "label": "strong model right and weak model wrong",
-            "hyperparameters": hyper._asdict(),
+            "label": "the strong model's advantage, (1 + strong - weak) / 2; an mmlu prompt takes its subject's mean",
+            "model": "logistic regression (scikit-learn, L2, lbfgs)",
+            "hyperparameters": {**hyper._asdict(), "strengths": list(hyper.strengths), "strength": trained.strength},
+            "held_out_strong_share_by_strength": trained.selection,
             "trained_at": trained_at,
         },
     }

@@ -19,18 +19,11 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lambdas.router.engine import RoutingError, RoutingRequest, decide
 from lambdas.router.policy import Policy, PolicyError, compile_policy, load_policy_file
-from routed_bedrock.cascade_training import train_cascade
 from routed_bedrock.cli_support import fail, share
-from routed_bedrock.learning import (
-    Hyper,
-    Trained,
-    policy_section,
-    train_router,
-)
 from routed_bedrock.outcome_data import (
     Labelled,
     TrainingError,
@@ -42,6 +35,11 @@ from routed_bedrock.outcome_data import (
     split,
 )
 
+if TYPE_CHECKING:
+    from routed_bedrock.learning import Trained
+
+DEFAULT_HASH_BITS = 14  # learning.Hyper's default (that module needs scikit-learn, which only training does)
+TRAINING_EXTRA = "routed-bedrock-endpoint[train]"
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "routellm"
 MAX_PROMPT_CHARS = 400_000
 
@@ -65,7 +63,7 @@ def register(commands: Any) -> None:
     train.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
     train.add_argument("--target", type=share, default=0.95, help="quality kept at the complex threshold")
     train.add_argument("--moderate-target", type=share, default=0.98, help="quality kept at the moderate threshold")
-    train.add_argument("--hash-bits", type=int, choices=range(8, 17), default=Hyper().hash_bits, metavar="8..16")
+    train.add_argument("--hash-bits", type=int, choices=range(8, 17), default=DEFAULT_HASH_BITS, metavar="8..16")
     train.add_argument("--trained-at", default=None, metavar="DATE", help="date recorded in the policy (default today)")
     train.add_argument(
         "--cascade-target",
@@ -119,6 +117,11 @@ def training_sets(args: argparse.Namespace) -> tuple[dict[str, list[Labelled]], 
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:  # only training needs scikit-learn: score, evaluate and preflight run without it
+        from routed_bedrock.learning import Hyper, policy_section, train_router
+    except ImportError as exc:
+        missing = f"training needs scikit-learn ({exc.name} is not installed)"
+        return fail("train", f"{missing}: pip install '{TRAINING_EXTRA}'")
     try:
         base = load_policy_file(args.policy)
         sets, source = training_sets(args)
@@ -167,6 +170,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def fit_cascade(args: argparse.Namespace, document: dict[str, Any], trained: Trained) -> dict[str, Any]:
     """Fit ``routes[--cascade-route].cascade`` on the gsm8k train answers, with held-out prompt scores."""
+    from routed_bedrock.cascade_training import train_cascade
+
     route = document["routes"].get(args.cascade_route)
     if route is None:
         raise TrainingError(f"--cascade-route {args.cascade_route!r} is not a route of the policy")

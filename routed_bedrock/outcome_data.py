@@ -27,17 +27,13 @@ class Labelled(NamedTuple):
     """One prompt and how well the weak and the strong model answered it (1 right, 0 wrong).
 
     ``group`` is what the prompt is about when the data says so (an mmlu subject, an evaluator task label):
-    training may pull each label towards its group's rate (``Hyper.group_smoothing``). Serving never sees it.
+    training may pull each label towards its group's mean (``Hyper.group_smoothing``). Serving never sees it.
     """
 
     prompt: str
     weak: float
     strong: float
     group: str | None = None
-
-    @property
-    def needs_strong(self) -> float:
-        return 1.0 if self.strong >= 0.5 > self.weak else 0.0
 
 
 def _bool(value: str, where: str) -> float:

@@ -323,3 +323,29 @@ def test_fails_to_train_with_a_target_outside_zero_to_one(tmp_path, capsys, targ
         main(train(tmp_path, "--target", target))
     assert exited.value.code == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_the_cli_default_hash_bits_are_the_trainers():
+    from routed_bedrock.learning import Hyper
+    from routed_bedrock.learning_cli import DEFAULT_HASH_BITS
+
+    assert Hyper().hash_bits == DEFAULT_HASH_BITS
+
+
+def test_train_without_scikit_learn_fails_naming_the_extra_and_score_still_works(
+    tmp_path, capsys, monkeypatch, prompts_file
+):
+    # Given an environment where scikit-learn cannot be imported (the trainer's modules not loaded yet)
+    for module in ("sklearn", "sklearn.linear_model"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for module in ("routed_bedrock.learning", "routed_bedrock.cascade_training"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    outcomes = write_outcomes(tmp_path / "outcomes.jsonl", n=60)
+    # When asked to train
+    code = main(train(tmp_path, "--outcomes", str(outcomes), "--weak", "nova-micro", "--strong", "claude-sonnet-4-5"))
+    # Then it exits 2 naming the package extra to install, writing nothing
+    assert code == 2
+    assert "pip install 'routed-bedrock-endpoint[train]'" in capsys.readouterr().err
+    assert not (tmp_path / "policy.json").exists()
+    # And scoring, which needs no training library, still works
+    assert main(["score", "--policy", str(DEFAULT_POLICY_PATH), str(prompts_file)]) == 0

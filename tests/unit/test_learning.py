@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 from lambdas.router.learned import compile_learned, dense_features, hashed_ngrams
 from routed_bedrock.learning import (
     Hyper,
+    fold_assignment,
     policy_section,
+    share_error,
     share_for_quality,
     threshold_for_share,
     train_router,
@@ -92,12 +95,13 @@ def test_learns_that_the_keyword_needs_the_strong_model(trained, keyword_sets):
     # Given a router trained where "hard" marks exactly the prompts the weak model fails
     for items in keyword_sets.values():
         scores = final_scores(trained, items)
-        hard = [s for i, s in zip(items, scores, strict=True) if i.needs_strong]
-        easy = [s for i, s in zip(items, scores, strict=True) if not i.needs_strong]
-        # Then (nearly) every "hard" prompt scores above every other one, by a wide margin on average
+        hard = [s for i, s in zip(items, scores, strict=True) if i.strong > i.weak]
+        easy = [s for i, s in zip(items, scores, strict=True) if i.strong <= i.weak]
+        # Then (nearly) every "hard" prompt scores above every other one, by a clear margin on average (labels
+        # are 1 for "hard", 1/2 for the rest, which both models answer: 0.5 is the widest margin possible)
         ordered = sum(h > e for h in hard for e in easy) / (len(hard) * len(easy))
         assert ordered >= 0.98
-        assert sum(hard) / len(hard) - sum(easy) / len(easy) > 0.3
+        assert sum(hard) / len(hard) - sum(easy) / len(easy) > 0.15
     # And on prompts it never saw, the keyword still raises the score
     unseen_hard = final_scores(trained, [Labelled("music hard cloud north paper", 0, 1)])[0]
     unseen_easy = final_scores(trained, [Labelled("music cloud north paper", 1, 1)])[0]
@@ -137,9 +141,69 @@ def test_training_twice_with_one_seed_gives_identical_weights(keyword_sets, trai
     assert json.dumps(first) == json.dumps(second)
 
 
-def test_another_seed_changes_the_weights(keyword_sets, trained):
+def test_the_seed_assigns_the_folds_and_the_fit_is_the_same(keyword_sets, trained):
+    # When trained with another seed
     other = train_router(keyword_sets, seed=1, hyper=SMALL)
-    assert other.model.weights != trained.model.weights
+    # Then other folds gave other held-out scores, but the final fit at a given strength does not depend on it
+    assert other.held_out != trained.held_out
+    if other.strength == trained.strength:
+        assert other.model == trained.model
+
+
+def test_the_strength_is_the_most_regularised_within_one_standard_error_of_the_best(trained, keyword_sets):
+    assert set(trained.selection) == {f"{s:g}" for s in SMALL.strengths}
+    best = min(trained.selection.values())
+    error = math.sqrt(sum(share_error(best, len(items)) ** 2 for items in keyword_sets.values())) / 2
+    within = [s for s in sorted(SMALL.strengths) if trained.selection[f"{s:g}"] <= best + error + 1e-4]
+    assert trained.strength == within[0]
+
+
+def test_a_tie_goes_to_the_most_regularised_strength():
+    # Given a set the weak model already answers as well as the strong one: every strength needs 0 strong calls
+    items = [Labelled(f"{FILLER[i % 12]} {FILLER[(i * 5) % 12]}", 1.0, 1.0) for i in range(40)]
+    trained = train_router({"easy": items}, seed=0, hyper=SMALL._replace(strengths=(1.0, 0.1, 0.3)))
+    assert set(trained.selection.values()) == {0.0}
+    assert trained.strength == 0.1
+
+
+def test_share_error_is_the_binomial_standard_error():
+    assert share_error(0.5, 100) == pytest.approx(0.05)
+    assert share_error(0.0, 100) == 0.0
+    assert share_error(0.3, 0) == 0.0
+
+
+def test_a_prompt_only_the_weak_model_gets_right_scores_below_one_both_get_right():
+    # Given prompts where "trick" marks the ones only the weak model answers, and "tough" the ones only the strong
+    # does (markers of one length, so the size signals cannot tell them apart)
+    rng = random.Random(5)
+    items = []
+    for i in range(90):
+        words = [rng.choice(FILLER) for _ in range(6)]
+        kind = i % 3
+        words.insert(3, ("plain", "tough", "trick")[kind])
+        items.append(Labelled(" ".join(words), (1.0, 0.0, 1.0)[kind], (1.0, 1.0, 0.0)[kind]))
+    trained = train_router({"mixed": items}, seed=0, hyper=SMALL)
+    # Then the score orders them by what a strong call gains: tough above plain above trick
+    mean = {}
+    for marker in ("plain", "tough", "trick"):
+        chosen = [i for i in items if f" {marker} " in f" {i.prompt} "]
+        scores = final_scores(trained, chosen)
+        mean[marker] = sum(scores) / len(scores)
+    assert mean["tough"] > mean["plain"] > mean["trick"]
+    assert mean["tough"] > 0.5 > mean["trick"]
+
+
+def test_fold_assignment_is_balanced_and_seeded():
+    folds = fold_assignment(23, 5, 0, "set")
+    assert sorted(folds.count(f) for f in range(5)) == [4, 4, 5, 5, 5]
+    assert fold_assignment(23, 5, 0, "set") == folds
+    assert fold_assignment(23, 5, 1, "set") != folds
+
+
+@pytest.mark.parametrize("strengths", [(), (0.0,), (1.0, -1.0)])
+def test_rejects_strengths_that_are_not_positive(keyword_sets, strengths):
+    with pytest.raises(TrainingError, match="strengths must be positive"):
+        train_router(keyword_sets, hyper=SMALL._replace(strengths=strengths))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -19,11 +18,8 @@ def test_smoke_run_scores_every_router_on_both_sets(tmp_path, capsys):
     )
     out = tmp_path / "routing_quality.json"
     # When the benchmark trains on 150 and scores 200 test prompts per set
-    started = time.perf_counter()
     assert main([*SMOKE, "--out", str(out)]) == 0
-    elapsed = time.perf_counter() - started
-    # Then it is quick, prints a table per set and writes figures for every router on both sets
-    assert elapsed < 20
+    # Then it prints a table per set and writes figures for every router on both sets
     printed = capsys.readouterr().out
     assert "gsm8k" in printed
     assert "mmlu" in printed
