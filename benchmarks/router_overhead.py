@@ -44,10 +44,14 @@ PROMPTS = [
     {
         "prompt": "A shop sells pens at $3 each and notebooks at $5 each. Ana buys 4 pens and 2 notebooks. How much "
         "does she spend?",
-        "use_case": "math",  # the cascade route: the fake's short "ok" scores 0.70, over its 0.693 threshold (1 call)
+        "use_case": "math",  # the cascade route: the fake's worked answer scores 0.84, over its 0.697 threshold
     },
 ]
-REPLY = ModelReply(text="ok", input_tokens=42, output_tokens=17, stop_reason="end_turn")
+# One reply for every call: a worked answer with a final number, so the cascade trusts it (a bare "ok" to a maths
+# ask is doubted and escalates, which would measure two calls for that shape)
+REPLY = ModelReply(
+    text="Ana spends 4 * 3 + 2 * 5 = 22 dollars.\n#### 22", input_tokens=42, output_tokens=17, stop_reason="end_turn"
+)
 
 
 class ZeroLatencyBedrock:

@@ -14,11 +14,20 @@ from typing import Any
 
 from lambdas.router.cascade import SIGNALS, answer_signals
 from lambdas.router.learned import encode_weights, hashed_ngrams
-from routed_bedrock.learning import Hyper, Model, fit, fold_assignment, quality_curve, share_error, vectors_of
+from routed_bedrock.learning import (
+    Hyper,
+    Model,
+    checked_strengths,
+    fit,
+    fold_assignment,
+    quality_curve,
+    share_error,
+    vectors_of,
+)
 from routed_bedrock.outcome_data import Answered, TrainingError
 
 # 2**13 buckets of answer n-grams; the L2 strength is chosen per fit from these by cross-validation.
-CASCADE_HYPER = Hyper(hash_bits=13, strengths=(0.3, 1.0, 3.0, 10.0))
+CASCADE_HYPER = Hyper(hash_bits=13, strengths=(0.1, 0.3, 1.0, 3.0, 10.0))
 
 
 def _raw(model: Model, used: Sequence[str]) -> tuple[dict[str, float], float]:
@@ -42,6 +51,8 @@ def train_cascade(
     must escalate for the cascade to keep ``target`` of always-strong quality (every prompt pays for the cheap
     call). The weights shipped are fitted on all the answers.
     """
+    hyper = hyper._replace(folds=folds)
+    checked_strengths(hyper)
     if len(items) < folds:
         raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
     if not any(item.strong for item in items):
@@ -70,7 +81,7 @@ def train_cascade(
         return next((m for m, q in enumerate(curve) if q >= target - 1e-12), len(items)), held_out
 
     # The most regularised strength within one standard error of the fewest escalations
-    tried = {strength: escalations(strength) for strength in sorted(set(hyper.strengths))}
+    tried = {strength: escalations(strength) for strength in checked_strengths(hyper)}
     fewest = min(m for m, _ in tried.values())
     error = share_error(fewest / len(items), len(items)) * len(items)
     strength = next(s for s, (m, _) in tried.items() if m <= fewest + error + 1e-9)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from lambdas.router.learned import (
@@ -41,6 +43,7 @@ from lambdas.router.learned import (
 )
 from routed_bedrock.outcome_data import Answered, Labelled, TrainingError
 
+MAX_ITERATIONS = 5_000
 TOLERANCE = 1e-6
 """The solver's stopping tolerance: tight enough that the weights are the optimum's, not the path's (at
 scikit-learn's default 1e-4 the cross-validated choice of strength moved)."""
@@ -119,12 +122,20 @@ def fit(vectors: Vectors, labels: Sequence[float], *, strength: float) -> Model:
     std[std <= 1e-9] = 1.0
     matrix = sparse.hstack([vectors.ngrams, sparse.csr_matrix((vectors.dense - mean) / std)], format="csr")
     y = np.clip(np.asarray(labels, dtype=float), 0.0, 1.0)
-    solver = LogisticRegression(C=strength, solver="lbfgs", max_iter=5_000, tol=TOLERANCE)
-    solver.fit(
-        sparse.vstack([matrix, matrix], format="csr"),
-        np.concatenate([np.ones(n), np.zeros(n)]),
-        sample_weight=np.concatenate([y, 1.0 - y]),
-    )
+    solver = LogisticRegression(C=strength, solver="lbfgs", max_iter=MAX_ITERATIONS, tol=TOLERANCE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            solver.fit(
+                sparse.vstack([matrix, matrix], format="csr"),
+                np.concatenate([np.ones(n), np.zeros(n)]),
+                sample_weight=np.concatenate([y, 1.0 - y]),
+            )
+        except ConvergenceWarning:
+            raise TrainingError(
+                f"the solver did not converge in {MAX_ITERATIONS} iterations at strength {strength:g}: "
+                "leave that strength out"
+            ) from None
     coefficients = solver.coef_[0]
     buckets = vectors.ngrams.shape[1]
     return Model(
@@ -134,6 +145,19 @@ def fit(vectors: Vectors, labels: Sequence[float], *, strength: float) -> Model:
         [float(s) for s in std],
         float(solver.intercept_[0]),
     )
+
+
+def checked_strengths(hyper: Hyper) -> list[float]:
+    """``hyper.strengths`` most regularised (smallest inverse strength) first, after checking the settings.
+
+    Raises:
+        TrainingError: no strengths, a strength that is not positive, or fewer than 2 folds.
+    """
+    if not hyper.strengths or any(not strength > 0 for strength in hyper.strengths):
+        raise TrainingError(f"strengths must be positive numbers, got {list(hyper.strengths)}")
+    if hyper.folds < 2:
+        raise TrainingError(f"folds must be at least 2 (cross-validation holds one out), got {hyper.folds}")
+    return sorted(set(hyper.strengths))
 
 
 def fold_assignment(n: int, folds: int, seed: int, name: str) -> list[int]:
@@ -245,9 +269,7 @@ def train_router(
             raise TrainingError(f"target {name}={value}: expected complex or moderate, in (0, 1]")
     if targets.get("moderate", 1.0) < targets["complex"]:
         raise TrainingError("the moderate target must be at least the complex target (it is the lower threshold)")
-    if not hyper.strengths or any(not strength > 0 for strength in hyper.strengths):
-        raise TrainingError(f"strengths must be positive numbers, got {list(hyper.strengths)}")
-    strengths = sorted(set(hyper.strengths))  # most regularised (smallest inverse strength) first
+    strengths = checked_strengths(hyper)
     names = [name for name in sets if sets[name]]
     if not names:
         raise TrainingError("no training prompts")
@@ -297,18 +319,18 @@ def train_router(
     # The most regularised strength whose held-out scores need no more strong calls than the best one's plus a
     # standard error (mean over the calibrated sets).
     selection: dict[str, float] = {}
-    tried: list[tuple[float, float, dict[str, list[float]]]] = []
+    tried: list[tuple[float, float, list[float], dict[str, list[float]]]] = []
     for number, strength in enumerate(strengths, start=1):
         say(f"cross-validating strength {strength:g} ({number}/{len(strengths)}, {hyper.folds} folds)")
         held_out = held_out_scores(strength)
-        mean_share = sum(
-            share_for_quality(sets[name], held_out[name], targets["complex"]) for name in calibrated
-        ) / len(calibrated)
+        shares = [share_for_quality(sets[name], held_out[name], targets["complex"]) for name in calibrated]
+        mean_share = sum(shares) / len(shares)
         selection[f"{strength:g}"] = round(mean_share, 4)
-        tried.append((strength, mean_share, held_out))
-    best = min(share for _, share, _ in tried)
-    error = math.sqrt(sum(share_error(best, len(sets[name])) ** 2 for name in calibrated)) / len(calibrated)
-    strength, _, held_out = next(candidate for candidate in tried if candidate[1] <= best + error + 1e-12)
+        tried.append((strength, mean_share, shares, held_out))
+    _, best, best_shares, _ = min(tried, key=lambda candidate: candidate[1])
+    errors = [share_error(share, len(sets[name])) for share, name in zip(best_shares, calibrated, strict=True)]
+    bound = best + math.sqrt(sum(error**2 for error in errors)) / len(errors)
+    strength, _, _, held_out = next(candidate for candidate in tried if candidate[1] <= bound + 1e-12)
     say(f"final model (strength {strength:g})")
     final = fitted(None, strength)
     final_scores = {name: final.scores(vectors[name]) for name in calibrated}

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 DEFAULT_HASH_BITS = 14  # learning.Hyper's default (that module needs scikit-learn, which only training does)
 TRAINING_EXTRA = "routed-bedrock-endpoint[train]"
+TRAINING_LIBRARIES = ("sklearn", "scipy", "numpy")
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "routellm"
 MAX_PROMPT_CHARS = 400_000
 
@@ -119,7 +120,9 @@ def training_sets(args: argparse.Namespace) -> tuple[dict[str, list[Labelled]], 
 def _train(args: argparse.Namespace) -> int:
     try:  # only training needs scikit-learn: score, evaluate and preflight run without it
         from routed_bedrock.learning import Hyper, policy_section, train_router
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAINING_LIBRARIES:
+            raise
         missing = f"training needs scikit-learn ({exc.name} is not installed)"
         return fail("train", f"{missing}: pip install '{TRAINING_EXTRA}'")
     try:

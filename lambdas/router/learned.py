@@ -1,4 +1,4 @@
-"""The learned pre-call router: does this prompt need the stronger model? Pure-Python inference, no model call.
+"""The learned pre-call router: what would a strong model gain on this prompt? Pure-Python inference, no model call.
 
 A logistic regression over two kinds of features, both computed here and nowhere else (the trainer in
 ``routed_bedrock.learning`` imports this module, so training and serving can never disagree):
@@ -12,8 +12,9 @@ A logistic regression over two kinds of features, both computed here and nowhere
   again for multiple-choice prompts only (so one model serves free-form and multiple-choice asks). They are
   standardised with the training set's mean and spread.
 
-The score is the model's probability that the prompt needs the strong model. Two thresholds, calibrated on
-held-out data to targets recorded beside them, turn it into the engine's classes: ``complex`` (the strong
+The score, in [0, 1], is the model's estimate of the strong model's advantage on the prompt, (1 + strong -
+weak) / 2 in expectation: above 1/2 a strong call is expected to gain, below it to lose. Two thresholds,
+calibrated on held-out data to targets recorded beside them, turn it into the engine's classes: ``complex`` (the strong
 model) at or above ``thresholds.complex``, ``moderate`` at or above ``thresholds.moderate``, else
 ``simple``. The weights ship in the policy as little-endian int16 quantised with one scale, base64-encoded:
 2 bytes a bucket (16,384 buckets = 44 KB of JSON), so a retrained router is a policy change, not a deploy.
@@ -90,7 +91,7 @@ class LearnedRouter(NamedTuple):
     heuristic_floor: bool = True
 
     def score(self, text: str, total_chars: int | None = None) -> float:
-        """Probability in [0, 1] that the prompt needs the strong model."""
+        """The strong model's expected advantage on the prompt, in [0, 1] (1/2: a strong call gains nothing)."""
         counts: dict[int, int] = {}
         get = counts.get
         for unigram, bigram in _ngram_buckets(_tokens(text), (1 << self.hash_bits) - 1):

@@ -349,3 +349,11 @@ def test_train_without_scikit_learn_fails_naming_the_extra_and_score_still_works
     assert not (tmp_path / "policy.json").exists()
     # And scoring, which needs no training library, still works
     assert main(["score", "--policy", str(DEFAULT_POLICY_PATH), str(prompts_file)]) == 0
+
+
+def test_train_re_raises_a_missing_module_that_is_not_a_training_library(tmp_path, monkeypatch):
+    # A broken install of the project itself is not "scikit-learn is missing": it surfaces as itself
+    monkeypatch.setitem(sys.modules, "routed_bedrock.learning", None)
+    outcomes = write_outcomes(tmp_path / "outcomes.jsonl", n=60)
+    with pytest.raises(ModuleNotFoundError, match=r"routed_bedrock\.learning"):
+        main(train(tmp_path, "--outcomes", str(outcomes), "--weak", "nova-micro", "--strong", "claude-sonnet-4-5"))

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lambdas.router.cascade import compile_confidence
-from routed_bedrock.cascade_training import train_cascade
+from routed_bedrock.cascade_training import CASCADE_HYPER, train_cascade
 from routed_bedrock.learning import quality_curve, share_error
 from routed_bedrock.outcome_data import Answered, TrainingError
 
@@ -59,10 +59,10 @@ def test_the_strength_is_the_most_regularised_within_one_standard_error_of_the_f
     items = answers()
     measured = train_cascade(items, seed=0)["calibration"]["measured"]
     by_strength = measured["held_out_escalation_share_by_strength"]
-    assert set(by_strength) == {"0.3", "1", "3", "10"}
+    assert set(by_strength) == {"0.1", "0.3", "1", "3", "10"}
     fewest = min(by_strength.values())
     error = share_error(fewest, len(items))
-    within = [s for s in (0.3, 1.0, 3.0, 10.0) if by_strength[f"{s:g}"] <= fewest + error + 1e-4]
+    within = [s for s in (0.1, 0.3, 1.0, 3.0, 10.0) if by_strength[f"{s:g}"] <= fewest + error + 1e-4]
     assert measured["strength"] == within[0]
     assert by_strength[f"{measured['strength']:g}"] == measured["held_out_escalation_share"]
 
@@ -76,3 +76,11 @@ def test_rejects_answers_where_the_strong_model_is_never_right():
     items = [i._replace(strong=0.0) for i in answers(20)]
     with pytest.raises(TrainingError, match="strong model has no correct answer"):
         train_cascade(items)
+
+
+@pytest.mark.parametrize(
+    ("strengths", "folds", "message"), [((), 5, "strengths must be positive"), ((1.0,), 1, "folds")]
+)
+def test_rejects_unusable_settings(strengths, folds, message):
+    with pytest.raises(TrainingError, match=message):
+        train_cascade(answers(20), folds=folds, hyper=CASCADE_HYPER._replace(strengths=strengths))

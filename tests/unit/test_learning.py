@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lambdas.router.learned import compile_learned, dense_features, hashed_ngrams
+from routed_bedrock import learning
 from routed_bedrock.learning import (
     Hyper,
     fold_assignment,
@@ -198,6 +199,17 @@ def test_fold_assignment_is_balanced_and_seeded():
     assert sorted(folds.count(f) for f in range(5)) == [4, 4, 5, 5, 5]
     assert fold_assignment(23, 5, 0, "set") == folds
     assert fold_assignment(23, 5, 1, "set") != folds
+
+
+def test_rejects_fewer_than_two_folds(keyword_sets):
+    with pytest.raises(TrainingError, match="folds must be at least 2"):
+        train_router(keyword_sets, hyper=SMALL._replace(folds=1))
+
+
+def test_a_solver_that_does_not_converge_is_an_error_naming_the_strength(keyword_sets, monkeypatch):
+    monkeypatch.setattr(learning, "MAX_ITERATIONS", 1)
+    with pytest.raises(TrainingError, match=r"did not converge in 1 iterations at strength 0\.1"):
+        train_router(keyword_sets, hyper=SMALL)
 
 
 @pytest.mark.parametrize("strengths", [(), (0.0,), (1.0, -1.0)])
