@@ -25,13 +25,20 @@ cheap/strong pair (the ``fast`` route's primary, nova-micro, and the ``deep`` ro
 Tokens: input = ceil(chars / 4); output = each model's own response length / 4 on gsm8k (which carries the
 responses), a flat 300 on mmlu.
 
-    python benchmarks/routing_quality.py [--data DIR] [--seed 0] [--limit N] [--train-limit N] [--out FILE]
+Uncertainty: the test halves are samples (660 gsm8k prompts move a share by several points), so each share comes
+with a 95% bootstrap interval (``--bootstrap`` resamples of the test half, drawn with replacement, seeded; the
+same resamples for every router), and the share of resamples on which the learned router needs fewer strong
+calls than prompt length alone.
+
+    python benchmarks/routing_quality.py [--data DIR] [--seed 0] [--limit N] [--train-limit N] [--bootstrap 200]
+                                         [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -79,6 +86,8 @@ FLAT_OUTPUT_TOKENS = 300
 QUALITY_TARGET = 0.95
 GRID_PERCENT = range(101)
 ROUTERS = ("heuristic", "length", "random", "oracle", "learned")
+BOOTSTRAP_ROUTERS = ("heuristic", "length", "learned", "cascade")  # random's curve is analytic; the oracle's exact
+DEFAULT_RESAMPLES = 200
 
 
 class Item(NamedTuple):
@@ -310,6 +319,47 @@ def shipped_points(policy: Policy, test: Sequence[Item], set_name: str) -> dict[
     return points
 
 
+def resamples_of(n: int, count: int, seed: int, set_name: str) -> list[list[int]]:
+    """``count`` bootstrap resamples of n test prompts (indices drawn with replacement), seeded per set."""
+    rng = random.Random(f"{seed}:bootstrap:{set_name}")
+    return [[rng.randrange(n) for _ in range(n)] for _ in range(count)]
+
+
+def bootstrap_shares(
+    items: Sequence[Item], scores: Sequence[float], resamples: Sequence[Sequence[int]], *, cascade: bool = False
+) -> list[float]:
+    """The strong-call share at 95% quality on each resample (the same resamples for every router: paired)."""
+    return [
+        evaluate([items[i] for i in picks], [scores[i] for i in picks], cascade=cascade)["strong_share_at_95"]
+        for picks in resamples
+    ]
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+def uncertainty(
+    test: Sequence[Item], scored: dict[str, tuple[list[float], bool]], resamples: Sequence[Sequence[int]]
+) -> dict[str, Any]:
+    """Per router, a 95% bootstrap interval of its strong-call share at 95% quality; and, paired on the same
+    resamples, how often the learned router needs fewer strong calls than prompt length alone."""
+    shares = {
+        name: bootstrap_shares(test, scores, resamples, cascade=cascade) for name, (scores, cascade) in scored.items()
+    }
+    report: dict[str, Any] = {
+        "resamples": len(resamples),
+        "strong_share_at_95_ci": {
+            name: [_percentile(values, 2.5), _percentile(values, 97.5)] for name, values in shares.items()
+        },
+    }
+    if "learned" in shares and "length" in shares:
+        wins = sum(a < b for a, b in zip(shares["learned"], shares["length"], strict=True))
+        report["learned_beats_length"] = wins / len(resamples)
+    return report
+
+
 def benchmark_set(
     set_name: str,
     train: Sequence[Item],
@@ -318,6 +368,7 @@ def benchmark_set(
     policy: Policy,
     learned: Learned,
     shipped: bool,
+    resamples: Sequence[Sequence[int]] = (),
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "train_prompts": len(train),
@@ -328,22 +379,31 @@ def benchmark_set(
         "always_strong_cost_usd": sum(item.strong_cost_usd for item in test),
         "routers": {},
     }
+    scored: dict[str, tuple[list[float], bool]] = {}  # what the bootstrap resamples: scores, and whether a cascade
     for router in ROUTERS:
         started = time.perf_counter()
         if router == "random":
             figures = evaluate(test, None)
-        elif router == "learned":
-            figures = evaluate(test, [learned.router.score(item.prompt) for item in test])
         else:
-            figures = evaluate(test, router_scores(router, test, policy.complexity))
+            if router == "learned":
+                scores = [learned.router.score(item.prompt) for item in test]
+            else:
+                scores = router_scores(router, test, policy.complexity)
+            figures = evaluate(test, scores)
+            scored[router] = (scores, False)
         figures["seconds"] = time.perf_counter() - started
         result["routers"][router] = figures
     if learned.cascade is not None and all(item.weak_answer is not None for item in test):
         started = time.perf_counter()
-        values = confidences(test, learned.cascade, learned.router)
-        figures = evaluate(test, [-value for value in values], cascade=True)
+        doubts = [-value for value in confidences(test, learned.cascade, learned.router)]
+        figures = evaluate(test, doubts, cascade=True)
         figures["seconds"] = time.perf_counter() - started
         result["routers"]["cascade"] = figures
+        scored["cascade"] = (doubts, True)
+    if resamples:
+        result["uncertainty"] = uncertainty(
+            test, {name: scored[name] for name in BOOTSTRAP_ROUTERS if name in scored}, resamples
+        )
     if shipped:
         result["shipped"] = shipped_points(policy, test, set_name)
     return result
@@ -360,20 +420,36 @@ def print_table(set_name: str, result: dict[str, Any], output_source: str) -> No
         f"({result['weak_quality'] / result['strong_quality']:.1%} kept); output tokens: {output_source}"
     )
     oracle = result["routers"]["oracle"]["strong_share_at_95"]
-    print(f"| {'router':<10} | strong calls at 95% | vs oracle | APGR  | cost saved at 95% |")
-    print(f"| {'-' * 10} | {'-' * 19} | {'-' * 9} | {'-' * 5} | {'-' * 17} |")
+    intervals = result.get("uncertainty", {}).get("strong_share_at_95_ci", {})
+    print(f"| {'router':<10} | strong calls at 95% | 95% interval  | vs oracle | APGR  | cost saved at 95% |")
+    print(f"| {'-' * 10} | {'-' * 19} | {'-' * 13} | {'-' * 9} | {'-' * 5} | {'-' * 17} |")
     for router, figures in result["routers"].items():
         apgr = "n/a" if figures["apgr"] is None else f"{figures['apgr']:.3f}"
         gap = figures["strong_share_at_95"] - oracle
+        low, high = intervals.get(router, (None, None))
+        interval = "" if low is None else f"{low:.1%}-{high:.1%}"
         print(
-            f"| {router:<10} | {_pct(figures['strong_share_at_95']):>19} | {gap * 100:+8.1f}p | {apgr:>5} | "
-            f"{_pct(figures['cost_saved_at_95']):>17} |"
+            f"| {router:<10} | {_pct(figures['strong_share_at_95']):>19} | {interval:>13} | {gap * 100:+8.1f}p | "
+            f"{apgr:>5} | {_pct(figures['cost_saved_at_95']):>17} |"
+        )
+    if "learned_beats_length" in result.get("uncertainty", {}):
+        figures = result["uncertainty"]
+        print(
+            f"  learned needs fewer strong calls than length alone on {figures['learned_beats_length']:.0%} of "
+            f"{figures['resamples']} bootstrap resamples of the test half"
         )
     for name, point in result.get("shipped", {}).items():
         print(
             f"  shipped {name} (threshold {point['threshold']:.4f}): strong calls {point['strong_share']:.1%}, "
             f"quality kept {point['quality_kept']:.1%}, cost saved {point['cost_saved']:.1%}"
         )
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,6 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test prompts per set")
     parser.add_argument("--train-limit", type=int, default=None, help="train on only the first N per set (smoke runs)")
     parser.add_argument("--out", type=Path, default=Path("routing_quality.json"), help="where to write the figures")
+    parser.add_argument(
+        "--bootstrap",
+        type=_count,
+        default=DEFAULT_RESAMPLES,
+        metavar="N",
+        help=f"bootstrap resamples of each test half for the 95%% intervals (default {DEFAULT_RESAMPLES}; 0: none)",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -422,7 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not test:
             raise ValueError(f"{set_name}: the test split is empty")
         result = benchmark_set(
-            set_name, train[: args.train_limit], test, policy=policy, learned=learned, shipped=shipped
+            set_name,
+            train[: args.train_limit],
+            test,
+            policy=policy,
+            learned=learned,
+            shipped=shipped,
+            resamples=resamples_of(len(test), args.bootstrap, args.seed, set_name),
         )
         result["prompts"] = len(train) + len(whole_test)
         result["output_tokens"] = sources[set_name]

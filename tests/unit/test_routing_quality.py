@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.routing_quality import DEFAULT_DATA, ROUTERS, Item, evaluate, main
+from benchmarks.routing_quality import DEFAULT_DATA, ROUTERS, Item, evaluate, main, resamples_of, uncertainty
 
 SMOKE = ["--limit", "200", "--train-limit", "150"]
 
@@ -35,6 +35,16 @@ def test_smoke_run_scores_every_router_on_both_sets(tmp_path, capsys):
             assert all(0.0 <= point["strong_share"] <= 1.0 for point in figures["curve"]), (name, router)
             assert len(figures["curve"]) == 101, (name, router)
         assert routers["oracle"]["apgr"] > routers["random"]["apgr"], name
+        # Each scored router's share comes with a bootstrap interval; learned is compared with length, paired
+        uncertainty = result["uncertainty"]
+        assert uncertainty["resamples"] == 200
+        expected_ci = (
+            {"heuristic", "length", "learned", "cascade"} if name == "gsm8k" else {"heuristic", "length", "learned"}
+        )
+        assert set(uncertainty["strong_share_at_95_ci"]) == expected_ci, name
+        for router, (low, high) in uncertainty["strong_share_at_95_ci"].items():
+            assert 0.0 <= low <= high <= 1.0, (name, router)
+        assert 0.0 <= uncertainty["learned_beats_length"] <= 1.0
         assert routers["oracle"]["strong_share_at_95"] < routers["random"]["strong_share_at_95"], name
         assert routers["random"]["apgr"] == pytest.approx(0.5), name  # the expected curve: a straight line
     # And the learned router, even trained on 150 prompts a set, ranks mmlu better than random (gsm8k's 150 are
@@ -94,3 +104,25 @@ def test_expected_random_curve_is_the_straight_line_between_weak_and_strong():
     assert figures["curve"][50]["quality"] == pytest.approx(0.75)
     assert figures["strong_share_at_95"] == pytest.approx(0.9)
     assert figures["apgr"] == pytest.approx(0.5)
+
+
+def test_bootstrap_intervals_bracket_a_clear_winner_and_can_be_turned_off(tmp_path):
+    # Given a perfect ranking and a random one on the same items
+    items = [
+        Item(f"p{i}", weak_correct=i % 3 != 0, strong_correct=True, cheap_cost_usd=0.001, strong_cost_usd=0.01)
+        for i in range(300)
+    ]
+    perfect = [0.0 if item.weak_correct else 1.0 for item in items]
+    shuffled = [float((i * 7919) % 300) for i in range(300)]
+    resamples = resamples_of(len(items), 100, 0, "set")
+    report = uncertainty(items, {"learned": (perfect, False), "length": (shuffled, False)}, resamples)
+    # Then the perfect ranking's interval sits below the other's, and it wins on every resample
+    (low, high), (other_low, _) = report["strong_share_at_95_ci"]["learned"], report["strong_share_at_95_ci"]["length"]
+    assert low <= evaluate(items, perfect)["strong_share_at_95"] <= high < other_low
+    assert report["learned_beats_length"] == 1.0
+    # And the same seed draws the same resamples
+    assert resamples_of(len(items), 100, 0, "set") == resamples
+    # And --bootstrap 0 writes no uncertainty
+    out = tmp_path / "q.json"
+    assert main([*SMOKE, "--bootstrap", "0", "--out", str(out)]) == 0
+    assert all("uncertainty" not in result for result in json.loads(out.read_text())["sets"].values())
