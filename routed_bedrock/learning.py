@@ -16,9 +16,10 @@ The fit is deterministic; ``seed`` assigns the folds.
 
 Calibration: the chosen strength's held-out scores give every train prompt a score from a model that never
 saw it. On those, per set, the smallest share of strong calls that keeps the target share of always-strong
-quality is found; that share is turned into a threshold on the final model (trained on the whole train
-half) as the matching quantile of its scores on that set. The policy's threshold is the lowest across sets,
-so every set meets the target; the measured figures are recorded.
+quality is found; that share is turned into a threshold as the matching quantile of the held-out scores on
+that set (how prompts the model never saw score), and applied to the final model (trained on the whole train
+half). The policy's threshold is the lowest across sets, so every set meets the target; the measured figures
+are recorded.
 """
 
 from __future__ import annotations
@@ -333,7 +334,6 @@ def train_router(
     strength, _, _, held_out = next(candidate for candidate in tried if candidate[1] <= bound + 1e-12)
     say(f"final model (strength {strength:g})")
     final = fitted(None, strength)
-    final_scores = {name: final.scores(vectors[name]) for name in calibrated}
     thresholds: dict[str, float] = {}
     calibration: dict[str, dict[str, Any]] = {}
     for klass, target in targets.items():
@@ -341,7 +341,7 @@ def train_router(
         chosen = []
         for name in calibrated:
             share = share_for_quality(sets[name], held_out[name], target)
-            chosen.append(threshold_for_share(final_scores[name], share))
+            chosen.append(threshold_for_share(held_out[name], share))
             per_set[name] = {"held_out_strong_share": round(share, 4), "prompts": len(sets[name])}
         thresholds[klass] = min(chosen)
         calibration[klass] = {"metric": "quality_kept", "target": target, "measured": per_set}

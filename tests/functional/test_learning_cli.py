@@ -205,6 +205,28 @@ def test_score_runs_as_python_dash_m(prompts_file):
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["greeting", 2, 3]
 
 
+def test_score_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    # Given enough prompts to outgrow the pipe's buffer, and a reader that takes one line and closes the pipe
+    many = write_jsonl(
+        tmp_path / "many.jsonl", [{"id": i, "prompt": f"Question {i}: " + "why? " * 40} for i in range(3000)]
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "routed_bedrock", *score(str(many))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        code = process.wait(timeout=120)
+    # Then the line was whole, and the command ended without a traceback (as `| head -1` would see it)
+    assert json.loads(first)["id"] == 0
+    assert "Traceback" not in stderr, stderr
+    assert code == 0
+
+
 # train
 
 
