@@ -205,6 +205,8 @@ def read_prompts(path: Path) -> list[tuple[Any, str]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TrainingError(f"{where}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise TrainingError(f"{where}: not JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise TrainingError(f"{where}: expected an object with 'id' and 'prompt'")
         prompt = record.get("prompt")

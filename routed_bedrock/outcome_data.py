@@ -107,6 +107,8 @@ def read_outcomes(path: Path, weak: str, strong: str) -> dict[str, list[Labelled
             prompt = record["prompt"]
             models = record["models"]
             scores = [models.get(name, {}).get("score") for name in (weak, strong)]
+        except RecursionError:
+            raise TrainingError(f"{path}:{number}: not an outcome line (nested too deeply)") from None
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise TrainingError(f"{path}:{number}: not an outcome line ({exc.__class__.__name__}: {exc})") from None
         if not isinstance(prompt, str) or not all(isinstance(s, int | float) for s in scores):

@@ -160,8 +160,9 @@ def test_score_routes_for_the_tier_asked(prompts_file, capsys, default_policy):
         ('{"id": ["x"], "prompt": "hi"}', "'id'"),
         ('{"id": true, "prompt": "hi"}', "'id'"),
         ('"just a string"', "expected an object"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
-    ids=["invalid-json", "missing-prompt", "blank-prompt", "list-id", "bool-id", "not-an-object"],
+    ids=["invalid-json", "missing-prompt", "blank-prompt", "list-id", "bool-id", "not-an-object", "deep-nesting"],
 )
 def test_fails_on_a_bad_prompt_line_naming_file_and_line(tmp_path, capsys, bad, problem):
     # Given a prompts file whose third line is bad (the second is blank and skipped)

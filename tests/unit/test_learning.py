@@ -343,7 +343,8 @@ def test_skips_prompts_without_a_score_for_either_model(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["{not json", json.dumps({"id": "x", "models": {}}), json.dumps({"prompt": "p"}), "[1, 2]"]
+    "bad",
+    ["{not json", json.dumps({"id": "x", "models": {}}), json.dumps({"prompt": "p"}), "[1, 2]", "[" * 100_000],
 )
 def test_fails_on_a_bad_outcome_line_naming_the_file_and_line(tmp_path: Path, bad):
     # Given a good line then a bad one
