@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from .policy import COMPLEXITY_CLASSES, SIGNAL_SCAN_CHARS, ComplexityRules
 
 CHARS_PER_TOKEN = 4
+KEYWORD_HITS_TO_SATURATE = 2  # each keyword hit is worth 0.5 of a signal's strength, which saturates at 1
 TOKENS_PER_IMAGE = 1600  # Bedrock bills roughly (width*height)/750 tokens; ~1.2 MP images are the common case
 
 # Linear time on any input: whitespace inside a line is [ \t], never \s, which also matches newlines and let a
@@ -100,11 +101,17 @@ def classify(
 
 def _heuristic(text: str, rules: ComplexityRules, tokens: int) -> Complexity:
     sample = text[:SIGNAL_SCAN_CHARS]
+    lowered = sample.lower()  # the keyword patterns are lower case (policy._keyword_pattern)
     length_strength = min(1.0, tokens / rules.saturation_tokens)
     score = rules.length_weight * length_strength
     strengths: dict[str, float] = {"length": round(length_strength, 3)}
     for signal in rules.signals:
-        hits = len(signal.keywords.findall(sample)) if signal.keywords is not None else 0
+        hits = 0
+        if signal.keywords is not None:
+            for _ in signal.keywords.finditer(lowered):  # two hits saturate a signal: stop there
+                hits += 1
+                if hits == KEYWORD_HITS_TO_SATURATE:
+                    break
         strength = min(1.0, 0.5 * hits)
         structure = _STRUCTURE.get(signal.name)
         if strength < 1.0 and structure is not None and structure.search(sample):

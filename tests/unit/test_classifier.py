@@ -65,6 +65,15 @@ def test_keywords_match_whole_words_only(heuristic_rules):
     assert result.signals["code"] == 0.0
 
 
+@pytest.mark.parametrize(
+    ("prompt", "strength"),
+    [("Refactor this", 0.5), ("REFACTOR this", 0.5), ("Debug the CODE", 1.0), ("code " * 500, 1.0), ("Codes", 0.0)],
+)
+def test_keywords_match_in_any_case_and_two_hits_saturate(heuristic_rules, prompt, strength):
+    # The patterns are lower case and read lower-cased text; a signal's strength is 0.5 a hit, at most 1
+    assert classify(prompt, heuristic_rules).signals["code"] == strength
+
+
 def test_size_alone_saturates_the_length_signal(heuristic_rules):
     # Given a very long but plain text
     text = "lorem ipsum " * 2000
