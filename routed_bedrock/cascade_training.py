@@ -22,6 +22,7 @@ from routed_bedrock.learning import (
     fold_assignment,
     quality_curve,
     share_error,
+    simplest_within_error,
     vectors_of,
 )
 from routed_bedrock.outcome_data import Answered, TrainingError
@@ -51,8 +52,7 @@ def train_cascade(
     must escalate for the cascade to keep ``target`` of always-strong quality (every prompt pays for the cheap
     call). The weights shipped are fitted on all the answers.
     """
-    hyper = hyper._replace(folds=folds)
-    checked_strengths(hyper)
+    strengths = checked_strengths(hyper._replace(folds=folds))
     if len(items) < folds:
         raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
     if not any(item.strong for item in items):
@@ -81,10 +81,9 @@ def train_cascade(
         return next((m for m, q in enumerate(curve) if q >= target - 1e-12), len(items)), held_out
 
     # The most regularised strength within one standard error of the fewest escalations
-    tried = {strength: escalations(strength) for strength in checked_strengths(hyper)}
-    fewest = min(m for m, _ in tried.values())
-    error = share_error(fewest / len(items), len(items)) * len(items)
-    strength = next(s for s, (m, _) in tried.items() if m <= fewest + error + 1e-9)
+    tried = {strength: escalations(strength) for strength in strengths}
+    shares = {strength: m / len(items) for strength, (m, _) in tried.items()}
+    strength = simplest_within_error(shares, share_error(min(shares.values()), len(items)))
     m, held_out = tried[strength]
     model = fit(vectors, labels, strength=strength)
     weights, bias = _raw(model, used)

@@ -95,14 +95,8 @@ class Model(NamedTuple):
     dense_std: list[float]
     bias: float
 
-    def score(self, sparse_row: Mapping[int, float], dense: Sequence[float]) -> float:
-        z = self.bias + sum(self.weights[k] * v for k, v in sparse_row.items())
-        columns = zip(self.dense_weights, dense, self.dense_mean, self.dense_std, strict=True)
-        z += sum(w * (x - m) / s for w, x, m, s in columns)
-        return sigmoid(z)
-
     def scores(self, vectors: Vectors) -> list[float]:
-        """``score`` of every row, computed as one matrix product."""
+        """Each row's score (the served ``LearnedRouter.score`` before int16 quantisation), as one matrix product."""
         standardised = (vectors.dense - np.asarray(self.dense_mean)) / np.asarray(self.dense_std)
         z = vectors.ngrams @ np.asarray(self.weights) + standardised @ np.asarray(self.dense_weights) + self.bias
         return [sigmoid(float(value)) for value in z]
@@ -171,20 +165,15 @@ def fold_assignment(n: int, folds: int, seed: int, name: str) -> list[int]:
     return assigned
 
 
-def quality_curve(
-    items: Sequence[Labelled | Answered],
-    scores: Sequence[float],
-    *,
-    unusable: str = "the strong model has no correct answer in a set: nothing to calibrate against",
-) -> list[float]:
+def quality_curve(items: Sequence[Labelled | Answered], scores: Sequence[float]) -> list[float]:
     """Quality kept (routed quality / always-strong quality) with the top m prompts by score sent strong, m = 0..n.
 
     Raises:
-        TrainingError: ``unusable``, when the strong model has no correct answer among ``items``.
+        TrainingError: when the strong model has no correct answer among ``items``.
     """
     strong_total = sum(item.strong for item in items)
     if not strong_total:
-        raise TrainingError(unusable)
+        raise TrainingError("the strong model has no correct answer in a set: nothing to calibrate against")
     order = sorted(range(len(items)), key=lambda i: -scores[i])
     total = sum(item.weak for item in items)
     kept = [total / strong_total]
@@ -199,6 +188,13 @@ def share_for_quality(items: Sequence[Labelled], scores: Sequence[float], target
     kept = quality_curve(items, scores)
     m = next((m for m, q in enumerate(kept) if q >= target - 1e-12), len(items))
     return m / len(items)
+
+
+def simplest_within_error(shares: Mapping[float, float], error: float) -> float:
+    """The one-standard-error rule: the smallest strength (the most regularised) whose held-out share is at most
+    the lowest share plus ``error``."""
+    best = min(shares.values())
+    return min(strength for strength, share in shares.items() if share <= best + error + 1e-12)
 
 
 def share_error(share: float, n: int) -> float:
@@ -328,10 +324,11 @@ def train_router(
         mean_share = sum(shares) / len(shares)
         selection[f"{strength:g}"] = round(mean_share, 4)
         tried.append((strength, mean_share, shares, held_out))
-    _, best, best_shares, _ = min(tried, key=lambda candidate: candidate[1])
+    _, _, best_shares, _ = min(tried, key=lambda candidate: candidate[1])
     errors = [share_error(share, len(sets[name])) for share, name in zip(best_shares, calibrated, strict=True)]
-    bound = best + math.sqrt(sum(error**2 for error in errors)) / len(errors)
-    strength, _, _, held_out = next(candidate for candidate in tried if candidate[1] <= bound + 1e-12)
+    error = math.sqrt(sum(e**2 for e in errors)) / len(errors)
+    strength = simplest_within_error({candidate[0]: candidate[1] for candidate in tried}, error)
+    held_out = next(candidate[3] for candidate in tried if candidate[0] == strength)
     say(f"final model (strength {strength:g})")
     final = fitted(None, strength)
     thresholds: dict[str, float] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.router.learned import compile_learned, dense_features, hashed_ngrams
+from lambdas.router.learned import compile_learned
 from routed_bedrock import learning
 from routed_bedrock.learning import (
     Hyper,
@@ -19,6 +19,7 @@ from routed_bedrock.learning import (
     share_for_quality,
     threshold_for_share,
     train_router,
+    vectorise,
 )
 from routed_bedrock.outcome_data import (
     STRONG_COLUMN,
@@ -59,7 +60,7 @@ def trained(keyword_sets):
 
 
 def final_scores(trained, items: list[Labelled], hash_bits: int = SMALL.hash_bits) -> list[float]:
-    return [trained.model.score(hashed_ngrams(i.prompt, hash_bits), dense_features(i.prompt)) for i in items]
+    return trained.model.scores(vectorise([i.prompt for i in items], hash_bits))
 
 
 def quality_kept(items: list[Labelled], scores: list[float], threshold: float) -> float:
