@@ -184,6 +184,9 @@ def fit_cascade(args: argparse.Namespace, document: dict[str, Any], trained: Tra
     rows = split(read_routellm(routellm_files(data)["gsm8k"]), args.seed, "gsm8k")[0]
     answers = routellm_answers(rows, trained.held_out["gsm8k"])
     cascade = train_cascade(answers, target=args.cascade_target, seed=args.seed)
+    judge = (route.get("cascade") or {}).get("judge")
+    if judge is not None:  # the judge is the deployer's choice, not fitted: it stays (its band is in confidence units)
+        cascade["judge"] = judge
     route["cascade"] = cascade
     for candidate in route["candidates"]:
         candidate.pop("weight", None)

@@ -1602,6 +1602,58 @@ def validate___definitions_route(data, custom_formats={}, name_prefix=None):
                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration.measured must be object', value=data__cascade__calibration__measured, name='' + (name_prefix or 'data') + '.cascade.calibration.measured', definition=None, rule='type')
                         if data__cascade__calibration_keys:
                             raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.calibration must not contain ' + str(data__cascade__calibration_keys) + ' properties', value=data__cascade__calibration, name='' + (name_prefix or 'data') + '.cascade.calibration', definition=None, rule='additionalProperties')
+                if 'judge' in data__cascade_keys:
+                    data__cascade_keys.remove('judge')
+                    data__cascade__judge = data__cascade['judge']
+                    if not isinstance(data__cascade__judge, dict):
+                        raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge must be object', value=data__cascade__judge, name='' + (name_prefix or 'data') + '.cascade.judge', definition=None, rule='type')
+                    data__cascade__judge_is_dict = isinstance(data__cascade__judge, dict)
+                    if data__cascade__judge_is_dict:
+                        data__cascade__judge__missing_keys = set(['model', 'consult_from', 'consult_below']) - data__cascade__judge.keys()
+                        if data__cascade__judge__missing_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge must contain ' + (str(sorted(data__cascade__judge__missing_keys)) + ' properties'), value=data__cascade__judge, name='' + (name_prefix or 'data') + '.cascade.judge', definition=None, rule='required')
+                        data__cascade__judge_keys = set(data__cascade__judge.keys())
+                        if 'model' in data__cascade__judge_keys:
+                            data__cascade__judge_keys.remove('model')
+                            data__cascade__judge__model = data__cascade__judge['model']
+                            if not isinstance(data__cascade__judge__model, str):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.model must be string', value=data__cascade__judge__model, name='' + (name_prefix or 'data') + '.cascade.judge.model', definition=None, rule='type')
+                            if isinstance(data__cascade__judge__model, str):
+                                data__cascade__judge__model_len = len(data__cascade__judge__model)
+                                if data__cascade__judge__model_len < 1:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.model must be longer than or equal to 1 characters', value=data__cascade__judge__model, name='' + (name_prefix or 'data') + '.cascade.judge.model', definition=None, rule='minLength')
+                        if 'consult_from' in data__cascade__judge_keys:
+                            data__cascade__judge_keys.remove('consult_from')
+                            data__cascade__judge__consultfrom = data__cascade__judge['consult_from']
+                            if not isinstance(data__cascade__judge__consultfrom, (int, float, Decimal)) or isinstance(data__cascade__judge__consultfrom, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_from must be number', value=data__cascade__judge__consultfrom, name='' + (name_prefix or 'data') + '.cascade.judge.consult_from', definition=None, rule='type')
+                            if isinstance(data__cascade__judge__consultfrom, (int, float, Decimal)):
+                                if data__cascade__judge__consultfrom < 0:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_from must be bigger than or equal to 0', value=data__cascade__judge__consultfrom, name='' + (name_prefix or 'data') + '.cascade.judge.consult_from', definition=None, rule='minimum')
+                                if data__cascade__judge__consultfrom > 1:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_from must be smaller than or equal to 1', value=data__cascade__judge__consultfrom, name='' + (name_prefix or 'data') + '.cascade.judge.consult_from', definition=None, rule='maximum')
+                        if 'consult_below' in data__cascade__judge_keys:
+                            data__cascade__judge_keys.remove('consult_below')
+                            data__cascade__judge__consultbelow = data__cascade__judge['consult_below']
+                            if not isinstance(data__cascade__judge__consultbelow, (int, float, Decimal)) or isinstance(data__cascade__judge__consultbelow, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_below must be number', value=data__cascade__judge__consultbelow, name='' + (name_prefix or 'data') + '.cascade.judge.consult_below', definition=None, rule='type')
+                            if isinstance(data__cascade__judge__consultbelow, (int, float, Decimal)):
+                                if data__cascade__judge__consultbelow < 0:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_below must be bigger than or equal to 0', value=data__cascade__judge__consultbelow, name='' + (name_prefix or 'data') + '.cascade.judge.consult_below', definition=None, rule='minimum')
+                                if data__cascade__judge__consultbelow > 1:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.consult_below must be smaller than or equal to 1', value=data__cascade__judge__consultbelow, name='' + (name_prefix or 'data') + '.cascade.judge.consult_below', definition=None, rule='maximum')
+                        if 'max_tokens' in data__cascade__judge_keys:
+                            data__cascade__judge_keys.remove('max_tokens')
+                            data__cascade__judge__maxtokens = data__cascade__judge['max_tokens']
+                            if not isinstance(data__cascade__judge__maxtokens, int) or isinstance(data__cascade__judge__maxtokens, bool):
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.max_tokens must be integer', value=data__cascade__judge__maxtokens, name='' + (name_prefix or 'data') + '.cascade.judge.max_tokens', definition=None, rule='type')
+                            if isinstance(data__cascade__judge__maxtokens, (int, float, Decimal)):
+                                if data__cascade__judge__maxtokens < 1:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.max_tokens must be bigger than or equal to 1', value=data__cascade__judge__maxtokens, name='' + (name_prefix or 'data') + '.cascade.judge.max_tokens', definition=None, rule='minimum')
+                                if data__cascade__judge__maxtokens > 64:
+                                    raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge.max_tokens must be smaller than or equal to 64', value=data__cascade__judge__maxtokens, name='' + (name_prefix or 'data') + '.cascade.judge.max_tokens', definition=None, rule='maximum')
+                        if data__cascade__judge_keys:
+                            raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade.judge must not contain ' + str(data__cascade__judge_keys) + ' properties', value=data__cascade__judge, name='' + (name_prefix or 'data') + '.cascade.judge', definition=None, rule='additionalProperties')
                 if data__cascade_keys:
                     raise JsonSchemaValueException('' + (name_prefix or 'data') + '.cascade must not contain ' + str(data__cascade_keys) + ' properties', value=data__cascade, name='' + (name_prefix or 'data') + '.cascade', definition=None, rule='additionalProperties')
         if data_keys:

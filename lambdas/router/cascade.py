@@ -30,6 +30,11 @@ goes with wrong answers), with weights fitted by ``routed-bedrock train`` on ans
 known, except that ``VETO_SIGNALS`` (truncated, empty, refusal) set it to 0;
 an answer below the route's ``threshold`` escalates to the next candidate. Each step's confidence, signals
 and reason are reported in the decision.
+
+A route may also name a judge (``cascade.judge``): an answer whose confidence is in the judge's band, and not
+vetoed, is shown with its question to the judge model (``judge_messages``), asked for one word; its
+``judge_verdict`` ("correct" accepts, "incorrect" escalates, "unclear" or a failed call leaves it to the
+threshold) decides. The judge call is one more paid call (``cascade_run``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ SIGNALS = (
     "prompt_score",
 )
 VETO_SIGNALS = ("truncated", "empty", "refusal")
+JUDGE_SYSTEM = (
+    "You check another assistant's answer to a question. Reply with exactly one word: CORRECT if the answer is "
+    "correct and complete, INCORRECT if it is not."
+)
+JUDGE_CHARS = 12_000  # of the question (its start) and of the answer (its end, where the final answer is)
+_VERDICT_WORD = re.compile(r"[A-Za-z]+")
 SHORT_ANSWER_CHARS = 20
 MAX_EQUATIONS = 40
 SCAN_CHARS = 20_000
@@ -157,6 +168,23 @@ def compile_confidence(document: Mapping[str, Any]) -> ConfidenceModel:
         ngrams=decode_weights(ngrams["weights"], 1 << bits) if ngrams is not None else (),
         hash_bits=bits,
     )
+
+
+def judge_messages(prompt: str, answer: str) -> list[dict[str, Any]]:
+    """The Converse messages asking a judge about an answer (the question's start and the answer's end)."""
+    question = prompt if len(prompt) <= JUDGE_CHARS else prompt[:JUDGE_CHARS] + " [...]"
+    reply = answer if len(answer) <= JUDGE_CHARS else "[...] " + answer[-JUDGE_CHARS:]
+    text = (
+        f"Question:\n{question}\n\nAnswer to check:\n{reply}\n\n"
+        "Is this answer correct? Reply with one word: CORRECT or INCORRECT."
+    )
+    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def judge_verdict(text: str) -> str:
+    """A judge's reply as ``correct``, ``incorrect`` or ``unclear``: its first word, any case or markup."""
+    word = _VERDICT_WORD.search(text[:200])
+    return {"CORRECT": "correct", "INCORRECT": "incorrect"}.get(word.group().upper() if word else "", "unclear")
 
 
 def answer_signals(prompt: str, answer: str, stop_reason: str, prompt_score: float | None = None) -> dict[str, float]:

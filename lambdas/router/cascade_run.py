@@ -1,7 +1,8 @@
 """Running a cascade route's plan: escalate while an answer's confidence is below the route's threshold.
 
-``cascade.py`` scores an answer; this module calls the later steps (through the executor's ``run``), keeps the
-escalated answers' cost (``Spent``: paid for, not returned) and writes the decision's ``cascade`` reason.
+``cascade.py`` scores an answer; this module calls the later steps (through the executor's ``run``) and, for
+an answer in a judge's band, the judge (through ``judge``), keeps what was paid for and not returned
+(``Spent``: escalated answers and judge verdicts) and writes the decision's ``cascade`` reason.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ from typing import Any, NamedTuple
 from .cascade import VETO_SIGNALS
 from .engine import Decision, PlannedCall
 from .executor import AttemptRecord, ExecutionResult
-from .policy import CascadeSettings
+from .policy import CascadeSettings, JudgeSettings
+
+Judge = Callable[[JudgeSettings, str, str], tuple[str, ExecutionResult]]
+"""Asks the judge about (prompt, answer): its verdict (``cascade.judge_verdict``'s, or "failed" when no call
+answered) and the calls made."""
 
 
 class PaidAnswer(NamedTuple):
-    """An answer a cascade paid for and escalated past: metrics count its tokens and cost under its own model."""
+    """An answer a cascade paid for and did not return (escalated past, or a judge's verdict): metrics count its
+    tokens and cost under its own model."""
 
     model_id: str
     region: str
@@ -33,8 +39,10 @@ def run_cascade(
     result: ExecutionResult,
     run: Callable[[tuple[PlannedCall, ...]], ExecutionResult],
     spent: Spent,
+    judge: Judge | None = None,
 ) -> tuple[ExecutionResult, dict[str, Any]]:
-    """Escalate while an answer's confidence is below the threshold and a later step remains.
+    """Escalate while an answer's confidence is below the threshold (or the judge finds it incorrect) and a later
+    step remains.
 
     An escalation whose later steps all fail returns the last answer that came back rather than none.
     """
@@ -55,10 +63,26 @@ def run_cascade(
             "signals": {name: round(value, 3) for name, value in confidence.signals.items() if value},
         }
         steps.append(step)
-        if confidence.value >= cascade.threshold:
+        accepted = confidence.value >= cascade.threshold
+        verdict = None
+        settings = cascade.judge
+        vetoed = any(confidence.signals.get(name) for name in VETO_SIGNALS)
+        if settings is not None and judge is not None and settings.consulted(confidence.value) and not vetoed:
+            verdict, judged = judge(settings, prompt, reply.text)
+            result.attempts.extend(judged.attempts)  # after the answer's own, whichever answer is returned
+            spent.pay(judged)
+            step["judge"] = {"model": settings.model, "verdict": verdict}
+            if verdict == "failed":
+                step["judge"]["error"] = judged.stop_reason or "no judge call answered"
+            elif verdict != "unclear":
+                accepted = verdict == "correct"
+        if accepted:
             step["accepted"] = True
             return result, reason
-        step["escalated"] = _escalation_reason(confidence.signals, cascade, confidence.value)
+        if verdict == "incorrect":
+            step["escalated"] = f"the judge found it incorrect (confidence {confidence.value:.3f})"
+        else:
+            step["escalated"] = _escalation_reason(confidence.signals, cascade, confidence.value)
         later = tuple(c for c in decision.plan if c.step > call.step)
         escalated = run(later)
         if escalated.reply is None:  # the earlier answer is returned after all, the failed calls after its own
@@ -80,7 +104,12 @@ class Spent:
         self.answers: list[PaidAnswer] = []
 
     def add(self, result: ExecutionResult) -> None:
+        """An answer escalated past: its attempts and its cost."""
         self.attempts.extend(result.attempts)
+        self.pay(result)
+
+    def pay(self, result: ExecutionResult) -> None:
+        """The cost of a call's answer (none when no call answered)."""
         if result.reply is not None and result.answered_by is not None:
             reply, call = result.reply, result.answered_by
             cost = call.model.cost_usd(reply.input_tokens, reply.output_tokens)

@@ -67,12 +67,25 @@ class Candidate(NamedTuple):
     weight: float | None
 
 
+class JudgeSettings(NamedTuple):
+    """A cascade's judge: the model (a ``models`` key) asked about answers whose confidence is in its band."""
+
+    model: str
+    consult_from: float
+    consult_below: float
+    max_tokens: int = 8
+
+    def consulted(self, confidence: float) -> bool:
+        return self.consult_from <= confidence < self.consult_below
+
+
 class CascadeSettings(NamedTuple):
     """A cascade route's confidence model, the threshold below which it escalates, and its calibration target."""
 
     threshold: float
     confidence: ConfidenceModel
     calibration: Mapping[str, Any]
+    judge: JudgeSettings | None = None
 
 
 class Arm(NamedTuple):
@@ -366,6 +379,18 @@ def _check_references(doc: Mapping[str, Any]) -> None:
                     f"invalid policy: fallback model '{fallback}' in route '{name}' "
                     f"(routes.{name}.fallbacks[{index}]) is not in the catalog"
                 )
+        judge = route.get("cascade", {}).get("judge")
+        if judge is not None:
+            if judge["model"] not in models:
+                raise PolicyError(
+                    f"invalid policy: judge model '{judge['model']}' in route '{name}' "
+                    f"(routes.{name}.cascade.judge.model) is not in the catalog"
+                )
+            if not judge["consult_from"] < judge["consult_below"]:
+                raise PolicyError(
+                    f"invalid policy: routes.{name}.cascade.judge.consult_from ({judge['consult_from']}) must be "
+                    f"below consult_below ({judge['consult_below']})"
+                )
 
     _check_experiments(doc.get("experiments", {}), routes, rules)
 
@@ -550,10 +575,19 @@ def _cascade(route: str, document: Mapping[str, Any] | None) -> CascadeSettings 
         confidence = compile_confidence(document["confidence"])
     except LearnedRouterError as exc:
         raise PolicyError(f"invalid policy: routes.{route}.cascade.confidence.ngrams: {exc}") from None
+    judge = document.get("judge")
     return CascadeSettings(
         threshold=float(document["threshold"]),
         confidence=confidence,
         calibration=dict(document.get("calibration", {})),
+        judge=JudgeSettings(
+            model=judge["model"],
+            consult_from=float(judge["consult_from"]),
+            consult_below=float(judge["consult_below"]),
+            max_tokens=int(judge.get("max_tokens", 8)),
+        )
+        if judge is not None
+        else None,
     )
 
 

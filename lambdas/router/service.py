@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
+from .cascade import JUDGE_SYSTEM, judge_messages, judge_verdict
 from .cascade_run import PaidAnswer, Spent, run_cascade
 from .classifier import estimate_tokens
 from .contract import (
@@ -27,7 +28,7 @@ from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingReque
 from .executor import AttemptRecord, ExecutionResult, ModelReply, execute_plan
 from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettings
 from .live_state import LiveStateTracker, Reservation, Snapshot
-from .policy import ModelSpec, Policy
+from .policy import JudgeSettings, ModelSpec, Policy
 from .policy_store import PolicyStore
 from .streaming import NOT_THE_MODELS_FAULT, LiveStream, StreamEnd
 
@@ -268,7 +269,9 @@ class RouterService:
             return bad_request(str(exc))
         if self.live_state is not None and decision.plan:
             # Near a budget's cap the answer's most possible cost is reserved in the store before any call.
-            charge.reservation = self.live_state.reserve(policy, scopes, _answer_estimate_usd(decision, request))
+            charge.reservation = self.live_state.reserve(
+                policy, scopes, _answer_estimate_usd(policy, decision, request)
+            )
             refused = charge.reservation.refused
             if refused is not None:  # no room left under that cap: route as the policy says at the cap
                 at_cap = max(used_percent or 0.0, hard_stop_percent(policy.budget) or 100.0)
@@ -343,12 +346,38 @@ class RouterService:
                 on_attempt=on_attempt,
             )
 
+        def judge(settings: JudgeSettings, prompt: str, answer: str) -> tuple[str, ExecutionResult]:
+            """One judge verdict: the judge model in its regions in order, as resilient as any call."""
+            spec = policy.models[settings.model]
+            plan = tuple(PlannedCall(spec, region, fallback=False) for region in spec.regions)
+            judge_input = judge_messages(prompt, answer)
+            limit = spec.max_output_tokens
+            config = {"maxTokens": min(settings.max_tokens, limit) if limit else settings.max_tokens, "temperature": 0}
+
+            def invoke_judge(call: PlannedCall, timeout_s: float) -> ModelReply:
+                return self._gateway.converse(
+                    call, timeout_s, messages=judge_input, system=[{"text": JUDGE_SYSTEM}], inference_config=config
+                )
+
+            judged = execute_plan(
+                plan,
+                invoke_judge,
+                resilience,
+                deadline=started + budget_ms / 1000.0,
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                skip=skip,
+                on_attempt=on_attempt,
+            )
+            return (judge_verdict(judged.reply.text) if judged.reply is not None else "failed"), judged
+
         result = run(decision.plan)
         spent = Spent()
         cascade_reason: dict[str, Any] | None = None
         if decision.cascade is not None and decision.plan:
             result, cascade_reason = run_cascade(
-                decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent
+                decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent, judge=judge
             )
         latency_ms = (self._clock() - started) * 1000.0
         if result.reply is not None or spent.answers:
@@ -526,17 +555,23 @@ class _Charge:
         self.probes: set[tuple[str, str]] = set()  # the request's half-open probes, released when it ends
 
 
-def _answer_estimate_usd(decision: Decision, request: GenerateInput) -> float:
+def _answer_estimate_usd(policy: Policy, decision: Decision, request: GenerateInput) -> float:
     """The most the answer may cost (``budget.estimate_usd``), counting every message's text.
 
-    A cascade may pay for one answer per step: the dearest model of each step, summed.
+    A cascade may pay for one answer per step: the dearest model of each step, summed; with a judge, also one
+    verdict per step but the last (reading the question and a whole answer).
     """
     chars = sum(len(text) for _role, text in request.messages) + len(request.system or "")
     tokens = estimate_tokens(chars, len(request.images))
     by_step: dict[int, dict[str, ModelSpec]] = {}
     for call in decision.plan:
         by_step.setdefault(call.step if decision.cascade is not None else 0, {})[call.model.key] = call.model
-    return sum(estimate_usd(list(models.values()), tokens, decision.max_tokens) for models in by_step.values())
+    total = sum(estimate_usd(list(models.values()), tokens, decision.max_tokens) for models in by_step.values())
+    judge = decision.cascade.judge if decision.cascade is not None else None
+    if judge is not None:
+        judged_tokens = tokens + decision.max_tokens + estimate_tokens(len(JUDGE_SYSTEM) + 200, 0)
+        total += (len(by_step) - 1) * estimate_usd([policy.models[judge.model]], judged_tokens, judge.max_tokens)
+    return total
 
 
 def _latency_budget(raw: str | None) -> int | None:

@@ -576,3 +576,193 @@ def test_an_escalated_answers_cost_is_counted_under_its_own_model(invoke, bedroc
 def one(value: Any) -> Any:
     """An EMF metric's value: Powertools writes a list when it collected one in a line."""
     return value[0] if isinstance(value, list) else value
+
+
+# --- Judge ---------------------------------------------------------------------------------------------------
+
+JUDGE = "nova-lite"
+NOVA_LITE = "us.amazon.nova-lite-v1:0"
+
+
+def with_judge(consult_from: float = 0.0, consult_below: float = 1.0, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(document: dict[str, Any]) -> None:
+        document["routes"]["math-cascade"]["cascade"]["judge"] = {
+            "model": JUDGE,
+            "consult_from": consult_from,
+            "consult_below": consult_below,
+            **extra,
+        }
+
+    return mutate
+
+
+def verdict(text: str) -> ModelReply:
+    return ModelReply(text=text, input_tokens=180, output_tokens=2, stop_reason="end_turn")
+
+
+def judge_calls(bedrock: FakeBedrock) -> list[dict[str, Any]]:
+    return [call for call in bedrock.calls if call["model"] == JUDGE]
+
+
+def test_a_judge_accepts_a_doubtful_answer_it_finds_correct_and_its_call_is_paid(
+    make_invoke, bedrock, monkeypatch, default_policy
+):
+    # Given a cascade whose judge is consulted on every answer, and an answer the signals doubt
+    invoke = make_invoke(with_judge())
+    script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, JUDGE: verdict("CORRECT")})
+    # When asked
+    status, _, body = invoke(MATHS)
+    # Then the judge's verdict keeps the cheap answer: no Sonnet call
+    assert status == 200
+    assert body["output"] == DOUBTFUL.text and body["model_used"] == NOVA_MICRO
+    assert [call["model"] for call in bedrock.calls] == ["nova-micro", JUDGE]
+    [step] = body["decision"]["cascade"]["steps"]
+    assert step["confidence"] < body["decision"]["cascade"]["threshold"]
+    assert step["judge"] == {"model": JUDGE, "verdict": "correct"} and step["accepted"] is True
+    # And the judge's tokens and cost count in the answer's usage and cost
+    assert body["usage"] == {"input_tokens": 60 + 180, "output_tokens": 15 + 2}
+    judged = cost(default_policy, "nova-micro", DOUBTFUL) + cost(default_policy, JUDGE, verdict("CORRECT"))
+    assert body["cost_usd"] == pytest.approx(judged)
+    assert attempts(body) == [("nova-micro", "us-east-1", "ok"), (JUDGE, "us-east-1", "ok")]
+
+
+def test_a_judge_escalates_a_confident_answer_it_finds_incorrect(make_invoke, bedrock, monkeypatch, default_policy):
+    # Given a confident cheap answer the judge finds incorrect
+    invoke = make_invoke(with_judge())
+    script(
+        bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("**Incorrect.**"), "claude-sonnet-4-5": STRONG}
+    )
+    # When asked
+    _, _, body = invoke(MATHS)
+    # Then it escalates to Sonnet, saying the judge found it incorrect, and all three calls are paid
+    assert body["output"] == STRONG.text and body["model_used"] == SONNET
+    assert [call["model"] for call in bedrock.calls] == ["nova-micro", JUDGE, "claude-sonnet-4-5"]
+    first, last = body["decision"]["cascade"]["steps"]
+    assert first["confidence"] >= body["decision"]["cascade"]["threshold"]
+    assert first["judge"] == {"model": JUDGE, "verdict": "incorrect"}
+    assert first["escalated"].startswith("the judge found it incorrect (confidence")
+    assert last == {"model": "claude-sonnet-4-5", "final": True}
+    paid = sum(
+        cost(default_policy, k, r)
+        for k, r in (("nova-micro", CONFIDENT), (JUDGE, verdict("x")), ("claude-sonnet-4-5", STRONG))
+    )
+    assert body["cost_usd"] == pytest.approx(paid)
+
+
+def test_the_judge_is_asked_about_the_question_and_the_answer_in_one_word(make_invoke, bedrock, monkeypatch):
+    invoke = make_invoke(with_judge(max_tokens=4))
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("CORRECT")})
+    invoke(MATHS)
+    [call] = judge_calls(bedrock)
+    text = call["messages"][0]["content"][0]["text"]
+    assert call["messages"][0]["role"] == "user" and len(call["messages"]) == 1
+    assert CLIPS in text and CONFIDENT.text in text and "CORRECT or INCORRECT" in text
+    assert "CORRECT" in call["system"][0]["text"]
+    assert call["inference_config"] == {"maxTokens": 4, "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    ("cheap", "escalates"),
+    [(CONFIDENT, False), (DOUBTFUL, True)],
+)
+def test_an_unclear_verdict_leaves_the_decision_to_the_threshold(make_invoke, bedrock, monkeypatch, cheap, escalates):
+    # Given a judge that does not answer in the one word asked for
+    invoke = make_invoke(with_judge())
+    script(
+        bedrock,
+        monkeypatch,
+        {"nova-micro": cheap, JUDGE: verdict("I think it is probably right"), "claude-sonnet-4-5": STRONG},
+    )
+    # When asked
+    _, _, body = invoke(MATHS)
+    # Then the threshold decides, as without a judge, and the judge's call is still paid
+    step = body["decision"]["cascade"]["steps"][0]
+    assert step["judge"] == {"model": JUDGE, "verdict": "unclear"}
+    assert ("escalated" in step) is escalates
+    assert body["model_used"] == (SONNET if escalates else NOVA_MICRO)
+    assert body["usage"]["input_tokens"] == 60 + 180 + (60 if escalates else 0)
+
+
+def test_a_failing_judge_leaves_the_decision_to_the_threshold(make_invoke, bedrock, monkeypatch, default_policy):
+    # Given the judge model is down in every region
+    invoke = make_invoke(with_judge())
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT})
+    bedrock.fail(JUDGE)
+    # When asked
+    status, _, body = invoke(MATHS)
+    # Then the confident cheap answer is kept, the judge's failed attempts are listed, and nothing is charged for them
+    assert status == 200 and body["model_used"] == NOVA_MICRO
+    step = body["decision"]["cascade"]["steps"][0]
+    assert step["judge"]["verdict"] == "failed" and step["judge"]["error"]
+    assert step["accepted"] is True
+    assert attempts(body)[0] == ("nova-micro", "us-east-1", "ok")
+    assert [a[:2] for a in attempts(body)[1:]] == [(JUDGE, "us-east-1"), (JUDGE, "us-west-2")]
+    assert all(a[2] != "ok" for a in attempts(body)[1:])
+    assert body["cost_usd"] == pytest.approx(cost(default_policy, "nova-micro", CONFIDENT))
+
+
+def test_no_judge_is_called_outside_its_band(make_invoke, bedrock, monkeypatch):
+    # Given a judge consulted only on confidences in [0.0, 0.01), and a confident answer
+    invoke = make_invoke(with_judge(0.0, 0.01))
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT})
+    _, _, body = invoke(MATHS)
+    assert judge_calls(bedrock) == []
+    assert "judge" not in body["decision"]["cascade"]["steps"][0]
+
+
+def test_a_vetoed_answer_escalates_without_asking_the_judge(make_invoke, bedrock, monkeypatch):
+    # Given a judge consulted on every confidence, and a cheap answer cut at max_tokens (a veto: confidence 0)
+    invoke = make_invoke(with_judge())
+    script(
+        bedrock, monkeypatch, {"nova-micro": CONFIDENT._replace(stop_reason="max_tokens"), JUDGE: verdict("CORRECT")}
+    )
+    _, _, body = invoke(MATHS)
+    assert judge_calls(bedrock) == []
+    assert body["model_used"] == SONNET
+
+
+def test_the_judges_spend_is_counted_under_its_own_model(make_invoke, bedrock, monkeypatch, capsys, default_policy):
+    invoke = make_invoke(with_judge())
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("CORRECT")})
+    capsys.readouterr()
+    invoke(MATHS)
+    lines = emf_lines(capsys.readouterr().out)
+    [judged] = [line for line in lines if m.COST_USD in line and m.REQUESTS not in line]
+    assert judged[m.MODEL_DIMENSION] == NOVA_LITE and judged[m.ROUTE_DIMENSION] == "math-cascade"
+    assert one(judged[m.COST_USD]) == pytest.approx(cost(default_policy, JUDGE, verdict("CORRECT")))
+
+
+def test_near_the_cap_a_cascade_with_a_judge_reserves_a_verdict_too(make_invoke, bedrock, monkeypatch, default_policy):
+    # Given 85% of the daily budget spent, and a cascade with a judge
+    def judge_and_degrade_at_the_cap(document: dict[str, Any]) -> None:
+        with_judge()(document)
+        document["budget"]["modes"] = [{"at_percent": 100, "action": "degrade"}]
+
+    store = InMemoryBackend()
+    invoke = make_invoke(judge_and_degrade_at_the_cap, store=store)
+    spend(store, 170.0)
+    seen: list[float] = []
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("CORRECT")})
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        seen.append(store.spend[today_key(store)])
+        return answer(call, timeout_s, **kwargs)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    # When the cheap answer is judged
+    _, _, body = invoke(MATHS)
+    # Then the reservation held one answer per step and one verdict (the question plus a whole answer read)
+    tokens = estimate_tokens(len(CLIPS))
+    steps = sum(
+        (tokens * spec.price_per_1k_input_usd + 2048 * spec.price_per_1k_output_usd) / 1000
+        for spec in (default_policy.models["nova-micro"], default_policy.models["claude-sonnet-4-5"])
+    )
+    lite = default_policy.models[JUDGE]
+    from lambdas.router.cascade import JUDGE_SYSTEM
+
+    judged_tokens = tokens + 2048 + estimate_tokens(len(JUDGE_SYSTEM) + 200)
+    verdict_estimate = (judged_tokens * lite.price_per_1k_input_usd + 8 * lite.price_per_1k_output_usd) / 1000
+    assert seen == [pytest.approx(170.0 + steps + verdict_estimate)] * 2
+    handler.service().live_state.flush()
+    assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])

@@ -380,3 +380,25 @@ def test_train_re_raises_a_missing_module_that_is_not_a_training_library(tmp_pat
     outcomes = write_outcomes(tmp_path / "outcomes.jsonl", n=60)
     with pytest.raises(ModuleNotFoundError, match=r"routed_bedrock\.learning"):
         main(train(tmp_path, "--outcomes", str(outcomes), "--weak", "nova-micro", "--strong", "claude-sonnet-4-5"))
+
+
+def test_refitting_a_cascade_keeps_the_judge_the_deployer_chose(monkeypatch):
+    # Given a cascade route with a judge, and a stand-in for the fit (the real one runs in test_shipped_router)
+    import argparse
+
+    import routed_bedrock.cascade_training as cascade_training
+    from routed_bedrock.learning_cli import DEFAULT_DATA, fit_cascade
+    from routed_bedrock.outcome_data import read_routellm, routellm_files, split
+
+    document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    judge = {"model": "nova-lite", "consult_from": 0.6, "consult_below": 0.8}
+    document["routes"]["math-cascade"]["cascade"]["judge"] = judge
+    fitted = {"threshold": 0.5, "confidence": {"bias": 0.0, "weights": {}}, "calibration": {}}
+    monkeypatch.setattr(cascade_training, "train_cascade", lambda answers, **_: dict(fitted))
+    rows = split(read_routellm(routellm_files(DEFAULT_DATA)["gsm8k"]), 0, "gsm8k")[0]
+    trained = argparse.Namespace(held_out={"gsm8k": [0.5] * len(rows)})
+    args = argparse.Namespace(cascade_route="math-cascade", data=None, seed=0, cascade_target=0.96)
+    # When the cascade is refitted
+    fit_cascade(args, document, trained)  # type: ignore[arg-type]
+    # Then the new confidence and threshold replace the old, and the judge is kept as it was
+    assert document["routes"]["math-cascade"]["cascade"] == {**fitted, "judge": judge}

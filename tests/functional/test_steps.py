@@ -340,3 +340,54 @@ def default_policy_of(machine) -> Any:
     from lambdas.router.policy import load_policy_file
 
     return load_policy_file(DEFAULT_POLICY_PATH)
+
+
+def test_a_judges_verdict_is_one_more_state_machine_call_and_matches_the_lambda(bedrock, monkeypatch, tmp_path, invoke):
+    monkeypatch.setenv("AWS_REGION", HOME)
+    # Given a cascade with a judge consulted on every answer, a worked cheap answer, and a judge that rejects it
+    document = json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["routes"]["math-cascade"]["cascade"]["judge"] = {
+        "model": "nova-lite",
+        "consult_from": 0.0,
+        "consult_below": 1.0,
+    }
+    judged = compile_policy(document)
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        reply = answer(call, timeout_s, **kwargs)
+        if call.model.key == "nova-micro":
+            return reply._replace(text="Tom has 3 + 4 = 7 apples.\n#### 7")
+        if call.model.key == "nova-lite":
+            return reply._replace(text="INCORRECT", output_tokens=1)
+        return reply
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    # When the request runs through the state machine's tasks
+    body, calls = _cascade_run(bedrock, _SwitchingStore(judged, keep_old=True), judged)
+    # Then the state machine made the judge's call between the two answers, and the judge's verdict escalated
+    assert calls == [judged.models[key].model_id for key in ("nova-micro", "nova-lite", "claude-sonnet-4-5")]
+    first = body["decision"]["cascade"]["steps"][0]
+    assert first["judge"] == {"model": "nova-lite", "verdict": "incorrect"}
+    assert body["model_used"] == judged.models["claude-sonnet-4-5"].model_id
+    judge_call = next(call for call in bedrock.calls if call["model"] == "nova-lite")
+    assert "Tom has 3 + 4 = 7 apples." in json.dumps(judge_call["messages"])  # as the SDK integration sent it
+    # And the Lambda orchestration on the same policy gives the same answer, cost and attempts
+    policy_file = tmp_path / "judged.json"
+    policy_file.write_text(json.dumps(document), encoding="utf-8")
+    from lambdas.router import handler
+    from lambdas.router.service import RouterService
+
+    handler.configure(
+        RouterService(
+            policies=PolicyStore(file_fetcher(policy_file), max_age_s=300), gateway=bedrock, sleep=lambda _s: None
+        )
+    )
+    status, _headers, lambda_body = invoke(
+        "POST",
+        "/generate",
+        {"prompt": "Tom has 3 apples and buys 4 more. How many apples does he have?", "use_case": "math"},
+    )
+    assert status == 200
+    assert body["decision"]["cascade"] == lambda_body["decision"]["cascade"]
+    _same(body, lambda_body)

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.router.cascade import SIGNALS, ConfidenceModel, answer_signals, arithmetic_errors, compile_confidence
+from lambdas.router.cascade import (
+    JUDGE_CHARS,
+    SIGNALS,
+    ConfidenceModel,
+    answer_signals,
+    arithmetic_errors,
+    compile_confidence,
+    judge_messages,
+    judge_verdict,
+)
 from lambdas.router.engine import LiveState, RoutingRequest, decide
 from lambdas.router.learned import encode_weights, hashed_ngrams
 from lambdas.router.policy import PolicyError, compile_policy
@@ -494,6 +503,66 @@ def test_rejects_a_threshold_outside_zero_to_one(policy_document, threshold):
     policy_document["routes"]["math-cascade"]["cascade"]["threshold"] = threshold
     with pytest.raises(PolicyError, match=r"routes\.math-cascade\.cascade\.threshold"):
         compile_policy(policy_document)
+
+
+JUDGE = {"model": "nova-lite", "consult_from": 0.5, "consult_below": 0.9}
+
+
+def test_a_judge_compiles_with_its_band_and_a_one_word_default(policy_document):
+    policy_document["routes"]["math-cascade"]["cascade"]["judge"] = dict(JUDGE)
+    judge = compile_policy(policy_document).routes["math-cascade"].cascade.judge
+    assert judge is not None and (judge.model, judge.max_tokens) == ("nova-lite", 8)
+    assert [judge.consulted(c) for c in (0.49, 0.5, 0.89, 0.9)] == [False, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"model": "gpt-judge"},
+            r"judge model 'gpt-judge' in route 'math-cascade' \(routes\.math-cascade\.cascade\.judge",
+        ),
+        ({"consult_from": 0.9}, r"routes\.math-cascade\.cascade\.judge\.consult_from \(0\.9\) must be below"),
+        ({"consult_below": 1.5}, r"routes\.math-cascade\.cascade\.judge\.consult_below"),
+        ({"max_tokens": 0}, r"routes\.math-cascade\.cascade\.judge\.max_tokens"),
+        ({"prompt": "be nice"}, r"routes\.math-cascade\.cascade\.judge"),
+    ],
+)
+def test_rejects_a_judge_it_cannot_call(policy_document, change, message):
+    policy_document["routes"]["math-cascade"]["cascade"]["judge"] = {**JUDGE, **change}
+    with pytest.raises(PolicyError, match=message):
+        compile_policy(policy_document)
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("CORRECT", "correct"),
+        ("correct.", "correct"),
+        ("**Correct**", "correct"),
+        ("INCORRECT", "incorrect"),
+        (" Incorrect: 48 + 24 is 72", "incorrect"),
+        ("Yes", "unclear"),
+        ("I think it is correct", "unclear"),
+        ("", "unclear"),
+        ("123", "unclear"),
+    ],
+)
+def test_a_judges_reply_is_read_by_its_first_word(reply, verdict):
+    assert judge_verdict(reply) == verdict
+
+
+def test_the_judge_reads_the_questions_start_and_the_answers_end():
+    # Given a question and an answer both longer than the judge reads
+    question = "Q" * (JUDGE_CHARS + 10)
+    answer = "working " * 3000 + "#### 72"
+    [message] = judge_messages(question, answer)
+    text = message["content"][0]["text"]
+    # Then it holds the question's start and the answer's end (its final answer), each marked as cut
+    assert message["role"] == "user"
+    assert "Q" * JUDGE_CHARS + " [...]" in text and "Q" * (JUDGE_CHARS + 1) not in text
+    assert text.count("[...]") == 2 and "#### 72" in text
+    assert len(text) < 2 * JUDGE_CHARS + 300
 
 
 def test_every_signal_may_be_weighted(policy_document):
