@@ -43,6 +43,7 @@ bench: setup
 	$(PY) benchmarks/fault_drill.py --out fault_drill.json
 	$(PY) benchmarks/concurrency_drill.py --out concurrency_drill.json
 	$(PY) benchmarks/routing_quality.py --out routing_quality.json
+	$(PY) benchmarks/cascade_judge.py --out cascade_judge.json
 	$(PY) benchmarks/failover_drill.py --out failover_drill.json
 	$(PY) benchmarks/stream_overhead.py --out stream_overhead.json
 	$(PY) benchmarks/routing_cost.py --json routing_cost.json

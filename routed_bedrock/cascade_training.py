@@ -17,6 +17,7 @@ from lambdas.router.learned import encode_weights, hashed_ngrams
 from routed_bedrock.learning import (
     Hyper,
     Model,
+    Vectors,
     checked_strengths,
     fit,
     fold_assignment,
@@ -40,6 +41,40 @@ def _raw(model: Model, used: Sequence[str]) -> tuple[dict[str, float], float]:
     return weights, bias
 
 
+def _features(items: Sequence[Answered], hyper: Hyper) -> tuple[Vectors, list[str]]:
+    """The answers' hashed n-grams and signals (those that fire on some answer: one that never does gets no weight)."""
+    signals = [answer_signals(i.prompt, i.answer, i.stop_reason, i.prompt_score) for i in items]
+    used = [name for name in SIGNALS if any(s[name] for s in signals)]
+    vectors = vectors_of(
+        [hashed_ngrams(i.answer, hyper.hash_bits) for i in items],
+        [[s[name] for name in used] for s in signals],
+        hyper.hash_bits,
+    )
+    return vectors, used
+
+
+def _held_out(vectors: Vectors, labels: Sequence[float], *, folds: int, seed: int, strength: float) -> list[float]:
+    """Each answer's confidence from a model fitted on the other folds (seeded folds)."""
+    fold_of = fold_assignment(len(labels), folds, seed, "cascade")
+    held_out = [0.0] * len(labels)
+    for fold in range(folds):
+        kept = [n for n in range(len(labels)) if fold_of[n] != fold]
+        model = fit(vectors.rows(kept), [labels[n] for n in kept], strength=strength)
+        held = [n for n in range(len(labels)) if fold_of[n] == fold]
+        for n, value in zip(held, model.scores(vectors.rows(held)), strict=True):
+            held_out[n] = value
+    return held_out
+
+
+def held_out_confidences(
+    items: Sequence[Answered], *, strength: float, folds: int = 5, seed: int = 0, hyper: Hyper = CASCADE_HYPER
+) -> list[float]:
+    """The held-out confidences ``train_cascade`` calibrates on, for a chosen strength (its
+    ``calibration.measured.strength``): for choosing anything else on answers the confidence never saw."""
+    vectors, _ = _features(items, hyper)
+    return _held_out(vectors, [i.weak for i in items], folds=folds, seed=seed, strength=strength)
+
+
 def train_cascade(
     items: Sequence[Answered], *, target: float = 0.95, folds: int = 5, seed: int = 0, hyper: Hyper = CASCADE_HYPER
 ) -> dict[str, Any]:
@@ -57,25 +92,12 @@ def train_cascade(
         raise TrainingError(f"need at least {folds} answers to fit the cascade, got {len(items)}")
     if not any(item.strong for item in items):
         raise TrainingError("the strong model has no correct answer: nothing to calibrate the cascade against")
-    signals = [answer_signals(i.prompt, i.answer, i.stop_reason, i.prompt_score) for i in items]
-    used = [name for name in SIGNALS if any(s[name] for s in signals)]  # a signal that never fires gets no weight
-    vectors = vectors_of(
-        [hashed_ngrams(i.answer, hyper.hash_bits) for i in items],
-        [[s[name] for name in used] for s in signals],
-        hyper.hash_bits,
-    )
+    vectors, used = _features(items, hyper)
     labels = [i.weak for i in items]
-    fold_of = fold_assignment(len(items), folds, seed, "cascade")
 
     def escalations(strength: float) -> tuple[int, list[float]]:
         """How many answers must escalate on held-out confidences to keep the target, and the confidences."""
-        held_out = [0.0] * len(items)
-        for fold in range(folds):
-            kept = [n for n in range(len(items)) if fold_of[n] != fold]
-            model = fit(vectors.rows(kept), [labels[n] for n in kept], strength=strength)
-            held = [n for n in range(len(items)) if fold_of[n] == fold]
-            for n, value in zip(held, model.scores(vectors.rows(held)), strict=True):
-                held_out[n] = value
+        held_out = _held_out(vectors, labels, folds=folds, seed=seed, strength=strength)
         # The least confident answers escalate first: the curve of routing by doubt (ties keep the answers' order).
         curve = quality_curve(items, [-confidence for confidence in held_out])
         return next((m for m, q in enumerate(curve) if q >= target - 1e-12), len(items)), held_out

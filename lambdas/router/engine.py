@@ -342,6 +342,17 @@ def decide(policy: Policy, request: RoutingRequest, state: LiveState | None = No
         if len({call.step for call in plan}) < 2:
             reasons["cascade"] = {"skipped": "fewer than two of its steps can be called (open circuits)"}
             cascade = None
+    judge = cascade.judge if cascade is not None else None
+    if (
+        cascade is not None
+        and judge is not None
+        and cap is not None
+        and MODEL_TIER_RANK[policy.models[judge.model].tier] > cap
+    ):
+        reasons.setdefault("skipped", []).append(
+            {"model": judge.model, "reason": f"budget caps models at tier {cap_tier} (the cascade's judge)"}
+        )
+        cascade = cascade._replace(judge=None)
     reasons["plan"] = [f"{call.model.key}@{call.region}" for call in plan]
     return Decision(
         route=route.name,

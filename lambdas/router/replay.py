@@ -326,6 +326,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "reasons": decision.reasons,
         "budget_action": decision.budget_action,
         "cascade": decision.cascade is not None,
+        "judge": decision.cascade is not None and decision.cascade.judge is not None,
     }
 
 
@@ -341,6 +342,8 @@ def decision_from_json(raw: Mapping[str, Any], policy: Policy) -> Decision:
     cascade = route.cascade if raw.get("cascade") and route is not None else None
     if raw.get("cascade") and cascade is None:
         raise ReplayMismatch(f"route {raw['route']!r} is no cascade in policy {policy.version}")
+    if cascade is not None and not raw.get("judge", True):  # the first task left the judge out (a budget cap)
+        cascade = cascade._replace(judge=None)
     return Decision(
         route=str(raw["route"]),
         primary_model=str(raw["primary_model"]),

@@ -766,3 +766,29 @@ def test_near_the_cap_a_cascade_with_a_judge_reserves_a_verdict_too(make_invoke,
     assert seen == [pytest.approx(170.0 + steps + verdict_estimate)] * 2
     handler.service().live_state.flush()
     assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])
+
+
+def test_a_judge_above_the_budgets_tier_cap_is_not_called(make_invoke, bedrock, monkeypatch):
+    # Given a Nova Micro -> Claude Haiku cascade with a premium judge, and 75% of the daily budget spent (models
+    # capped at the standard tier: both steps stay, the judge does not)
+    def premium_judge(document: dict[str, Any]) -> None:
+        document["routes"]["math-cascade"]["candidates"] = [{"model": "nova-micro"}, {"model": "claude-haiku-4-5"}]
+        document["routes"]["math-cascade"]["cascade"]["judge"] = {
+            "model": "claude-opus-4-5",
+            "consult_from": 0.0,
+            "consult_below": 1.0,
+        }
+
+    store = InMemoryBackend()
+    invoke = make_invoke(premium_judge, store=store)
+    spend(store, 150.0)
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT})
+    # When asked
+    _, _, body = invoke(MATHS)
+    # Then the cascade still runs, without its judge, and says why
+    assert [call["model"] for call in bedrock.calls] == ["nova-micro"]
+    assert {"model": "claude-opus-4-5", "reason": "budget caps models at tier standard (the cascade's judge)"} in body[
+        "decision"
+    ]["skipped"]
+    [step] = body["decision"]["cascade"]["steps"]
+    assert "judge" not in step and step["accepted"] is True

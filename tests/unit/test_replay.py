@@ -96,6 +96,24 @@ def test_decision_round_trips_and_refuses_a_model_the_policy_lost(policy: Policy
         decision_from_json(raw, policy)
 
 
+def test_a_judge_the_first_task_left_out_stays_out_in_later_tasks(policy: Policy):
+    # Given a cascade route with a judge, decided once with the judge and once without (a budget cap)
+    from lambdas.router.policy import JudgeSettings
+
+    route = policy.routes["math-cascade"]
+    assert route.cascade is not None
+    judged_route = route._replace(cascade=route.cascade._replace(judge=JudgeSettings("nova-lite", 0.0, 1.0)))
+    judged = policy._replace(routes={**policy.routes, "math-cascade": judged_route})
+    request = RoutingRequest(text="Tom has 3 apples and buys 4 more. How many?", input_chars=44, use_case="math")
+    with_judge = decide(judged, request, LiveState())
+    assert with_judge.cascade is not None and with_judge.cascade.judge is not None
+    without = with_judge._replace(cascade=with_judge.cascade._replace(judge=None))
+    # When each is pinned and read back by a later task
+    # Then each comes back as it was decided
+    assert decision_from_json(decision_json(with_judge), judged) == with_judge
+    assert decision_from_json(decision_json(without), judged) == without
+
+
 def test_replay_answers_from_the_record_then_asks_for_the_next_call(policy: Policy):
     # Given a plan whose first call failed and was recorded
     plan = _plan(policy)
