@@ -2,7 +2,7 @@
 
     routed-bedrock evaluate --dataset FILE --policy FILE [--models A,B] [--endpoint-url URL] [--out DIR]
         [--max-tokens N] [--temperature T] [--timeout S] [--workers N] [--retries N]
-        [--tolerance X] [--min-samples N] [--progress | --quiet]
+        [--tolerance X] [--min-samples N] [--judge KEY] [--progress | --quiet]
 
 ``evaluate`` (see ``routed_bedrock.evaluation``) exits 0 when every (prompt, model) call answered and the
 outputs and proposed policy are written, 1 when they are written but some calls failed (error rows; a
@@ -17,22 +17,31 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
-from lambdas.router.policy import Policy, PolicyError, compile_policy, load_policy_file
+from lambdas.router.cascade import JUDGE_SYSTEM
+from lambdas.router.policy import ModelSpec, Policy, PolicyError, compile_policy, load_policy_file
 from routed_bedrock.cli_support import fail, fraction, int_from, model_keys, positive_float, positive_int, table
 from routed_bedrock.evaluation.checkpoint import (
     CHECKPOINT_FILE,
+    CallRecord,
     Checkpoint,
     Settings,
     check_checkpoint,
     read_checkpoint,
 )
-from routed_bedrock.evaluation.dataset import load_dataset
+from routed_bedrock.evaluation.dataset import Example, load_dataset
 from routed_bedrock.evaluation.errors import DatasetError, EvaluationError
+from routed_bedrock.evaluation.judging import (
+    JUDGE_SETTINGS,
+    judge_checkpoint_path,
+    judge_stats,
+    judge_tasks,
+    verdicts,
+)
 from routed_bedrock.evaluation.metric import CORRECT_AT
 from routed_bedrock.evaluation.models import CallModel, botocore_converse, select_models
 from routed_bedrock.evaluation.outputs import (
@@ -96,6 +105,12 @@ def register(commands: Any) -> None:
     evaluate_parser.add_argument(
         "--min-samples", type=int_from(1, 1_000_000), default=5, metavar="N", help="answers a model needs per task"
     )
+    evaluate_parser.add_argument(
+        "--judge",
+        metavar="KEY",
+        help="also ask this catalog model, as a cascade's judge would be asked, whether each answer is correct, "
+        "and report how often its verdict agrees with the reference metric (its accuracy, per task and model)",
+    )
     shown = evaluate_parser.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", help="show the progress line even when not on a terminal")
     shown.add_argument("--quiet", action="store_true", help="no progress line and no notes on stderr")
@@ -114,6 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         # The whole dataset is checked before the checkpoint is read (and a torn line repaired) or any call made.
         examples = load_dataset(args.dataset)
         models = select_models(policy, args.models)
+        judge = select_models(policy, [args.judge])[0] if args.judge else None
         records, warnings = read_checkpoint(checkpoint_path)
         for warning in warnings:
             print(f"routed-bedrock evaluate: warning: {warning}", file=sys.stderr)
@@ -158,6 +174,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
 
     records, _ = read_checkpoint(checkpoint_path)
+    found: dict[tuple[str, str], str] | None = None
+    if judge is not None:
+        judged = _judge(args, judge, examples=examples, models=models, records=records, note=note)
+        if isinstance(judged, int):
+            return judged
+        found = judged
     outcomes = score_outcomes(examples, models, records, default_task=policy.default_use_case)
     stats = task_stats(outcomes)
     picks = propose(stats, tolerance=args.tolerance, min_samples=args.min_samples)
@@ -180,10 +202,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             "min_samples": args.min_samples,
         },
     }
+    summary = summary_document(stats, picks, outcomes, context=context)
+    judge_rows = judge_stats(outcomes, found) if judge is not None and found is not None else None
+    if judge is not None:
+        summary["judge"] = {"model": judge.key, "model_id": judge.model_id, "tasks": judge_rows}
     outputs = {
         RESULTS_FILE: results_csv(outcomes),
-        OUTCOMES_FILE: outcomes_jsonl(outcomes),
-        SUMMARY_FILE: json.dumps(summary_document(stats, picks, outcomes, context=context), indent=2) + "\n",
+        OUTCOMES_FILE: outcomes_jsonl(outcomes, found),
+        SUMMARY_FILE: json.dumps(summary, indent=2) + "\n",
         PROPOSED_POLICY_FILE: json.dumps(document, indent=2, ensure_ascii=False) + "\n",
     }
     try:
@@ -192,8 +218,69 @@ def _evaluate(args: argparse.Namespace) -> int:
     except OSError as exc:
         return fail("evaluate", f"cannot write to {args.out}: {exc.strerror or exc}")
     failed = sum(1 for outcome in outcomes if outcome.score is None)
+    failed += sum(1 for verdict in (found or {}).values() if verdict == "failed")
     print_evaluation(policy, stats, picks, out=sys.stdout, target=args.endpoint_url, args=args, failed=failed)
+    if judge is not None and judge_rows is not None:
+        print_judge(judge, judge_rows, out=sys.stdout)
     return EXIT_CALLS_FAILED if failed else EXIT_OK
+
+
+def _judge(
+    args: argparse.Namespace,
+    judge: ModelSpec,
+    *,
+    examples: Sequence[Example],
+    models: Sequence[ModelSpec],
+    records: Sequence[CallRecord],
+    note: Callable[[str], None],
+) -> dict[tuple[str, str], str] | int:
+    """The judge phase: the verdicts still missing are asked for and checkpointed; then every verdict, or an
+    exit code when the phase cannot finish."""
+    path = judge_checkpoint_path(args.out, judge)
+    try:
+        judged, warnings = read_checkpoint(path)
+        for warning in warnings:
+            print(f"routed-bedrock evaluate: warning: {warning}", file=sys.stderr)
+        tasks = judge_tasks(examples, models, records, judge, judged)
+        note(f"judge {judge.key}: {len(tasks)} verdict(s) to ask for, the rest in {path}")
+        if tasks:
+            call = botocore_converse(
+                [judge],
+                endpoint_url=args.endpoint_url,
+                timeout_s=args.timeout,
+                retries=args.retries,
+                max_tokens=JUDGE_SETTINGS.max_tokens,
+                temperature=JUDGE_SETTINGS.temperature,
+                system=JUDGE_SYSTEM,
+            )
+            result = _run_calls(args, tasks, call, JUDGE_SETTINGS, path)
+            if result.interrupted:
+                print(
+                    f"routed-bedrock evaluate: interrupted: {result.made} finished verdict(s) are kept in {path}. "
+                    f"Resume with the same command:\n  routed-bedrock {shlex.join(args.argv)}",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            judged, _ = read_checkpoint(path)
+    except EvaluationError as exc:
+        return fail("evaluate", str(exc))
+    except OSError as exc:
+        return fail("evaluate", f"cannot use {path}: {exc.strerror or exc}")
+    return verdicts(examples, models, records, judge, judged)
+
+
+def print_judge(judge: ModelSpec, rows: Mapping[str, Mapping[str, Any]], *, out: TextIO) -> None:
+    """Per task and model: how often the judge's clear verdicts agree with the reference metric."""
+    out.write(
+        f"\nJudge {judge.key}: is each answer correct? Accuracy is the share of its clear verdicts (CORRECT or "
+        "INCORRECT) that agree with the reference metric; see benchmarks/cascade_judge.py for what it is worth\n\n"
+    )
+    lines = [("TASK", "ANSWERS OF", "JUDGED", "UNCLEAR", "FAILED", "ACCURACY")]
+    for task, by_model in rows.items():
+        for model, row in by_model.items():
+            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.0%}"
+            lines.append((task, model, str(row["judged"]), str(row["unclear"]), str(row["failed"]), accuracy))
+    table(lines, out)
 
 
 def _run_calls(

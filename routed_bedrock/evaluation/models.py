@@ -48,6 +48,7 @@ def botocore_converse(
     retries: int = 2,
     max_tokens: int = 512,
     temperature: float = 0.0,
+    system: str | None = None,
 ) -> CallModel:
     """A ``CallModel`` through botocore's ``bedrock-runtime`` client, one client per region made up front.
 
@@ -60,6 +61,7 @@ def botocore_converse(
             errors, exponential backoff with jitter).
         max_tokens: ``maxTokens`` of each call, capped at the model's ``max_output_tokens``.
         temperature: ``temperature`` of each call.
+        system: a system prompt for every call (none by default).
 
     Raises:
         EvaluationError: botocore is not installed, or (real Bedrock) no credentials are found.
@@ -85,6 +87,7 @@ def botocore_converse(
                 modelId=spec.model_id,
                 messages=[{"role": "user", "content": [{"text": prompt}]}],
                 inferenceConfig={"maxTokens": limit, "temperature": temperature},
+                **({"system": [{"text": system}]} if system else {}),
             )
         except ClientError as exc:
             error = exc.response.get("Error", {})

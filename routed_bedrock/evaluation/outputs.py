@@ -67,11 +67,12 @@ def results_csv(outcomes: Iterable[Outcome]) -> str:
     return buffer.getvalue()
 
 
-def outcomes_jsonl(outcomes: Sequence[Outcome]) -> str:
+def outcomes_jsonl(outcomes: Sequence[Outcome], verdicts: Mapping[tuple[str, str], str] | None = None) -> str:
     """``outcomes.jsonl``: a line per prompt, ``{"id", "prompt", "task", "reference", "models"}``.
 
     ``models`` maps each model key answered for the prompt to ``{"score", "correct", "cost_usd",
-    "latency_ms", "output_tokens", "stop_reason"}``; a model whose call failed is absent.
+    "latency_ms", "output_tokens", "stop_reason"}``, plus ``"judge"`` (the judge's verdict on that answer) in a
+    run with ``--judge``; a model whose call failed is absent.
     """
     lines: dict[str, dict[str, Any]] = {}
     for o in outcomes:
@@ -94,6 +95,9 @@ def outcomes_jsonl(outcomes: Sequence[Outcome]) -> str:
                 "output_tokens": o.record.output_tokens,
                 "stop_reason": o.record.stop_reason,
             }
+            verdict = (verdicts or {}).get((o.example.id, o.model.key))
+            if verdict is not None:
+                line["models"][o.model.key]["judge"] = verdict
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines.values())
 
 

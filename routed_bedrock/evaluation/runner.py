@@ -20,7 +20,8 @@ from routed_bedrock.preflight import CallFailed
 
 class Task(NamedTuple):
     example: Example
-    model: ModelSpec
+    model: ModelSpec  # recorded as the call's ``model``
+    caller: ModelSpec | None = None  # the model called, when another (a judge reading ``model``'s answer)
 
 
 def pending_tasks(
@@ -112,7 +113,7 @@ def run_calls(
 
 
 def _call_and_record(call: CallModel, checkpoint: Checkpoint, settings: Settings, task: Task) -> CallRecord:
-    spec, example = task.model, task.example
+    spec, example = task.caller or task.model, task.example
     started = time.perf_counter()
     answer = Answer("", 0, 0, "")
     error: str | None = None
@@ -124,7 +125,7 @@ def _call_and_record(call: CallModel, checkpoint: Checkpoint, settings: Settings
         error = f"{type(exc).__name__}: {exc}"
     record = CallRecord(
         id=example.id,
-        model=spec.key,
+        model=task.model.key,
         model_id=spec.model_id,
         region=spec.regions[0],
         prompt_sha256=prompt_digest(example.prompt),

@@ -366,3 +366,81 @@ def test_loads_scripted_answers_from_a_file_and_names_the_file_on_errors(tmp_pat
     with pytest.raises(ValueError, match="must hold an object with an 'answers' list"):
         bad.write_text("[]")
         AnswerScript.from_file(bad)
+
+
+# --- The judge phase ------------------------------------------------------------------------------------------
+
+
+def script_judge(url: str) -> None:
+    """The strong model as judge, scripted ahead of the answers (its message holds the question's tag too):
+    INCORRECT on micro's trivia non-answers (right), INCORRECT on the answers to m5 (wrong: 35 is right), a
+    non-word on strong's t4 answer (unclear), else CORRECT."""
+    rules = [
+        {"model": STRONG, "prompt_contains": "I am not sure, sorry.", "text": "INCORRECT"},
+        {"model": STRONG, "prompt_contains": "#### 35", "text": "INCORRECT"},
+        {"model": STRONG, "prompt_contains": "Canberra", "text": "Maybe."},
+        {"model": STRONG, "prompt_contains": "Answer to check", "text": "CORRECT"},
+    ]
+    existing = admin(url, "GET", "/_sim/answers")[1]["answers"]
+    assert admin(url, "DELETE", "/_sim/answers")[0] == 200
+    for rule in [*rules, *existing]:
+        assert admin(url, "POST", "/_sim/answers", rule)[0] == 200
+
+
+def test_a_judge_reads_every_answer_and_its_accuracy_is_reported(capsys, sim, simulator, files):
+    # Given the scripted answers, and a judge scripted to be wrong on m5 and unclear on one answer
+    _, url = sim
+    script_judge(url)
+    # When the evaluator runs with --judge strong
+    code = evaluate_cli(files, url, "--judge", "strong")
+    captured = capsys.readouterr()
+    # Then the 20 answers were judged: 40 calls in all
+    assert code == 0, captured.err
+    assert simulator.calls.count(outcome="ok") == 40
+    # And the summary gives the judge's accuracy per task and model, unclear verdicts apart
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["judge"]["model"] == "strong"
+    tasks = summary["judge"]["tasks"]
+    assert tasks["math"]["micro"] == {"judged": 5, "unclear": 0, "failed": 0, "agreed": 4, "accuracy": 0.8}
+    assert tasks["trivia"]["micro"] == {"judged": 5, "unclear": 0, "failed": 0, "agreed": 5, "accuracy": 1.0}
+    assert tasks["trivia"]["strong"] == {"judged": 5, "unclear": 1, "failed": 0, "agreed": 4, "accuracy": 1.0}
+    # And each outcome carries the verdict on that answer
+    outcomes = {o["id"]: o for o in map(json.loads, (files["out"] / "outcomes.jsonl").read_text().splitlines())}
+    assert outcomes["m5"]["models"]["micro"]["judge"] == "incorrect"
+    assert outcomes["t1"]["models"]["micro"]["judge"] == "incorrect"
+    assert outcomes["t4"]["models"]["strong"]["judge"] == "unclear"
+    assert outcomes["m1"]["models"]["strong"]["judge"] == "correct"
+    # And the table shows it
+    assert ["math", "micro", "5", "0", "0", "80%"] in [line.split() for line in captured.out.splitlines()]
+    # And the verdicts are checkpointed: a re-run asks for none
+    simulator.calls.reset()
+    assert evaluate_cli(files, url, "--judge", "strong") == 0
+    assert simulator.calls.count() == 0
+    assert (files["out"] / "judge_calls.strong.jsonl").is_file()
+
+
+def test_a_failed_verdict_exits_1_and_is_asked_again_by_the_next_run(capsys, sim, simulator, files):
+    _, url = sim
+    script_judge(url)
+    assert evaluate_cli(files, url) == 0  # the answers first
+    # Given the judge refuses every call
+    simulator.faults.put(Fault(model=STRONG, error="ServiceUnavailableException"))
+    simulator.calls.reset()
+    # When judged: only the 20 verdicts are asked for, all fail
+    assert evaluate_cli(files, url, "--judge", "strong") == 1
+    assert simulator.calls.count() == 20
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["judge"]["tasks"]["math"]["micro"]["failed"] == 5
+    # Then once it answers, the next run asks for them again and exits 0
+    simulator.faults.clear()
+    capsys.readouterr()
+    assert evaluate_cli(files, url, "--judge", "strong") == 0
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["judge"]["tasks"]["math"]["micro"]["accuracy"] == 0.8
+
+
+def test_an_unknown_judge_is_exit_2_before_any_call(capsys, sim, simulator, files):
+    _, url = sim
+    assert evaluate_cli(files, url, "--judge", "gpt-judge") == 2
+    assert "gpt-judge" in capsys.readouterr().err
+    assert simulator.calls.count() == 0

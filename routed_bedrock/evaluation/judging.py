@@ -1,0 +1,123 @@
+"""The judge phase of an evaluation (``evaluate --judge MODEL``): how often a cascade's judge would be right.
+
+A cascade's judge (``cascade.judge`` in the policy) reads a cheap answer and replies CORRECT or INCORRECT. The
+one figure no public data gives is how often that verdict is right, which is what decides whether a judge pays
+(``benchmarks/cascade_judge.py``). Here the judge reads every answered call of the run, exactly as the router
+would ask it (``cascade.judge_messages`` and ``JUDGE_SYSTEM``, temperature 0, ``JUDGE_SETTINGS.max_tokens``
+output tokens), and each verdict (``cascade.judge_verdict``) is compared with the reference metric's.
+
+The verdicts are checkpointed like the answers, one file per judge (``judge_calls.<key>.jsonl``): a re-run
+makes only the verdicts missing, and an answer that changed (a failed call answered by a later run) is judged
+again, since its record holds the digest of the text the judge read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lambdas.router.cascade import judge_messages, judge_verdict
+from lambdas.router.policy import ModelSpec
+from routed_bedrock.evaluation.checkpoint import CallRecord, Settings, latest_records, prompt_digest
+from routed_bedrock.evaluation.dataset import Example
+from routed_bedrock.evaluation.runner import Task
+from routed_bedrock.evaluation.scoring import Outcome
+
+JUDGE_SETTINGS = Settings(max_tokens=8, temperature=0.0)
+
+
+def judge_checkpoint_path(out: Path, judge: ModelSpec) -> Path:
+    return out / f"judge_calls.{judge.key}.jsonl"
+
+
+def judge_text(example: Example, answer: CallRecord) -> str:
+    """The message the judge reads about one answer (what the router sends it)."""
+    [message] = judge_messages(example.prompt, answer.text)
+    return str(message["content"][0]["text"])
+
+
+def _judgeable(
+    examples: Sequence[Example], models: Sequence[ModelSpec], records: Iterable[CallRecord]
+) -> list[tuple[Example, ModelSpec, CallRecord, str]]:
+    """Every answered (prompt, model) of the run with the judge's message about it."""
+    latest = latest_records(records)
+    found = []
+    for example in examples:
+        for spec in models:
+            answer = latest.get((example.id, spec.key))
+            if answer is not None and answer.error is None:
+                found.append((example, spec, answer, judge_text(example, answer)))
+    return found
+
+
+def _usable(judge: ModelSpec, judged: Iterable[CallRecord]) -> dict[tuple[str, str, str], CallRecord]:
+    """This judge's verdicts (its model id, the judge's settings) by (id, model, digest of what it read); the
+    last answered one wins, else the last failure."""
+    usable: dict[tuple[str, str, str], CallRecord] = {}
+    for record in judged:
+        if record.model_id != judge.model_id or (record.max_tokens, record.temperature) != JUDGE_SETTINGS:
+            continue  # another judge model or other settings: kept in the file, not used
+        key = (record.id, record.model, record.prompt_sha256)
+        previous = usable.get(key)
+        if previous is None or record.error is None or previous.error is not None:
+            usable[key] = record
+    return usable
+
+
+def judge_tasks(
+    examples: Sequence[Example],
+    models: Sequence[ModelSpec],
+    records: Iterable[CallRecord],
+    judge: ModelSpec,
+    judged: Iterable[CallRecord],
+) -> list[Task]:
+    """The verdicts still to get: one per answered call whose current answer the judge has not answered on."""
+    usable = _usable(judge, judged)
+    tasks = []
+    for example, spec, _answer, text in _judgeable(examples, models, records):
+        verdict = usable.get((example.id, spec.key, prompt_digest(text)))
+        if verdict is None or verdict.error is not None:
+            tasks.append(Task(example._replace(prompt=text), spec, caller=judge))
+    return tasks
+
+
+def verdicts(
+    examples: Sequence[Example],
+    models: Sequence[ModelSpec],
+    records: Iterable[CallRecord],
+    judge: ModelSpec,
+    judged: Iterable[CallRecord],
+) -> dict[tuple[str, str], str]:
+    """Per answered (id, model): the judge's verdict on the current answer, "correct", "incorrect", "unclear",
+    or "failed" (its call failed); absent where it has not been asked."""
+    usable = _usable(judge, judged)
+    found: dict[tuple[str, str], str] = {}
+    for example, spec, _answer, text in _judgeable(examples, models, records):
+        verdict = usable.get((example.id, spec.key, prompt_digest(text)))
+        if verdict is not None:
+            found[(example.id, spec.key)] = "failed" if verdict.error is not None else judge_verdict(verdict.text)
+    return found
+
+
+def judge_stats(outcomes: Sequence[Outcome], found: Mapping[tuple[str, str], str]) -> dict[str, dict[str, Any]]:
+    """Per task and model: verdicts, how many were unclear or failed, and the accuracy of the clear ones
+    (the verdict agrees with the reference metric's correct or not)."""
+    stats: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        verdict = found.get((o.example.id, o.model.key))
+        if verdict is None or o.correct is None:
+            continue
+        row = stats.setdefault(o.task, {}).setdefault(
+            o.model.key, {"judged": 0, "unclear": 0, "failed": 0, "agreed": 0, "accuracy": None}
+        )
+        row["judged"] += 1
+        if verdict in ("unclear", "failed"):
+            row[verdict] += 1
+        elif (verdict == "correct") == o.correct:
+            row["agreed"] += 1
+    for by_model in stats.values():
+        for row in by_model.values():
+            clear = row["judged"] - row["unclear"] - row["failed"]
+            row["accuracy"] = round(row["agreed"] / clear, 4) if clear else None
+    return stats
