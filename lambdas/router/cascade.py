@@ -42,9 +42,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .learned import decode_weights, hashed_ngrams, sigmoid
+
+if TYPE_CHECKING:  # policy.py imports this module
+    from .policy import JudgeSettings, ModelSpec
 
 SIGNALS = (
     "truncated",
@@ -179,6 +182,19 @@ def judge_messages(prompt: str, answer: str) -> list[dict[str, Any]]:
         "Is this answer correct? Reply with one word: CORRECT or INCORRECT."
     )
     return [{"role": "user", "content": [{"text": text}]}]
+
+
+def judge_request(settings: JudgeSettings, model: ModelSpec, prompt: str, answer: str) -> dict[str, Any]:
+    """The judge's Converse ``messages``, ``system`` and ``inference_config`` (temperature 0, its max_tokens)."""
+    limit = model.max_output_tokens
+    return {
+        "messages": judge_messages(prompt, answer),
+        "system": [{"text": JUDGE_SYSTEM}],
+        "inference_config": {
+            "maxTokens": min(settings.max_tokens, limit) if limit else settings.max_tokens,
+            "temperature": 0,
+        },
+    }
 
 
 def judge_verdict(text: str) -> str:

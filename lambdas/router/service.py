@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
-from .cascade import JUDGE_SYSTEM, judge_messages, judge_verdict
+from .cascade import JUDGE_SYSTEM, judge_request, judge_verdict
 from .cascade_run import PaidAnswer, Spent, run_cascade
 from .classifier import estimate_tokens
 from .contract import (
@@ -333,10 +333,12 @@ class RouterService:
 
         resilience = policy.resilience if self._retry_throttles else policy.resilience._replace(throttle_retries=0)
 
-        def run(plan: tuple[PlannedCall, ...]) -> ExecutionResult:
+        def run(
+            plan: tuple[PlannedCall, ...], call: Callable[[PlannedCall, float], ModelReply] = invoke
+        ) -> ExecutionResult:
             return execute_plan(
                 plan,
-                invoke,
+                call,
                 resilience,
                 deadline=started + budget_ms / 1000.0,
                 clock=self._clock,
@@ -347,28 +349,12 @@ class RouterService:
             )
 
         def judge(settings: JudgeSettings, prompt: str, answer: str) -> tuple[str, ExecutionResult]:
-            """One judge verdict: the judge model in its regions in order, as resilient as any call."""
+            """One verdict: the judge model in its regions in order, as resilient as any call."""
             spec = policy.models[settings.model]
-            plan = tuple(PlannedCall(spec, region, fallback=False) for region in spec.regions)
-            judge_input = judge_messages(prompt, answer)
-            limit = spec.max_output_tokens
-            config = {"maxTokens": min(settings.max_tokens, limit) if limit else settings.max_tokens, "temperature": 0}
-
-            def invoke_judge(call: PlannedCall, timeout_s: float) -> ModelReply:
-                return self._gateway.converse(
-                    call, timeout_s, messages=judge_input, system=[{"text": JUDGE_SYSTEM}], inference_config=config
-                )
-
-            judged = execute_plan(
-                plan,
-                invoke_judge,
-                resilience,
-                deadline=started + budget_ms / 1000.0,
-                clock=self._clock,
-                sleep=self._sleep,
-                rng=self._rng,
-                skip=skip,
-                on_attempt=on_attempt,
+            ask = judge_request(settings, spec, prompt, answer)
+            judged = run(
+                tuple(PlannedCall(spec, region, fallback=False) for region in spec.regions),
+                lambda call, timeout_s: self._gateway.converse(call, timeout_s, **ask),
             )
             return (judge_verdict(judged.reply.text) if judged.reply is not None else "failed"), judged
 
