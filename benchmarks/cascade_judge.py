@@ -34,13 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.routing_quality import (  # noqa: E402
     CASCADE_SET,
-    CHEAP_ROUTE,
     DEFAULT_DATA,
     QUALITY_TARGET,
-    STRONG_ROUTE,
     Item,
-    PricePair,
     confidences,
+    price_pair,
     read_rows,
     train_routers,
 )
@@ -176,10 +174,7 @@ def _band(band: Band) -> dict[str, float]:
 
 def run(data: Path, seed: int, train_limit: int | None, steps: int) -> dict[str, Any]:
     policy = load_policy_file(DEFAULT_POLICY_PATH)
-    prices = PricePair(
-        cheap=policy.models[policy.routes[CHEAP_ROUTE].candidates[0].model],
-        strong=policy.models[policy.routes[STRONG_ROUTE].candidates[0].model],
-    )
+    prices = price_pair(policy)
     judge = policy.models[JUDGE_MODEL]
     splits: dict[str, tuple[list[Item], list[Item]]] = {}
     for set_name, paths in routellm_files(data).items():

@@ -105,6 +105,14 @@ class PricePair(NamedTuple):
     strong: ModelSpec
 
 
+def price_pair(policy: Policy) -> PricePair:
+    """The cheap/strong pair costs are priced with: the ``fast`` and ``deep`` routes' primaries."""
+    return PricePair(
+        cheap=policy.models[policy.routes[CHEAP_ROUTE].candidates[0].model],
+        strong=policy.models[policy.routes[STRONG_ROUTE].candidates[0].model],
+    )
+
+
 def _output_tokens(row: dict[str, str], column: str) -> tuple[int, bool]:
     response = row.get(f"{column}_response")
     if response is None:
@@ -470,10 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     policy = load_policy_file(DEFAULT_POLICY_PATH)
-    prices = PricePair(
-        cheap=policy.models[policy.routes[CHEAP_ROUTE].candidates[0].model],
-        strong=policy.models[policy.routes[STRONG_ROUTE].candidates[0].model],
-    )
+    prices = price_pair(policy)
     learned_meta = policy.complexity.learned.trained if policy.complexity.learned is not None else {}
     shipped = learned_meta.get("seed") == args.seed and args.train_limit is None
     report: dict[str, Any] = {

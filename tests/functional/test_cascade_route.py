@@ -14,6 +14,7 @@ import pytest
 from lambdas.router import handler
 from lambdas.router import metric_names as m
 from lambdas.router.budget import scopes_for
+from lambdas.router.cascade import JUDGE_SYSTEM
 from lambdas.router.classifier import estimate_tokens
 from lambdas.router.executor import ModelCallError, ModelReply
 from lambdas.router.live_state import LiveStateTracker
@@ -388,6 +389,29 @@ def spend(store: InMemoryBackend, usd: float) -> None:
         store.spend[scope.key] = usd
 
 
+def reserved_at_each_call(bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch, store: InMemoryBackend) -> list[float]:
+    """The day's spend counter as each model call starts (the reservation is made before the first)."""
+    seen: list[float] = []
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        seen.append(store.spend[today_key(store)])
+        return answer(call, timeout_s, **kwargs)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    return seen
+
+
+def dearest_answer_per_step(policy: Policy) -> float:
+    """One math-cascade answer per step at its dearest (nova-micro's, Sonnet's): the estimated input of CLIPS
+    plus all of the route's 2048 max_tokens."""
+    tokens = estimate_tokens(len(CLIPS))
+    return sum(
+        (tokens * spec.price_per_1k_input_usd + 2048 * spec.price_per_1k_output_usd) / 1000
+        for spec in (policy.models["nova-micro"], policy.models["claude-sonnet-4-5"])
+    )
+
+
 def test_an_escalated_answer_charges_both_calls_to_the_budget(make_invoke, bedrock, monkeypatch, default_policy):
     # Given live state, and a doubtful cheap answer that escalates
     store = InMemoryBackend()
@@ -422,25 +446,13 @@ def test_near_the_cap_a_cascade_reserves_the_dearest_answer_of_each_step(
     store = InMemoryBackend()
     invoke = make_invoke(only_degrade_at_the_cap, store=store)
     spend(store, 170.0)
-    seen: list[float] = []
     script(bedrock, monkeypatch, {"nova-micro": DOUBTFUL, "claude-sonnet-4-5": STRONG})
-    answer = bedrock.converse
-
-    def converse(call, timeout_s, **kwargs):
-        seen.append(store.spend[today_key(store)])
-        return answer(call, timeout_s, **kwargs)
-
-    monkeypatch.setattr(bedrock, "converse", converse)
+    seen = reserved_at_each_call(bedrock, monkeypatch, store)
     # When a doubtful answer escalates
     _, _, body = invoke(MATHS)
     # Then during both calls the counter held one answer of each step at its dearest: nova-micro's and Sonnet's
     # (dearer than its fallbacks), each the estimated input plus all of the route's 2048 max_tokens
-    tokens = estimate_tokens(len(CLIPS))
-    estimate = sum(
-        (tokens * spec.price_per_1k_input_usd + 2048 * spec.price_per_1k_output_usd) / 1000
-        for spec in (default_policy.models["nova-micro"], default_policy.models["claude-sonnet-4-5"])
-    )
-    assert seen == [pytest.approx(170.0 + estimate)] * 2
+    assert seen == [pytest.approx(170.0 + dearest_answer_per_step(default_policy))] * 2
     # And once settled the counter holds both answers' cost
     handler.service().live_state.flush()
     assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])
@@ -741,29 +753,15 @@ def test_near_the_cap_a_cascade_with_a_judge_reserves_a_verdict_too(make_invoke,
     store = InMemoryBackend()
     invoke = make_invoke(judge_and_degrade_at_the_cap, store=store)
     spend(store, 170.0)
-    seen: list[float] = []
     script(bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("CORRECT")})
-    answer = bedrock.converse
-
-    def converse(call, timeout_s, **kwargs):
-        seen.append(store.spend[today_key(store)])
-        return answer(call, timeout_s, **kwargs)
-
-    monkeypatch.setattr(bedrock, "converse", converse)
+    seen = reserved_at_each_call(bedrock, monkeypatch, store)
     # When the cheap answer is judged
     _, _, body = invoke(MATHS)
     # Then the reservation held one answer per step and one verdict (the question plus a whole answer read)
-    tokens = estimate_tokens(len(CLIPS))
-    steps = sum(
-        (tokens * spec.price_per_1k_input_usd + 2048 * spec.price_per_1k_output_usd) / 1000
-        for spec in (default_policy.models["nova-micro"], default_policy.models["claude-sonnet-4-5"])
-    )
     lite = default_policy.models[JUDGE]
-    from lambdas.router.cascade import JUDGE_SYSTEM
-
-    judged_tokens = tokens + 2048 + estimate_tokens(len(JUDGE_SYSTEM) + 200)
+    judged_tokens = estimate_tokens(len(CLIPS)) + 2048 + estimate_tokens(len(JUDGE_SYSTEM) + 200)
     verdict_estimate = (judged_tokens * lite.price_per_1k_input_usd + 8 * lite.price_per_1k_output_usd) / 1000
-    assert seen == [pytest.approx(170.0 + steps + verdict_estimate)] * 2
+    assert seen == [pytest.approx(170.0 + dearest_answer_per_step(default_policy) + verdict_estimate)] * 2
     handler.service().live_state.flush()
     assert store.spend[today_key(store)] == pytest.approx(170.0 + body["cost_usd"])
 
