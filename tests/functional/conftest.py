@@ -19,6 +19,7 @@ from lambdas.router.executor import ModelCallError, ModelReply
 from lambdas.router.policy import DEFAULT_POLICY_PATH
 from lambdas.router.policy_store import PolicyStore, file_fetcher
 from lambdas.router.service import RouterService
+from lambdas.router.state_store import InMemoryBackend
 from local_endpoint.server import LocalLambdaContext, proxy_event
 
 
@@ -119,3 +120,21 @@ def invoke(bedrock: FakeBedrock) -> Iterator[Invoke]:
 
     yield call
     handler.configure(None)
+
+
+def today_key(store: InMemoryBackend) -> str:
+    """The key of the day's global spend counter in an in-memory live-state store."""
+    return next(key for key in store.spend if key.startswith("d:") and ":" not in key[2:])
+
+
+def reserved_at_each_call(bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch, store: InMemoryBackend) -> list[float]:
+    """The day's spend counter as each model call starts (the reservation is made before the first)."""
+    seen: list[float] = []
+    answer = bedrock.converse
+
+    def converse(call, timeout_s, **kwargs):
+        seen.append(store.spend[today_key(store)])
+        return answer(call, timeout_s, **kwargs)
+
+    monkeypatch.setattr(bedrock, "converse", converse)
+    return seen

@@ -24,7 +24,7 @@ from lambdas.router.service import RouterService
 from lambdas.router.state_store import InMemoryBackend
 from local_endpoint.server import LocalLambdaContext
 
-from .conftest import FakeBedrock, api_event
+from .conftest import FakeBedrock, api_event, reserved_at_each_call, today_key
 
 NOVA_MICRO = "us.amazon.nova-micro-v1:0"
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -379,27 +379,10 @@ def test_a_cheap_answer_nesting_parentheses_deeply_is_still_answered(invoke, bed
 # --- Budget --------------------------------------------------------------------------------------------------
 
 
-def today_key(store: InMemoryBackend) -> str:
-    return next(key for key in store.spend if key.startswith("d:") and ":" not in key[2:])
-
-
 def spend(store: InMemoryBackend, usd: float) -> None:
     policy = compile_policy(json.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8")))
     for scope in scopes_for(policy.budget, time.time(), tier="standard", api_key=None):
         store.spend[scope.key] = usd
-
-
-def reserved_at_each_call(bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch, store: InMemoryBackend) -> list[float]:
-    """The day's spend counter as each model call starts (the reservation is made before the first)."""
-    seen: list[float] = []
-    answer = bedrock.converse
-
-    def converse(call, timeout_s, **kwargs):
-        seen.append(store.spend[today_key(store)])
-        return answer(call, timeout_s, **kwargs)
-
-    monkeypatch.setattr(bedrock, "converse", converse)
-    return seen
 
 
 def dearest_answer_per_step(policy: Policy) -> float:

@@ -19,7 +19,7 @@ from lambdas.router.service import RouterService
 from lambdas.router.state_store import InMemoryBackend
 from local_endpoint.server import LocalLambdaContext
 
-from .conftest import FakeBedrock, api_event
+from .conftest import FakeBedrock, api_event, reserved_at_each_call, today_key
 
 Call = Callable[..., tuple[int, dict[str, str], dict[str, Any]]]
 
@@ -233,10 +233,6 @@ def test_an_assumed_role_is_one_caller_whatever_its_session_name():
     assert principal("arn:aws:iam::123456789012:user/alice") == "iam:arn:aws:iam::123456789012:user/alice"
 
 
-def today_key(store: InMemoryBackend) -> str:
-    return next(key for key in store.spend if key.startswith("d:") and ":" not in key[2:])
-
-
 @pytest.mark.parametrize(("action", "status"), [("reject", 429), ("degrade", 200)])
 def test_rejects_before_any_model_call_a_request_whose_answer_the_cap_has_no_room_for(
     make_invoke, store, bedrock, action, status
@@ -264,14 +260,7 @@ def test_near_the_cap_the_answers_most_possible_cost_is_in_the_shared_counter_du
     # Given 85% of the daily budget spent
     invoke = make_invoke()
     spend(store, 170.0)
-    seen: list[float] = []
-    answer = bedrock.converse
-
-    def converse(call, timeout_s, **kwargs):
-        seen.append(store.spend[today_key(store)])
-        return answer(call, timeout_s, **kwargs)
-
-    monkeypatch.setattr(bedrock, "converse", converse)
+    seen = reserved_at_each_call(bedrock, monkeypatch, store)
     # When a request is answered
     _, _, body = invoke({"prompt": "Hello!", "use_case": "faq"})
     # Then while the model was called the counter held the estimate: 2 input and 512 output tokens (the route's
