@@ -275,11 +275,12 @@ def print_judge(judge: ModelSpec, rows: Mapping[str, Mapping[str, Any]], *, out:
         f"\nJudge {judge.key}: is each answer correct? Accuracy is the share of its clear verdicts (CORRECT or "
         "INCORRECT) that agree with the reference metric; see benchmarks/cascade_judge.py for what it is worth\n\n"
     )
-    lines = [("TASK", "ANSWERS OF", "JUDGED", "UNCLEAR", "FAILED", "ACCURACY")]
+    lines: list[tuple[str, ...]] = [("TASK", "ANSWERS OF", "VETOED", "JUDGED", "UNCLEAR", "FAILED", "ACCURACY")]
     for task, by_model in rows.items():
         for model, row in by_model.items():
             accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.0%}"
-            lines.append((task, model, str(row["judged"]), str(row["unclear"]), str(row["failed"]), accuracy))
+            counts = (row["vetoed"], row["judged"], row["unclear"], row["failed"])
+            lines.append((task, model, *map(str, counts), accuracy))
     table(lines, out)
 
 

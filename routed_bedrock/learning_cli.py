@@ -153,6 +153,13 @@ def _train(args: argparse.Namespace) -> int:
                 "the train answers (held out)",
                 file=sys.stderr,
             )
+            judge = cascade.get("judge")
+            if judge is not None and not judge["consult_from"] <= cascade["threshold"] < judge["consult_below"]:
+                print(
+                    f"  note: the route's judge (kept) consults [{judge['consult_from']}, {judge['consult_below']}), "
+                    f"which no longer holds the new threshold {cascade['threshold']:.4f}: re-check its band",
+                    file=sys.stderr,
+                )
         compile_policy(document)
     except (PolicyError, TrainingError) as exc:
         return fail("train", str(exc))

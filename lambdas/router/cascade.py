@@ -34,7 +34,10 @@ and reason are reported in the decision.
 A route may also name a judge (``cascade.judge``): an answer whose confidence is in the judge's band, and not
 vetoed, is shown with its question to the judge model (``judge_messages``), asked for one word; its
 ``judge_verdict`` ("correct" accepts, "incorrect" escalates, "unclear" or a failed call leaves it to the
-threshold) decides. The judge call is one more paid call (``cascade_run``).
+threshold) decides. The judge call is one more paid call (``cascade_run``), with a short deadline of its own
+(``JUDGE_DEADLINE_MS``, at most ``JUDGE_TIME_SHARE`` of the time left) and no throttle retries, so that an
+escalation it asks for still has time. It reads the newest user turn and the answer as text: a request with
+images is not judged.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ JUDGE_SYSTEM = (
     "correct and complete, INCORRECT if it is not."
 )
 JUDGE_CHARS = 12_000  # of the question (its start) and of the answer (its end, where the final answer is)
+JUDGE_DEADLINE_MS = 5_000  # the most a verdict may take, each attempt included (it writes a word)
+JUDGE_TIME_SHARE = 0.5  # nor more than this share of the request's time left: an escalation keeps the rest
 _VERDICT_WORD = re.compile(r"[A-Za-z]+")
 SHORT_ANSWER_CHARS = 20
 MAX_EQUATIONS = 40

@@ -74,7 +74,9 @@ def run_cascade(
             step["judge"] = {"model": settings.model, "verdict": verdict}
             if verdict == "failed":
                 step["judge"]["error"] = judged.stop_reason or "no judge call answered"
-            elif verdict != "unclear":
+            elif verdict == "unclear":
+                step["judge"]["reply"] = judged.reply.text[:40] if judged.reply is not None else ""
+            else:
                 accepted = verdict == "correct"
         if accepted:
             step["accepted"] = True
@@ -97,7 +99,8 @@ def run_cascade(
 
 
 class Spent:
-    """What a cascade's earlier, escalated steps cost: their answers are paid for but not returned."""
+    """What a cascade paid for and did not return: its earlier, escalated answers (their attempts and cost) and
+    its judge's verdicts (their cost; their attempts follow the answer they judged)."""
 
     def __init__(self) -> None:
         self.attempts: list[AttemptRecord] = []

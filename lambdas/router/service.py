@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import metric_names as m
 from .budget import SpendScope, estimate_usd, hard_stop_percent, scopes_for
-from .cascade import JUDGE_SYSTEM, judge_request, judge_verdict
+from .cascade import JUDGE_DEADLINE_MS, JUDGE_SYSTEM, JUDGE_TIME_SHARE, judge_request, judge_verdict
 from .cascade_run import PaidAnswer, Spent, run_cascade
 from .classifier import estimate_tokens
 from .contract import (
@@ -28,7 +28,7 @@ from .engine import Decision, LiveState, PlannedCall, RoutingError, RoutingReque
 from .executor import AttemptRecord, ExecutionResult, ModelReply, execute_plan
 from .health import PROBE_INFERENCE, PROBE_MESSAGES, HealthMonitor, HealthSettings
 from .live_state import LiveStateTracker, Reservation, Snapshot
-from .policy import JudgeSettings, ModelSpec, Policy
+from .policy import JudgeSettings, ModelSpec, Policy, Resilience
 from .policy_store import PolicyStore
 from .streaming import NOT_THE_MODELS_FAULT, LiveStream, StreamEnd
 
@@ -334,13 +334,20 @@ class RouterService:
         resilience = policy.resilience if self._retry_throttles else policy.resilience._replace(throttle_retries=0)
 
         def run(
-            plan: tuple[PlannedCall, ...], call: Callable[[PlannedCall, float], ModelReply] = invoke
+            plan: tuple[PlannedCall, ...],
+            call: Callable[[PlannedCall, float], ModelReply] = invoke,
+            *,
+            within_s: float | None = None,
+            settings: Resilience = resilience,
         ) -> ExecutionResult:
+            deadline = started + budget_ms / 1000.0
+            if within_s is not None:
+                deadline = min(deadline, self._clock() + within_s)
             return execute_plan(
                 plan,
                 call,
-                resilience,
-                deadline=started + budget_ms / 1000.0,
+                settings,
+                deadline=deadline,
                 clock=self._clock,
                 sleep=self._sleep,
                 rng=self._rng,
@@ -352,9 +359,14 @@ class RouterService:
             """One verdict: the judge model in its regions in order, as resilient as any call."""
             spec = policy.models[settings.model]
             ask = judge_request(settings, spec, prompt, answer)
+            left_s = started + budget_ms / 1000.0 - self._clock()
             judged = run(
                 tuple(PlannedCall(spec, region, fallback=False) for region in spec.regions),
                 lambda call, timeout_s: self._gateway.converse(call, timeout_s, **ask),
+                within_s=min(JUDGE_DEADLINE_MS / 1000.0, left_s * JUDGE_TIME_SHARE),
+                settings=resilience._replace(
+                    throttle_retries=0, attempt_timeout_ms=min(resilience.attempt_timeout_ms, JUDGE_DEADLINE_MS)
+                ),
             )
             return (judge_verdict(judged.reply.text) if judged.reply is not None else "failed"), judged
 
@@ -362,9 +374,12 @@ class RouterService:
         spent = Spent()
         cascade_reason: dict[str, Any] | None = None
         if decision.cascade is not None and decision.plan:
+            judging = judge if not request.images else None  # the judge reads text: it cannot see the images
             result, cascade_reason = run_cascade(
-                decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent, judge=judge
+                decision, decision.cascade, prompt=request.ask, result=result, run=run, spent=spent, judge=judging
             )
+            if decision.cascade.judge is not None and judging is None:
+                cascade_reason["judge"] = "not consulted: the request has images, which the judge cannot see"
         latency_ms = (self._clock() - started) * 1000.0
         if result.reply is not None or spent.answers:
             self.last_success_at = self._clock()  # Bedrock answered: /health needs no probe for a while

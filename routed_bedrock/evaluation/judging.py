@@ -2,9 +2,12 @@
 
 A cascade's judge (``cascade.judge`` in the policy) reads a cheap answer and replies CORRECT or INCORRECT. The
 one figure no public data gives is how often that verdict is right, which is what decides whether a judge pays
-(``benchmarks/cascade_judge.py``). Here the judge reads every answered call of the run, exactly as the router
-would ask it (``cascade.judge_messages`` and ``JUDGE_SYSTEM``, temperature 0, ``JUDGE_SETTINGS.max_tokens``
-output tokens), and each verdict (``cascade.judge_verdict``) is compared with the reference metric's.
+(``benchmarks/cascade_judge.py``). Here the judge reads every answered call of the run the router could show
+it, exactly as the router would ask it (``cascade.judge_messages`` and ``JUDGE_SYSTEM``, temperature 0,
+``JUDGE_SETTINGS.max_tokens`` output tokens), and each verdict (``cascade.judge_verdict``) is compared with
+the reference metric's. An answer the router never shows a judge (a veto: cut at max_tokens, empty, a
+refusal; ``cascade.VETO_SIGNALS``) is not judged but counted as "vetoed": such answers are easy to call
+wrong and would flatter the accuracy.
 
 The verdicts are checkpointed like the answers, one file per judge (``judge_calls.<key>.jsonl``): a re-run
 makes only the verdicts missing, and an answer that changed (a failed call answered by a later run) is judged
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lambdas.router.cascade import judge_messages, judge_verdict
+from lambdas.router.cascade import VETO_SIGNALS, answer_signals, judge_messages, judge_verdict
 from lambdas.router.policy import ModelSpec
 from routed_bedrock.evaluation.checkpoint import CallRecord, Settings, latest_records, prompt_digest
 from routed_bedrock.evaluation.dataset import Example
@@ -37,17 +40,23 @@ def judge_text(example: Example, answer: CallRecord) -> str:
     return str(message["content"][0]["text"])
 
 
+def vetoed(example: Example, answer: CallRecord) -> bool:
+    """Whether the router would escalate this answer without asking a judge (``cascade.VETO_SIGNALS``)."""
+    signals = answer_signals(example.prompt, answer.text, answer.stop_reason)
+    return any(signals[name] for name in VETO_SIGNALS)
+
+
 def _judgeable(
     examples: Sequence[Example], models: Sequence[ModelSpec], records: Iterable[CallRecord]
-) -> list[tuple[Example, ModelSpec, CallRecord, str]]:
-    """Every answered (prompt, model) of the run with the judge's message about it."""
+) -> list[tuple[Example, ModelSpec, str | None]]:
+    """Every answered (prompt, model) of the run with the judge's message about it (None: a vetoed answer)."""
     latest = latest_records(records)
     found = []
     for example in examples:
         for spec in models:
             answer = latest.get((example.id, spec.key))
             if answer is not None and answer.error is None:
-                found.append((example, spec, answer, judge_text(example, answer)))
+                found.append((example, spec, None if vetoed(example, answer) else judge_text(example, answer)))
     return found
 
 
@@ -75,7 +84,9 @@ def judge_tasks(
     """The verdicts still to get: one per answered call whose current answer the judge has not answered on."""
     usable = _usable(judge, judged)
     tasks = []
-    for example, spec, _answer, text in _judgeable(examples, models, records):
+    for example, spec, text in _judgeable(examples, models, records):
+        if text is None:
+            continue
         verdict = usable.get((example.id, spec.key, prompt_digest(text)))
         if verdict is None or verdict.error is not None:
             tasks.append(Task(example._replace(prompt=text), spec, caller=judge))
@@ -90,10 +101,13 @@ def verdicts(
     judged: Iterable[CallRecord],
 ) -> dict[tuple[str, str], str]:
     """Per answered (id, model): the judge's verdict on the current answer, "correct", "incorrect", "unclear",
-    or "failed" (its call failed); absent where it has not been asked."""
+    "failed" (its call failed) or "vetoed" (not shown to a judge); absent where it has not been asked."""
     usable = _usable(judge, judged)
     found: dict[tuple[str, str], str] = {}
-    for example, spec, _answer, text in _judgeable(examples, models, records):
+    for example, spec, text in _judgeable(examples, models, records):
+        if text is None:
+            found[(example.id, spec.key)] = "vetoed"
+            continue
         verdict = usable.get((example.id, spec.key, prompt_digest(text)))
         if verdict is not None:
             found[(example.id, spec.key)] = "failed" if verdict.error is not None else judge_verdict(verdict.text)
@@ -101,16 +115,19 @@ def verdicts(
 
 
 def judge_stats(outcomes: Sequence[Outcome], found: Mapping[tuple[str, str], str]) -> dict[str, dict[str, Any]]:
-    """Per task and model: verdicts, how many were unclear or failed, and the accuracy of the clear ones
-    (the verdict agrees with the reference metric's correct or not)."""
+    """Per task and model: answers vetoed (not judged), verdicts, how many were unclear or failed, and the
+    accuracy of the clear ones (the verdict agrees with the reference metric's correct or not)."""
     stats: dict[str, dict[str, Any]] = {}
     for o in outcomes:
         verdict = found.get((o.example.id, o.model.key))
         if verdict is None or o.correct is None:
             continue
         row = stats.setdefault(o.task, {}).setdefault(
-            o.model.key, {"judged": 0, "unclear": 0, "failed": 0, "agreed": 0, "accuracy": None}
+            o.model.key, {"vetoed": 0, "judged": 0, "unclear": 0, "failed": 0, "agreed": 0, "accuracy": None}
         )
+        if verdict == "vetoed":
+            row["vetoed"] += 1
+            continue
         row["judged"] += 1
         if verdict in ("unclear", "failed"):
             row[verdict] += 1

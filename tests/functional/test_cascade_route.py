@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -14,7 +15,7 @@ import pytest
 from lambdas.router import handler
 from lambdas.router import metric_names as m
 from lambdas.router.budget import scopes_for
-from lambdas.router.cascade import JUDGE_SYSTEM
+from lambdas.router.cascade import JUDGE_DEADLINE_MS, JUDGE_SYSTEM
 from lambdas.router.classifier import estimate_tokens
 from lambdas.router.executor import ModelCallError, ModelReply
 from lambdas.router.live_state import LiveStateTracker
@@ -672,7 +673,7 @@ def test_an_unclear_verdict_leaves_the_decision_to_the_threshold(make_invoke, be
     _, _, body = invoke(MATHS)
     # Then the threshold decides, as without a judge, and the judge's call is still paid
     step = body["decision"]["cascade"]["steps"][0]
-    assert step["judge"] == {"model": JUDGE, "verdict": "unclear"}
+    assert step["judge"] == {"model": JUDGE, "verdict": "unclear", "reply": "I think it is probably right"}
     assert ("escalated" in step) is escalates
     assert body["model_used"] == (SONNET if escalates else NOVA_MICRO)
     assert body["usage"]["input_tokens"] == 60 + 180 + (60 if escalates else 0)
@@ -773,3 +774,36 @@ def test_a_judge_above_the_budgets_tier_cap_is_not_called(make_invoke, bedrock, 
     ]["skipped"]
     [step] = body["decision"]["cascade"]["steps"]
     assert "judge" not in step and step["accepted"] is True
+
+
+def test_a_judge_has_a_short_deadline_of_its_own_and_no_throttle_retries(make_invoke, bedrock, monkeypatch):
+    # Given a judge throttled in its first region (the policy retries throttles twice, attempts may take 20 s)
+    invoke = make_invoke(with_judge())
+    script(bedrock, monkeypatch, {"nova-micro": CONFIDENT, JUDGE: verdict("CORRECT")})
+    bedrock.fail(JUDGE, "us-east-1", code="ThrottlingException")
+    # When asked
+    _, _, body = invoke(MATHS)
+    # Then the judge is tried once per region, each attempt within the judge's own deadline
+    calls = judge_calls(bedrock)
+    assert [call["region"] for call in calls] == ["us-east-1", "us-west-2"]
+    assert all(0 < call["timeout_s"] <= JUDGE_DEADLINE_MS / 1000 for call in calls)
+    assert body["decision"]["cascade"]["steps"][0]["judge"]["verdict"] == "correct"
+
+
+def test_a_request_with_images_is_not_judged(make_invoke, bedrock, monkeypatch):
+    # Given a vision cascade (Nova Lite, then Claude Sonnet) with a judge, and a maths ask with an image
+    def vision_cascade(document: dict[str, Any]) -> None:
+        with_judge()(document)
+        document["routes"]["math-cascade"]["candidates"] = [{"model": "nova-lite"}, {"model": "claude-sonnet-4-5"}]
+        document["routes"]["math-cascade"]["cascade"]["judge"]["model"] = "nova-micro"
+
+    invoke = make_invoke(vision_cascade)
+    script(bedrock, monkeypatch, {"nova-lite": CONFIDENT})
+    png = base64.b64encode(b"\x89PNG fake image bytes").decode()
+    # When asked
+    _, _, body = invoke({**MATHS, "images": [{"format": "png", "data": png}]})
+    # Then no judge is called (it would judge an answer about an image it cannot see), and the decision says so
+    assert [call["model"] for call in bedrock.calls] == ["nova-lite"]
+    cascade = body["decision"]["cascade"]
+    assert cascade["judge"].startswith("not consulted: the request has images")
+    assert "judge" not in cascade["steps"][0]

@@ -401,9 +401,10 @@ def test_a_judge_reads_every_answer_and_its_accuracy_is_reported(capsys, sim, si
     summary = json.loads((files["out"] / "summary.json").read_text())
     assert summary["judge"]["model"] == "strong"
     tasks = summary["judge"]["tasks"]
-    assert tasks["math"]["micro"] == {"judged": 5, "unclear": 0, "failed": 0, "agreed": 4, "accuracy": 0.8}
-    assert tasks["trivia"]["micro"] == {"judged": 5, "unclear": 0, "failed": 0, "agreed": 5, "accuracy": 1.0}
-    assert tasks["trivia"]["strong"] == {"judged": 5, "unclear": 1, "failed": 0, "agreed": 4, "accuracy": 1.0}
+    row = {"vetoed": 0, "judged": 5, "unclear": 0, "failed": 0}
+    assert tasks["math"]["micro"] == {**row, "agreed": 4, "accuracy": 0.8}
+    assert tasks["trivia"]["micro"] == {**row, "agreed": 5, "accuracy": 1.0}
+    assert tasks["trivia"]["strong"] == {**row, "unclear": 1, "agreed": 4, "accuracy": 1.0}
     # And each outcome carries the verdict on that answer
     outcomes = {o["id"]: o for o in map(json.loads, (files["out"] / "outcomes.jsonl").read_text().splitlines())}
     assert outcomes["m5"]["models"]["micro"]["judge"] == "incorrect"
@@ -411,7 +412,7 @@ def test_a_judge_reads_every_answer_and_its_accuracy_is_reported(capsys, sim, si
     assert outcomes["t4"]["models"]["strong"]["judge"] == "unclear"
     assert outcomes["m1"]["models"]["strong"]["judge"] == "correct"
     # And the table shows it
-    assert ["math", "micro", "5", "0", "0", "80%"] in [line.split() for line in captured.out.splitlines()]
+    assert ["math", "micro", "0", "5", "0", "0", "80%"] in [line.split() for line in captured.out.splitlines()]
     # And the verdicts are checkpointed: a re-run asks for none
     simulator.calls.reset()
     assert evaluate_cli(files, url, "--judge", "strong") == 0
@@ -444,3 +445,42 @@ def test_an_unknown_judge_is_exit_2_before_any_call(capsys, sim, simulator, file
     assert evaluate_cli(files, url, "--judge", "gpt-judge") == 2
     assert "gpt-judge" in capsys.readouterr().err
     assert simulator.calls.count() == 0
+
+
+def test_an_answer_the_router_would_veto_is_counted_apart_and_not_judged(sim, simulator, files):
+    # Given micro's answer to t2 cut at max_tokens (the router escalates that without asking a judge)
+    _, url = sim
+    script_judge(url)
+    cut = {"model": MICRO, "prompt_contains": "[t2]", "text": "Let me list the planets:", "stop_reason": "max_tokens"}
+    existing = admin(url, "GET", "/_sim/answers")[1]["answers"]
+    assert admin(url, "DELETE", "/_sim/answers")[0] == 200
+    for rule in [cut, *existing]:
+        assert admin(url, "POST", "/_sim/answers", rule)[0] == 200
+    # When judged
+    assert evaluate_cli(files, url, "--judge", "strong") == 0
+    # Then 19 verdicts were asked for, and the cut answer is "vetoed", outside the accuracy
+    assert simulator.calls.count(outcome="ok") == 20 + 19
+    summary = json.loads((files["out"] / "summary.json").read_text())
+    assert summary["judge"]["tasks"]["trivia"]["micro"] == {
+        "vetoed": 1, "judged": 4, "unclear": 0, "failed": 0, "agreed": 4, "accuracy": 1.0,
+    }  # fmt: skip
+    outcomes = {o["id"]: o for o in map(json.loads, (files["out"] / "outcomes.jsonl").read_text().splitlines())}
+    assert outcomes["t2"]["models"]["micro"]["judge"] == "vetoed"
+
+
+def test_an_answer_made_by_a_later_run_is_judged_then(sim, simulator, files):
+    # Given micro down for the first run: its calls fail, and only strong's answers are judged
+    _, url = sim
+    script_judge(url)
+    simulator.faults.put(Fault(model=MICRO, error="ServiceUnavailableException"))
+    assert evaluate_cli(files, url, "--judge", "strong") == 1
+    first = json.loads((files["out"] / "summary.json").read_text())["judge"]["tasks"]
+    assert set(first["math"]) == {"strong"}
+    # When micro answers the next run
+    simulator.faults.clear()
+    simulator.calls.reset()
+    assert evaluate_cli(files, url, "--judge", "strong") == 0
+    # Then its 10 answers are made and judged (20 calls), and strong's verdicts are not asked for again
+    assert simulator.calls.count(model=MICRO) == 10 and simulator.calls.count() == 20
+    tasks = json.loads((files["out"] / "summary.json").read_text())["judge"]["tasks"]
+    assert tasks["math"]["micro"]["judged"] == 5 and tasks["math"]["micro"]["accuracy"] == 0.8
