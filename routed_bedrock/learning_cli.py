@@ -153,13 +153,9 @@ def _train(args: argparse.Namespace) -> int:
                 "the train answers (held out)",
                 file=sys.stderr,
             )
-            judge = cascade.get("judge")
-            if judge is not None and not judge["consult_from"] <= cascade["threshold"] < judge["consult_below"]:
-                print(
-                    f"  note: the route's judge (kept) consults [{judge['consult_from']}, {judge['consult_below']}), "
-                    f"which no longer holds the new threshold {cascade['threshold']:.4f}: re-check its band",
-                    file=sys.stderr,
-                )
+            note = judge_band_note(cascade)
+            if note is not None:
+                print(f"  note: {note}", file=sys.stderr)
         compile_policy(document)
     except (PolicyError, TrainingError) as exc:
         return fail("train", str(exc))
@@ -176,6 +172,17 @@ def _train(args: argparse.Namespace) -> int:
         shares = ", ".join(f"{name} {m['held_out_strong_share']:.1%}" for name, m in calibration["measured"].items())
         print(f"  {klass}: keeps {calibration['target']:.0%} of strong quality on held-out folds at shares {shares}")
     return 0
+
+
+def judge_band_note(cascade: dict[str, Any]) -> str | None:
+    """A warning when a refitted cascade kept a judge whose band no longer holds the new threshold."""
+    judge = cascade.get("judge")
+    if judge is None or judge["consult_from"] <= cascade["threshold"] < judge["consult_below"]:
+        return None
+    return (
+        f"the route's judge (kept) consults [{judge['consult_from']}, {judge['consult_below']}), which does not "
+        f"hold the new threshold {cascade['threshold']:.4f}: re-check its band"
+    )
 
 
 def fit_cascade(args: argparse.Namespace, document: dict[str, Any], trained: Trained) -> dict[str, Any]:

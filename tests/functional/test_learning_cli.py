@@ -401,4 +401,10 @@ def test_refitting_a_cascade_keeps_the_judge_the_deployer_chose(monkeypatch):
     # When the cascade is refitted
     fit_cascade(args, document, trained)  # type: ignore[arg-type]
     # Then the new confidence and threshold replace the old, and the judge is kept as it was
-    assert document["routes"]["math-cascade"]["cascade"] == {**fitted, "judge": judge}
+    refitted = document["routes"]["math-cascade"]["cascade"]
+    assert refitted == {**fitted, "judge": judge}
+    # And a band that no longer holds the new threshold (0.5 is below [0.6, 0.8)) is pointed out
+    from routed_bedrock.learning_cli import judge_band_note
+
+    assert "does not hold the new threshold 0.5000" in (judge_band_note(refitted) or "")
+    assert judge_band_note({**refitted, "threshold": 0.7}) is None
