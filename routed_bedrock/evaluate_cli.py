@@ -2,7 +2,7 @@
 
     routed-bedrock evaluate --dataset FILE --policy FILE [--models A,B] [--endpoint-url URL] [--out DIR]
         [--max-tokens N] [--temperature T] [--timeout S] [--workers N] [--retries N]
-        [--tolerance X] [--min-samples N] [--judge KEY] [--progress | --quiet]
+        [--tolerance X] [--min-samples N] [--judge KEY | --judge-route ROUTE] [--progress | --quiet]
 
 ``evaluate`` (see ``routed_bedrock.evaluation``) exits 0 when every (prompt, model) call answered and the
 outputs and proposed policy are written, 1 when they are written but some calls failed (error rows; a
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lambdas.router.cascade import JUDGE_SYSTEM
-from lambdas.router.policy import ModelSpec, Policy, PolicyError, compile_policy, load_policy_file
+from lambdas.router.policy import CascadeSettings, ModelSpec, Policy, PolicyError, compile_policy, load_policy_file
 from routed_bedrock.cli_support import fail, fraction, int_from, model_keys, positive_float, positive_int, table
 from routed_bedrock.evaluation.checkpoint import (
     CHECKPOINT_FILE,
@@ -37,6 +37,7 @@ from routed_bedrock.evaluation.dataset import Example, load_dataset
 from routed_bedrock.evaluation.errors import DatasetError, EvaluationError
 from routed_bedrock.evaluation.judging import (
     JUDGE_SETTINGS,
+    in_band,
     judge_checkpoint_path,
     judge_stats,
     judge_tasks,
@@ -105,11 +106,18 @@ def register(commands: Any) -> None:
     evaluate_parser.add_argument(
         "--min-samples", type=int_from(1, 1_000_000), default=5, metavar="N", help="answers a model needs per task"
     )
-    evaluate_parser.add_argument(
+    judged = evaluate_parser.add_mutually_exclusive_group()
+    judged.add_argument(
         "--judge",
         metavar="KEY",
         help="also ask this catalog model, as a cascade's judge would be asked, whether each answer is correct, "
         "and report how often its verdict agrees with the reference metric (its accuracy, per task and model)",
+    )
+    judged.add_argument(
+        "--judge-route",
+        metavar="ROUTE",
+        help="as --judge, with the judge of this cascade route; also report the accuracy on the answers in the "
+        "route's band (scored by its confidence model), the ones the router would show its judge",
     )
     shown = evaluate_parser.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", help="show the progress line even when not on a terminal")
@@ -129,7 +137,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         # The whole dataset is checked before the checkpoint is read (and a torn line repaired) or any call made.
         examples = load_dataset(args.dataset)
         models = select_models(policy, args.models)
-        judge = select_models(policy, [args.judge])[0] if args.judge else None
+        judged_route = _judged_route(policy, args.judge_route) if args.judge_route else None
+        judge_key = judged_route.judge.model if judged_route is not None and judged_route.judge else args.judge
+        judge = select_models(policy, [judge_key])[0] if judge_key else None
         records, warnings = read_checkpoint(checkpoint_path)
         for warning in warnings:
             print(f"routed-bedrock evaluate: warning: {warning}", file=sys.stderr)
@@ -203,9 +213,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         },
     }
     summary = summary_document(stats, picks, outcomes, context=context)
-    judge_rows = judge_stats(outcomes, found) if judge is not None and found is not None else None
+    band = in_band(outcomes, judged_route, policy.complexity.learned) if judged_route is not None else None
+    judge_rows = judge_stats(outcomes, found, band) if judge is not None and found is not None else None
     if judge is not None:
         summary["judge"] = {"model": judge.key, "model_id": judge.model_id, "tasks": judge_rows}
+        if judged_route is not None and judged_route.judge is not None:
+            summary["judge"]["route"] = args.judge_route
+            summary["judge"]["band"] = [judged_route.judge.consult_from, judged_route.judge.consult_below]
     outputs = {
         RESULTS_FILE: results_csv(outcomes),
         OUTCOMES_FILE: outcomes_jsonl(outcomes, found),
@@ -223,6 +237,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if judge is not None and judge_rows is not None:
         print_judge(judge, judge_rows, out=sys.stdout)
     return EXIT_CALLS_FAILED if failed else EXIT_OK
+
+
+def _judged_route(policy: Policy, name: str) -> CascadeSettings:
+    """The cascade settings of ``--judge-route``; an ``EvaluationError`` when it is no cascade with a judge."""
+    route = policy.routes.get(name)
+    if route is None or route.cascade is None or route.cascade.judge is None:
+        raise EvaluationError(
+            f"--judge-route {name!r} is not a cascade route with a judge in the policy (cascade routes with one: "
+            f"{', '.join(n for n, r in policy.routes.items() if r.cascade and r.cascade.judge) or 'none'})"
+        )
+    return route.cascade
 
 
 def _judge(
@@ -275,12 +300,16 @@ def print_judge(judge: ModelSpec, rows: Mapping[str, Mapping[str, Any]], *, out:
         f"\nJudge {judge.key}: is each answer correct? Accuracy is the share of its clear verdicts (CORRECT or "
         "INCORRECT) that agree with the reference metric; see benchmarks/cascade_judge.py for what it is worth\n\n"
     )
-    lines: list[tuple[str, ...]] = [("TASK", "ANSWERS OF", "VETOED", "JUDGED", "UNCLEAR", "FAILED", "ACCURACY")]
+    header = ("TASK", "ANSWERS OF", "VETOED", "JUDGED", "UNCLEAR", "FAILED", "ACCURACY")
+    banded = any("in_band" in row for by_model in rows.values() for row in by_model.values())
+    lines: list[tuple[str, ...]] = [(*header, "IN BAND", "ACCURACY IN BAND") if banded else header]
     for task, by_model in rows.items():
         for model, row in by_model.items():
-            accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.0%}"
             counts = (row["vetoed"], row["judged"], row["unclear"], row["failed"])
-            lines.append((task, model, *map(str, counts), accuracy))
+            line = (task, model, *map(str, counts), _maybe(row["accuracy"], "{:.0%}"))
+            if banded:
+                line = (*line, str(row["in_band"]["judged"]), _maybe(row["in_band"]["accuracy"], "{:.0%}"))
+            lines.append(line)
     table(lines, out)
 
 

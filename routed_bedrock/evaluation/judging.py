@@ -9,6 +9,11 @@ the reference metric's. An answer the router never shows a judge (a veto: cut at
 refusal; ``cascade.VETO_SIGNALS``) is not judged but counted as "vetoed": such answers are easy to call
 wrong and would flatter the accuracy.
 
+With ``--judge-route ROUTE`` (a cascade route with a judge) the judge is that route's, and each answer is also
+scored by the route's confidence model as the router would (``in_band``): the accuracy inside the route's
+band, the only answers the router shows its judge, is reported apart. It is the figure that decides whether
+that judge pays; the accuracy on all answers is likely higher, the band holding the hardest calls.
+
 The verdicts are checkpointed like the answers, one file per judge (``judge_calls.<key>.jsonl``): a re-run
 makes only the verdicts missing, and an answer that changed (a failed call answered by a later run) is judged
 again, since its record holds the digest of the text the judge read.
@@ -21,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.router.cascade import VETO_SIGNALS, answer_signals, judge_messages, judge_verdict
-from lambdas.router.policy import ModelSpec
+from lambdas.router.learned import LearnedRouter
+from lambdas.router.policy import CascadeSettings, ModelSpec
 from routed_bedrock.evaluation.checkpoint import CallRecord, Settings, latest_records, prompt_digest
 from routed_bedrock.evaluation.dataset import Example
 from routed_bedrock.evaluation.runner import Task
@@ -114,27 +120,64 @@ def verdicts(
     return found
 
 
-def judge_stats(outcomes: Sequence[Outcome], found: Mapping[tuple[str, str], str]) -> dict[str, dict[str, Any]]:
+def in_band(
+    outcomes: Sequence[Outcome], cascade: CascadeSettings, learned: LearnedRouter | None
+) -> dict[tuple[str, str], bool]:
+    """Per answered (id, model): whether the route's judge would be asked about it, by the route's confidence
+    (with the learned router's prompt score, as the router computes it) and band."""
+    assert cascade.judge is not None
+    band: dict[tuple[str, str], bool] = {}
+    for o in outcomes:
+        if o.score is None:
+            continue
+        prompt_score = learned.score(o.example.prompt) if learned is not None else None
+        confidence = cascade.confidence.score(o.example.prompt, o.record.text, o.record.stop_reason, prompt_score)
+        band[(o.example.id, o.model.key)] = cascade.judge.consulted(confidence.value)
+    return band
+
+
+def _counts() -> dict[str, Any]:
+    return {"judged": 0, "unclear": 0, "failed": 0, "agreed": 0, "accuracy": None}
+
+
+def _count(row: dict[str, Any], verdict: str, correct: bool) -> None:
+    row["judged"] += 1
+    if verdict in ("unclear", "failed"):
+        row[verdict] += 1
+    elif (verdict == "correct") == correct:
+        row["agreed"] += 1
+
+
+def _accuracy(row: dict[str, Any]) -> None:
+    clear = row["judged"] - row["unclear"] - row["failed"]
+    row["accuracy"] = round(row["agreed"] / clear, 4) if clear else None
+
+
+def judge_stats(
+    outcomes: Sequence[Outcome],
+    found: Mapping[tuple[str, str], str],
+    band: Mapping[tuple[str, str], bool] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Per task and model: answers vetoed (not judged), verdicts, how many were unclear or failed, and the
-    accuracy of the clear ones (the verdict agrees with the reference metric's correct or not)."""
+    accuracy of the clear ones (the verdict agrees with the reference metric's correct or not); with ``band``,
+    the same counts again for the answers in the route's band (``in_band``)."""
     stats: dict[str, dict[str, Any]] = {}
     for o in outcomes:
         verdict = found.get((o.example.id, o.model.key))
         if verdict is None or o.correct is None:
             continue
         row = stats.setdefault(o.task, {}).setdefault(
-            o.model.key, {"vetoed": 0, "judged": 0, "unclear": 0, "failed": 0, "agreed": 0, "accuracy": None}
+            o.model.key, {"vetoed": 0, **_counts(), **({"in_band": _counts()} if band is not None else {})}
         )
         if verdict == "vetoed":
             row["vetoed"] += 1
             continue
-        row["judged"] += 1
-        if verdict in ("unclear", "failed"):
-            row[verdict] += 1
-        elif (verdict == "correct") == o.correct:
-            row["agreed"] += 1
+        _count(row, verdict, o.correct)
+        if band is not None and band.get((o.example.id, o.model.key)):
+            _count(row["in_band"], verdict, o.correct)
     for by_model in stats.values():
         for row in by_model.values():
-            clear = row["judged"] - row["unclear"] - row["failed"]
-            row["accuracy"] = round(row["agreed"] / clear, 4) if clear else None
+            _accuracy(row)
+            if "in_band" in row:
+                _accuracy(row["in_band"])
     return stats

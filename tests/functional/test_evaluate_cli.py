@@ -484,3 +484,41 @@ def test_an_answer_made_by_a_later_run_is_judged_then(sim, simulator, files):
     assert simulator.calls.count(model=MICRO) == 10 and simulator.calls.count() == 20
     tasks = json.loads((files["out"] / "summary.json").read_text())["judge"]["tasks"]
     assert tasks["math"]["micro"]["judged"] == 5 and tasks["math"]["micro"]["accuracy"] == 0.8
+
+
+def test_a_judge_route_reports_the_accuracy_on_the_answers_in_its_band(capsys, sim, simulator, files):
+    # Given a cascade route micro -> strong whose confidence doubts hedged answers (micro's "I am not sure" to
+    # trivia: confidence 0.05) and trusts the rest (0.5), with strong as its judge on [0.4, 0.6)
+    _, url = sim
+    script_judge(url)
+    document = small_policy()
+    document["routes"]["check"] = {
+        "candidates": [{"model": "micro"}, {"model": "strong"}],
+        "cascade": {
+            "threshold": 0.5,
+            "confidence": {"bias": 0.0, "weights": {"hedging": -3.0}},
+            "judge": {"model": "strong", "consult_from": 0.4, "consult_below": 0.6},
+        },
+    }
+    files["policy"].write_text(json.dumps(document))
+    # When evaluated with --judge-route
+    assert evaluate_cli(files, url, "--judge-route", "check") == 0
+    # Then the route's judge judged every answer, and the in-band accuracy leaves out micro's trivia answers
+    judge = json.loads((files["out"] / "summary.json").read_text())["judge"]
+    assert (judge["model"], judge["route"], judge["band"]) == ("strong", "check", [0.4, 0.6])
+    tasks = judge["tasks"]
+    assert tasks["trivia"]["micro"]["judged"] == 5 and tasks["trivia"]["micro"]["in_band"]["judged"] == 0
+    assert tasks["trivia"]["micro"]["in_band"]["accuracy"] is None
+    assert tasks["math"]["micro"]["in_band"] == {"judged": 5, "unclear": 0, "failed": 0, "agreed": 4, "accuracy": 0.8}
+    assert tasks["trivia"]["strong"]["in_band"]["unclear"] == 1
+    assert ["math", "micro", "0", "5", "0", "0", "80%", "5", "80%"] in [
+        line.split() for line in capsys.readouterr().out.splitlines()
+    ]
+
+
+@pytest.mark.parametrize("extra", [["--judge-route", "fast"], ["--judge-route", "nowhere"]])
+def test_a_judge_route_must_be_a_cascade_with_a_judge(capsys, sim, simulator, files, extra):
+    _, url = sim
+    assert evaluate_cli(files, url, *extra) == 2
+    assert "is not a cascade route with a judge" in capsys.readouterr().err
+    assert simulator.calls.count() == 0
