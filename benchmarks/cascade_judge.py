@@ -37,16 +37,17 @@ from benchmarks.routing_quality import (  # noqa: E402
     DEFAULT_DATA,
     QUALITY_TARGET,
     Item,
+    cascade_answers,
     confidences,
     price_pair,
     read_rows,
     train_routers,
 )
-from lambdas.router.cascade import JUDGE_SYSTEM, judge_messages  # noqa: E402
+from lambdas.router.cascade import JUDGE_SYSTEM, judge_text  # noqa: E402
 from lambdas.router.classifier import estimate_tokens  # noqa: E402
 from lambdas.router.policy import DEFAULT_POLICY_PATH, ModelSpec, load_policy_file  # noqa: E402
 from routed_bedrock.cascade_training import held_out_confidences  # noqa: E402
-from routed_bedrock.outcome_data import Answered, routellm_files, split  # noqa: E402
+from routed_bedrock.outcome_data import routellm_files, split  # noqa: E402
 
 JUDGE_MODEL = "nova-lite"
 JUDGE_OUTPUT_TOKENS = 2
@@ -72,8 +73,7 @@ class Expected(NamedTuple):
 
 def judge_cost(item: Item, judge: ModelSpec) -> float:
     """One verdict on the item's cheap answer: its system prompt and message in, two tokens out."""
-    [message] = judge_messages(item.prompt, item.weak_answer or "")
-    chars = len(JUDGE_SYSTEM) + len(message["content"][0]["text"])
+    chars = len(JUDGE_SYSTEM) + len(judge_text(item.prompt, item.weak_answer or ""))
     return judge.cost_usd(estimate_tokens(chars), JUDGE_OUTPUT_TOKENS)
 
 
@@ -183,12 +183,8 @@ def run(data: Path, seed: int, train_limit: int | None, steps: int) -> dict[str,
     learned = train_routers(splits, seed, train_limit)  # the router's held-out scores feed the cascade's confidence
     assert learned.cascade is not None
     train, test = splits[CASCADE_SET][0][:train_limit], splits[CASCADE_SET][1]
-    answered = [
-        Answered(
-            item.prompt, item.weak_answer or "", "end_turn", score, float(item.weak_correct), float(item.strong_correct)
-        )
-        for item, score in zip(train, learned.trained.held_out[CASCADE_SET], strict=True)
-    ]
+    answered = cascade_answers(train, learned.trained.held_out[CASCADE_SET])
+    assert len(answered) == len(train), "every gsm8k row carries the weak model's answer"
     strength = float(learned.cascade.calibration["measured"]["strength"])
     halves = {
         "train": (train, held_out_confidences(answered, strength=strength, seed=seed)),

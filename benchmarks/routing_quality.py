@@ -271,6 +271,15 @@ class Learned(NamedTuple):
     trained: Trained
 
 
+def cascade_answers(items: Sequence[Item], prompt_scores: Sequence[float]) -> list[Answered]:
+    """The items' weak answers as the cascade trains on them (with the router's held-out prompt scores)."""
+    return [
+        Answered(item.prompt, item.weak_answer, "end_turn", score, float(item.weak_correct), float(item.strong_correct))
+        for item, score in zip(items, prompt_scores, strict=True)
+        if item.weak_answer is not None
+    ]
+
+
 def train_routers(splits: dict[str, tuple[list[Item], list[Item]]], seed: int, train_limit: int | None) -> Learned:
     """Train the learned router on every set's train half and the cascade on the answer-carrying set's."""
     train = {name: labelled(halves[0][:train_limit]) for name, halves in splits.items()}
@@ -279,13 +288,7 @@ def train_routers(splits: dict[str, tuple[list[Item], list[Item]]], seed: int, t
     router = compile_learned(policy_section(trained, hyper, seed=seed, source="benchmark", trained_at="-"))
     cascade: CascadeSettings | None = None
     if CASCADE_SET in splits:
-        answered = [
-            Answered(
-                item.prompt, item.weak_answer, "end_turn", score, float(item.weak_correct), float(item.strong_correct)
-            )
-            for item, score in zip(splits[CASCADE_SET][0][:train_limit], trained.held_out[CASCADE_SET], strict=True)
-            if item.weak_answer is not None
-        ]
+        answered = cascade_answers(splits[CASCADE_SET][0][:train_limit], trained.held_out[CASCADE_SET])
         if answered:
             fitted = train_cascade(answered, target=QUALITY_TARGET, seed=seed)
             confidence = compile_confidence(fitted["confidence"])

@@ -174,14 +174,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail("evaluate", f"cannot write {checkpoint_path}: {exc.strerror or exc}")
         if result.interrupted:
-            abandoned = f"; {result.abandoned} call(s) in flight were abandoned" if result.abandoned else ""
-            print(
-                f"routed-bedrock evaluate: interrupted: {result.made} finished call(s) of this run are kept in "
-                f"{checkpoint_path}{abandoned}. Resume with the same command (answered calls are not made "
-                f"again):\n  routed-bedrock {shlex.join(args.argv)}",
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
+            return _interrupted(args, result, checkpoint_path)
 
     records, _ = read_checkpoint(checkpoint_path)
     found: dict[tuple[str, str], str] | None = None
@@ -239,6 +232,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_CALLS_FAILED if failed else EXIT_OK
 
 
+def _interrupted(args: argparse.Namespace, result: RunResult, path: Path) -> int:
+    """Say what an interrupted phase kept and how to resume it."""
+    abandoned = f"; {result.abandoned} call(s) in flight were abandoned" if result.abandoned else ""
+    print(
+        f"routed-bedrock evaluate: interrupted: {result.made} finished call(s) of this run are kept in "
+        f"{path}{abandoned}. Resume with the same command (answered calls are not made "
+        f"again):\n  routed-bedrock {shlex.join(args.argv)}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
 def _judged_route(policy: Policy, name: str) -> CascadeSettings:
     """The cascade settings of ``--judge-route``; an ``EvaluationError`` when it is no cascade with a judge."""
     route = policy.routes.get(name)
@@ -280,12 +285,7 @@ def _judge(
             )
             result = _run_calls(args, tasks, call, JUDGE_SETTINGS, path)
             if result.interrupted:
-                print(
-                    f"routed-bedrock evaluate: interrupted: {result.made} finished verdict(s) are kept in {path}. "
-                    f"Resume with the same command:\n  routed-bedrock {shlex.join(args.argv)}",
-                    file=sys.stderr,
-                )
-                return EXIT_INTERRUPTED
+                return _interrupted(args, result, path)
             judged, _ = read_checkpoint(path)
     except EvaluationError as exc:
         return fail("evaluate", str(exc))

@@ -79,6 +79,7 @@ JUDGE_SYSTEM = (
     "correct and complete, INCORRECT if it is not."
 )
 JUDGE_CHARS = 12_000  # of the question (its start) and of the answer (its end, where the final answer is)
+JUDGE_MAX_TOKENS = 8  # a judge's default output tokens: one word
 JUDGE_DEADLINE_MS = 5_000  # the most a verdict may take, each attempt included (it writes a word)
 JUDGE_TIME_SHARE = 0.5  # nor more than this share of the request's time left: an escalation keeps the rest
 _VERDICT_WORD = re.compile(r"[A-Za-z]+")
@@ -178,15 +179,19 @@ def compile_confidence(document: Mapping[str, Any]) -> ConfidenceModel:
     )
 
 
-def judge_messages(prompt: str, answer: str) -> list[dict[str, Any]]:
-    """The Converse messages asking a judge about an answer (the question's start and the answer's end)."""
+def judge_text(prompt: str, answer: str) -> str:
+    """What a judge reads about an answer: the question's start and the answer's end, and the one-word ask."""
     question = prompt if len(prompt) <= JUDGE_CHARS else prompt[:JUDGE_CHARS] + " [...]"
     reply = answer if len(answer) <= JUDGE_CHARS else "[...] " + answer[-JUDGE_CHARS:]
-    text = (
+    return (
         f"Question:\n{question}\n\nAnswer to check:\n{reply}\n\n"
         "Is this answer correct? Reply with one word: CORRECT or INCORRECT."
     )
-    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def judge_messages(prompt: str, answer: str) -> list[dict[str, Any]]:
+    """The Converse messages asking a judge about an answer (``judge_text`` as the one user turn)."""
+    return [{"role": "user", "content": [{"text": judge_text(prompt, answer)}]}]
 
 
 def judge_request(settings: JudgeSettings, model: ModelSpec, prompt: str, answer: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .cascade import ConfidenceModel, compile_confidence
+from .cascade import JUDGE_MAX_TOKENS, ConfidenceModel, compile_confidence
 from .learned import LearnedRouter, LearnedRouterError, compile_learned
 
 _HERE = Path(__file__).resolve().parent
@@ -73,7 +73,7 @@ class JudgeSettings(NamedTuple):
     model: str
     consult_from: float
     consult_below: float
-    max_tokens: int = 8
+    max_tokens: int = JUDGE_MAX_TOKENS
 
     def consulted(self, confidence: float) -> bool:
         return self.consult_from <= confidence < self.consult_below
@@ -584,7 +584,7 @@ def _cascade(route: str, document: Mapping[str, Any] | None) -> CascadeSettings 
             model=judge["model"],
             consult_from=float(judge["consult_from"]),
             consult_below=float(judge["consult_below"]),
-            max_tokens=int(judge.get("max_tokens", 8)),
+            max_tokens=int(judge.get("max_tokens", JUDGE_MAX_TOKENS)),
         )
         if judge is not None
         else None,

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lambdas.router.cascade import VETO_SIGNALS, answer_signals, judge_messages, judge_verdict
+from lambdas.router.cascade import JUDGE_MAX_TOKENS, VETO_SIGNALS, answer_signals, judge_text, judge_verdict
 from lambdas.router.learned import LearnedRouter
 from lambdas.router.policy import CascadeSettings, ModelSpec
 from routed_bedrock.evaluation.checkpoint import CallRecord, Settings, latest_records, prompt_digest
@@ -33,17 +33,11 @@ from routed_bedrock.evaluation.dataset import Example
 from routed_bedrock.evaluation.runner import Task
 from routed_bedrock.evaluation.scoring import Outcome
 
-JUDGE_SETTINGS = Settings(max_tokens=8, temperature=0.0)
+JUDGE_SETTINGS = Settings(max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
 
 
 def judge_checkpoint_path(out: Path, judge: ModelSpec) -> Path:
     return out / f"judge_calls.{judge.key}.jsonl"
-
-
-def judge_text(example: Example, answer: CallRecord) -> str:
-    """The message the judge reads about one answer (what the router sends it)."""
-    [message] = judge_messages(example.prompt, answer.text)
-    return str(message["content"][0]["text"])
 
 
 def vetoed(example: Example, answer: CallRecord) -> bool:
@@ -62,7 +56,8 @@ def _judgeable(
         for spec in models:
             answer = latest.get((example.id, spec.key))
             if answer is not None and answer.error is None:
-                found.append((example, spec, None if vetoed(example, answer) else judge_text(example, answer)))
+                text = None if vetoed(example, answer) else judge_text(example.prompt, answer.text)
+                found.append((example, spec, text))
     return found
 
 
@@ -80,6 +75,22 @@ def _usable(judge: ModelSpec, judged: Iterable[CallRecord]) -> dict[tuple[str, s
     return usable
 
 
+def _current(
+    examples: Sequence[Example],
+    models: Sequence[ModelSpec],
+    records: Iterable[CallRecord],
+    judge: ModelSpec,
+    judged: Iterable[CallRecord],
+) -> list[tuple[Example, ModelSpec, str | None, CallRecord | None]]:
+    """Every answered (prompt, model) with the judge's message about it (None: vetoed) and the judge's record
+    on that very message (None: not asked yet)."""
+    usable = _usable(judge, judged)
+    return [
+        (example, spec, text, usable.get((example.id, spec.key, prompt_digest(text))) if text is not None else None)
+        for example, spec, text in _judgeable(examples, models, records)
+    ]
+
+
 def judge_tasks(
     examples: Sequence[Example],
     models: Sequence[ModelSpec],
@@ -88,15 +99,11 @@ def judge_tasks(
     judged: Iterable[CallRecord],
 ) -> list[Task]:
     """The verdicts still to get: one per answered call whose current answer the judge has not answered on."""
-    usable = _usable(judge, judged)
-    tasks = []
-    for example, spec, text in _judgeable(examples, models, records):
-        if text is None:
-            continue
-        verdict = usable.get((example.id, spec.key, prompt_digest(text)))
-        if verdict is None or verdict.error is not None:
-            tasks.append(Task(example._replace(prompt=text), spec, caller=judge))
-    return tasks
+    return [
+        Task(example._replace(prompt=text), spec, caller=judge)
+        for example, spec, text, verdict in _current(examples, models, records, judge, judged)
+        if text is not None and (verdict is None or verdict.error is not None)
+    ]
 
 
 def verdicts(
@@ -108,14 +115,11 @@ def verdicts(
 ) -> dict[tuple[str, str], str]:
     """Per answered (id, model): the judge's verdict on the current answer, "correct", "incorrect", "unclear",
     "failed" (its call failed) or "vetoed" (not shown to a judge); absent where it has not been asked."""
-    usable = _usable(judge, judged)
     found: dict[tuple[str, str], str] = {}
-    for example, spec, text in _judgeable(examples, models, records):
+    for example, spec, text, verdict in _current(examples, models, records, judge, judged):
         if text is None:
             found[(example.id, spec.key)] = "vetoed"
-            continue
-        verdict = usable.get((example.id, spec.key, prompt_digest(text)))
-        if verdict is not None:
+        elif verdict is not None:
             found[(example.id, spec.key)] = "failed" if verdict.error is not None else judge_verdict(verdict.text)
     return found
 
