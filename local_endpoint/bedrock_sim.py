@@ -141,7 +141,7 @@ class Fault:
         if isinstance(latency, bool) or not isinstance(latency, int) or not 0 <= latency <= 600_000:
             raise ValueError(f"fault latency_ms must be an integer from 0 to 600000, got {latency!r}")
         error = data.get("error")
-        if error is not None and error not in ERROR_STATUS:
+        if error is not None and (not isinstance(error, str) or error not in ERROR_STATUS):
             raise ValueError(f"fault error must be one of {', '.join(sorted(ERROR_STATUS))}, got {error!r}")
         limit = data.get("max_input_tokens")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

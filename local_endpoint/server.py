@@ -43,7 +43,7 @@ def _asks_stream(body: bytes) -> bool:
         return False
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(document, dict) and document.get("stream") is True
 

@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 
 from .policy import RequestLimits
 
+MAX_REQUEST_IMAGES = 20
+"""Images in one request: the Converse API's limit (``images.maxItems`` in the request schema)."""
+
 
 class BadRequest(ValueError):
     """The caller sent something the router cannot accept (HTTP 400)."""
@@ -58,15 +61,22 @@ class GenerateInput(NamedTuple):
         return self.messages[-1][1]
 
 
-def parse_body(raw: str | bytes | None, *, max_body_bytes: int) -> dict[str, Any]:
-    """Decode a JSON object body.
+def parse_body(raw: str | bytes | None, *, max_body_bytes: int, base64_encoded: bool = False) -> dict[str, Any]:
+    """Decode a JSON object body (``base64_encoded``: the event's ``isBase64Encoded``, set by front ends for a
+    body that is not UTF-8 text; it is decoded first, so such a body is refused for what it is).
 
     Raises:
         BadRequest: empty, too large, not JSON, or not an object.
     """
+    if raw and base64_encoded:
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("request body is flagged base64-encoded (isBase64Encoded) but is not base64") from None
     if not raw:
         raise BadRequest("request body is empty: send a JSON object with a 'prompt'")
-    size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    # surrogatepass: a str body may hold a lone surrogate; the text checks name it once it is parsed
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     if size > max_body_bytes:
         raise BadRequest(f"request body is {size} bytes, over the limit of {max_body_bytes} bytes")
     try:
@@ -109,12 +119,12 @@ def parse_generate(body: dict[str, Any], limits: RequestLimits) -> GenerateInput
     history = body.get("messages") or []
     if prompt is None and not history:
         raise BadRequest("'prompt' is required (a non-empty string), or 'messages'")
-    _check_text("prompt", prompt)
-    _check_text("system", body.get("system"))
+    check_text("prompt", prompt)
+    check_text("system", body.get("system"))
     if body.get("system") and not body["system"].strip():  # Bedrock rejects a blank text block
         raise BadRequest("system must not be blank: send text, or no system prompt")
     for index, message in enumerate(history):
-        _check_text(f"messages[{index}].content", message["content"])
+        check_text(f"messages[{index}].content", message["content"])
     turns = [(m["role"], m["content"]) for m in history]
     if prompt is not None:
         turns.append(("user", prompt))
@@ -168,7 +178,7 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def _check_text(field: str, text: str | None) -> None:
+def check_text(field: str, text: str | None) -> None:
     """Bedrock takes only valid Unicode: a lone UTF-16 surrogate (``"\\ud800"`` in JSON) fails at the model
     as a server error, so it is the caller's mistake to name here, before any call (and before any breaker
     can count it)."""

@@ -166,7 +166,9 @@ def health() -> Response[Any]:
 @app.post("/generate")
 def generate() -> Response[Any]:
     event = app.current_event
-    outcome = service().generate(event.body, _caller(event, app.lambda_context))
+    outcome = service().generate(
+        event.body, _caller(event, app.lambda_context), base64_encoded=event.is_base64_encoded is True
+    )
     _record(outcome, event.request_context.request_id, tracker=service().live_state)
     return _json_response(outcome.status, outcome.body, outcome.headers or {})
 
@@ -239,7 +241,9 @@ def _openai_answer(
     request_id = event.request_context.request_id
     # flush: a front end that streams as it goes (the streaming function, local mode), not a buffered one
     caller = _caller(event, context, streams_live=flush)
-    outcome = service().generate(event.body, caller, parse=openai_api.parse_chat)
+    outcome = service().generate(
+        event.body, caller, parse=openai_api.parse_chat, base64_encoded=event.is_base64_encoded is True
+    )
     headers = dict(outcome.headers or {})
     if outcome.status != 200:
         _emit(outcome, request_id, flush=flush)
@@ -351,10 +355,25 @@ def _caller(event: Any, context: LambdaContext | None, *, streams_live: bool = F
         headers=event.headers,  # Powertools' headers mapping is case-insensitive
         sticky_key=_sticky_key(event),
         remaining_ms=context.get_remaining_time_in_millis() if context is not None else None,
-        api_key_id=event.request_context.identity.api_key_id or None,
+        api_key_id=_identity(event, "apiKeyId"),
         principal=_principal(event),
         streams_live=streams_live,
     )
+
+
+def _identity(event: Any, name: str) -> str | None:
+    """A string of the request context's ``identity`` (None when absent: a hand-made event may omit it)."""
+    identity = event.raw_event["requestContext"].get("identity")
+    value = identity.get(name) if isinstance(identity, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _user(event: Any) -> str | None:
+    """The authorizer's ``sub`` claim (a Cognito user), when there is one."""
+    authorizer = event.raw_event["requestContext"].get("authorizer")
+    claims = authorizer.get("claims") if isinstance(authorizer, dict) else None
+    value = claims.get("sub") if isinstance(claims, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _sticky_key(event: Any) -> str:
@@ -362,10 +381,11 @@ def _sticky_key(event: Any) -> str:
     explicit = event.headers.get("X-Caller-Id")  # Powertools headers are case-insensitive
     if explicit:
         return f"caller:{explicit}"
-    identity = event.request_context.identity
-    authorizer = event.request_context.authorizer
-    principal = (authorizer.claims or {}).get("sub") if authorizer and authorizer.claims else None
-    for kind, value in (("user", principal), ("key", identity.api_key_id), ("ip", identity.source_ip)):
+    for kind, value in (
+        ("user", _user(event)),
+        ("key", _identity(event, "apiKeyId")),
+        ("ip", _identity(event, "sourceIp")),
+    ):
         if value:
             return f"{kind}:{value}"
     return f"request:{event.request_context.request_id}"
@@ -373,16 +393,41 @@ def _sticky_key(event: Any) -> str:
 
 def _principal(event: Any) -> str:
     """Who is calling, as API Gateway authenticated it (never ``X-Caller-Id``, which the caller writes)."""
-    identity = event.request_context.identity
-    authorizer = event.request_context.authorizer
-    user = (authorizer.claims or {}).get("sub") if authorizer and authorizer.claims else None
-    iam = identity.user_arn
+    iam = _identity(event, "userArn")
     if iam and ":assumed-role/" in iam:  # the session name is the caller's choice: one role is one caller
         iam = iam.rsplit("/", 1)[0]
-    for kind, value in (("user", user), ("iam", iam), ("key", identity.api_key_id)):
+    for kind, value in (("user", _user(event)), ("iam", iam), ("key", _identity(event, "apiKeyId"))):
         if value:
             return f"{kind}:{value}"
-    return f"ip:{identity.source_ip}"
+    return f"ip:{_identity(event, 'sourceIp')}"
+
+
+def _event_problem(event: Any) -> str | None:
+    """What makes ``event`` not an API Gateway REST proxy event the router can read (None: nothing).
+
+    API Gateway always sends these keys with these types; a hand-made event (a direct invoke, a test) may not,
+    and gets a 400 naming the problem instead of an error deep inside the router.
+    """
+    if not isinstance(event, dict):
+        return f"the event must be an API Gateway proxy event (a JSON object), got {type(event).__name__}"
+    for key in ("httpMethod", "path"):
+        if not isinstance(event.get(key), str):
+            return f"the event's {key} must be a string"
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or not isinstance(context.get("requestId"), str):
+        return "the event's requestContext must be an object with a requestId string"
+    if event.get("body") is not None and not isinstance(event["body"], str):
+        return "the event's body must be a string or null"
+    headers = event.get("headers")
+    if headers is not None and not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+        return "the event's headers must be an object of strings or null"
+    multi = event.get("multiValueHeaders")
+    if multi is not None and not (
+        isinstance(multi, dict)
+        and all(isinstance(vs, list) and all(isinstance(v, str) for v in vs) for vs in multi.values())
+    ):
+        return "the event's multiValueHeaders must be an object of string arrays or null"
+    return None
 
 
 def _record(outcome: Outcome, request_id: str, *, tracker: LiveStateTracker | None) -> None:
@@ -526,17 +571,18 @@ def _record_budget_and_state(outcome: Outcome, tracker: LiveStateTracker | None)
         _count_one(m.CIRCUITS_OPENED, {m.MODEL_DIMENSION: model_id, m.REGION_DIMENSION: region})
 
 
-def _error(status: int, error: str, message: str, **extra: Any) -> Response[Any]:
-    """An error in the shape of the API asked: OpenAI's under ``/v1/``, the router's own elsewhere."""
+def _error(status: int, error: str, message: str, *, code: str | None = None, **extra: Any) -> Response[Any]:
+    """An error in the shape of the API asked: OpenAI's under ``/v1/`` (``code`` replacing the status's
+    usual one), the router's own elsewhere."""
     if app.current_event.path.startswith("/v1/"):
-        return _json_response(status, openai_api.error_body(status, message))
+        return _json_response(status, openai_api.error_body(status, message, code=code))
     return _json_response(status, {"error": error, "message": message, **extra})
 
 
 @app.not_found
 def not_found(exc: Exception) -> Response[Any]:
     event = app.current_event
-    return _error(404, "NotFound", f"no route for {event.http_method} {event.path}")
+    return _error(404, "NotFound", f"no route for {event.http_method} {event.path}", code="unknown_url")
 
 
 @app.exception_handler(PolicyUnavailable)  # type: ignore[untyped-decorator]
@@ -556,6 +602,10 @@ def unexpected(exc: Exception) -> Response[Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _forget_unflushed_metrics()
+    problem = _event_problem(event)
+    if problem is not None:
+        body = {"error": "BadRequest", "message": problem}
+        return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
     response = app.resolve(event, context)
     _freeze_warm_state()
     return response

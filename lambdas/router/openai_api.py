@@ -13,8 +13,8 @@ Anything else is a 404 ``model_not_found``. Supported: ``system``/``developer``,
 messages whose content is a string or a list of ``text`` and ``image_url`` parts (``data:`` URLs of PNG,
 JPEG, GIF or WebP: the router does not fetch URLs); ``max_tokens`` / ``max_completion_tokens``,
 ``temperature`` (0-1, what Bedrock's models take), ``top_p``, ``stop`` (up to 4); ``n`` of 1. Fields that do
-not change the answer (``user``, ``seed``, ``metadata``, ``store``,
-zero penalties) are ignored; tools, response formats, log probabilities and several choices are a 400
+not change the answer (``user``, ``seed``, ``metadata``, ``store``, zero penalties) are ignored when they have
+OpenAI's types; tools, response formats, log probabilities and several choices are a 400
 naming the field. ``stream: true`` answers in server-sent events (``sse``). The answer is OpenAI's
 ``chat.completion`` with ``usage``, plus a ``routing`` extension (route, model, region, fallback, cost,
 latency and the decision), and headers ``x-selected-model`` and ``x-route``. Errors are OpenAI's
@@ -31,13 +31,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .contract import BadRequest, GenerateInput, UnknownModel, parse_generate
+from .contract import MAX_REQUEST_IMAGES, BadRequest, GenerateInput, UnknownModel, check_text, parse_generate
 from .policy import AUTO_ROUTE, Policy
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 OWNER = "routed-bedrock"
 MAX_STOP_SEQUENCES = 4
+_PART_FIELDS = {"text": {"type", "text"}, "image_url": {"type", "image_url"}}
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 _DATA_URL = re.compile(r"^data:image/([a-z]+);base64,", re.IGNORECASE)
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -100,21 +101,27 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(name[:40] for name in unknown[:5])}")
     for name, why in _UNSUPPORTED.items():
-        if body.get(name) not in (None, False, [], {}):
+        if not _off(body.get(name)):
             raise BadRequest(f"{name}: {why}")
     for name in _ZERO_ONLY:
-        if body.get(name) not in (None, 0, 0.0):
-            raise BadRequest(f"{name}: only 0 is supported (got {body[name]!r})")
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value != 0):
+            raise BadRequest(f"{name}: only 0 is supported (got {_show(value)})")
+    _check_ignored(body)
     stream = body.get("stream")
-    if stream not in (None, True, False):
+    if stream is not None and not isinstance(stream, bool):
         raise BadRequest(f"stream must be true or false (got {_show(stream)})")
-    include_usage = _stream_options(body.get("stream_options"), bool(stream))
-    if body.get("n") not in (None, 1):
-        raise BadRequest(f"n: only 1 choice is supported (got {body['n']!r})")
+    include_usage = _stream_options(body.get("stream_options"), stream is True)
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n != 1):
+        raise BadRequest(f"n: only 1 choice is supported (got {_show(n)})")
     if body.get("temperature") is not None and body.get("top_p") is not None:
         raise BadRequest("temperature and top_p: send one of them (Claude models on Bedrock refuse both together)")
     route, model = _resolve_model(body.get("model"), policy)
     system, turns, images = _messages(body.get("messages"))
+    image_limit = min(policy.limits.max_images, MAX_REQUEST_IMAGES)
+    if len(images) > image_limit:
+        raise BadRequest(f"messages carry {len(images)} images, over the limit of {image_limit}")
     generate: dict[str, Any] = {"messages": [{"role": role, "content": text} for role, text in turns]}
     if system:
         generate["system"] = system
@@ -136,7 +143,7 @@ def parse_chat(body: dict[str, Any], policy: Policy) -> GenerateInput:
         top_p=_number(body, "top_p", 0.0, 1.0),
         stop=_stop(body.get("stop")),
         route=route,
-        stream=bool(stream),
+        stream=stream is True,
         include_usage=include_usage,
     )
 
@@ -145,14 +152,46 @@ def _stream_options(value: Any, stream: bool) -> bool:
     """Whether a streamed answer ends with a usage chunk (``stream_options.include_usage``)."""
     if value is None:
         return False
+    if not stream:  # as OpenAI answers it, whatever the options say
+        raise BadRequest("stream_options is only allowed with stream: true")
     if not isinstance(value, dict) or set(value) - {"include_usage", "include_obfuscation"}:
         raise BadRequest(f"stream_options must be an object with include_usage (got {_show(value)})")
-    include = value.get("include_usage", False)
-    if not isinstance(include, bool):
-        raise BadRequest(f"stream_options.include_usage must be true or false (got {_show(include)})")
-    if include and not stream:
-        raise BadRequest("stream_options is only allowed with stream: true")
-    return include
+    for name in ("include_usage", "include_obfuscation"):
+        if not isinstance(value.get(name, False), bool):
+            raise BadRequest(f"stream_options.{name} must be true or false (got {_show(value[name])})")
+    return bool(value.get("include_usage", False))
+
+
+def _off(value: Any) -> bool:
+    """Whether an unsupported feature's field leaves it off: absent, null, false or empty (not 0 or "")."""
+    return value is None or value is False or (isinstance(value, list | dict) and not value)
+
+
+_IGNORED_TYPES: dict[str, tuple[type, ...]] = {
+    "user": (str,),
+    "seed": (int,),
+    "metadata": (dict,),
+    "store": (bool,),
+    "service_tier": (str,),
+    "parallel_tool_calls": (bool,),
+    "safety_identifier": (str,),
+    "prompt_cache_key": (str,),
+    "prompt_cache_retention": (str,),
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", bool: "true or false"}
+
+
+def _check_ignored(body: dict[str, Any]) -> None:
+    """Fields that do not change the answer are ignored, but only when they are what OpenAI takes."""
+    for name, types in _IGNORED_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise BadRequest(f"{name} must be {_TYPE_NAMES[types[0]]} (got {_show(value)})")
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and not all(isinstance(v, str) for v in metadata.values()):
+        raise BadRequest(f"metadata must be an object of strings (got {_show(metadata)})")
 
 
 def _resolve_model(value: Any, policy: Policy) -> tuple[str | None, str | None]:
@@ -192,6 +231,8 @@ def _messages(value: Any) -> tuple[str | None, list[tuple[str, str]], list[dict[
         )
         if extra:
             raise BadRequest(f"{where} has unsupported field(s): {', '.join(name[:40] for name in extra[:5])}")
+        if message.get("name") is not None and not isinstance(message["name"], str):
+            raise BadRequest(f"{where}.name must be a string (got {_show(message['name'])})")
         before = len(images)
         text = _content(message.get("content"), where, images if role == "user" else None)
         if len(images) > before and index != len(value) - 1:
@@ -218,6 +259,9 @@ def _content(value: Any, where: str, images: list[dict[str, str]] | None) -> str
     for index, part in enumerate(value):
         at = f"{where}.content[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        extra = sorted(set(part) - _PART_FIELDS.get(kind, set())) if isinstance(part, dict) and kind else []
+        if extra:
+            raise BadRequest(f"{at} has unsupported field(s): {', '.join(str(name)[:40] for name in extra[:5])}")
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "image_url" and images is not None:
@@ -233,8 +277,10 @@ def _content(value: Any, where: str, images: list[dict[str, str]] | None) -> str
 
 def _image(value: Any, at: str) -> dict[str, str]:
     url = value.get("url") if isinstance(value, dict) else None
-    if not isinstance(url, str):
-        raise BadRequest(f"{at}.image_url must be an object with a url (got {_show(value)})")
+    if not isinstance(url, str) or set(value) - {"url", "detail"}:
+        raise BadRequest(f"{at}.image_url must be an object with a url and an optional detail (got {_show(value)})")
+    if value.get("detail") not in (None, "auto", "low", "high"):
+        raise BadRequest(f"{at}.image_url.detail must be auto, low or high (got {_show(value['detail'])})")
     match = _DATA_URL.match(url)
     if match is None:
         raise BadRequest(f"{at}.image_url.url must be a data: URL (data:image/png;base64,...): URLs are not fetched")
@@ -242,6 +288,8 @@ def _image(value: Any, at: str) -> dict[str, str]:
     if kind is None:
         raise BadRequest(f"{at}: image/{match.group(1)[:20]} is not supported (png, jpeg, gif or webp)")
     data = url[match.end() :]
+    if len(data) < 4:  # the base64 of one byte
+        raise BadRequest(f"{at}.image_url.url holds no image data")
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -281,6 +329,9 @@ def _stop(value: Any) -> tuple[str, ...]:
             f"stop must be a string with non-blank text or an array of 1-4 of them (got {_show(value)}): "
             "Claude models on Bedrock refuse whitespace-only stop sequences"
         )
+    for index, text in enumerate(stops):
+        where = "stop" if isinstance(value, str) else f"stop[{index}]"
+        check_text(where, text)
     return tuple(stops)
 
 
@@ -329,10 +380,10 @@ def chat_completion(body: dict[str, Any], *, request_id: str, now: float | None 
     }
 
 
-def error_body(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error shape for an HTTP status."""
-    kind, code = ERROR_TYPES.get(status, ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400])
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape for an HTTP status (``code`` replaces the status's usual one)."""
+    kind, usual = ERROR_TYPES.get(status, ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400])
+    return {"error": {"message": message, "type": kind, "param": param, "code": code or usual}}
 
 
 def _sse(payload: dict[str, Any] | str) -> bytes:

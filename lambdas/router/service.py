@@ -187,16 +187,22 @@ class RouterService:
         return reply
 
     def generate(
-        self, raw_body: str | bytes | None, caller: CallerContext, *, parse: RequestParser | None = None
+        self,
+        raw_body: str | bytes | None,
+        caller: CallerContext,
+        *,
+        parse: RequestParser | None = None,
+        base64_encoded: bool = False,
     ) -> Outcome:
-        """Answer one request; ``parse`` reads its body (default: the ``/generate`` contract).
+        """Answer one request; ``parse`` reads its body (default: the ``/generate`` contract), decoded first
+        when the event says it is base64 (``isBase64Encoded``).
 
         ``parse`` raises ``BadRequest`` (HTTP 400) or ``UnknownModel`` (404) naming the problem.
         """
         started = self._clock()
         policy = self.policies.current()
         try:
-            body = parse_body(raw_body, max_body_bytes=self._max_body_bytes)
+            body = parse_body(raw_body, max_body_bytes=self._max_body_bytes, base64_encoded=base64_encoded)
             request = parse(body, policy) if parse is not None else parse_generate(body, policy.limits)
             latency_budget_ms = _latency_budget(caller.headers.get(LATENCY_BUDGET_HEADER))
         except UnknownModel as exc:

@@ -170,3 +170,78 @@ def test_fuzzed_bodies_never_answer_a_server_error(invoke):
         assert status in (200, 400), (status, text[:200], body)
         if status == 400:
             assert body["error"] == "BadRequest" and body["message"], text[:200]
+
+
+def _direct(event):
+    """The handler's answer to a hand-made event (a direct invoke): status and JSON body."""
+    from lambdas.router import handler
+    from local_endpoint.server import LocalLambdaContext
+
+    result = handler.lambda_handler(event, LocalLambdaContext("req-direct"))
+    return result["statusCode"], json.loads(result["body"])
+
+
+def _event(**changes):
+    from .conftest import api_event
+
+    event = api_event("POST", "/generate", {"prompt": "hi"})
+    event.update(changes)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ([], "must be an API Gateway proxy event (a JSON object), got list"),
+        ("hello", "got str"),
+        (_event(httpMethod=None), "httpMethod must be a string"),
+        (_event(path=7), "path must be a string"),
+        (_event(requestContext="x"), "requestContext must be an object with a requestId"),
+        (_event(requestContext={}), "requestContext must be an object with a requestId"),
+        (_event(body={"prompt": "hi"}), "body must be a string or null"),
+        (_event(headers={"X-User-Tier": 3}), "headers must be an object of strings"),
+        (_event(multiValueHeaders={"X-User-Tier": "premium"}), "multiValueHeaders must be an object of string arrays"),
+    ],
+    ids=["list", "string", "method", "path", "context-type", "no-request-id", "body", "headers", "multi-headers"],
+)
+def test_an_event_api_gateway_would_never_send_is_a_400_naming_the_problem(invoke, bedrock, event, expected):
+    status, body = _direct(event)
+    assert status == 400
+    assert body["error"] == "BadRequest" and expected in body["message"]
+    assert bedrock.calls == []
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"requestId": "r"},  # no identity at all
+        {"requestId": "r", "identity": None},
+        {"requestId": "r", "identity": {"userArn": 7, "sourceIp": ["x"]}, "authorizer": {"claims": "x"}},
+    ],
+    ids=["no-identity", "null-identity", "odd-identity"],
+)
+def test_a_request_context_without_a_usable_identity_is_still_answered(invoke, bedrock, context):
+    status, body = _direct(_event(requestContext=context))
+    assert status == 200, body
+    assert body["output"]
+    assert len(bedrock.calls) == 1
+
+
+def test_a_base64_flagged_body_is_decoded_before_it_is_read(invoke, bedrock):
+    import base64
+
+    encoded = base64.b64encode(json.dumps({"prompt": "hi"}).encode()).decode()
+    status, body = _direct(_event(body=encoded, isBase64Encoded=True))
+    assert status == 200, body
+    # A body that is not UTF-8 (front ends flag it base64) is refused for what it is
+    status, body = _direct(_event(body=base64.b64encode(b'{"prompt": "caf\xe9"}').decode(), isBase64Encoded=True))
+    assert status == 400 and "utf-8" in body["message"].lower(), body
+    status, body = _direct(_event(body="not base64!", isBase64Encoded=True))
+    assert status == 400 and "flagged base64-encoded" in body["message"]
+
+
+def test_a_str_body_holding_a_lone_surrogate_is_a_400_naming_the_field(invoke, bedrock):
+    status, body = _direct(_event(body='{"prompt": "hi \ud800"}'))
+    assert status == 400
+    assert "prompt holds an unpaired UTF-16 surrogate" in body["message"]
+    assert bedrock.calls == []

@@ -231,6 +231,133 @@ def test_a_bad_request_is_a_400_in_openai_s_shape_naming_the_field(client, bedro
     assert bedrock.calls == []
 
 
+def _image_part(url: str, **extra: object) -> dict:
+    return {"type": "image_url", "image_url": {"url": url, **extra}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        # Python's 1 == True and 0 == False must not let numbers pass for booleans, or the reverse
+        ({"stream": 1}, "stream must be true or false (got 1)"),
+        ({"stream": 0}, "stream must be true or false (got 0)"),
+        ({"stream": 1.0}, "stream must be true or false"),
+        ({"n": True}, "n: only 1 choice is supported (got True)"),
+        ({"n": 1.0}, "n: only 1 choice is supported (got 1.0)"),
+        ({"tools": 0}, "tools: tool calling is not supported"),
+        ({"logprobs": 0}, "logprobs: log probabilities are not supported"),
+        ({"tools": ""}, "tools: tool calling is not supported"),
+        ({"presence_penalty": False}, "presence_penalty: only 0 is supported (got False)"),
+        ({"frequency_penalty": "0"}, "frequency_penalty: only 0 is supported"),
+        ({"stream_options": {"include_usage": False}}, "stream_options is only allowed with stream: true"),
+        ({"stream": True, "stream_options": {"include_obfuscation": 1}}, "include_obfuscation must be true or false"),
+        ({"stop": "\ud800"}, "stop holds an unpaired UTF-16 surrogate"),
+        ({"stop": ["END", "x\udfff"]}, "stop[1] holds an unpaired UTF-16 surrogate"),
+        # Ignored fields are ignored only when they are what OpenAI takes
+        ({"seed": {"x": 1}}, "seed must be an integer"),
+        ({"seed": True}, "seed must be an integer (got True)"),
+        ({"metadata": "x"}, "metadata must be an object"),
+        ({"metadata": {"team": 7}}, "metadata must be an object of strings"),
+        ({"user": 42}, "user must be a string (got 42)"),
+        ({"store": "yes"}, "store must be true or false"),
+        ({"messages": [{"role": "user", "content": "Hi", "name": {"n": 1}}]}, "messages[0].name must be a string"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "colour": "red"}]}]},
+            "messages[0].content[0] has unsupported field(s): colour",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Look"}, _image_part("data:image/png;base64,")],
+                    }
+                ]
+            },
+            "messages[0].content[1].image_url.url holds no image data",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Look"},
+                            _image_part(f"data:image/png;base64,{PIXEL}", size=3),
+                        ],
+                    }
+                ]
+            },
+            "image_url must be an object with a url and an optional detail",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Look"},
+                            _image_part(f"data:image/png;base64,{PIXEL}", detail="ultra"),
+                        ],
+                    }
+                ]
+            },
+            "image_url.detail must be auto, low or high",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Look"}]
+                        + [_image_part(f"data:image/png;base64,{PIXEL}")] * 21,
+                    }
+                ]
+            },
+            "messages carry 21 images, over the limit of",
+        ),
+    ],
+)
+def test_a_raw_body_openai_s_sdk_would_not_send_is_a_400_naming_the_field(bedrock, store, overrides, named):
+    handler.configure(
+        RouterService(
+            policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
+            gateway=bedrock,
+            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
+            sleep=lambda _s: None,
+        )
+    )
+    try:
+        body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], **overrides}
+        http = httpx.Client(transport=transport([]))
+        answer = http.post("http://router.test/v1/chat/completions", content=json.dumps(body).encode())
+    finally:
+        handler.configure(None)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert named in error["message"], error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert bedrock.calls == []
+
+
+def test_the_fields_openai_takes_and_the_router_ignores_are_accepted_when_well_formed(client, bedrock):
+    completion = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Hi", "name": "ana"}],
+        seed=7,
+        metadata={"team": "search"},
+        user="u-1",
+        store=False,
+        presence_penalty=0,
+        frequency_penalty=0.0,
+        n=1,
+        stream=False,
+        tools=[],
+    )
+    assert completion.choices[0].message.content == f"answer from {NOVA_MICRO}"
+    assert len(bedrock.calls) == 1
+
+
 def test_a_spent_budget_that_refuses_is_a_429_with_retry_after(bedrock, store, tmp_path):
     document = json.loads(DEFAULT_POLICY_PATH.read_text())
     document["budget"]["modes"][2] = {"at_percent": 100, "action": "reject"}
@@ -273,6 +400,7 @@ def test_errors_take_the_shape_of_the_api_asked_and_generate_keeps_its_own(clien
     with pytest.raises(openai.NotFoundError) as raised:
         client.get("/nope", cast_to=dict)
     assert raised.value.body["type"] == "invalid_request_error"
+    assert raised.value.code == "unknown_url"  # not model_not_found: no model was named
     # And /generate answers and fails in its own contract, untouched
     http = httpx.Client(transport=transport([]))
     bad = http.post("http://router.test/generate", json={"prompt": ""})

@@ -209,6 +209,22 @@ def test_chat_completions_answer_random_and_mutated_bodies_with_json_never_a_5xx
         assert answer.status == 200 or set(body) == {"error"}, body  # OpenAI's error shape, always
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"stream": true, "a": ' + nested_arrays(100_000) + b"}",
+        b'{"model": "auto", "stream": true, "messages": ' + nested_arrays(5_000) + b"}",
+    ],
+    ids=["stream-arrays-100000", "stream-messages-arrays-5000"],
+)
+def test_a_deeply_nested_chat_body_asking_for_a_stream_is_a_400(client, body):
+    # Local mode peeks at "stream" before the handler reads the body: the peek must not fail on it either
+    answer = client.send("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    document = answer.check()
+    assert answer.status == 400
+    assert "nests arrays or objects too deeply" in document["error"]["message"]
+
+
 def test_random_header_values_get_json_answers_never_a_5xx(client):
     rng = random.Random(SEED + 2)
     names = ["X-User-Tier", "X-Caller-Id", "X-Latency-Budget-Ms", "Content-Type", "Accept", "X-Api-Key"]
@@ -361,6 +377,8 @@ def test_fault_admin_api_answers_random_and_mutated_bodies_with_200_or_a_json_40
         (b'{"latency_ms": ' + b"9" * 5_000 + b"}", "not valid JSON"),
         (b'{"model": "m",', "not valid JSON"),
         (b'{"model": "m", "on_demand": "no"}', "on_demand must be true or false"),
+        (b'{"model": "m", "error": []}', "fault error must be one of"),
+        (b'{"model": "m", "error": {}}', "fault error must be one of"),
     ],
 )
 def test_fault_admin_api_rejects_bad_bodies_with_a_message_naming_the_problem(client, body, expected):
