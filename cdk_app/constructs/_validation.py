@@ -34,8 +34,35 @@ def check_service_name(name: str, value: str) -> None:
 
 
 def check_metrics_namespace(name: str, value: str) -> None:
-    if resolved(value) and not 1 <= len(value) <= 255:
+    """CloudWatch namespaces: 1-255 ASCII characters, no control characters, not starting with ':' or the
+    ``AWS/`` that AWS's own services keep (PutMetricData refuses those: every metric and alarm would stay silent)."""
+    if not resolved(value):
+        return
+    if not 1 <= len(value) <= 255:
         raise ValueError(f"{name} '{value}' must be 1-255 characters")
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValueError(f"{name} {value!r} must be printable ASCII (CloudWatch's namespaces)")
+    if value.startswith(("AWS/", ":")):
+        raise ValueError(f"{name} '{value}' must not start with 'AWS/' (AWS's own namespaces) or ':'")
+
+
+_DASHBOARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+def check_dashboard_name(name: str, value: str | None) -> None:
+    if value is not None and resolved(value) and not _DASHBOARD_NAME.match(value):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ValueError(f"{name} '{shown}' must be 1-255 letters, digits, '-' or '_' (CloudWatch's dashboard names)")
+
+
+_REMOVAL_POLICIES = (cdk.RemovalPolicy.DESTROY, cdk.RemovalPolicy.RETAIN, cdk.RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
+
+
+def check_removal_policy(name: str, value: cdk.RemovalPolicy) -> None:
+    """DESTROY or RETAIN (or RETAIN_ON_UPDATE_OR_DELETE): SNAPSHOT is for resources that take snapshots, which
+    tables, log groups and configuration versions do not, and CloudFormation refuses it at deploy."""
+    if value not in _REMOVAL_POLICIES:
+        raise ValueError(f"{name} {value} is not supported here: use RemovalPolicy.DESTROY or RemovalPolicy.RETAIN")
 
 
 def check_appconfig_name(name: str, value: str) -> None:

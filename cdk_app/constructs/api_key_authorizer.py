@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aws_cdk as cdk
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
@@ -14,6 +15,7 @@ from constructs import Construct
 import lambdas.authorizer
 
 from ._router_asset import ASSET_EXCLUDE
+from ._validation import check_removal_policy
 
 AUTHORIZER_RUNTIME = lambda_.Runtime.PYTHON_3_14
 """The newest Python runtime: the authorizer has no layer to keep in step with (the router's Powertools)."""
@@ -46,9 +48,17 @@ class ApiKeyAuthorizer(Construct):
         bearer: the authorizer on ``Authorization``.
     """
 
-    def __init__(self, scope: Construct, id: str, *, log_retention: logs.RetentionDays) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        log_retention: logs.RetentionDays,
+        log_removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.RETAIN,
+    ) -> None:
         super().__init__(scope, id)
-        log_group = logs.LogGroup(self, "AuthorizerLogs", retention=log_retention)
+        check_removal_policy("log_removal_policy", log_removal_policy)
+        log_group = logs.LogGroup(self, "AuthorizerLogs", retention=log_retention, removal_policy=log_removal_policy)
         role = iam.Role(
             self,
             "AuthorizerRole",

@@ -8,6 +8,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from ._validation import check_removal_policy
+
 STATE_TABLE_PARTITION_KEY = "pk"
 """The live-state table's only key (a string); the router's state store writes every item under it."""
 STATE_TABLE_TTL_ATTRIBUTE = "expires_at"
@@ -57,6 +59,7 @@ class LiveStateTable(Construct):
         removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.DESTROY,
     ) -> None:
         super().__init__(scope, id)
+        check_removal_policy("removal_policy", removal_policy)
         self.encryption_key = encryption_key
         self.table = dynamodb.Table(
             self,

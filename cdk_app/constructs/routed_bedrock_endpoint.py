@@ -105,11 +105,17 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             (``EndpointAuthorization.api_key()``); ``/health`` stays open. ``EndpointAuthorization.none()``
             opens the endpoint, as an explicit opt-in.
         service_name: Powertools service name, the ``service`` dimension of every router metric (1-64 letters,
-            digits, ``-``, ``_``). Default: - this construct's path with ``-`` separators (e.g.
-            ``MyStack-Llm``): stable across deployments and distinct per endpoint.
+            digits, ``-``, ``_``). Default: - the stack's name and this construct's path below it, with ``-``
+            separators (e.g. ``MyStack-Llm``): stable across deployments and distinct per endpoint, also for
+            one app deployed under two stack names.
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
         log_retention: retention of the function's log group and the API's access log group.
             Default: - ``RetentionDays.ONE_MONTH``.
+        log_removal_policy: what happens to the log groups the stack creates (the routers', the authorizer's,
+            the API's access logs) when they leave it. Default: - ``RemovalPolicy.RETAIN``, as aws-cdk-lib
+            keeps log groups: ``cdk destroy`` leaves them to expire by ``log_retention``; ``DESTROY`` deletes
+            them with the stack. (API Gateway's execution log group, ``API-Gateway-Execution-Logs_<api id>/<stage>``,
+            is API Gateway's own and stays either way.)
         api_stage_name: the API stage, 1-64 letters, digits or ``_``; the AppConfig environment has the same
             name (and AppConfig allows 64 characters). Default: - ``prod``.
         api_throttle_rate_limit: steady-state requests per second for the stage (and the usage plan).
@@ -132,7 +138,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             account's integration timeout quota is raised. The policy's ``resilience.total_deadline_ms`` plus the
             router's 500 ms response reserve must fit it, and with 2 s more for the invoke and a cold start, API
             Gateway's 29 s (a deadline of at most 26,500 ms). Default: - 29 seconds.
-        router_reserved_concurrency: reserved concurrent executions. Default: - none (unreserved).
+        router_reserved_concurrency: reserved concurrent executions of each router function (the buffered one,
+            the streaming one, the Step Functions tasks one: 50 reserves 100 or 150 in all). Default: - none
+            (unreserved).
         router_max_body_size: larger request bodies get HTTP 400 from the router (at most 6 MiB, Lambda's
             payload limit). Default: - 6,000,000 bytes (the router's own default).
         streaming: serve ``POST /v1/chat/completions`` from a second function, the streaming router, through an
@@ -259,6 +267,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         service_name: str | None = None,
         metrics_namespace: str = m.NAMESPACE,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.RETAIN,
         api_stage_name: str = "prod",
         api_throttle_rate_limit: float = 50,
         api_throttle_burst_limit: int = 100,
@@ -327,6 +336,10 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             },
         )
         check.check_percent("alarm_variant_failure_rate_percent", alarm_variant_failure_rate_percent)
+        check.check_dashboard_name("dashboard_name", dashboard_name)
+        check.check_removal_policy("log_removal_policy", log_removal_policy)
+        check.check_removal_policy("policy_version_removal_policy", policy_version_removal_policy)
+        check.check_removal_policy("state_table_removal_policy", state_table_removal_policy)
         check.check_percent("alarm_variant_escalation_rate_percent", alarm_variant_escalation_rate_percent)
         check.check_positive_duration("alarm_variant_p99_latency", alarm_variant_p99_latency)
         check.check_at_least_one("alarm_variant_min_requests", alarm_variant_min_requests)
@@ -355,6 +368,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             "service_name": self.service_name,
             "metrics_namespace": metrics_namespace,
             "log_retention": log_retention,
+            "log_removal_policy": log_removal_policy,
             "architecture": router_architecture,
             "memory_size_mib": router_memory_size_mib,
             "reserved_concurrency": router_reserved_concurrency,
@@ -364,7 +378,10 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             "state_cache_ttl": state_cache_ttl,
             "powertools_layer": router_powertools_layer,
         }
-        self.router = RouterFunction(self, "RouterFunction", timeout=router_timeout, **router_settings)
+        # Without a streaming router the buffered one answers chat completions, streamed ones included
+        self.router = RouterFunction(
+            self, "RouterFunction", timeout=router_timeout, serves_streams=not streaming, **router_settings
+        )
         self.router_function = self.router.function
         self.router_log_group = self.router.log_group
         self.streaming_router: RouterFunction | None = None
@@ -419,6 +436,7 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         self._add_api(
             name=physical_name,
             log_retention=log_retention,
+            log_removal_policy=log_removal_policy,
             stage_name=api_stage_name,
             rate_limit=api_throttle_rate_limit,
             burst_limit=api_throttle_burst_limit,
@@ -537,13 +555,16 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         *,
         name: str,
         log_retention: logs.RetentionDays,
+        log_removal_policy: cdk.RemovalPolicy,
         stage_name: str,
         rate_limit: float,
         burst_limit: int,
         execution_logging: bool,
         account_cloudwatch_role: bool,
     ) -> None:
-        self.api_access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=log_retention)
+        self.api_access_logs = logs.LogGroup(
+            self, "ApiAccessLogs", retention=log_retention, removal_policy=log_removal_policy
+        )
         self.api = apigw.RestApi(
             self,
             "Api",
@@ -586,7 +607,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
         )
         self.api_key_authorizer: ApiKeyAuthorizer | None = None
         if self.auth.mode is AuthMode.API_KEY:  # keys from x-api-key (/generate) or a bearer token (/v1)
-            self.api_key_authorizer = ApiKeyAuthorizer(self, "ApiKeyAuthorizer", log_retention=log_retention)
+            self.api_key_authorizer = ApiKeyAuthorizer(
+                self, "ApiKeyAuthorizer", log_retention=log_retention, log_removal_policy=log_removal_policy
+            )
         authorization = self._method_authorization()
         openai_authorization = self._method_authorization(bearer=True)
         generate_options: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Names
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_appconfig as appconfig
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -37,6 +37,13 @@ COMPOSITE_CHUNK = 40
 """Alarms per composite rule: well inside CloudWatch's 100 alarms and 10,240 characters per rule."""
 _DEFAULT_P99_LATENCY = Duration.seconds(20)
 _MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
+
+
+def _composite_name(scope: Construct, id: str) -> str:
+    """A composite alarm's name, unique in the account and region: CDK's default one is built from the construct
+    path alone, so two stacks sharing ids under two stack names would claim one name (PutCompositeAlarm's names
+    are unique per account and region); ``Names.unique_resource_name`` starts from the stack's name."""
+    return f"{Names.unique_resource_name(scope, separator='-', max_length=200)}-{id}"
 
 
 class RouterAlarms(Construct):
@@ -275,6 +282,7 @@ class RouterAlarms(Construct):
                     cloudwatch.CompositeAlarm(
                         self,
                         f"PolicyRollbackAlarmPart{index + 1}",
+                        composite_alarm_name=_composite_name(self, f"PolicyRollbackAlarmPart{index + 1}"),
                         alarm_rule=cloudwatch.AlarmRule.any_of(*rollback[start : start + COMPOSITE_CHUNK]),
                         alarm_description=f"rollback alarms, part {index + 1} (of PolicyRollbackAlarm)",
                     )
@@ -283,6 +291,7 @@ class RouterAlarms(Construct):
             self.rollback_alarm = cloudwatch.CompositeAlarm(
                 self,
                 "PolicyRollbackAlarm",
+                composite_alarm_name=_composite_name(self, "PolicyRollbackAlarm"),
                 alarm_rule=cloudwatch.AlarmRule.any_of(*parts),
                 alarm_description="any alarm that rolls a routing-policy deployment back (AppConfig's monitor)",
             )

@@ -13,6 +13,7 @@ from lambdas.router import metric_names as m
 from lambdas.router.policy import Policy
 from lambdas.router.variants import variant_groups
 
+from ._validation import check_dashboard_name
 from .router_metrics import PERIOD, RouterMetrics
 
 _WIDE, _HALF = 24, 12
@@ -55,6 +56,7 @@ class RouterDashboard(Construct):
         state_machine: sfn.IStateMachine | None = None,
     ) -> None:
         super().__init__(scope, id)
+        check_dashboard_name("dashboard_name", dashboard_name)
         self._metrics = metrics
         self._policy = policy
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)

@@ -29,6 +29,7 @@ from ._validation import (
     check_memory_size,
     check_metrics_namespace,
     check_policy_max_age,
+    check_removal_policy,
     check_service_name,
     check_state_cache_ttl,
 )
@@ -128,10 +129,12 @@ class RouterFunction(Construct):
         appconfig_application_name: the AppConfig application the router polls (``APPCONFIG_APPLICATION``).
         appconfig_environment_name: the AppConfig environment (``APPCONFIG_ENVIRONMENT``).
         appconfig_profile_name: the configuration profile (``APPCONFIG_PROFILE``). Default: - ``routing-policy``.
-        service_name: Powertools service name, the ``service`` dimension of every router metric. Default: - this
-            construct's path with ``-`` separators.
+        service_name: Powertools service name, the ``service`` dimension of every router metric. Default: - the
+            stack's name and this construct's path below it, with ``-`` separators.
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
         log_retention: retention of the function's log group. Default: - ``RetentionDays.ONE_MONTH``.
+        log_removal_policy: what happens to the function's log group when it leaves the stack. Default: -
+            ``RemovalPolicy.RETAIN`` (it expires by ``log_retention``); ``DESTROY`` deletes it with the stack.
         architecture: CPU architecture; the Powertools layer follows it. Default: - ``Architecture.ARM_64``.
         memory_size_mib: memory in MiB (128-10240). Default: - 512 (``benchmarks/routing_cost.py``).
         timeout: 3 s to 15 min; the policy's ``resilience.total_deadline_ms`` plus the router's 500 ms response
@@ -159,6 +162,9 @@ class RouterFunction(Construct):
         state_machine_tasks: the Step Functions orchestration's tasks (handler ``router.steps.lambda_handler``):
             it decides and records each model call of ``RoutingStateMachine`` and makes the calls planned in other
             regions. Default: - False.
+        serves_streams: allowed ``bedrock:InvokeModelWithResponseStream`` too: a buffered router that answers
+            ``POST /v1/chat/completions`` (an endpoint with no streaming router) makes ConverseStream calls for
+            ``"stream": true`` and sends the events at once. Default: - ``streaming``.
 
     Attributes:
         function: the Lambda function.
@@ -181,6 +187,7 @@ class RouterFunction(Construct):
         service_name: str | None = None,
         metrics_namespace: str = m.NAMESPACE,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.RETAIN,
         architecture: lambda_.Architecture | None = None,
         memory_size_mib: int = 512,
         timeout: Duration | None = None,
@@ -193,6 +200,7 @@ class RouterFunction(Construct):
         streaming: bool = False,
         web_adapter_layer: lambda_.ILayerVersion | None = None,
         state_machine_tasks: bool = False,
+        serves_streams: bool | None = None,
     ) -> None:
         super().__init__(scope, id)
         if streaming and state_machine_tasks:
@@ -227,7 +235,8 @@ class RouterFunction(Construct):
             if web_adapter_layer is None:
                 _check_web_adapter_region(cdk.Stack.of(self).region)
 
-        self.log_group = logs.LogGroup(self, "RouterLogs", retention=log_retention)
+        check_removal_policy("log_removal_policy", log_removal_policy)
+        self.log_group = logs.LogGroup(self, "RouterLogs", retention=log_retention, removal_policy=log_removal_policy)
         # An own role instead of AWSLambdaBasicExecutionRole: it writes to this log group only.
         self.role = iam.Role(
             self,
@@ -303,10 +312,9 @@ class RouterFunction(Construct):
             environment=environment,
         )
         # Converse is authorized by bedrock:InvokeModel (there is no bedrock:Converse action), ConverseStream by
-        # bedrock:InvokeModelWithResponseStream: only the streaming router gets the second.
-        actions = (
-            ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"] if streaming else ["bedrock:InvokeModel"]
-        )
+        # bedrock:InvokeModelWithResponseStream: only a router that serves streams gets the second.
+        streams = streaming if serves_streams is None else serves_streams
+        actions = ["bedrock:InvokeModel", *(["bedrock:InvokeModelWithResponseStream"] if streams else [])]
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="InvokePolicyModels",

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import IConstruct
 
@@ -25,9 +25,21 @@ _NAME_MAX_LENGTH = 64
 
 
 def default_service_name(construct: IConstruct) -> str:
-    """The construct's path as a metric dimension value: ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 chars)."""
-    path = "-".join(scope.node.id for scope in construct.node.scopes if scope.node.id)
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", path).strip("-") or "routed-bedrock"
+    """The construct's path below its stack, after the stack's name, as a metric dimension value:
+    ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 characters).
+
+    The stack's name, not its construct id: two stacks of one app may share an id and deploy to one account
+    and region under two names (``stack_name="svc-dev"``, ``"svc-prod"``), and the dimension must tell their
+    metrics apart, or each one's alarms would watch both. A stack left with its default name is named by its id
+    (with its stage's), so its dimension is the construct path it always was.
+    """
+    stack = Stack.of(construct)
+    while stack.nested_stack_parent is not None:  # a nested stack's name is CloudFormation's: its parent's is known
+        stack = stack.nested_stack_parent
+    scopes = construct.node.scopes
+    below = [scope.node.id for scope in scopes[scopes.index(stack) + 1 :] if scope.node.id]
+    head = stack.stack_name if not Token.is_unresolved(stack.stack_name) else stack.node.path.replace("/", "-")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join([head, *below])).strip("-") or "routed-bedrock"
     if len(name) <= _NAME_MAX_LENGTH:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]

@@ -12,7 +12,7 @@ from constructs import Construct
 
 from lambdas.router.policy import load_schema
 
-from ._validation import check_appconfig_name
+from ._validation import check_appconfig_name, check_removal_policy
 from .policy_document import POLICY_PROFILE_NAME, PolicySource, RoutingPolicyDocument
 
 READ_ACTIONS = ("appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration")
@@ -134,6 +134,7 @@ class RoutingPolicy(Construct):
             description=f"routing policy {self.document.policy.version}",
             deletion_protection_check=deletion_protection_check,
         )
+        check_removal_policy("version_removal_policy", version_removal_policy)
         _set_version_removal_policy(self.configuration, version_removal_policy)
         if monitors:
             cdk.Validations.of(self.environment).acknowledge(

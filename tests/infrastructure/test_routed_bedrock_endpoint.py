@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Match, Template
 
 from cdk_app import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 from lambdas.router import metric_names as m
@@ -778,6 +778,32 @@ def test_default_service_name_stays_within_64_characters_and_is_stable():
     assert re.fullmatch(r"Stack-A+-[0-9a-f]{8}", first)
 
 
+def test_two_stacks_sharing_ids_under_two_stack_names_keep_their_metrics_and_alarm_names_apart():
+    # Given one app synthesized twice for one account and region, as dev and prod: same ids, two stack names
+    env = cdk.Environment(account="123456789012", region="us-east-1")
+    endpoints = [
+        RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Svc", stack_name=name, env=env), "Llm", policy=DEFAULT_POLICY_PATH)
+        for name in ("svc-dev", "svc-prod")
+    ]
+    # Then the service dimension names the deployed stack, so each stack's alarms watch its own metrics
+    assert [e.service_name for e in endpoints] == ["svc-dev-Llm", "svc-prod-Llm"]
+    # And the composite alarm AppConfig watches has a name of its own in each (names are unique per account)
+    names = []
+    for endpoint in endpoints:
+        [composite] = (
+            Template.from_stack(cdk.Stack.of(endpoint)).find_resources("AWS::CloudWatch::CompositeAlarm").values()
+        )
+        names.append(composite["Properties"]["AlarmName"])
+    assert names[0] != names[1]
+    assert names[0].startswith("svcdev-Llm-Alarms-") and names[1].startswith("svcprod-Llm-Alarms-")
+    # And a stack left with its default name keeps the dimension its construct path gave it
+    assert RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Stack"), "Llm", policy=DEFAULT_POLICY_PATH).service_name == (
+        "Stack-Llm"
+    )
+    staged = cdk.Stack(cdk.Stage(cdk.App(), "Beta"), "Stack")
+    assert RoutedBedrockEndpoint(staged, "Llm", policy=DEFAULT_POLICY_PATH).service_name == "Beta-Stack-Llm"
+
+
 def test_fails_on_an_invalid_policy_naming_the_field(shipped_policy):
     document = copy.deepcopy(shipped_policy)
     document["models"]["nova-micro"]["price_per_1k_output_usd"] = "cheap"
@@ -839,6 +865,17 @@ def test_fails_on_a_policy_file_that_is_not_an_object(tmp_path):
         ({"alarm_degraded_answers": 0}, "alarm_degraded_answers must be at least 1, got 0"),
         ({"service_name": "bad name!"}, "service_name 'bad name!'"),
         ({"metrics_namespace": ""}, "metrics_namespace ''"),
+        # CloudWatch keeps AWS/ for AWS's own services: the router's metrics, and every alarm on them, would be silent
+        ({"metrics_namespace": "AWS/Lambda"}, "metrics_namespace 'AWS/Lambda' must not start with 'AWS/'"),
+        ({"metrics_namespace": "Acme\tLlm"}, "must be printable ASCII"),
+        ({"dashboard_name": "d" * 256}, "dashboard_name 'ddd"),
+        ({"dashboard_name": "my dashboard"}, "dashboard_name 'my dashboard' must be 1-255 letters, digits"),
+        ({"log_removal_policy": cdk.RemovalPolicy.SNAPSHOT}, "log_removal_policy RemovalPolicy.SNAPSHOT is not"),
+        (
+            {"state_table_removal_policy": cdk.RemovalPolicy.SNAPSHOT},
+            "state_table_removal_policy RemovalPolicy.SNAPSHOT",
+        ),
+        ({"policy_version_removal_policy": cdk.RemovalPolicy.SNAPSHOT}, "policy_version_removal_policy Removal"),
         ({"auth": "api-key"}, "auth must be an EndpointAuthorization"),
         ({"auth": EndpointAuthorization(mode=AuthMode.COGNITO)}, "needs a user pool"),
     ],
@@ -847,6 +884,20 @@ def test_fails_on_invalid_props(props, message):
     with pytest.raises(ValueError) as error:
         construct(DEFAULT_POLICY_PATH, **props)
     assert message in str(error.value)
+
+
+def test_log_groups_are_kept_by_default_and_deleted_with_the_stack_on_request():
+    def log_group_policies(**props):
+        endpoint = construct(DEFAULT_POLICY_PATH, **props)
+        groups = Template.from_stack(cdk.Stack.of(endpoint)).find_resources("AWS::Logs::LogGroup")
+        return {key: group.get("DeletionPolicy") for key, group in groups.items()}
+
+    # Given the routers', the authorizer's and the access logs: RETAIN, as aws-cdk-lib keeps log groups
+    kept = log_group_policies()
+    assert len(kept) == 4 and set(kept.values()) == {"Retain"}, kept
+    # And log_removal_policy=DESTROY deletes every one of them with the stack
+    deleted = log_group_policies(log_removal_policy=cdk.RemovalPolicy.DESTROY)
+    assert deleted.keys() == kept.keys() and set(deleted.values()) == {"Delete"}, deleted
 
 
 def test_skips_validation_of_unresolved_tokens():

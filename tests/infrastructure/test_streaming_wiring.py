@@ -14,7 +14,14 @@ from aws_cdk import aws_lambda as lambda_
 from cdk_app import RoutedBedrockEndpoint
 from cdk_app.constructs.router_function import WEB_ADAPTER_LAYER_ACCOUNT, WEB_ADAPTER_LAYER_VERSION
 from lambdas.router.web_adapter import EVENTS_PATH, READY_PATH
-from tests.infrastructure.template_helpers import function, logical_id, methods, resolve_arn, synthesize
+from tests.infrastructure.template_helpers import (
+    function,
+    logical_id,
+    methods,
+    resolve_arn,
+    statements,
+    synthesize,
+)
 
 pytestmark = pytest.mark.xdist_group("streaming-wiring")
 ENV = cdk.Environment(account="123456789012", region="us-east-1")
@@ -134,6 +141,9 @@ def test_streaming_off_leaves_one_router_for_every_method(buffered_only):
     assert chat["Uri"] == methods(template)[("generate", "POST")]["Integration"]["Uri"]
     assert "LambdaAdapterLayer" not in json.dumps(template.to_json())
     assert buffered_only.endpoint.streaming_router is None
+    # And that one router, answering "stream": true chat completions with ConverseStream, may call it
+    [invoke] = statements(template, "InvokePolicyModels")
+    assert invoke["Action"] == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
 
 
 def test_an_own_adapter_layer_and_x86(x86_with_own_layer):
