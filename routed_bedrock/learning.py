@@ -36,6 +36,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from lambdas.router.learned import (
+    FEATURES_SPLIT,
     FEATURES_VERSION,
     dense_features,
     encode_weights,
@@ -54,7 +55,7 @@ class Hyper(NamedTuple):
     """Training settings. ``strengths`` are the candidate inverse L2 strengths (scikit-learn's ``C``)."""
 
     hash_bits: int = 14
-    strengths: tuple[float, ...] = (0.1, 0.3, 1.0)
+    strengths: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     folds: int = 5
     group_smoothing: float = 1.0  # weight of the group's mean in each training label (0: the prompt's own)
 
@@ -85,7 +86,12 @@ def vectors_of(rows: Sequence[Mapping[int, float]], dense: Sequence[Sequence[flo
 
 def vectorise(prompts: Sequence[str], hash_bits: int) -> Vectors:
     """The learned router's features of each prompt (``hashed_ngrams`` and ``dense_features``)."""
-    return vectors_of([hashed_ngrams(p, hash_bits) for p in prompts], [dense_features(p) for p in prompts], hash_bits)
+    split = FEATURES_SPLIT[FEATURES_VERSION]
+    return vectors_of(
+        [hashed_ngrams(p, hash_bits, split_kinds=split) for p in prompts],
+        [dense_features(p) for p in prompts],
+        hash_bits,
+    )
 
 
 class Model(NamedTuple):

@@ -873,8 +873,8 @@ def validate___definitions_rules(data, custom_formats={}, name_prefix=None):
                             data__complexity__learned__features = data__complexity__learned['features']
                             if not isinstance(data__complexity__learned__features, str):
                                 raise JsonSchemaValueException('' + (name_prefix or 'data') + '.complexity.learned.features must be string', value=data__complexity__learned__features, name='' + (name_prefix or 'data') + '.complexity.learned.features', definition=None, rule='type')
-                            if data__complexity__learned__features not in ['hashed-words-v1']:
-                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.features must be one of ['hashed-words-v1']", value=data__complexity__learned__features, name='' + (name_prefix or 'data') + '.complexity.learned.features', definition=None, rule='enum')
+                            if data__complexity__learned__features not in ['hashed-words-v1', 'hashed-words-v2']:
+                                raise JsonSchemaValueException('' + (name_prefix or 'data') + ".complexity.learned.features must be one of ['hashed-words-v1', 'hashed-words-v2']", value=data__complexity__learned__features, name='' + (name_prefix or 'data') + '.complexity.learned.features', definition=None, rule='enum')
                         if 'hash_bits' in data__complexity__learned_keys:
                             data__complexity__learned_keys.remove('hash_bits')
                             data__complexity__learned__hashbits = data__complexity__learned['hash_bits']

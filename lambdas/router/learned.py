@@ -6,7 +6,9 @@ A logistic regression over two kinds of features, both computed here and nowhere
 - hashed word n-grams: the prompt is lower-cased and split into words and numbers (every number becomes
   ``0``); unigrams and bigrams of its first ``MAX_WORDS`` words are hashed (CRC-32, a bigram mixing its two
   words' CRCs) into ``2**hash_bits`` buckets; the count vector is scaled to unit length, so a long prompt
-  does not outweigh a short one;
+  does not outweigh a short one. Features ``hashed-words-v2`` (what training writes) give multiple-choice
+  and free-form prompts a half of the buckets each, so a word weighs what it says in each kind of ask (a
+  maths word problem's "total" is not an exam question's); ``hashed-words-v1`` (still served) shares them;
 - structural signals (``DENSE_FEATURES``): logs of the size, how many numbers and distinct numbers, commas,
   newlines and the largest number, whether the prompt is a multiple-choice question, and the size signals
   again for multiple-choice prompts only (so one model serves free-form and multiple-choice asks). They are
@@ -32,7 +34,10 @@ from array import array
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-FEATURES_VERSION = "hashed-words-v1"
+FEATURES_VERSION = "hashed-words-v2"
+"""The features training writes. ``FEATURES_SPLIT`` says, per version served, whether the two kinds of prompt
+hash into halves of their own."""
+FEATURES_SPLIT = {"hashed-words-v1": False, "hashed-words-v2": True}
 MAX_WORDS = 256  # words and numbers read from the prompt's start: bounds the cost on any input
 WORD_SCAN_CHARS = 2_048  # characters they are read from (256 words of ~6 characters with their spaces)
 SCAN_CHARS = 8_000  # characters read for the structural signals (their size signal uses the full length)
@@ -58,9 +63,11 @@ _DIGITS = re.compile(r"\d+")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _CHOICE_A = re.compile(r"(?:^|\n)\(?A[.):] ")
 _CHOICE_B = re.compile(r"\n\(?B[.):] ")
+_CHOICE_INDEX = DENSE_FEATURES.index("multiple_choice")
 _MAX_NUMBER = 1e15
 _START_CRC = zlib.crc32(b"^")
 _MIX = 0x01000193
+_START_MIXED = (_START_CRC * _MIX) & 0xFFFFFFFF
 
 
 class LearnedRouterError(ValueError):
@@ -89,19 +96,22 @@ class LearnedRouter(NamedTuple):
     calibration: Mapping[str, Calibration]
     trained: Mapping[str, Any]
     heuristic_floor: bool = True
+    split_kinds: bool = False  # features hashed-words-v2: each kind of prompt hashes into its half of the buckets
 
     def score(self, text: str, total_chars: int | None = None) -> float:
         """The strong model's expected advantage on the prompt, in [0, 1] (1/2: a strong call gains nothing)."""
+        raw = dense_features(text, total_chars)
+        mask, offset = bucket_space(self.hash_bits, self.split_kinds, multiple_choice=raw[_CHOICE_INDEX] > 0)
         counts: dict[int, int] = {}
         get = counts.get
-        for unigram, bigram in _ngram_buckets(_tokens(text), (1 << self.hash_bits) - 1):
+        for unigram, bigram in _ngram_buckets(_tokens(text), mask, offset):
             counts[unigram] = get(unigram, 0) + 1
             counts[bigram] = get(bigram, 0) + 1
         z = self.bias
         if counts:  # the unit-length n-gram vector's dot product, without building it
             weights = self.weights
             z += sum(weights[k] * c for k, c in counts.items()) / math.sqrt(sum(c * c for c in counts.values()))
-        dense = _standardise(dense_features(text, total_chars), self)
+        dense = _standardise(raw, self)
         z += sum(w * x for w, x in zip(self.dense_weights, dense, strict=True))
         return sigmoid(z)
 
@@ -115,9 +125,10 @@ class LearnedRouter(NamedTuple):
     def explain(self, text: str, total_chars: int | None = None, top: int = 8) -> dict[str, Any]:
         """The score's largest contributions: n-grams (by name) and structural signals."""
         contributions: dict[str, float] = {}
-        sparse = hashed_ngrams(text, self.hash_bits)
+        sparse = hashed_ngrams(text, self.hash_bits, split_kinds=self.split_kinds)
         tokens = _tokens(text)
-        for i, (unigram, bigram) in enumerate(_ngram_buckets(tokens, (1 << self.hash_bits) - 1)):
+        mask, offset = bucket_space(self.hash_bits, self.split_kinds, multiple_choice=is_multiple_choice(text))
+        for i, (unigram, bigram) in enumerate(_ngram_buckets(tokens, mask, offset)):
             contributions[tokens[i]] = self.weights[unigram] * sparse[unigram]
             pair = f"{tokens[i - 1] if i else '^'} {tokens[i]}"
             contributions[pair] = self.weights[bigram] * sparse[bigram]
@@ -156,29 +167,54 @@ def _tokens(text: str) -> list[str]:
     return tokens[:MAX_WORDS]
 
 
-def _ngram_buckets(tokens: list[str], mask: int) -> list[tuple[int, int]]:
+def bucket_space(hash_bits: int, split_kinds: bool, *, multiple_choice: bool) -> tuple[int, int]:
+    """The (mask, offset) a prompt's n-grams hash with: all ``2**hash_bits`` buckets, or with ``split_kinds``
+    the lower half for a multiple-choice prompt and the upper half for a free-form one."""
+    if not split_kinds:
+        return (1 << hash_bits) - 1, 0
+    half = 1 << (hash_bits - 1)
+    return half - 1, 0 if multiple_choice else half
+
+
+def is_multiple_choice(text: str) -> bool:
+    """Whether the prompt lists choices A and B (``DENSE_FEATURES``' ``multiple_choice``)."""
+    sample = text[:SCAN_CHARS]
+    return bool(_CHOICE_A.search(sample) and _CHOICE_B.search(sample))
+
+
+def _ngram_buckets(tokens: list[str], mask: int, offset: int = 0) -> list[tuple[int, int]]:
     """Per token, its unigram bucket and the bucket of the bigram it ends (the first one's starts at ``^``).
 
-    A token's bucket is its CRC-32 (stable across processes, unlike ``hash``); a bigram's mixes the two tokens'
-    CRCs (FNV-style multiply and xor), so each distinct token is hashed once.
+    A token's bucket is its CRC-32 (stable across processes, unlike ``hash``) under ``mask``, plus ``offset``;
+    a bigram's mixes the two tokens' CRCs (FNV-style multiply and xor). Each distinct token is hashed, bucketed
+    and multiplied once (kept as ``(crc, bucket, crc * _MIX)``).
     """
-    crcs: dict[str, int] = {}
+    seen: dict[str, tuple[int, int, int]] = {}
     buckets: list[tuple[int, int]] = []
-    previous = _START_CRC
+    append = buckets.append
+    previous = _START_MIXED
     for token in tokens:
-        crc = crcs.get(token)
-        if crc is None:
-            crc = crcs[token] = zlib.crc32(token.encode("utf-8", "surrogatepass"))
-        buckets.append((crc & mask, (((previous * _MIX) & 0xFFFFFFFF) ^ crc) & mask))
-        previous = crc
+        entry = seen.get(token)
+        if entry is None:
+            crc = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+            entry = seen[token] = (crc, (crc & mask) | offset, (crc * _MIX) & 0xFFFFFFFF)
+        crc, unigram, mixed = entry
+        append((unigram, ((previous ^ crc) & mask) | offset))
+        previous = mixed
     return buckets
 
 
-def hashed_ngrams(text: str, hash_bits: int) -> dict[int, float]:
-    """Bucket -> count of the prompt's unigrams and bigrams in it, the vector scaled to unit length."""
+def hashed_ngrams(text: str, hash_bits: int, *, split_kinds: bool = False) -> dict[int, float]:
+    """Bucket -> count of the prompt's unigrams and bigrams in it, the vector scaled to unit length (with
+    ``split_kinds``, in the half of the buckets of the prompt's kind: ``bucket_space``)."""
+    mask, offset = (
+        bucket_space(hash_bits, True, multiple_choice=is_multiple_choice(text))
+        if split_kinds
+        else ((1 << hash_bits) - 1, 0)
+    )
     counts: dict[int, float] = {}
     get = counts.get
-    for unigram, bigram in _ngram_buckets(_tokens(text), (1 << hash_bits) - 1):
+    for unigram, bigram in _ngram_buckets(_tokens(text), mask, offset):
         counts[unigram] = get(unigram, 0.0) + 1.0
         counts[bigram] = get(bigram, 0.0) + 1.0
     if counts:
@@ -204,7 +240,7 @@ def dense_features(text: str, total_chars: int | None = None) -> list[float]:
         math.log1p(sample.count("\n")),
         math.log1p(largest),
     ]
-    multiple_choice = 1.0 if _CHOICE_A.search(sample) and _CHOICE_B.search(sample) else 0.0
+    multiple_choice = 1.0 if is_multiple_choice(sample) else 0.0
     return [*size, multiple_choice, *(v * multiple_choice for v in size)]
 
 
@@ -250,8 +286,8 @@ def compile_learned(document: Mapping[str, Any]) -> LearnedRouter:
     Raises:
         LearnedRouterError: what the schema cannot check (weight count, threshold order, feature version).
     """
-    if document["features"] != FEATURES_VERSION:
-        raise LearnedRouterError(f"features must be {FEATURES_VERSION!r}, got {document['features']!r}")
+    if document["features"] not in FEATURES_SPLIT:
+        raise LearnedRouterError(f"features must be one of {', '.join(FEATURES_SPLIT)}, got {document['features']!r}")
     bits = int(document["hash_bits"])
     dense = document["dense"]
     for name in ("weights", "mean", "std"):
@@ -280,4 +316,5 @@ def compile_learned(document: Mapping[str, Any]) -> LearnedRouter:
         },
         trained=dict(document.get("trained", {})),
         heuristic_floor=bool(document.get("heuristic_floor", True)),
+        split_kinds=FEATURES_SPLIT[document["features"]],
     )

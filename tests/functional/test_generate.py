@@ -134,7 +134,7 @@ def test_input_every_model_rejects_is_a_400_with_the_reason(invoke, bedrock):
 def test_health_reports_the_policy_version(invoke):
     status, _, body = invoke("GET", "/health")
     assert status == 200
-    assert body == {"status": "ok", "policy_version": "2026-12-01.4", "models": 6}
+    assert body == {"status": "ok", "policy_version": "2026-12-01.5", "models": 6}
 
 
 def test_health_is_503_revealing_nothing_when_bedrock_does_not_answer_the_probe(invoke, bedrock):

@@ -18,6 +18,7 @@ from lambdas.router.classifier import classify
 from lambdas.router.engine import RoutingRequest, decide
 from lambdas.router.learned import (
     DENSE_FEATURES,
+    FEATURES_SPLIT,
     FEATURES_VERSION,
     MAX_WORDS,
     LearnedRouter,
@@ -60,10 +61,15 @@ def learned_section(
     }
 
 
-def unigram_bucket(word: str, hash_bits: int) -> int:
-    """The bucket of a word's unigram: the one bucket the word fills after any predecessor."""
-    (bucket,) = set.intersection(*(set(hashed_ngrams(f"{before} {word}", hash_bits)) for before in ("", "zzz", "qqq")))
+def unigram_bucket(word: str, hash_bits: int, *, split_kinds: bool = FEATURES_SPLIT[FEATURES_VERSION]) -> int:
+    """The bucket of a word's unigram in a free-form prompt: the one bucket the word fills after any predecessor."""
+    (bucket,) = set.intersection(
+        *(set(hashed_ngrams(f"{before} {word}", hash_bits, split_kinds=split_kinds)) for before in ("", "zzz", "qqq"))
+    )
     return bucket
+
+
+MC_PROMPT = "Which is urgent?\nA. this\nB. that\nC. neither"
 
 
 # Encoding
@@ -297,6 +303,42 @@ def test_a_positive_weight_raises_the_score_of_prompts_with_that_word():
     top = router.explain("this is urgent please")["ngrams"][0]
     assert top["ngram"] == "urgent"
     assert top["contribution"] > 0
+
+
+def test_v2_features_hash_each_kind_of_prompt_into_its_own_half_of_the_buckets():
+    half = 1 << 11
+    free_form = hashed_ngrams("this is urgent please", 12, split_kinds=True)
+    multiple_choice = hashed_ngrams(MC_PROMPT, 12, split_kinds=True)
+    assert free_form and all(bucket >= half for bucket in free_form)
+    assert multiple_choice and all(bucket < half for bucket in multiple_choice)
+    # And within its half a prompt's buckets are v1's with the top bit set or cleared
+    shared = hashed_ngrams("this is urgent please", 12)
+    assert {b | half for b in shared} == set(free_form)
+
+
+def test_under_v2_a_word_weighs_in_its_own_kind_of_prompt_only():
+    # Given a v2 router whose only weight is on "urgent" in free-form prompts
+    weights = [0.0] * 4096
+    weights[unigram_bucket("urgent", 12, split_kinds=True)] = 4.0
+    router = compile_learned(learned_section(hash_bits=12, weights=weights, bias=-1.0))
+    assert router.split_kinds is True
+    # Then it raises a free-form prompt with the word, and not a multiple-choice question with the same word
+    assert router.score("this is urgent please") > router.score("this is calm please")
+    assert router.score(MC_PROMPT) == pytest.approx(router.score(MC_PROMPT.replace("urgent", "calm")))
+
+
+def test_a_v1_router_still_compiles_and_shares_its_buckets_between_kinds():
+    # Given a router trained before v2 (features hashed-words-v1): one bucket space for every prompt
+    weights = [0.0] * 4096
+    weights[unigram_bucket("urgent", 12, split_kinds=False)] = 4.0
+    router = compile_learned(
+        {**learned_section(hash_bits=12, weights=weights, bias=-1.0), "features": "hashed-words-v1"}
+    )
+    assert router.split_kinds is False
+    # Then its weight moves both kinds of prompt with the word, as it was trained to
+    assert router.score("this is urgent please") > router.score("this is calm please")
+    assert router.score(MC_PROMPT) > router.score(MC_PROMPT.replace("urgent", "calm"))
+    assert router.explain("this is urgent please")["ngrams"][0]["ngram"] == "urgent"
 
 
 def test_compile_learned_keeps_thresholds_calibration_and_floor():

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_default_policy_compiles_with_its_catalog_and_routes(default_policy):
     # Given the shipped policy, When compiled, Then every route's models are in the catalog
-    assert default_policy.version == "2026-12-01.4"
+    assert default_policy.version == "2026-12-01.5"
     assert {"fast", "balanced", "deep", "premium", "vision", "long-context"} <= set(default_policy.routes)
     for route in default_policy.routes.values():
         for name in [c.model for c in route.candidates] + list(route.fallbacks):

@@ -48,7 +48,7 @@ def test_caches_for_max_age_then_refreshes(policy_document):
 def test_new_valid_version_replaces_the_old_one(policy_document):
     clock, source = Clock(), Source(policy_document)
     store = PolicyStore(source, max_age_s=10, clock=clock)
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
     policy_document["policy_version"] = "v2"
     source.raw = json.dumps(policy_document).encode()
     clock.now = 11
@@ -97,7 +97,7 @@ def test_file_fetcher_reads_the_file_each_refresh(tmp_path, policy_document):
     path.write_text(json.dumps(policy_document))
     clock = Clock()
     store = PolicyStore(file_fetcher(path), max_age_s=5, clock=clock)
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
     policy_document["policy_version"] = "edited"
     path.write_text(json.dumps(policy_document))
     clock.now = 6
@@ -148,9 +148,9 @@ def test_appconfig_fetcher_starts_a_session_allowing_15_s_polls(policy_document)
         clock = Clock()
         store = PolicyStore(fetch, max_age_s=15, clock=clock)
         # When the router asks for the policy, and again after 15 s
-        assert store.current().version == "2026-12-01.4"
+        assert store.current().version == "2026-12-01.5"
         clock.now = 15
-        assert store.current().version == "2026-12-01.4"
+        assert store.current().version == "2026-12-01.5"
         # Then the session asked for AppConfig's 15 s minimum (the default 60 s refuses a poll every 45 s)
         # and each poll used the token the previous answer gave
         stub.assert_no_pending_responses()
@@ -172,11 +172,11 @@ def test_first_rollout_serves_the_bootstrap_policy_while_appconfig_answers_empty
         store = PolicyStore(fetch, max_age_s=45, clock=clock, bootstrap=lambda: bootstrap_raw)
         # When the router asks for the policy from its first second
         # Then it serves the synth-validated bootstrap, with no warning (nothing is wrong)
-        assert store.current().version == "2026-12-01.4"
+        assert store.current().version == "2026-12-01.5"
         assert store.source == "bootstrap"
         assert store.last_error is None
         clock.now = 45
-        assert store.current().version == "2026-12-01.4"
+        assert store.current().version == "2026-12-01.5"
         # And once the rollout reaches this client, the deployed version replaces it
         clock.now = 90
         assert store.current().version == "deployed"
@@ -201,7 +201,7 @@ def test_an_unreachable_appconfig_at_cold_start_serves_the_bootstrap(policy_docu
 
     raw = json.dumps(policy_document).encode()
     store = PolicyStore(unreachable, max_age_s=45, clock=Clock(), bootstrap=lambda: raw)
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
     assert "cannot fetch policy" in store.last_error
 
 
@@ -283,7 +283,7 @@ def test_an_empty_answer_after_a_rejected_version_keeps_the_warning(policy_docum
     clock.now = 10
     store.current()
     clock.now = 20
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
     assert store.last_error is not None  # the newest version is still the rejected one
 
 
@@ -327,11 +327,11 @@ def test_empty_configuration_is_not_deployed_yet_rather_than_invalid(policy_docu
     # And once the rollout reaches the client, the policy loads
     source.raw = json.dumps(policy_document).encode()
     clock.now = 11
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
     # And a later empty answer keeps the good policy
     source.raw = b""
     clock.now = 22
-    assert store.current().version == "2026-12-01.4"
+    assert store.current().version == "2026-12-01.5"
 
 
 def test_without_any_policy_fetches_are_spaced_not_made_on_every_request():
@@ -374,4 +374,4 @@ def test_concurrent_first_callers_wait_for_the_first_fetch(policy_document):
     for thread in threads:
         thread.join(5)
     # Then every one of them gets the policy, none a PolicyUnavailable (a 503)
-    assert results == ["2026-12-01.4"] * 8
+    assert results == ["2026-12-01.5"] * 8
