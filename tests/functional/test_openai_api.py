@@ -58,7 +58,8 @@ def store() -> InMemoryBackend:
 
 
 @pytest.fixture
-def client(bedrock: FakeBedrock, store: InMemoryBackend) -> Iterator[openai.OpenAI]:
+def router(bedrock: FakeBedrock, store: InMemoryBackend) -> Iterator[None]:
+    """The handler serving the shipped policy over the fake Bedrock and an in-memory live state."""
     handler.configure(
         RouterService(
             policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
@@ -67,9 +68,14 @@ def client(bedrock: FakeBedrock, store: InMemoryBackend) -> Iterator[openai.Open
             sleep=lambda _s: None,
         )
     )
-    http = httpx.Client(transport=transport([]))
-    yield openai.OpenAI(base_url="http://router.test/v1", api_key="sk-local", http_client=http, max_retries=0)
+    yield
     handler.configure(None)
+
+
+@pytest.fixture
+def client(router: None) -> openai.OpenAI:
+    http = httpx.Client(transport=transport([]))
+    return openai.OpenAI(base_url="http://router.test/v1", api_key="sk-local", http_client=http, max_retries=0)
 
 
 def test_a_plain_chat_is_routed_and_answered_with_usage_and_the_routing(client, bedrock):
@@ -318,21 +324,10 @@ def _image_part(url: str, **extra: object) -> dict:
         ),
     ],
 )
-def test_a_raw_body_openai_s_sdk_would_not_send_is_a_400_naming_the_field(bedrock, store, overrides, named):
-    handler.configure(
-        RouterService(
-            policies=PolicyStore(file_fetcher(DEFAULT_POLICY_PATH), max_age_s=300),
-            gateway=bedrock,
-            live_state=LiveStateTracker(store, cache_ttl_s=0.0),
-            sleep=lambda _s: None,
-        )
-    )
-    try:
-        body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], **overrides}
-        http = httpx.Client(transport=transport([]))
-        answer = http.post("http://router.test/v1/chat/completions", content=json.dumps(body).encode())
-    finally:
-        handler.configure(None)
+def test_a_raw_body_openai_s_sdk_would_not_send_is_a_400_naming_the_field(router, bedrock, overrides, named):
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], **overrides}
+    http = httpx.Client(transport=transport([]))
+    answer = http.post("http://router.test/v1/chat/completions", content=json.dumps(body).encode())
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert named in error["message"], error["message"]
