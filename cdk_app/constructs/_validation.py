@@ -33,15 +33,18 @@ def check_service_name(name: str, value: str) -> None:
         raise ValueError(f"{name} '{value}' must be 1-64 letters, digits, '-' or '_'")
 
 
+_NAMESPACE = re.compile(r"^[0-9A-Za-z._/#: -]+$")
+
+
 def check_metrics_namespace(name: str, value: str) -> None:
-    """CloudWatch namespaces: 1-255 ASCII characters, no control characters, not starting with ':' or the
+    """CloudWatch namespaces: 1-255 letters, digits, ``. - _ / # :`` or spaces, not starting with ':' or the
     ``AWS/`` that AWS's own services keep (PutMetricData refuses those: every metric and alarm would stay silent)."""
     if not resolved(value):
         return
     if not 1 <= len(value) <= 255:
         raise ValueError(f"{name} '{value}' must be 1-255 characters")
-    if not all(" " <= ch <= "~" for ch in value):
-        raise ValueError(f"{name} {value!r} must be printable ASCII (CloudWatch's namespaces)")
+    if not _NAMESPACE.match(value):
+        raise ValueError(f"{name} {value!r} may hold only letters, digits, '.', '-', '_', '/', '#', ':' and spaces")
     if value.startswith(("AWS/", ":")):
         raise ValueError(f"{name} '{value}' must not start with 'AWS/' (AWS's own namespaces) or ':'")
 

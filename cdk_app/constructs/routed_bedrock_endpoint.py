@@ -105,9 +105,9 @@ class RoutedBedrockEndpoint(RouterMetricMethods, Construct):
             (``EndpointAuthorization.api_key()``); ``/health`` stays open. ``EndpointAuthorization.none()``
             opens the endpoint, as an explicit opt-in.
         service_name: Powertools service name, the ``service`` dimension of every router metric (1-64 letters,
-            digits, ``-``, ``_``). Default: - the stack's name and this construct's path below it, with ``-``
-            separators (e.g. ``MyStack-Llm``): stable across deployments and distinct per endpoint, also for
-            one app deployed under two stack names.
+            digits, ``-``, ``_``). Default: - this construct's path with ``-`` separators (e.g. ``MyStack-Llm``);
+            under a stack given a ``stack_name`` of its own, that name and the path below the stack: stable
+            across deployments and distinct per endpoint, also for one app deployed under two stack names.
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
         log_retention: retention of the function's log group and the API's access log group.
             Default: - ``RetentionDays.ONE_MONTH``.

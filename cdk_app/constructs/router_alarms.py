@@ -18,7 +18,7 @@ from lambdas.router.variants import variant_groups
 
 from ._validation import check_at_least_one, check_percent, check_positive_duration
 from ._variants import id_part
-from .router_metrics import PERIOD, RouterMetrics
+from .router_metrics import PERIOD, RouterMetrics, explicit_stack_name
 
 ROLLBACK_ALARMS = (
     "DegradedAnswers",
@@ -39,10 +39,12 @@ _DEFAULT_P99_LATENCY = Duration.seconds(20)
 _MAX_BUDGET_USED_PERCENT = 1000  # spend can overshoot a budget: the gauge is not capped at 100
 
 
-def _composite_name(scope: Construct, id: str) -> str:
-    """A composite alarm's name, unique in the account and region: CDK's default one is built from the construct
-    path alone, so two stacks sharing ids under two stack names would claim one name (PutCompositeAlarm's names
-    are unique per account and region); ``Names.unique_resource_name`` starts from the stack's name."""
+def _composite_name(scope: Construct, id: str) -> str | None:
+    """A composite alarm's name, unique in the account and region (PutCompositeAlarm's names are). CDK's own
+    is built from the construct path alone, which two stacks given two names share: under such a stack
+    (``explicit_stack_name``) the name starts from the stack's name; otherwise CDK's stays, unchanged."""
+    if explicit_stack_name(scope) is None:
+        return None
     return f"{Names.unique_resource_name(scope, separator='-', max_length=200)}-{id}"
 
 

@@ -129,8 +129,8 @@ class RouterFunction(Construct):
         appconfig_application_name: the AppConfig application the router polls (``APPCONFIG_APPLICATION``).
         appconfig_environment_name: the AppConfig environment (``APPCONFIG_ENVIRONMENT``).
         appconfig_profile_name: the configuration profile (``APPCONFIG_PROFILE``). Default: - ``routing-policy``.
-        service_name: Powertools service name, the ``service`` dimension of every router metric. Default: - the
-            stack's name and this construct's path below it, with ``-`` separators.
+        service_name: Powertools service name, the ``service`` dimension of every router metric. Default: - this
+            construct's path with ``-`` separators (``router_metrics.default_service_name``).
         metrics_namespace: CloudWatch namespace of the router's metrics. Default: - ``RoutedBedrock``.
         log_retention: retention of the function's log group. Default: - ``RetentionDays.ONE_MONTH``.
         log_removal_policy: what happens to the function's log group when it leaves the stack. Default: -

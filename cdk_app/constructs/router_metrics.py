@@ -24,22 +24,45 @@ PERIOD = Duration.minutes(5)
 _NAME_MAX_LENGTH = 64
 
 
-def default_service_name(construct: IConstruct) -> str:
-    """The construct's path below its stack, after the stack's name, as a metric dimension value:
-    ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 characters).
+def explicit_stack_name(construct: IConstruct) -> str | None:
+    """The name of the construct's (top-level) stack when it was given (``stack_name="svc-prod"``); None when
+    it is the name CDK derives from the construct path (the id, with its stage's, or the id-and-hash form of a
+    stack inside another construct), or a token.
 
-    The stack's name, not its construct id: two stacks of one app may share an id and deploy to one account
-    and region under two names (``stack_name="svc-dev"``, ``"svc-prod"``), and the dimension must tell their
-    metrics apart, or each one's alarms would watch both. A stack left with its default name is named by its id
-    (with its stage's), so its dimension is the construct path it always was.
+    Only a given name can differ between two deployments of one construct path: one app synthesized for dev
+    and prod under two names, in one account and region. Names that must be unique there (a composite alarm's)
+    and the metrics' dimension then take the stack's name; with a derived name they stay what they always
+    were, so an existing stack keeps its alarms and its metrics' history.
     """
     stack = Stack.of(construct)
     while stack.nested_stack_parent is not None:  # a nested stack's name is CloudFormation's: its parent's is known
         stack = stack.nested_stack_parent
+    name = stack.stack_name
+    if Token.is_unresolved(name):
+        return None
+    ids = [scope.node.id for scope in stack.node.scopes if scope.node.id]
+    if name in (stack.node.id, "-".join(ids)):
+        return None
+    # Inside another construct CDK names the stack by its path's letters and digits and a hash of 8 hex digits
+    letters = re.sub(r"[^A-Za-z0-9]", "", "".join(ids))
+    if re.search(r"[0-9A-F]{8}$", name) and letters.startswith(re.sub(r"[^A-Za-z0-9]", "", name)[:-8]):
+        return None
+    return name
+
+
+def default_service_name(construct: IConstruct) -> str:
+    """The construct's path as a metric dimension value: ``MyStack/Llm`` -> ``MyStack-Llm`` (at most 64 chars);
+    under a stack given a name of its own (``explicit_stack_name``), that name and the path below the stack."""
     scopes = construct.node.scopes
-    below = [scope.node.id for scope in scopes[scopes.index(stack) + 1 :] if scope.node.id]
-    head = stack.stack_name if not Token.is_unresolved(stack.stack_name) else stack.node.path.replace("/", "-")
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join([head, *below])).strip("-") or "routed-bedrock"
+    given = explicit_stack_name(construct)
+    if given is None:
+        parts = [scope.node.id for scope in scopes if scope.node.id]
+    else:
+        stack = Stack.of(construct)
+        while stack.nested_stack_parent is not None:
+            stack = stack.nested_stack_parent
+        parts = [given, *(scope.node.id for scope in scopes[scopes.index(stack) + 1 :] if scope.node.id)]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-") or "routed-bedrock"
     if len(name) <= _NAME_MAX_LENGTH:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]

@@ -603,8 +603,10 @@ def unexpected(exc: Exception) -> Response[Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _forget_unflushed_metrics()
     problem = _event_problem(event)
-    if problem is not None:
-        body = {"error": "BadRequest", "message": problem}
+    if problem is not None:  # in the shape of the API asked, as _error answers
+        path = event.get("path") if isinstance(event, dict) else None
+        openai = isinstance(path, str) and path.startswith("/v1/")
+        body = openai_api.error_body(400, problem) if openai else {"error": "BadRequest", "message": problem}
         return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
     response = app.resolve(event, context)
     _freeze_warm_state()

@@ -211,6 +211,12 @@ def test_an_event_api_gateway_would_never_send_is_a_400_naming_the_problem(invok
     assert bedrock.calls == []
 
 
+def test_a_malformed_event_on_the_openai_api_is_answered_in_openai_s_shape(invoke, bedrock):
+    status, body = _direct(_event(path="/v1/chat/completions", requestContext={}))
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error" and "requestContext" in body["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "context",
     [

@@ -267,10 +267,16 @@ def _image_part(url: str, **extra: object) -> dict:
         ({"user": 42}, "user must be a string (got 42)"),
         ({"store": "yes"}, "store must be true or false"),
         ({"messages": [{"role": "user", "content": "Hi", "name": {"n": 1}}]}, "messages[0].name must be a string"),
+        # A part's type that cannot be a dict key (a list, an object) is named, not a server error
         (
-            {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "colour": "red"}]}]},
-            "messages[0].content[0] has unsupported field(s): colour",
+            {"messages": [{"role": "user", "content": [{"type": ["text"], "text": "Hi"}]}]},
+            "messages[0].content[0] must be a text part or an image_url part",
         ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": {"a": 1}, "text": "Hi"}]}]},
+            "messages[0].content[0] must be a text part or an image_url part",
+        ),
+        ({"top_logprobs": 2}, "top_logprobs: log probabilities are not supported"),
         (
             {
                 "messages": [
@@ -289,26 +295,12 @@ def _image_part(url: str, **extra: object) -> dict:
                         "role": "user",
                         "content": [
                             {"type": "text", "text": "Look"},
-                            _image_part(f"data:image/png;base64,{PIXEL}", size=3),
+                            _image_part(f"data:image/png;base64,{PIXEL}", detail=3),
                         ],
                     }
                 ]
             },
-            "image_url must be an object with a url and an optional detail",
-        ),
-        (
-            {
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "text", "text": "Look"},
-                            _image_part(f"data:image/png;base64,{PIXEL}", detail="ultra"),
-                        ],
-                    }
-                ]
-            },
-            "image_url.detail must be auto, low or high",
+            "image_url.detail must be a string (got 3)",
         ),
         (
             {
@@ -336,9 +328,22 @@ def test_a_raw_body_openai_s_sdk_would_not_send_is_a_400_naming_the_field(router
 
 
 def test_the_fields_openai_takes_and_the_router_ignores_are_accepted_when_well_formed(client, bedrock):
+    image = {"url": f"data:image/png;base64,{PIXEL}", "detail": "original"}  # detail's values grow: any string
     completion = client.chat.completions.create(
         model="auto",
-        messages=[{"role": "user", "content": "Hi", "name": "ana"}],
+        messages=[
+            {"role": "user", "content": "Hi", "name": "ana"},
+            {"role": "assistant", "content": "Hello."},
+            {
+                "role": "user",
+                "content": [
+                    # Fields an SDK or a proxy adds to parts (prompt caching hints) are left alone
+                    {"type": "text", "text": "Look", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image_url", "image_url": image, "prompt_cache_breakpoint": {"type": "ephemeral"}},
+                ],
+            },
+        ],
+        top_logprobs=0,
         seed=7,
         metadata={"team": "search"},
         user="u-1",
@@ -349,8 +354,9 @@ def test_the_fields_openai_takes_and_the_router_ignores_are_accepted_when_well_f
         stream=False,
         tools=[],
     )
-    assert completion.choices[0].message.content == f"answer from {NOVA_MICRO}"
-    assert len(bedrock.calls) == 1
+    [call] = bedrock.calls
+    assert completion.choices[0].message.content.startswith("answer from ") and call["model"]
+    assert [block for block in call["messages"][-1]["content"] if "image" in block]  # the image went to the model
 
 
 def test_a_spent_budget_that_refuses_is_a_429_with_retry_after(bedrock, store, tmp_path):

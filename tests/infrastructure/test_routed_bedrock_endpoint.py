@@ -16,6 +16,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
+from constructs import Construct
 
 from cdk_app import AuthMode, EndpointAuthorization, RoutedBedrockEndpoint
 from lambdas.router import metric_names as m
@@ -796,12 +797,16 @@ def test_two_stacks_sharing_ids_under_two_stack_names_keep_their_metrics_and_ala
         names.append(composite["Properties"]["AlarmName"])
     assert names[0] != names[1]
     assert names[0].startswith("svcdev-Llm-Alarms-") and names[1].startswith("svcprod-Llm-Alarms-")
-    # And a stack left with its default name keeps the dimension its construct path gave it
-    assert RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Stack"), "Llm", policy=DEFAULT_POLICY_PATH).service_name == (
-        "Stack-Llm"
-    )
+    # And a stack left with the name CDK derives keeps the dimension and the alarm name its path gave it, so an
+    # existing deployment's metrics and alarms are not replaced on upgrade
+    default = RoutedBedrockEndpoint(cdk.Stack(cdk.App(), "Stack"), "Llm", policy=DEFAULT_POLICY_PATH)
+    assert default.service_name == "Stack-Llm"
+    [composite] = Template.from_stack(cdk.Stack.of(default)).find_resources("AWS::CloudWatch::CompositeAlarm").values()
+    assert composite["Properties"]["AlarmName"].startswith("StackLlmAlarmsPolicyRollbackAlarm")
     staged = cdk.Stack(cdk.Stage(cdk.App(), "Beta"), "Stack")
     assert RoutedBedrockEndpoint(staged, "Llm", policy=DEFAULT_POLICY_PATH).service_name == "Beta-Stack-Llm"
+    grouped = cdk.Stack(Construct(cdk.App(), "Group"), "Inner")  # CDK names it GroupInner<hash>
+    assert RoutedBedrockEndpoint(grouped, "Llm", policy=DEFAULT_POLICY_PATH).service_name == "Group-Inner-Llm"
 
 
 def test_fails_on_an_invalid_policy_naming_the_field(shipped_policy):
@@ -867,7 +872,8 @@ def test_fails_on_a_policy_file_that_is_not_an_object(tmp_path):
         ({"metrics_namespace": ""}, "metrics_namespace ''"),
         # CloudWatch keeps AWS/ for AWS's own services: the router's metrics, and every alarm on them, would be silent
         ({"metrics_namespace": "AWS/Lambda"}, "metrics_namespace 'AWS/Lambda' must not start with 'AWS/'"),
-        ({"metrics_namespace": "Acme\tLlm"}, "must be printable ASCII"),
+        ({"metrics_namespace": "Acme\tLlm"}, "may hold only letters, digits"),
+        ({"metrics_namespace": "a{b}"}, "metrics_namespace 'a{b}' may hold only"),
         ({"dashboard_name": "d" * 256}, "dashboard_name 'ddd"),
         ({"dashboard_name": "my dashboard"}, "dashboard_name 'my dashboard' must be 1-255 letters, digits"),
         ({"log_removal_policy": cdk.RemovalPolicy.SNAPSHOT}, "log_removal_policy RemovalPolicy.SNAPSHOT is not"),
