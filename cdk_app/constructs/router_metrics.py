@@ -24,6 +24,14 @@ PERIOD = Duration.minutes(5)
 _NAME_MAX_LENGTH = 64
 
 
+def _top_stack(construct: IConstruct) -> Stack:
+    """The construct's stack, or a nested stack's top-level parent (a nested stack's name is CloudFormation's)."""
+    stack = Stack.of(construct)
+    while stack.nested_stack_parent is not None:
+        stack = stack.nested_stack_parent
+    return stack
+
+
 def explicit_stack_name(construct: IConstruct) -> str | None:
     """The name of the construct's (top-level) stack when it was given (``stack_name="svc-prod"``); None when
     it is the name CDK derives from the construct path (the id, with its stage's, or the id-and-hash form of a
@@ -34,9 +42,7 @@ def explicit_stack_name(construct: IConstruct) -> str | None:
     and the metrics' dimension then take the stack's name; with a derived name they stay what they always
     were, so an existing stack keeps its alarms and its metrics' history.
     """
-    stack = Stack.of(construct)
-    while stack.nested_stack_parent is not None:  # a nested stack's name is CloudFormation's: its parent's is known
-        stack = stack.nested_stack_parent
+    stack = _top_stack(construct)
     name = stack.stack_name
     if Token.is_unresolved(name):
         return None
@@ -58,10 +64,8 @@ def default_service_name(construct: IConstruct) -> str:
     if given is None:
         parts = [scope.node.id for scope in scopes if scope.node.id]
     else:
-        stack = Stack.of(construct)
-        while stack.nested_stack_parent is not None:
-            stack = stack.nested_stack_parent
-        parts = [given, *(scope.node.id for scope in scopes[scopes.index(stack) + 1 :] if scope.node.id)]
+        below = scopes[scopes.index(_top_stack(construct)) + 1 :]
+        parts = [given, *(scope.node.id for scope in below if scope.node.id)]
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-") or "routed-bedrock"
     if len(name) <= _NAME_MAX_LENGTH:
         return name

@@ -571,12 +571,18 @@ def _record_budget_and_state(outcome: Outcome, tracker: LiveStateTracker | None)
         _count_one(m.CIRCUITS_OPENED, {m.MODEL_DIMENSION: model_id, m.REGION_DIMENSION: region})
 
 
-def _error(status: int, error: str, message: str, *, code: str | None = None, **extra: Any) -> Response[Any]:
+def _error_body(
+    path: str, status: int, error: str, message: str, *, code: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """An error in the shape of the API asked: OpenAI's under ``/v1/`` (``code`` replacing the status's
     usual one), the router's own elsewhere."""
-    if app.current_event.path.startswith("/v1/"):
-        return _json_response(status, openai_api.error_body(status, message, code=code))
-    return _json_response(status, {"error": error, "message": message, **extra})
+    if path.startswith("/v1/"):
+        return openai_api.error_body(status, message, code=code)
+    return {"error": error, "message": message, **extra}
+
+
+def _error(status: int, error: str, message: str, *, code: str | None = None, **extra: Any) -> Response[Any]:
+    return _json_response(status, _error_body(app.current_event.path, status, error, message, code=code, **extra))
 
 
 @app.not_found
@@ -603,10 +609,9 @@ def unexpected(exc: Exception) -> Response[Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _forget_unflushed_metrics()
     problem = _event_problem(event)
-    if problem is not None:  # in the shape of the API asked, as _error answers
+    if problem is not None:
         path = event.get("path") if isinstance(event, dict) else None
-        openai = isinstance(path, str) and path.startswith("/v1/")
-        body = openai_api.error_body(400, problem) if openai else {"error": "BadRequest", "message": problem}
+        body = _error_body(path if isinstance(path, str) else "", 400, "BadRequest", problem)
         return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
     response = app.resolve(event, context)
     _freeze_warm_state()

@@ -207,11 +207,7 @@ def _ngram_buckets(tokens: list[str], mask: int, offset: int = 0) -> list[tuple[
 def hashed_ngrams(text: str, hash_bits: int, *, split_kinds: bool = False) -> dict[int, float]:
     """Bucket -> count of the prompt's unigrams and bigrams in it, the vector scaled to unit length (with
     ``split_kinds``, in the half of the buckets of the prompt's kind: ``bucket_space``)."""
-    mask, offset = (
-        bucket_space(hash_bits, True, multiple_choice=is_multiple_choice(text))
-        if split_kinds
-        else ((1 << hash_bits) - 1, 0)
-    )
+    mask, offset = bucket_space(hash_bits, split_kinds, multiple_choice=split_kinds and is_multiple_choice(text))
     counts: dict[int, float] = {}
     get = counts.get
     for unigram, bigram in _ngram_buckets(_tokens(text), mask, offset):
